@@ -1,0 +1,61 @@
+/**
+ * ErrorKind is the closed set of failures the core reports. Each maps to
+ * exactly one gRPC status in `platform/errors.ts`; adding a kind means adding
+ * its mapping there (the compiler enforces it).
+ */
+export type ErrorKind =
+  | "InvalidArgument"
+  | "NotFound"
+  | "AlreadyExists"
+  | "PermissionDenied"
+  | "Unauthenticated"
+  | "FailedPrecondition"
+  | "ResourceExhausted"
+  | "Unavailable"
+  | "Internal";
+
+/** ERROR_KINDS lists every ErrorKind once (for exhaustive tests). */
+export const ERROR_KINDS: readonly ErrorKind[] = [
+  "InvalidArgument",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "Unauthenticated",
+  "FailedPrecondition",
+  "ResourceExhausted",
+  "Unavailable",
+  "Internal",
+];
+
+/**
+ * ChatError is the only error the core throws on purpose. Its message is
+ * written for a client developer and is safe to return to the client; put
+ * anything internal in `cause`.
+ */
+export class ChatError extends Error {
+  override readonly name = "ChatError";
+  /**
+   * retryAfterMs, when set, tells a rate-limited client how long to wait.
+   */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+    options?: ErrorOptions & { retryAfterMs?: number },
+  ) {
+    super(message, options);
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+}
+
+/** isChatError narrows unknown values to ChatError, optionally of one kind. */
+export function isChatError(e: unknown, kind?: ErrorKind): e is ChatError {
+  return e instanceof ChatError && (kind === undefined || e.kind === kind);
+}
+
+/** GROUP_NOT_FOUND is the one answer for a group that does not exist or that
+ * the caller does not belong to, so membership cannot be probed. */
+export function groupNotFound(groupId: string): ChatError {
+  return new ChatError("NotFound", `group ${groupId} not found (or you are not a member)`);
+}

@@ -1,0 +1,244 @@
+/**
+ * Ports: what the core needs from the outside world. Each has one contract
+ * suite under test/contract/ that every adapter passes (memory/SQLite for the
+ * embedded default, NATS/Cassandra/Redis in production).
+ *
+ * Core code depends on these interfaces only; it never imports an adapter,
+ * generated code or a transport.
+ */
+import type {
+  ChatMessage,
+  Group,
+  GroupEvent,
+  Member,
+  Membership,
+  RefreshTokenRecord,
+  Role,
+  User,
+  UserCredentials,
+  UserRef,
+} from "./model.js";
+
+/** Clock gives the server's time in milliseconds since the Unix epoch. */
+export interface Clock {
+  now(): number;
+}
+
+/** systemClock is the real clock. */
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** UserStore keeps accounts. Usernames are unique (stored lower case). */
+export interface UserStore {
+  /** createUser inserts the user; throws ChatError AlreadyExists if the username is taken (atomically: two concurrent calls never both succeed). */
+  createUser(user: UserCredentials): Promise<void>;
+  /** findUserByName returns the user with its password hash, or undefined. */
+  findUserByName(username: string): Promise<UserCredentials | undefined>;
+  /** getUser returns the user, or undefined. */
+  getUser(userId: string): Promise<User | undefined>;
+}
+
+/** RefreshTokenStore keeps refresh tokens by hash. */
+export interface RefreshTokenStore {
+  /** insertRefreshToken stores a new, unused token. */
+  insertRefreshToken(record: RefreshTokenRecord): Promise<void>;
+  /** findRefreshToken returns the record for a token hash, or undefined. */
+  findRefreshToken(tokenHash: string): Promise<RefreshTokenRecord | undefined>;
+  /**
+   * markRefreshTokenUsed sets usedAt if it is still null and returns true;
+   * returns false if the token was already used (or does not exist). Of two
+   * concurrent calls for one token at most one returns true.
+   */
+  markRefreshTokenUsed(tokenHash: string, at: number): Promise<boolean>;
+  /** revokeRefreshFamily sets revokedAt on every token of the family (idempotent). */
+  revokeRefreshFamily(familyId: string, at: number): Promise<void>;
+}
+
+/** GroupSnapshot is the state a group change is decided on, read inside the change's transaction. */
+export interface GroupSnapshot {
+  readonly group: Group;
+  /** The members among the user ids the caller asked for (absent = not a member). */
+  readonly members: ReadonlyMap<string, Member>;
+  /** Number of owners of the group. */
+  readonly ownerCount: number;
+}
+
+/** GroupChange is one change to a group; each appends exactly one event. */
+export type GroupChange =
+  | { readonly type: "add"; readonly member: UserRef; readonly role: Role }
+  | { readonly type: "remove"; readonly member: UserRef }
+  | { readonly type: "set_role"; readonly member: UserRef; readonly role: Role }
+  | { readonly type: "rename"; readonly name: string };
+
+/** NewGroup is what createGroup stores. */
+export interface NewGroup {
+  readonly id: string;
+  readonly name: string;
+  readonly epoch: string;
+  readonly createdAt: number;
+  readonly owner: UserRef;
+}
+
+/** MessageDraft is a message before it has a seq. */
+export interface MessageDraft {
+  readonly id: string;
+  readonly groupId: string;
+  readonly sender: UserRef;
+  readonly text: string;
+  readonly clientMessageId: string;
+  readonly sentAt: number;
+}
+
+/** AppendResult is the outcome of appendMessage. */
+export interface AppendResult {
+  /** The stored message event (the original one when duplicate). */
+  readonly event: GroupEvent & { readonly body: { readonly type: "message"; readonly message: ChatMessage } };
+  /** True when (groupId, sender, clientMessageId) was stored before; nothing was written. */
+  readonly duplicate: boolean;
+}
+
+/** MessagePage is a page of history, ascending by seq. */
+export interface MessagePage {
+  readonly messages: readonly ChatMessage[];
+  /** True when more messages lie further in the paging direction. */
+  readonly hasMore: boolean;
+}
+
+/**
+ * GroupStore keeps groups, memberships (both directions) and each group's
+ * timeline: one dense, strictly increasing seq per group from 1, shared by
+ * messages and membership events (DESIGN invariant 1).
+ *
+ * Every write that appends an event returns only once it is durable; the
+ * event and the state it describes (membership, name) are written together
+ * or not at all.
+ *
+ * Reads never return events older than the store's retention period, even
+ * before they are physically purged.
+ */
+export interface GroupStore {
+  /** createGroup stores the group with `owner` as its only member (role owner) and appends member_added(owner) as seq 1. */
+  createGroup(group: NewGroup): Promise<GroupEvent>;
+  /** getGroup returns the group, or undefined. */
+  getGroup(groupId: string): Promise<Group | undefined>;
+  /** getMember returns the membership, or undefined if the user is not a member. */
+  getMember(groupId: string, userId: string): Promise<Member | undefined>;
+  /** listMembers returns up to `limit` members with user id > afterUserId ("" = from the start), ordered by user id. */
+  listMembers(groupId: string, afterUserId: string, limit: number): Promise<Member[]>;
+  /** listMemberships returns up to `limit` of the user's groups with group id > afterGroupId ("" = from the start), ordered by group id. */
+  listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]>;
+  /**
+   * changeGroup reads a snapshot of the group (with the members among
+   * `userIds`), calls `decide` on it, and applies the change it returns
+   * together with a new event (seq = head + 1, at = `at`, actor = `actor`)
+   * atomically. If `decide` throws, nothing is written and the error is
+   * rethrown. `decide` may be called more than once (optimistic retry) and
+   * must be pure. Throws ChatError NotFound if the group does not exist.
+   *
+   * The store enforces the change's own preconditions as well: "add" fails
+   * AlreadyExists if the user is a member; "remove" and "set_role" fail
+   * NotFound if not.
+   */
+  changeGroup(
+    groupId: string,
+    userIds: readonly string[],
+    actor: UserRef,
+    at: number,
+    decide: (snapshot: GroupSnapshot) => GroupChange,
+  ): Promise<GroupEvent>;
+  /**
+   * appendMessage stores a message as the group's next event, idempotently:
+   * if a message with the same (groupId, sender id, clientMessageId) is
+   * retained, it returns that one with duplicate = true and writes nothing.
+   * Throws ChatError NotFound if the group does not exist or the sender is
+   * not a member at the time of the write.
+   */
+  appendMessage(draft: MessageDraft): Promise<AppendResult>;
+  /** readEvents returns up to `limit` retained events with seq > afterSeq, ascending. */
+  readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]>;
+  /**
+   * listMessages returns up to `limit` retained messages: with `beforeSeq`,
+   * the newest ones with seq < beforeSeq; with `afterSeq`, the oldest ones
+   * with seq > afterSeq; with neither, the newest. Always ascending.
+   */
+  listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage>;
+  /** firstRetainedSeq returns the oldest retained event's seq, or 0 if none is retained. */
+  firstRetainedSeq(groupId: string): Promise<number>;
+  /** ackMember raises the member's acked seq to `seq` (never lowers it); no-op for non-members. */
+  ackMember(groupId: string, userId: string, seq: number): Promise<void>;
+  /** purgeExpired deletes events older than the retention period; returns how many. */
+  purgeExpired(): Promise<number>;
+}
+
+/** Store is everything the embedded or production store provides. */
+export interface Store extends UserStore, RefreshTokenStore, GroupStore {
+  /** close releases the store's resources; pending writes finish first. */
+  close(): Promise<void>;
+}
+
+/** Subscription is a live subscription to a bus subject. */
+export interface Subscription {
+  /** unsubscribe stops delivery; idempotent. No handler call starts after it returns. */
+  unsubscribe(): void;
+}
+
+/** UserNotice is a per-user control event. */
+export type UserNotice =
+  /** The user was added to a group; its member_added event has `seq`. */
+  | { readonly type: "joined"; readonly groupId: string; readonly seq: number }
+  /** The session (refresh family) was revoked: its live streams end. */
+  | { readonly type: "session_revoked"; readonly sessionId: string };
+
+/**
+ * EventBus fans out group events (after they are durable) and per-user
+ * notices to every process that subscribed.
+ *
+ * Delivery is at-least-once and per group in publish order in the common
+ * case, but a subscriber may miss events (e.g. across a reconnect): it must
+ * detect gaps by seq and repair them from the GroupStore, and drop seqs it
+ * has already seen.
+ */
+export interface EventBus {
+  /** publishEvent publishes a durable event to its group's subscribers. */
+  publishEvent(event: GroupEvent): Promise<void>;
+  /** subscribeGroup calls `handler` for every event of the group published after the subscription is active (when the promise resolves). */
+  subscribeGroup(groupId: string, handler: (event: GroupEvent) => void): Promise<Subscription>;
+  /** publishUser publishes a notice to the user's subscribers. */
+  publishUser(userId: string, notice: UserNotice): Promise<void>;
+  /** subscribeUser calls `handler` for every notice to the user published after the subscription is active. */
+  subscribeUser(userId: string, handler: (notice: UserNotice) => void): Promise<Subscription>;
+  /** close ends all subscriptions. */
+  close(): Promise<void>;
+}
+
+/**
+ * MembershipCache remembers members' roles to spare the store on the send
+ * path. It may be stale only until `invalidate` is called for the pair,
+ * which every membership change does after it is durable.
+ */
+export interface MembershipCache {
+  /** getRole returns the cached role, null if cached as "not a member", undefined if not cached. */
+  getRole(groupId: string, userId: string): Promise<Role | null | undefined>;
+  /** setRole caches a role (or null for "not a member"). */
+  setRole(groupId: string, userId: string, role: Role | null): Promise<void>;
+  /** invalidate drops the cached entry. */
+  invalidate(groupId: string, userId: string): Promise<void>;
+}
+
+/** RateLimit describes a token bucket: `burst` tokens, refilled at `perSecond`. */
+export interface RateLimit {
+  readonly burst: number;
+  readonly perSecond: number;
+}
+
+/** RateDecision is the outcome of RateLimiter.take. */
+export interface RateDecision {
+  readonly allowed: boolean;
+  /** When not allowed: how long until a token is available. */
+  readonly retryAfterMs: number;
+}
+
+/** RateLimiter is a set of token buckets by key. */
+export interface RateLimiter {
+  /** take removes one token from the bucket `key` if it has one. */
+  take(key: string, limit: RateLimit): Promise<RateDecision>;
+}
