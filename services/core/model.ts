@@ -46,6 +46,8 @@ export interface Member {
   readonly user: UserRef;
   readonly role: Role;
   readonly joinedAt: number;
+  /** Highest seq the member acknowledged; 0 if none. */
+  readonly ackedSeq: number;
 }
 
 /** Membership is a group as seen by one member. */

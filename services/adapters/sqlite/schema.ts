@@ -1,0 +1,116 @@
+/**
+ * Versioned schema migrations for the embedded SQLite store.
+ *
+ * Each migration has a version number and runs at most once, inside its own
+ * IMMEDIATE transaction, which also records it in `schema_migrations`; two
+ * processes opening one file at the same time cannot both apply it. Never
+ * edit a released migration: append a new one.
+ */
+import type { Database } from "better-sqlite3";
+
+/** Migration is one schema step: `version` is unique and increasing. */
+export interface Migration {
+  readonly version: number;
+  readonly description: string;
+  readonly sql: string;
+}
+
+/**
+ * MIGRATIONS lists every schema step in version order.
+ *
+ * Layout notes:
+ * - `events` holds every timeline entry (PK group_id, seq). Messages keep
+ *   their fields in columns (`message_id`, `text`, `client_message_id`; the
+ *   sender is the actor, `at` is the sent time); other events keep their body
+ *   in `payload` (JSON).
+ * - `events_dedupe` makes (group, sender, client message id) unique among
+ *   message events; `events_messages` serves history paging over messages.
+ * - `members` is keyed (group_id, user_id) and indexed (user_id, group_id),
+ *   so membership is readable in both directions from one write.
+ */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "users, refresh tokens, groups, members, events",
+    sql: `
+      CREATE TABLE users (
+        id            TEXT PRIMARY KEY,
+        username      TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE refresh_tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        family_id  TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        revoked_at INTEGER
+      ) STRICT;
+      CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+
+      CREATE TABLE groups (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        epoch        TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        head_seq     INTEGER NOT NULL,
+        member_count INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE members (
+        group_id  TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        user_id   TEXT NOT NULL,
+        username  TEXT NOT NULL,
+        role      TEXT NOT NULL CHECK (role IN ('member', 'admin', 'owner')),
+        joined_at INTEGER NOT NULL,
+        acked_seq INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (group_id, user_id)
+      ) STRICT;
+      CREATE INDEX members_by_user ON members (user_id, group_id);
+
+      CREATE TABLE events (
+        group_id          TEXT NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        seq               INTEGER NOT NULL,
+        at                INTEGER NOT NULL,
+        actor_id          TEXT NOT NULL,
+        actor_name        TEXT NOT NULL,
+        type              TEXT NOT NULL,
+        payload           TEXT,
+        message_id        TEXT,
+        text              TEXT,
+        client_message_id TEXT,
+        PRIMARY KEY (group_id, seq)
+      ) STRICT;
+      CREATE UNIQUE INDEX events_dedupe ON events (group_id, actor_id, client_message_id)
+        WHERE type = 'message';
+      CREATE INDEX events_messages ON events (group_id, seq) WHERE type = 'message';
+      CREATE INDEX events_at ON events (at);
+    `,
+  },
+];
+
+/**
+ * migrate applies every migration in MIGRATIONS not yet recorded in
+ * `schema_migrations`, in version order. Idempotent: running it again (or
+ * concurrently from another connection) applies nothing twice. Returns the
+ * versions it applied.
+ */
+export function migrate(db: Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+  ) STRICT`);
+  const isApplied = db.prepare<[number], { version: number }>("SELECT version FROM schema_migrations WHERE version = ?");
+  const record = db.prepare<[number, number]>("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)");
+  const applied: number[] = [];
+  const applyOne = db.transaction((m: Migration): void => {
+    if (isApplied.get(m.version) !== undefined) return;
+    db.exec(m.sql);
+    record.run(m.version, Date.now());
+    applied.push(m.version);
+  });
+  for (const m of [...migrations].sort((a, b) => a.version - b.version)) applyOne.immediate(m);
+  return applied;
+}

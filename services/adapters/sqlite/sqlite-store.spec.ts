@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { newId } from "../../core/ids.js";
+import { systemClock } from "../../core/ports.js";
+import { FakeClock, storeContract } from "../../../test/contract/store.contract.js";
+import { createSqliteStore } from "./sqlite-store.js";
+import { MIGRATIONS, migrate } from "./schema.js";
+
+const dir = mkdtempSync(join(tmpdir(), "sqlite-store-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let files = 0;
+/** freshPath returns a new database file path inside the temp dir (in a not-yet-existing subdirectory). */
+function freshPath(): string {
+  files += 1;
+  return join(dir, `run-${files}`, "chat.db");
+}
+
+storeContract("sqlite", async (opts) => createSqliteStore({ path: freshPath(), ...opts }));
+
+describe("SqliteStore", () => {
+  it("keeps data across close and reopen of the same file", async () => {
+    const path = freshPath();
+    const owner = { id: newId(), username: "alice" };
+    const groupId = newId();
+    const first = createSqliteStore({ path, retentionMs: 60_000, clock: systemClock });
+    await first.createUser({ id: owner.id, username: "alice", passwordHash: "h", createdAt: Date.now() });
+    await first.createGroup({ id: groupId, name: "g", epoch: "e", createdAt: Date.now(), owner });
+    const sent = await first.appendMessage({
+      id: newId(),
+      groupId,
+      sender: owner,
+      text: "hi",
+      clientMessageId: "c1",
+      sentAt: Date.now(),
+    });
+    await first.close();
+
+    const second = createSqliteStore({ path, retentionMs: 60_000, clock: systemClock });
+    try {
+      assert.equal((await second.findUserByName("alice"))?.id, owner.id);
+      assert.equal((await second.getGroup(groupId))?.headSeq, 2);
+      assert.deepEqual(await second.readEvents(groupId, 1, 10), [sent.event]);
+      const retry = await second.appendMessage({
+        id: newId(),
+        groupId,
+        sender: owner,
+        text: "hi",
+        clientMessageId: "c1",
+        sentAt: Date.now(),
+      });
+      assert.equal(retry.duplicate, true);
+      assert.equal(retry.event.seq, 2);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it("sets WAL, synchronous=FULL, foreign keys and busy timeout", async () => {
+    const store = createSqliteStore({ path: freshPath(), retentionMs: 1000, clock: systemClock });
+    try {
+      // the handle is private; reading it here checks the durability settings the class doc promises
+      const db = (store as unknown as { db: Database.Database }).db;
+      assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
+      assert.equal(db.pragma("synchronous", { simple: true }), 2, "FULL");
+      assert.equal(db.pragma("foreign_keys", { simple: true }), 1);
+      assert.equal(db.pragma("busy_timeout", { simple: true }), 5000);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("migrates idempotently and records each version once", () => {
+    const db = new Database(":memory:");
+    try {
+      assert.deepEqual(
+        migrate(db),
+        MIGRATIONS.map((m) => m.version),
+      );
+      assert.deepEqual(migrate(db), []);
+      const versions = db.prepare("SELECT version FROM schema_migrations ORDER BY version").pluck().all();
+      assert.deepEqual(
+        versions,
+        MIGRATIONS.map((m) => m.version),
+      );
+    } finally {
+      db.close();
+    }
+  });
+
+  it("purgeExpired returns exactly the number of expired events and then 0", async () => {
+    const clock = new FakeClock(1_000_000);
+    const store = createSqliteStore({ path: ":memory:", retentionMs: 1000, clock });
+    try {
+      const owner = { id: newId(), username: "o" };
+      const groupId = newId();
+      await store.createGroup({ id: groupId, name: "g", epoch: "e", createdAt: clock.now(), owner });
+      const draft = (cmid: string) => ({
+        id: newId(),
+        groupId,
+        sender: owner,
+        text: "t",
+        clientMessageId: cmid,
+        sentAt: clock.now(),
+      });
+      await store.appendMessage(draft("a"));
+      clock.advance(600);
+      await store.appendMessage(draft("b"));
+      clock.advance(500);
+      assert.equal(await store.purgeExpired(), 2);
+      assert.equal(await store.purgeExpired(), 0);
+      assert.deepEqual(
+        (await store.readEvents(groupId, 0, 10)).map((e) => e.seq),
+        [3],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("maps a taken username to ChatError AlreadyExists with a readable message", async () => {
+    const store = createSqliteStore({ path: ":memory:", retentionMs: 1000, clock: systemClock });
+    try {
+      const user = { id: newId(), username: "bob", passwordHash: "h", createdAt: 1 };
+      await store.createUser(user);
+      await assert.rejects(store.createUser({ ...user, id: newId() }), {
+        name: "ChatError",
+        kind: "AlreadyExists",
+        message: "username bob is taken",
+      });
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -1,0 +1,144 @@
+import { createHash, randomBytes } from "node:crypto";
+import { ChatError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import type { User } from "../core/model.js";
+import type { Clock, EventBus, RateLimit, RateLimiter, RefreshTokenStore, UserStore } from "../core/ports.js";
+import { checkPassword, normalizeUsername } from "../core/validate.js";
+import type { AccessTokens, Principal } from "./access-tokens.js";
+import { burnPasswordCheck, hashPassword, verifyPassword } from "./passwords.js";
+
+/** Session is a token pair handed to a client. */
+export interface Session {
+  readonly accessToken: string;
+  readonly accessTokenExpiresAt: number;
+  readonly refreshToken: string;
+  readonly refreshTokenExpiresAt: number;
+}
+
+/** AuthSettings are the auth use-cases' limits. */
+export interface AuthSettings {
+  readonly refreshTtlMs: number;
+  /** Login attempts per username. */
+  readonly loginPerUsername: RateLimit;
+  /** Login attempts per client address. */
+  readonly loginPerAddress: RateLimit;
+}
+
+/**
+ * AuthService holds the account and session use-cases. Passwords are kept
+ * only as argon2id hashes and refresh tokens only as SHA-256 hashes; neither
+ * is ever logged or returned after issue.
+ */
+export class AuthService {
+  constructor(
+    private readonly deps: {
+      store: UserStore & RefreshTokenStore;
+      tokens: AccessTokens;
+      limiter: RateLimiter;
+      bus: EventBus;
+      clock: Clock;
+      settings: AuthSettings;
+    },
+  ) {}
+
+  /** register creates an account and a first session. AlreadyExists if the username is taken. */
+  async register(rawUsername: string, password: string): Promise<{ user: User; session: Session }> {
+    const username = normalizeUsername(rawUsername);
+    checkPassword(password);
+    const user: User = { id: newId(), username, createdAt: this.deps.clock.now() };
+    await this.deps.store.createUser({ ...user, passwordHash: await hashPassword(password) });
+    return { user, session: await this.openSession(user) };
+  }
+
+  /**
+   * login checks credentials, rate limited per username and per client
+   * address (ResourceExhausted with a retry hint). A wrong username and a
+   * wrong password get the same answer after the same work.
+   */
+  async login(rawUsername: string, password: string, clientAddress: string): Promise<{ user: User; session: Session }> {
+    const username = rawUsername.trim().toLowerCase();
+    if (username === "" || password === "") throw new ChatError("InvalidArgument", "username and password are required");
+    if (password.length > 256) throw new ChatError("Unauthenticated", "wrong username or password");
+    await this.limit(`login:user:${username}`, this.deps.settings.loginPerUsername, "for this username");
+    await this.limit(`login:addr:${clientAddress}`, this.deps.settings.loginPerAddress, "from your address");
+    const found = await this.deps.store.findUserByName(username);
+    if (!found) {
+      await burnPasswordCheck(password);
+      throw new ChatError("Unauthenticated", "wrong username or password");
+    }
+    if (!(await verifyPassword(found.passwordHash, password))) {
+      throw new ChatError("Unauthenticated", "wrong username or password");
+    }
+    const user: User = { id: found.id, username: found.username, createdAt: found.createdAt };
+    return { user, session: await this.openSession(user) };
+  }
+
+  /**
+   * refresh rotates a refresh token. Each token works once; presenting a
+   * used one is treated as theft: the whole family (session) is revoked and
+   * its live streams end.
+   */
+  async refresh(refreshToken: string): Promise<Session> {
+    const now = this.deps.clock.now();
+    const record = refreshToken === "" ? undefined : await this.deps.store.findRefreshToken(hashToken(refreshToken));
+    if (!record) throw new ChatError("Unauthenticated", "refresh token is invalid; log in again");
+    if (record.revokedAt !== null) throw new ChatError("Unauthenticated", "session was revoked; log in again");
+    if (record.expiresAt <= now) throw new ChatError("Unauthenticated", "refresh token expired; log in again");
+    if (record.usedAt !== null || !(await this.deps.store.markRefreshTokenUsed(record.tokenHash, now))) {
+      await this.revokeSession(record.userId, record.familyId);
+      throw new ChatError("Unauthenticated", "refresh token was already used, so the session has been revoked; log in again");
+    }
+    const user = await this.deps.store.getUser(record.userId);
+    if (!user) throw new ChatError("Unauthenticated", "account no longer exists");
+    return this.issue(user, record.familyId);
+  }
+
+  /** logout revokes the session that `refreshToken` belongs to (idempotent) and ends its live streams. */
+  async logout(caller: Principal, refreshToken: string): Promise<void> {
+    if (refreshToken === "") throw new ChatError("InvalidArgument", "refresh_token is required");
+    const record = await this.deps.store.findRefreshToken(hashToken(refreshToken));
+    if (!record) return;
+    if (record.userId !== caller.userId) throw new ChatError("PermissionDenied", "refresh token belongs to another user");
+    await this.revokeSession(record.userId, record.familyId);
+  }
+
+  private async revokeSession(userId: string, familyId: string): Promise<void> {
+    await this.deps.store.revokeRefreshFamily(familyId, this.deps.clock.now());
+    await this.deps.bus.publishUser(userId, { type: "session_revoked", sessionId: familyId });
+  }
+
+  private openSession(user: User): Promise<Session> {
+    return this.issue(user, newId());
+  }
+
+  private async issue(user: User, familyId: string): Promise<Session> {
+    const now = this.deps.clock.now();
+    const refreshToken = randomBytes(32).toString("base64url");
+    const refreshTokenExpiresAt = now + this.deps.settings.refreshTtlMs;
+    await this.deps.store.insertRefreshToken({
+      tokenHash: hashToken(refreshToken),
+      userId: user.id,
+      familyId,
+      expiresAt: refreshTokenExpiresAt,
+      usedAt: null,
+      revokedAt: null,
+    });
+    const access = await this.deps.tokens.issue(user, familyId, now);
+    return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
+  }
+
+  private async limit(key: string, limit: RateLimit, where: string): Promise<void> {
+    const decision = await this.deps.limiter.take(key, limit);
+    if (!decision.allowed) {
+      const seconds = Math.ceil(decision.retryAfterMs / 1000);
+      throw new ChatError("ResourceExhausted", `too many login attempts ${where}; retry in ${seconds} s`, {
+        retryAfterMs: decision.retryAfterMs,
+      });
+    }
+  }
+}
+
+/** hashToken is how refresh tokens are stored: SHA-256, hex (the tokens are 256-bit random, so no salt is needed). */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}

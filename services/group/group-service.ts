@@ -1,0 +1,161 @@
+import type { Principal } from "../auth/access-tokens.js";
+import { ChatError, groupNotFound } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
+import type { Membership } from "../core/membership.js";
+import type { Clock, EventBus, GroupStore, UserStore } from "../core/ports.js";
+import { checkGroupName, checkId, normalizeUsername, pageSize } from "../core/validate.js";
+import { decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
+
+/** GroupSettings are the group use-cases' limits. */
+export interface GroupSettings {
+  readonly maxMembers: number;
+}
+
+/** UserSelector names a user by id or by username. */
+export type UserSelector = { readonly userId: string } | { readonly username: string };
+
+/**
+ * GroupService holds the group use-cases. Every change is authorized inside
+ * the store's transaction (group-rules.ts), made durable with its timeline
+ * event, then published; the membership cache is invalidated before the
+ * call returns.
+ */
+export class GroupService {
+  constructor(
+    private readonly deps: {
+      store: GroupStore & UserStore;
+      membership: Membership;
+      bus: EventBus;
+      clock: Clock;
+      settings: GroupSettings;
+    },
+  ) {}
+
+  /** createGroup creates a group owned by the caller, then adds `memberUsernames` as members. */
+  async createGroup(caller: Principal, rawName: string, memberUsernames: readonly string[]): Promise<MembershipView> {
+    const name = checkGroupName(rawName);
+    const usernames = [...new Set(memberUsernames.map(normalizeUsername))].filter((u) => u !== caller.username);
+    if (usernames.length + 1 > this.deps.settings.maxMembers) {
+      throw new ChatError("InvalidArgument", `a group has at most ${this.deps.settings.maxMembers} members`);
+    }
+    const members = await Promise.all(usernames.map((u) => this.findUser({ username: u })));
+    const owner = refOf(caller);
+    const event = await this.deps.store.createGroup({
+      id: newId(),
+      name,
+      epoch: newId(),
+      createdAt: this.deps.clock.now(),
+      owner,
+    });
+    await this.published(event, owner.id);
+    for (const member of members) {
+      await this.addMember(caller, event.groupId, { userId: member.id }, "member");
+    }
+    return this.getGroup(caller, event.groupId);
+  }
+
+  /** getGroup returns the group as the caller sees it; NotFound for non-members. */
+  async getGroup(caller: Principal, groupId: string): Promise<MembershipView> {
+    checkId("group_id", groupId);
+    const member = await this.deps.store.getMember(groupId, caller.userId);
+    const group = member && (await this.deps.store.getGroup(groupId));
+    if (!member || !group) throw groupNotFound(groupId);
+    return { group, role: member.role, ackedSeq: member.ackedSeq };
+  }
+
+  /** listGroups pages through the caller's groups by group id. */
+  async listGroups(caller: Principal, size: number, pageToken: string): Promise<{ groups: MembershipView[]; next: string }> {
+    const limit = pageSize("page_size", size, 100, 500);
+    if (pageToken !== "") checkId("page_token", pageToken);
+    const groups = await this.deps.store.listMemberships(caller.userId, pageToken, limit);
+    const last = groups.at(-1);
+    return { groups, next: groups.length === limit && last ? last.group.id : "" };
+  }
+
+  /** renameGroup renames the group (owners only). */
+  async renameGroup(caller: Principal, groupId: string, rawName: string): Promise<{ group: MembershipView; seq: number }> {
+    checkId("group_id", groupId);
+    const name = checkGroupName(rawName);
+    const event = await this.change(caller, groupId, [], (snap) => decideRename(snap, caller.userId, name));
+    return { group: await this.getGroup(caller, groupId), seq: event.seq };
+  }
+
+  /** addMember adds a user; `role` defaults to member. */
+  async addMember(caller: Principal, groupId: string, who: UserSelector, role: Role = "member"): Promise<{ member: Member; seq: number }> {
+    checkId("group_id", groupId);
+    // Authorize before resolving the user, so non-members learn nothing about users either.
+    await this.deps.membership.requireMember(groupId, caller.userId);
+    const user = await this.findUser(who);
+    const target: UserRef = { id: user.id, username: user.username };
+    const event = await this.change(caller, groupId, [user.id], (snap) =>
+      decideAdd(snap, caller.userId, target, role, this.deps.settings.maxMembers),
+    );
+    await this.deps.bus.publishUser(user.id, { type: "joined", groupId, seq: event.seq });
+    return { member: { groupId, user: target, role, joinedAt: event.at, ackedSeq: 0 }, seq: event.seq };
+  }
+
+  /** removeMember removes a member; removing yourself leaves the group. */
+  async removeMember(caller: Principal, groupId: string, userId: string): Promise<{ seq: number }> {
+    checkId("group_id", groupId);
+    checkId("user_id", userId);
+    const event = await this.change(caller, groupId, [userId], (snap) => decideRemove(snap, caller.userId, userId));
+    return { seq: event.seq };
+  }
+
+  /** setRole changes a member's role (owners only). */
+  async setRole(caller: Principal, groupId: string, userId: string, role: Role): Promise<{ member: Member; seq: number }> {
+    checkId("group_id", groupId);
+    checkId("user_id", userId);
+    const event = await this.change(caller, groupId, [userId], (snap) => decideSetRole(snap, caller.userId, userId, role));
+    const member = await this.deps.store.getMember(groupId, userId);
+    if (!member) throw new ChatError("NotFound", `user ${userId} is no longer a member of this group`);
+    return { member, seq: event.seq };
+  }
+
+  /** listMembers pages through the members by user id; NotFound for non-members. */
+  async listMembers(caller: Principal, groupId: string, size: number, pageToken: string): Promise<{ members: Member[]; next: string }> {
+    checkId("group_id", groupId);
+    const limit = pageSize("page_size", size, 100, 1000);
+    if (pageToken !== "") checkId("page_token", pageToken);
+    await this.deps.membership.requireMember(groupId, caller.userId);
+    const members = await this.deps.store.listMembers(groupId, pageToken, limit);
+    const last = members.at(-1);
+    return { members, next: members.length === limit && last ? last.user.id : "" };
+  }
+
+  private async change(
+    caller: Principal,
+    groupId: string,
+    userIds: string[],
+    decide: Parameters<GroupStore["changeGroup"]>[4],
+  ): Promise<GroupEvent> {
+    const ids = [...new Set([caller.userId, ...userIds])];
+    const event = await this.deps.store.changeGroup(groupId, ids, refOf(caller), this.deps.clock.now(), decide);
+    const body = event.body;
+    await this.published(event, body.type === "group_renamed" || body.type === "message" ? undefined : body.member.id);
+    return event;
+  }
+
+  /** published runs after an event is durable: invalidate the cache, then fan out. */
+  private async published(event: GroupEvent, changedUserId: string | undefined): Promise<void> {
+    if (changedUserId !== undefined) await this.deps.membership.changed(event.groupId, changedUserId);
+    await this.deps.bus.publishEvent(event);
+  }
+
+  private async findUser(who: UserSelector): Promise<User> {
+    const user =
+      "userId" in who
+        ? await this.deps.store.getUser(checkId("user_id", who.userId))
+        : await this.deps.store.findUserByName(normalizeUsername(who.username));
+    if (!user) {
+      const name = "userId" in who ? who.userId : who.username;
+      throw new ChatError("NotFound", `user ${name} not found`);
+    }
+    return { id: user.id, username: user.username, createdAt: user.createdAt };
+  }
+}
+
+function refOf(p: Principal): UserRef {
+  return { id: p.userId, username: p.username };
+}

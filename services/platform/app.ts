@@ -1,0 +1,198 @@
+import { mkdir } from "node:fs/promises";
+import type http from "node:http";
+import type http2 from "node:http2";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AuthService as AuthServiceDesc } from "../../gen/chat/v1/auth_service_pb.js";
+import { GroupService as GroupServiceDesc } from "../../gen/chat/v1/group_service_pb.js";
+import { MessageService as MessageServiceDesc } from "../../gen/chat/v1/message_service_pb.js";
+import { StreamService as StreamServiceDesc } from "../../gen/chat/v1/stream_service_pb.js";
+import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
+import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
+import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
+import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
+import { AccessTokens } from "../auth/access-tokens.js";
+import { authRoutes } from "../auth/auth-rpc.js";
+import { AuthService } from "../auth/auth-service.js";
+import { Membership } from "../core/membership.js";
+import { type Clock, type EventBus, type Store, systemClock } from "../core/ports.js";
+import { groupRoutes } from "../group/group-rpc.js";
+import { GroupService } from "../group/group-service.js";
+import { messageRoutes } from "../message/message-rpc.js";
+import { MessageService } from "../message/message-service.js";
+import { streamRoutes } from "../stream/stream-rpc.js";
+import { StreamHub } from "../stream/stream-hub.js";
+import type { Config } from "./config.js";
+import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
+import { authInterceptor, errorInterceptor, kClientAddress } from "./interceptors.js";
+import { type Logger, createLogger } from "./logger.js";
+import { type OnePortServer, listenOnePort } from "./one-port-server.js";
+import { reflectionRoutes } from "./reflection.js";
+
+/** CHAT_SERVICES are the chat.v1 services this process serves (for health and reflection). */
+export const CHAT_SERVICES = [AuthServiceDesc, GroupServiceDesc, MessageServiceDesc, StreamServiceDesc] as const;
+
+/** App is a running server process. */
+export interface App {
+  readonly port: number;
+  readonly config: Config;
+  readonly hub: StreamHub;
+  readonly health: HealthRegistry;
+  /**
+   * stop shuts down gracefully: health goes NOT_SERVING, live streams end
+   * with UNAVAILABLE (clients reconnect and resume), in-flight calls get up
+   * to config.shutdownGraceMs to finish, then the stores close.
+   */
+  stop(): Promise<void>;
+}
+
+/** AppOptions lets tests replace the clock and the logger. */
+export interface AppOptions {
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+/** startApp wires the embedded adapters and all services into one process and listens on config.port. */
+export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger(config.logLevel);
+  await mkdir(config.dataDir, { recursive: true });
+  const store: Store = createSqliteStore({ path: config.storeUrl.slice("sqlite:".length), retentionMs: config.retentionMs, clock });
+  const bus: EventBus = new MemoryEventBus();
+  const cache = new MemoryMembershipCache({ maxEntries: 100_000, ttlMs: 60_000, now: () => clock.now() });
+  const limiter = new MemoryRateLimiter(() => clock.now());
+  const tokens = await AccessTokens.load(config.jwt.keyFile, {
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+    ttlMs: config.accessTokenTtlMs,
+  });
+  const membership = new Membership(store, cache);
+  const auth = new AuthService({
+    store,
+    tokens,
+    limiter,
+    bus,
+    clock,
+    settings: {
+      refreshTtlMs: config.refreshTokenTtlMs,
+      loginPerUsername: { burst: config.loginAttemptsPerMinute, perSecond: config.loginAttemptsPerMinute / 60 },
+      loginPerAddress: { burst: config.loginAttemptsPerMinutePerAddress, perSecond: config.loginAttemptsPerMinutePerAddress / 60 },
+    },
+  });
+  const groups = new GroupService({ store, membership, bus, clock, settings: { maxMembers: config.maxGroupMembers } });
+  const messages = new MessageService({ store, membership, bus, clock, settings: { maxTextBytes: config.maxTextBytes } });
+  const hub = new StreamHub({
+    store,
+    bus,
+    clock,
+    settings: { heartbeatMs: config.heartbeatMs, bufferMaxBytes: config.streamBufferBytes, catchUpBatch: 500 },
+  });
+  const health = new HealthRegistry();
+  for (const service of CHAT_SERVICES) health.setStatus(service.typeName, ServingStatus.SERVING);
+
+  const rpc = connectNodeAdapter({
+    readMaxBytes: config.maxRequestBytes,
+    interceptors: [errorInterceptor(logger), authInterceptor(tokens, clock)],
+    contextValues: (req) => createContextValues().set(kClientAddress, clientAddress(req, config.trustProxy)),
+    routes: (router) => {
+      authRoutes(router, auth);
+      groupRoutes(router, groups);
+      messageRoutes(router, messages);
+      streamRoutes(router, hub, messages);
+      healthRoutes(router, health);
+      reflectionRoutes(router, { services: [...CHAT_SERVICES] });
+    },
+    fallback: (req, res) => {
+      if (req.method === "GET" && req.url === "/.well-known/jwks.json") {
+        const body = JSON.stringify(tokens.jwks());
+        res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
+        res.end(body);
+        return;
+      }
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found\n");
+    },
+  });
+
+  const retention = setInterval(() => {
+    store.purgeExpired().then(
+      (n) => n > 0 && logger.info({ purged: n }, "expired events purged"),
+      (err: unknown) => logger.error({ err }, "retention purge failed"),
+    );
+  }, Math.min(config.retentionMs, 3_600_000));
+  retention.unref();
+  await store.purgeExpired();
+
+  let server: OnePortServer;
+  try {
+    server = await listenOnePort({ host: config.host, port: config.port, handler: withCors(rpc), logger });
+  } catch (e) {
+    clearInterval(retention);
+    hub.shutdown();
+    await store.close();
+    throw e;
+  }
+  logger.info({ host: config.host, port: server.port, dataDir: config.dataDir }, "chat server listening");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port: server.port,
+    config,
+    hub,
+    health,
+    stop: () => {
+      stopping ??= (async () => {
+        logger.info("shutting down");
+        health.shutdown();
+        hub.shutdown();
+        health.close();
+        clearInterval(retention);
+        await server.close(config.shutdownGraceMs);
+        await bus.close();
+        await store.close();
+        logger.info("stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+
+type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** clientAddress is the socket's peer address, or the first X-Forwarded-For hop when the proxy is trusted. */
+function clientAddress(req: AnyRequest, trustProxy: boolean): string {
+  if (trustProxy) {
+    const forwarded = req.headers["x-forwarded-for"];
+    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(",")[0]?.trim();
+    if (first) return first;
+  }
+  return req.socket?.remoteAddress ?? "unknown";
+}
+
+const CORS_HEADERS = {
+  "access-control-allow-origin": "*",
+  "access-control-allow-methods": "GET, POST, OPTIONS",
+  "access-control-allow-headers":
+    "authorization, content-type, connect-protocol-version, connect-timeout-ms, grpc-timeout, x-grpc-web, x-user-agent",
+  "access-control-expose-headers": "grpc-status, grpc-message, grpc-status-details-bin, retry-after",
+  "access-control-max-age": "7200",
+} as const;
+
+/**
+ * withCors lets browsers on any origin call the API (gRPC-Web and Connect).
+ * Credentials are bearer tokens, never cookies, so a wildcard origin grants
+ * nothing a page could not do with its own token.
+ */
+function withCors(handler: (req: AnyRequest, res: AnyResponse) => void): (req: AnyRequest, res: AnyResponse) => void {
+  return (req, res) => {
+    if (req.headers.origin === undefined) return handler(req, res);
+    for (const [k, v] of Object.entries(CORS_HEADERS)) res.setHeader(k, v);
+    if (req.method === "OPTIONS") {
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    handler(req, res);
+  };
+}

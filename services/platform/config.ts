@@ -1,0 +1,170 @@
+import { resolve } from "node:path";
+
+/**
+ * Config is every setting of a server process, validated and frozen. It is
+ * built once from the environment by loadConfig; nothing else reads
+ * process.env.
+ */
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly storeUrl: string;
+  readonly busUrl: string;
+  readonly cacheUrl: string;
+  readonly logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  readonly jwt: { readonly issuer: string; readonly audience: string; readonly keyFile: string };
+  readonly accessTokenTtlMs: number;
+  readonly refreshTokenTtlMs: number;
+  readonly retentionMs: number;
+  readonly maxTextBytes: number;
+  readonly maxRequestBytes: number;
+  readonly maxGroupMembers: number;
+  readonly heartbeatMs: number;
+  readonly streamBufferBytes: number;
+  readonly loginAttemptsPerMinute: number;
+  readonly loginAttemptsPerMinutePerAddress: number;
+  readonly trustProxy: boolean;
+  readonly shutdownGraceMs: number;
+}
+
+/** SETTINGS documents every environment variable (the README table is generated from the same words). */
+export const SETTINGS = {
+  HOST: "address to listen on (default 127.0.0.1)",
+  PORT: "port for gRPC, gRPC-Web, Connect and /.well-known/jwks.json (default 8080; 0 picks a free one)",
+  DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
+  STORE_URL: "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db) or sqlite::memory:",
+  BUS_URL: "memory: (default; in-process)",
+  CACHE_URL: "memory: (default; in-process)",
+  LOG_LEVEL: "fatal, error, warn, info (default), debug, trace or silent",
+  JWT_ISSUER: "iss of access tokens (default chat)",
+  JWT_AUDIENCE: "aud of access tokens (default chat)",
+  JWT_KEY_FILE: "Ed25519 private key as a JWK file; created on first start (default <DATA_DIR>/jwt-ed25519.jwk)",
+  ACCESS_TOKEN_TTL: "lifetime of access tokens (default 15m)",
+  REFRESH_TOKEN_TTL: "lifetime of refresh tokens (default 30d)",
+  RETENTION: "how long events are kept (default 30d)",
+  MAX_TEXT_BYTES: "largest message text in UTF-8 bytes (default 4096)",
+  MAX_REQUEST_BYTES: "largest request message in bytes (default 65536)",
+  MAX_GROUP_MEMBERS: "largest group (default 1000)",
+  HEARTBEAT_INTERVAL: "heartbeat period on streams (default 15s)",
+  STREAM_BUFFER_BYTES: "per-stream send buffer before RESOURCE_EXHAUSTED (default 1048576)",
+  LOGIN_ATTEMPTS_PER_MINUTE: "login attempts per username per minute (default 10)",
+  LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "login attempts per client address per minute (default 60)",
+  TRUST_PROXY: "true to take the client address from X-Forwarded-For (default false)",
+  SHUTDOWN_GRACE: "how long in-flight calls may take after SIGTERM (default 10s)",
+} as const;
+
+/** ConfigError lists every invalid setting at once. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid environment variables:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** loadConfig validates the environment and returns a frozen Config, or throws ConfigError naming every bad variable. */
+export function loadConfig(env: Env): Config {
+  const problems: string[] = [];
+  const read = new Reader(env, problems);
+  const dataDir = resolve(read.string("DATA_DIR", "./data"));
+  const storeUrl = read.string("STORE_URL", `sqlite:${dataDir}/chat.db`);
+  if (!/^sqlite:.+/.test(storeUrl)) problems.push(`STORE_URL: "${storeUrl}" is not supported (use sqlite:<path>)`);
+  const busUrl = read.string("BUS_URL", "memory:");
+  if (busUrl !== "memory:") problems.push(`BUS_URL: "${busUrl}" is not supported (use memory:)`);
+  const cacheUrl = read.string("CACHE_URL", "memory:");
+  if (cacheUrl !== "memory:") problems.push(`CACHE_URL: "${cacheUrl}" is not supported (use memory:)`);
+  const logLevel = read.choice("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const);
+  const config: Config = {
+    host: read.string("HOST", "127.0.0.1"),
+    port: read.integer("PORT", 8080, 0, 65535),
+    dataDir,
+    storeUrl,
+    busUrl,
+    cacheUrl,
+    logLevel,
+    jwt: {
+      issuer: read.string("JWT_ISSUER", "chat"),
+      audience: read.string("JWT_AUDIENCE", "chat"),
+      keyFile: resolve(read.string("JWT_KEY_FILE", `${dataDir}/jwt-ed25519.jwk`)),
+    },
+    accessTokenTtlMs: read.duration("ACCESS_TOKEN_TTL", "15m", 1_000),
+    refreshTokenTtlMs: read.duration("REFRESH_TOKEN_TTL", "30d", 60_000),
+    retentionMs: read.duration("RETENTION", "30d", 1_000),
+    maxTextBytes: read.integer("MAX_TEXT_BYTES", 4096, 1, 1 << 20),
+    maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),
+    maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
+    heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100),
+    streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
+    loginAttemptsPerMinute: read.integer("LOGIN_ATTEMPTS_PER_MINUTE", 10, 1, 1_000_000),
+    loginAttemptsPerMinutePerAddress: read.integer("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 60, 1, 1_000_000),
+    trustProxy: read.boolean("TRUST_PROXY", false),
+    shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s", 0),
+  };
+  if (config.maxTextBytes > config.maxRequestBytes) {
+    problems.push(`MAX_TEXT_BYTES (${config.maxTextBytes}) must not exceed MAX_REQUEST_BYTES (${config.maxRequestBytes})`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** parseDuration reads "250ms", "15s", "15m", "12h" or "30d" into milliseconds; undefined if malformed. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m?.[1] || !m[2]) return undefined;
+  return Number(m[1]) * (UNITS[m[2]] ?? Number.NaN);
+}
+
+class Reader {
+  constructor(
+    private readonly env: Env,
+    private readonly problems: string[],
+  ) {}
+
+  string(name: keyof typeof SETTINGS, fallback: string): string {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    return v;
+  }
+
+  integer(name: keyof typeof SETTINGS, fallback: number, min: number, max: number): number {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || n < min || n > max) {
+      this.problems.push(`${name}: "${v}" must be a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  duration(name: keyof typeof SETTINGS, fallback: string, minMs: number): number {
+    const v = this.env[name];
+    const ms = parseDuration(v === undefined || v === "" ? fallback : v);
+    if (ms === undefined || ms < minMs) {
+      this.problems.push(`${name}: "${v}" must be a duration like 250ms, 15s, 15m, 12h or 30d, at least ${minMs} ms`);
+      return parseDuration(fallback) ?? 0;
+    }
+    return ms;
+  }
+
+  boolean(name: keyof typeof SETTINGS, fallback: boolean): boolean {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    if (v === "true" || v === "1") return true;
+    if (v === "false" || v === "0") return false;
+    this.problems.push(`${name}: "${v}" must be true or false`);
+    return fallback;
+  }
+
+  choice<T extends string>(name: keyof typeof SETTINGS, fallback: T, allowed: readonly T[]): T {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    if ((allowed as readonly string[]).includes(v)) return v as T;
+    this.problems.push(`${name}: "${v}" must be one of ${allowed.join(", ")}`);
+    return fallback;
+  }
+}

@@ -1,0 +1,87 @@
+import { Code, ConnectError, type Interceptor, createContextKey } from "@connectrpc/connect";
+import type { AccessTokens, Principal } from "../auth/access-tokens.js";
+import type { Clock } from "../core/ports.js";
+import { toConnectError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+/** kPrincipal carries the authenticated caller; set by authInterceptor. */
+export const kPrincipal = createContextKey<Principal | undefined>(undefined, { description: "principal" });
+
+/** kClientAddress carries the client's address (socket, or X-Forwarded-For when trusted). */
+export const kClientAddress = createContextKey<string>("unknown", { description: "client address" });
+
+/** PUBLIC_METHODS are the chat.v1 methods callable without a token. Non-chat services (health, reflection) are public. */
+export const PUBLIC_METHODS: ReadonlySet<string> = new Set([
+  "chat.v1.AuthService/Register",
+  "chat.v1.AuthService/Login",
+  "chat.v1.AuthService/RefreshToken",
+]);
+
+/**
+ * authInterceptor verifies `authorization: Bearer <jwt>` on every chat.v1
+ * call but the public ones and stores the principal in kPrincipal; a
+ * missing or bad token fails Unauthenticated before the handler runs.
+ */
+export function authInterceptor(tokens: AccessTokens, clock: Clock): Interceptor {
+  return (next) => async (req) => {
+    const name = `${req.service.typeName}/${req.method.name}`;
+    if (!req.service.typeName.startsWith("chat.") || PUBLIC_METHODS.has(name)) return next(req);
+    const header = req.header.get("authorization");
+    const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+    if (!match?.[1]) {
+      throw new ConnectError("missing authorization: send the header `authorization: Bearer <access token>`", Code.Unauthenticated);
+    }
+    try {
+      req.contextValues.set(kPrincipal, await tokens.verify(match[1], clock.now()));
+    } catch (e) {
+      throw toConnectError(e);
+    }
+    return next(req);
+  };
+}
+
+/**
+ * errorInterceptor maps whatever a handler throws (also mid-stream) to a
+ * status with toConnectError, and logs it with its cause: Internal and
+ * Unavailable at error/warn level, client errors at debug.
+ */
+export function errorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const log = (e: unknown): ConnectError => {
+      const err = toConnectError(e);
+      const principal = req.contextValues.get(kPrincipal);
+      const fields = {
+        rpc: `${req.service.typeName}/${req.method.name}`,
+        code: Code[err.code],
+        userId: principal?.userId,
+        err: err.cause instanceof Error ? err.cause : undefined,
+      };
+      if (err.code === Code.Internal) logger.error(fields, err.rawMessage);
+      else if (err.code === Code.Unavailable) logger.warn(fields, err.rawMessage);
+      else logger.debug(fields, err.rawMessage);
+      return err;
+    };
+    try {
+      const res = await next(req);
+      if (!res.stream) return res;
+      return { ...res, message: mapStreamErrors(res.message, log) };
+    } catch (e) {
+      throw log(e);
+    }
+  };
+}
+
+async function* mapStreamErrors<T>(messages: AsyncIterable<T>, map: (e: unknown) => ConnectError): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (e) {
+    throw map(e);
+  }
+}
+
+/** principalOf returns the caller of an authenticated RPC. */
+export function principalOf(values: { get<T>(key: { id: symbol; defaultValue: T }): T }): Principal {
+  const principal = values.get(kPrincipal);
+  if (!principal) throw new ConnectError("not authenticated", Code.Unauthenticated);
+  return principal;
+}

@@ -1,0 +1,120 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { Logger } from "./logger.js";
+
+/** RequestHandler serves both HTTP/1.1 and HTTP/2 (compat API) requests. */
+export type RequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+/** OnePortServer is a listening server; `close` drains it. */
+export interface OnePortServer {
+  /** The port actually bound (useful with port 0). */
+  readonly port: number;
+  /**
+   * close stops accepting connections, asks HTTP/2 clients to go away
+   * (GOAWAY) and lets in-flight requests finish for up to `graceMs`, then
+   * destroys whatever is left. Resolves when every socket is closed.
+   */
+  close(graceMs: number): Promise<void>;
+  /** connections is the number of open client sockets. */
+  readonly connections: number;
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * listenOnePort serves gRPC (HTTP/2 cleartext, "h2c" with prior knowledge)
+ * and gRPC-Web / Connect / plain HTTP (HTTP/1.1) on one TCP port: it reads
+ * the first bytes of each connection and hands the socket to an HTTP/2
+ * server if they are the HTTP/2 client preface, else to an HTTP/1.1 server
+ * (which answers garbage with 400 and closes).
+ */
+export async function listenOnePort(opts: {
+  host: string;
+  port: number;
+  handler: RequestHandler;
+  logger: Logger;
+}): Promise<OnePortServer> {
+  const { handler, logger } = opts;
+  const sockets = new Set<net.Socket>();
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
+  const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler);
+  h2.on("sessionError", (err) => logger.debug({ err }, "http2 session error"));
+  h1.on("clientError", (err, socket) => {
+    logger.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, "bad HTTP/1.1 request");
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    socket.destroy();
+  });
+
+  const tcp = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    sniff(socket, (isHttp2) => (isHttp2 ? h2 : h1).emit("connection", socket));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(opts.port, opts.host, () => {
+      tcp.off("error", reject);
+      resolve();
+    });
+  });
+  const address = tcp.address();
+  const port = typeof address === "object" && address ? address.port : opts.port;
+
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  return {
+    port,
+    get connections() {
+      return sockets.size;
+    },
+    async close(graceMs: number) {
+      tcp.close();
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      const deadline = Date.now() + graceMs;
+      while (sockets.size > 0 && Date.now() < deadline) {
+        h1.closeIdleConnections();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const socket of sockets) socket.destroy();
+      h2.close();
+      h1.close();
+    },
+  };
+}
+
+/**
+ * sniff reads until it can tell whether the connection starts with the
+ * HTTP/2 preface, puts the bytes back, and reports. A connection that says
+ * nothing for 10 s is closed.
+ */
+function sniff(socket: net.Socket, route: (isHttp2: boolean) => void): void {
+  let seen = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), 10_000);
+  const onData = (chunk: Buffer) => {
+    seen = Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, PREFACE.length);
+    const isPrefix = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+    if (isPrefix && seen.length < PREFACE.length) return;
+    clearTimeout(timer);
+    socket.off("data", onData);
+    socket.pause();
+    socket.unshift(seen);
+    // The HTTP/2 session reads the unshifted bytes itself (on the next tick);
+    // the HTTP/1.1 server needs the socket flowing again.
+    route(isPrefix);
+    if (!isPrefix) socket.resume();
+  };
+  socket.on("data", onData);
+  socket.once("close", () => clearTimeout(timer));
+}

@@ -1,0 +1,55 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { type SubscribeResponse, SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
+import type { ChatError } from "../core/errors.js";
+import type { GroupEvent } from "../core/model.js";
+import { eventToProto } from "../platform/proto-convert.js";
+
+/**
+ * OutboundItem is one stream item, encoded once: `bytes` is the binary
+ * SubscribeResponse. The hub builds one per event per process and hands the
+ * same object to every local recipient; transports that write raw frames
+ * send `bytes`, others may send `message`.
+ */
+export interface OutboundItem {
+  readonly message: SubscribeResponse;
+  readonly bytes: Uint8Array;
+}
+
+/** outbound encodes a SubscribeResponse into an OutboundItem. */
+export function outbound(payload: SubscribeResponse["payload"]): OutboundItem {
+  const message = create(SubscribeResponseSchema, { payload });
+  return { message, bytes: toBinary(SubscribeResponseSchema, message) };
+}
+
+/** eventItem encodes a group event. */
+export function eventItem(event: GroupEvent): OutboundItem {
+  return outbound({ case: "event", value: eventToProto(event) });
+}
+
+/** heartbeatItem encodes a heartbeat with the server's time. */
+export function heartbeatItem(now: number): OutboundItem {
+  return outbound({ case: "heartbeat", value: { $typeName: "chat.v1.Heartbeat", serverTime: timestampFromMs(now) } });
+}
+
+/**
+ * StreamSink is one client stream as the hub sees it: a transport-specific
+ * writer with a buffer the hub can watch. Implementations never block:
+ * `write` queues, and the hub ends the stream when `bufferedBytes` passes
+ * its cap (DESIGN invariant 5).
+ */
+export interface StreamSink {
+  /** write queues an item; ignored after end. */
+  write(item: OutboundItem): void;
+  /** bufferedBytes is how much is queued and not yet taken by the transport. */
+  readonly bufferedBytes: number;
+  /** drained resolves once the buffer is empty (or the sink ended). */
+  drained(): Promise<void>;
+  /**
+   * end finishes the stream. Without an error the queued items are sent
+   * first; with one they are dropped at once (freeing the buffer) and the
+   * stream fails with that status as soon as the transport can say so.
+   * Idempotent: only the first call counts.
+   */
+  end(error?: ChatError): void;
+}

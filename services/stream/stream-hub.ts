@@ -1,0 +1,471 @@
+import type { Principal } from "../auth/access-tokens.js";
+import { ChatError } from "../core/errors.js";
+import type { GroupEvent, Membership } from "../core/model.js";
+import type { Clock, EventBus, GroupStore, Subscription, UserNotice } from "../core/ports.js";
+import { type OutboundItem, type StreamSink, eventItem, heartbeatItem, outbound } from "./outbound.js";
+
+/** HubSettings tune the delivery hub. */
+export interface HubSettings {
+  /** Interval between heartbeats on every stream. */
+  readonly heartbeatMs: number;
+  /** A stream whose sink buffers more than this many bytes is ended with ResourceExhausted. */
+  readonly bufferMaxBytes: number;
+  /** Events read from the store per catch-up query. */
+  readonly catchUpBatch: number;
+}
+
+/** ClientCursor is a client's resume position in one group. */
+export interface ClientCursor {
+  readonly seq: number;
+  /** Empty means "the current epoch". */
+  readonly epoch: string;
+}
+
+/** StreamHandle lets the transport end a stream the hub holds. */
+export interface StreamHandle {
+  /** close ends the stream from the client side (disconnect); idempotent. */
+  close(): void;
+}
+
+/**
+ * StreamHub delivers group timelines to the live streams of this process
+ * (DESIGN flows 2 and 3).
+ *
+ * Guarantees, per stream and group (DESIGN invariants 3 to 5):
+ * - events arrive exactly once and in seq order: each feed keeps a cursor,
+ *   drops seqs at or below it, and repairs any gap from the store before it
+ *   goes live again, so a lost or reordered bus event costs latency, never
+ *   an event;
+ * - a stream starts with StreamReady naming the position of every group,
+ *   then replays from the client's cursors, then goes live with no gap or
+ *   duplicate at the seam;
+ * - a member_removed event for the stream's own user is the last event of
+ *   that group on the stream;
+ * - the sink's buffer is capped: past `bufferMaxBytes` the stream ends with
+ *   ResourceExhausted and the client resumes from its cursors.
+ *
+ * The hub subscribes to the bus once per group that has a local stream, and
+ * encodes each live event once for all local recipients.
+ */
+export class StreamHub {
+  private readonly channels = new Map<string, GroupChannel>();
+  private readonly users = new Map<string, UserChannel>();
+  private readonly streams = new Set<HubStream>();
+  private readonly heartbeat: NodeJS.Timeout;
+
+  constructor(
+    private readonly deps: { store: GroupStore; bus: EventBus; clock: Clock; settings: HubSettings },
+  ) {
+    this.heartbeat = setInterval(() => this.beat(), deps.settings.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  /** size is the number of open streams. */
+  get size(): number {
+    return this.streams.size;
+  }
+
+  /**
+   * open starts delivering the caller's groups to `sink`. It resolves once
+   * StreamReady was written (or the stream failed and the sink was ended).
+   */
+  async open(principal: Principal, cursors: ReadonlyMap<string, ClientCursor>, sink: StreamSink): Promise<StreamHandle> {
+    const stream = new HubStream(principal, sink);
+    this.streams.add(stream);
+    const handle: StreamHandle = { close: () => this.close(stream) };
+    try {
+      await this.setUp(stream, cursors);
+    } catch (e) {
+      this.close(stream, e instanceof ChatError ? e : new ChatError("Unavailable", "could not open the stream; retry", { cause: e }));
+    }
+    return handle;
+  }
+
+  /** shutdown ends every stream with Unavailable (clients reconnect elsewhere) and stops the heartbeat. */
+  shutdown(): void {
+    clearInterval(this.heartbeat);
+    for (const stream of [...this.streams]) {
+      this.close(stream, new ChatError("Unavailable", "server is shutting down; reconnect with your cursors"));
+    }
+  }
+
+  private async setUp(stream: HubStream, cursors: ReadonlyMap<string, ClientCursor>): Promise<void> {
+    await this.acquireUser(stream);
+    const memberships = await this.allMemberships(stream.principal.userId);
+    const feeds: GroupFeed[] = [];
+    const resets: OutboundItem[] = [];
+    const positions = [];
+    try {
+      for (const m of memberships) {
+        const channel = await this.acquireChannel(m.group.id);
+        channel.noteSeq(m.group.headSeq);
+        const start = await this.startPosition(m, cursors.get(m.group.id), resets);
+        feeds.push(new GroupFeed(stream, channel, start));
+        positions.push({
+          $typeName: "chat.v1.GroupPosition" as const,
+          groupId: m.group.id,
+          seq: BigInt(start),
+          headSeq: BigInt(m.group.headSeq),
+          epoch: m.group.epoch,
+        });
+      }
+    } catch (e) {
+      for (const feed of feeds) this.releaseChannel(feed.channel);
+      throw e;
+    }
+    if (stream.closed) {
+      for (const feed of feeds) this.releaseChannel(feed.channel);
+      return;
+    }
+    // From here on no await until every feed is live or catching up, so no
+    // bus event can slip between StreamReady and the feeds' first delivery.
+    for (const feed of feeds) feed.attach();
+    stream.sink.write(
+      outbound({
+        case: "ready",
+        value: {
+          $typeName: "chat.v1.StreamReady",
+          groups: positions,
+          heartbeatIntervalSeconds: Math.max(1, Math.round(this.deps.settings.heartbeatMs / 1000)),
+        },
+      }),
+    );
+    for (const reset of resets) stream.sink.write(reset);
+    for (const feed of feeds) {
+      if (feed.cursor < feed.channel.lastSeq) this.catchUp(feed);
+    }
+    stream.ready = true;
+    for (const join of stream.pendingJoins.splice(0)) this.startJoin(stream, join.groupId, join.seq - 1);
+    this.scheduleExpiry(stream);
+  }
+
+  /** startPosition decides where a group's feed starts; a cursor it cannot honour adds a CursorReset. */
+  private async startPosition(m: Membership, cursor: ClientCursor | undefined, resets: OutboundItem[]): Promise<number> {
+    const { id, headSeq, epoch } = m.group;
+    if (!cursor) return headSeq;
+    if (cursor.epoch !== "" && cursor.epoch !== epoch) {
+      const first = await this.deps.store.firstRetainedSeq(id);
+      const start = first === 0 ? headSeq : first - 1;
+      resets.push(resetItem(id, cursor.seq, start + 1, epoch));
+      return start;
+    }
+    if (cursor.seq > headSeq) {
+      resets.push(resetItem(id, cursor.seq, headSeq + 1, epoch));
+      return headSeq;
+    }
+    return cursor.seq;
+  }
+
+  private async allMemberships(userId: string): Promise<Membership[]> {
+    const all: Membership[] = [];
+    for (let after = ""; ; ) {
+      const page = await this.deps.store.listMemberships(userId, after, 500);
+      all.push(...page);
+      const last = page.at(-1);
+      if (page.length < 500 || !last) return all;
+      after = last.group.id;
+    }
+  }
+
+  /** onEvent fans one bus event out to the group's local feeds, encoding it at most once. */
+  private onEvent(channel: GroupChannel, event: GroupEvent): void {
+    channel.noteSeq(event.seq);
+    let item: OutboundItem | undefined;
+    for (const feed of channel.feeds) {
+      if (feed.catchingUp || event.seq <= feed.cursor) continue;
+      if (event.seq === feed.cursor + 1) {
+        item ??= eventItem(event);
+        this.deliver(feed, event, item);
+      } else {
+        this.catchUp(feed);
+      }
+    }
+  }
+
+  /** deliver writes one event to a feed whose cursor is exactly event.seq - 1. */
+  private deliver(feed: GroupFeed, event: GroupEvent, item: OutboundItem): void {
+    const stream = feed.stream;
+    stream.sink.write(item);
+    feed.cursor = event.seq;
+    if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) {
+      this.close(
+        stream,
+        new ChatError("ResourceExhausted", "stream buffer is full because the client reads too slowly; reconnect with your cursors"),
+      );
+      return;
+    }
+    if (event.body.type === "member_removed" && event.body.member.id === stream.principal.userId) {
+      this.detach(feed);
+      void this.recheckMembership(stream, event.groupId, event.seq);
+    }
+  }
+
+  /**
+   * catchUp replays a feed from the store until it reaches everything the
+   * channel has seen, then leaves it live. At most one runs per feed.
+   */
+  private catchUp(feed: GroupFeed): void {
+    if (feed.catchingUp || !feed.attached) return;
+    feed.catchingUp = true;
+    this.replay(feed)
+      .catch((e: unknown) => this.close(feed.stream, new ChatError("Unavailable", "could not replay the timeline; reconnect", { cause: e })))
+      .finally(() => {
+        feed.catchingUp = false;
+      });
+  }
+
+  private async replay(feed: GroupFeed): Promise<void> {
+    const { store, settings } = this.deps;
+    const groupId = feed.channel.groupId;
+    let stalls = 0;
+    while (feed.attached && feed.cursor < feed.channel.lastSeq) {
+      if (feed.stream.sink.bufferedBytes > settings.bufferMaxBytes / 2) await feed.stream.sink.drained();
+      if (!feed.attached) return;
+      const events = await store.readEvents(groupId, feed.cursor, settings.catchUpBatch);
+      let progressed = false;
+      for (const event of events) {
+        if (!feed.attached) return;
+        if (event.seq <= feed.cursor) continue;
+        if (event.seq !== feed.cursor + 1 && !(await this.skipExpired(feed, event.seq))) break;
+        if (!feed.attached) return;
+        this.deliver(feed, event, eventItem(event));
+        progressed = true;
+      }
+      if (progressed) {
+        stalls = 0;
+      } else if (++stalls > 100) {
+        throw new Error(`timeline of group ${groupId} has a gap after seq ${feed.cursor} that did not fill`);
+      } else {
+        await sleep(20);
+      }
+    }
+  }
+
+  /**
+   * skipExpired handles a gap before `nextSeq` found while replaying: if the
+   * missing seqs are past retention, the feed jumps over them (announcing a
+   * CursorReset unless the client asked for everything with cursor 0) and
+   * true is returned; otherwise the gap is transient and false is returned.
+   */
+  private async skipExpired(feed: GroupFeed, nextSeq: number): Promise<boolean> {
+    const first = await this.deps.store.firstRetainedSeq(feed.channel.groupId);
+    if (!feed.attached || first === 0 || feed.cursor + 1 >= first || nextSeq !== first) return false;
+    if (feed.cursor > 0) feed.stream.sink.write(resetItem(feed.channel.groupId, feed.cursor, first, feed.channel.epoch));
+    feed.cursor = first - 1;
+    return true;
+  }
+
+  /** onNotice handles a per-user notice for the user's local streams. */
+  private onNotice(userId: string, notice: UserNotice): void {
+    const user = this.users.get(userId);
+    if (!user) return;
+    for (const stream of [...user.streams]) {
+      if (notice.type === "session_revoked") {
+        if (stream.principal.sessionId === notice.sessionId) {
+          this.close(stream, new ChatError("Unauthenticated", "session was revoked; log in again"));
+        }
+      } else if (!stream.ready) {
+        stream.pendingJoins.push({ groupId: notice.groupId, seq: notice.seq });
+      } else {
+        this.startJoin(stream, notice.groupId, notice.seq - 1);
+      }
+    }
+  }
+
+  private startJoin(stream: HubStream, groupId: string, cursor: number): void {
+    if (stream.feeds.has(groupId)) return;
+    this.join(stream, groupId, cursor).catch((e: unknown) =>
+      this.close(stream, new ChatError("Unavailable", "could not add the group to the stream; reconnect", { cause: e })),
+    );
+  }
+
+  /** join adds a group to an open stream, replaying from after `cursor`. */
+  private async join(stream: HubStream, groupId: string, cursor: number): Promise<void> {
+    const channel = await this.acquireChannel(groupId);
+    if (stream.closed || stream.feeds.has(groupId)) {
+      this.releaseChannel(channel);
+      return;
+    }
+    channel.noteSeq(cursor + 1);
+    const feed = new GroupFeed(stream, channel, cursor);
+    feed.attach();
+    stream.sink.write(outbound({ case: "groupJoined", value: { $typeName: "chat.v1.GroupJoined", groupId, epoch: channel.epoch } }));
+    this.catchUp(feed);
+  }
+
+  /**
+   * recheckMembership runs after the stream's user was removed from a
+   * group: if the user is a member again (re-added before the removal was
+   * delivered), the group continues on the stream right after the removal.
+   */
+  private async recheckMembership(stream: HubStream, groupId: string, removedAt: number): Promise<void> {
+    const member = await this.deps.store.getMember(groupId, stream.principal.userId);
+    if (member && !stream.closed) this.startJoin(stream, groupId, removedAt);
+  }
+
+  private detach(feed: GroupFeed): void {
+    if (!feed.attached) return;
+    feed.detach();
+    this.releaseChannel(feed.channel);
+  }
+
+  private close(stream: HubStream, error?: ChatError): void {
+    if (stream.closed) return;
+    stream.closed = true;
+    this.streams.delete(stream);
+    if (stream.expiry) clearTimeout(stream.expiry);
+    for (const feed of [...stream.feeds.values()]) this.detach(feed);
+    this.releaseUser(stream);
+    stream.sink.end(error);
+  }
+
+  private scheduleExpiry(stream: HubStream): void {
+    const ms = Math.max(0, stream.principal.expiresAt - this.deps.clock.now());
+    stream.expiry = setTimeout(
+      () => this.close(stream, new ChatError("Unauthenticated", "access token expired; reconnect with a fresh token and your cursors")),
+      Math.min(ms, 2 ** 31 - 1),
+    );
+    stream.expiry.unref();
+  }
+
+  private beat(): void {
+    if (this.streams.size === 0) return;
+    const item = heartbeatItem(this.deps.clock.now());
+    for (const stream of this.streams) stream.sink.write(item);
+  }
+
+  private async acquireChannel(groupId: string): Promise<GroupChannel> {
+    let channel = this.channels.get(groupId);
+    if (!channel) {
+      const created = new GroupChannel(groupId);
+      channel = created;
+      this.channels.set(groupId, created);
+      created.subscription = this.deps.bus.subscribeGroup(groupId, (event) => this.onEvent(created, event));
+      created.subscription.catch(() => {
+        if (this.channels.get(groupId) === created) this.channels.delete(groupId);
+      });
+    }
+    channel.refs++;
+    try {
+      await channel.subscription;
+      if (channel.epoch === "") channel.epoch = (await this.deps.store.getGroup(groupId))?.epoch ?? "";
+    } catch (e) {
+      channel.refs--;
+      throw e;
+    }
+    return channel;
+  }
+
+  private releaseChannel(channel: GroupChannel): void {
+    if (--channel.refs > 0) return;
+    if (this.channels.get(channel.groupId) === channel) this.channels.delete(channel.groupId);
+    void channel.subscription?.then((s) => s.unsubscribe()).catch(() => {});
+  }
+
+  private async acquireUser(stream: HubStream): Promise<void> {
+    const userId = stream.principal.userId;
+    let user = this.users.get(userId);
+    if (!user) {
+      const created = new UserChannel();
+      user = created;
+      this.users.set(userId, created);
+      created.subscription = this.deps.bus.subscribeUser(userId, (notice) => this.onNotice(userId, notice));
+      created.subscription.catch(() => {
+        if (this.users.get(userId) === created) this.users.delete(userId);
+      });
+    }
+    user.streams.add(stream);
+    stream.userChannel = user;
+    await user.subscription;
+  }
+
+  private releaseUser(stream: HubStream): void {
+    const user = stream.userChannel;
+    if (!user) return;
+    stream.userChannel = undefined;
+    user.streams.delete(stream);
+    if (user.streams.size > 0) return;
+    const userId = stream.principal.userId;
+    if (this.users.get(userId) === user) this.users.delete(userId);
+    void user.subscription?.then((s) => s.unsubscribe()).catch(() => {});
+  }
+}
+
+/** GroupChannel is this process's one bus subscription for a group, shared by its local feeds. */
+class GroupChannel {
+  /** Highest seq known to be durable (from the bus or a store read). */
+  lastSeq = 0;
+  epoch = "";
+  refs = 0;
+  readonly feeds = new Set<GroupFeed>();
+  subscription: Promise<Subscription> | undefined;
+
+  constructor(readonly groupId: string) {}
+
+  noteSeq(seq: number): void {
+    if (seq > this.lastSeq) this.lastSeq = seq;
+  }
+}
+
+/** UserChannel is the bus subscription for one user's notices, shared by the user's local streams. */
+class UserChannel {
+  readonly streams = new Set<HubStream>();
+  subscription: Promise<Subscription> | undefined;
+}
+
+/** HubStream is one open client stream. */
+class HubStream {
+  closed = false;
+  /** Set once StreamReady is written; joins before that wait in pendingJoins. */
+  ready = false;
+  readonly pendingJoins: { groupId: string; seq: number }[] = [];
+  readonly feeds = new Map<string, GroupFeed>();
+  expiry: NodeJS.Timeout | undefined;
+  userChannel: UserChannel | undefined;
+
+  constructor(
+    readonly principal: Principal,
+    readonly sink: StreamSink,
+  ) {}
+}
+
+/** GroupFeed is one group on one stream; cursor is the last seq written to the stream. */
+class GroupFeed {
+  catchingUp = false;
+  attached = false;
+
+  constructor(
+    readonly stream: HubStream,
+    readonly channel: GroupChannel,
+    public cursor: number,
+  ) {}
+
+  attach(): void {
+    this.attached = true;
+    this.channel.feeds.add(this);
+    this.stream.feeds.set(this.channel.groupId, this);
+  }
+
+  detach(): void {
+    this.attached = false;
+    this.channel.feeds.delete(this);
+    if (this.stream.feeds.get(this.channel.groupId) === this) this.stream.feeds.delete(this.channel.groupId);
+  }
+}
+
+function resetItem(groupId: string, requested: number, first: number, epoch: string): OutboundItem {
+  return outbound({
+    case: "cursorReset",
+    value: {
+      $typeName: "chat.v1.CursorReset",
+      groupId,
+      requestedSeq: BigInt(requested),
+      firstAvailableSeq: BigInt(first),
+      epoch,
+    },
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

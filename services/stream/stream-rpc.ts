@@ -1,0 +1,154 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import {
+  type ConnectRequest,
+  type ConnectResponse,
+  ConnectResponseSchema,
+  type GroupCursor,
+  type SubscribeResponse,
+  StreamService,
+} from "../../gen/chat/v1/stream_service_pb.js";
+import type { Principal } from "../auth/access-tokens.js";
+import { ChatError } from "../core/errors.js";
+import { checkId, checkSeq } from "../core/validate.js";
+import type { MessageService } from "../message/message-service.js";
+import { toConnectError } from "../platform/errors.js";
+import { principalOf } from "../platform/interceptors.js";
+import { messageToProto } from "../platform/proto-convert.js";
+import { QueueSink } from "./queue-sink.js";
+import type { ClientCursor, StreamHub } from "./stream-hub.js";
+
+/** MAX_CURSORS caps the cursors one request may carry. */
+export const MAX_CURSORS = 10_000;
+
+/**
+ * streamRoutes serves chat.v1.StreamService over connect-node (gRPC,
+ * gRPC-Web and Connect). Both RPCs stream through the hub; Connect also
+ * takes sends and acks on the same stream, answering each send in order.
+ */
+export function streamRoutes(router: ConnectRouter, hub: StreamHub, messages: MessageService): ConnectRouter {
+  return router.service(StreamService, {
+    async *subscribe(req, ctx) {
+      const sink = new QueueSink<SubscribeResponse>((item) => item.message);
+      yield* run(hub, principalOf(ctx.values), parseCursors(req.cursors), sink, ctx);
+    },
+    async *connect(requests, ctx) {
+      const principal = principalOf(ctx.values);
+      const input = requests[Symbol.asyncIterator]();
+      const first = await input.next();
+      if (first.done || first.value.payload.case !== "subscribe") {
+        throw new ChatError("InvalidArgument", "the first ConnectRequest must carry `subscribe`");
+      }
+      const sink = new QueueSink<ConnectResponse>((item) =>
+        create(ConnectResponseSchema, { payload: { case: "item", value: item.message } }),
+      );
+      const cursors = parseCursors(first.value.payload.value.cursors);
+      void serveRequests(input, principal, messages, sink);
+      yield* run(hub, principal, cursors, sink, ctx);
+    },
+  });
+}
+
+/** run opens the stream in the hub and yields its items until it ends or the client goes away. */
+async function* run<T>(
+  hub: StreamHub,
+  principal: Principal,
+  cursors: ReadonlyMap<string, ClientCursor>,
+  sink: QueueSink<T>,
+  ctx: HandlerContext,
+): AsyncGenerator<T> {
+  const handle = await hub.open(principal, cursors, sink);
+  const onAbort = () => handle.close();
+  ctx.signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    yield* sink;
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+    handle.close();
+  }
+}
+
+/** serveRequests handles a Connect stream's sends and acks, one at a time, in order. */
+async function serveRequests(
+  input: AsyncIterator<ConnectRequest>,
+  principal: Principal,
+  messages: MessageService,
+  sink: QueueSink<ConnectResponse>,
+): Promise<void> {
+  const reply = (response: ConnectResponse) => sink.push(response, toBinary(ConnectResponseSchema, response).length);
+  try {
+    for (let next = await input.next(); !next.done; next = await input.next()) {
+      const { requestId, payload } = next.value;
+      try {
+        switch (payload.case) {
+          case "sendMessage": {
+            const { groupId, text, clientMessageId } = payload.value;
+            const { message, duplicate } = await messages.send(principal, groupId, text, clientMessageId);
+            reply(
+              create(ConnectResponseSchema, {
+                requestId,
+                payload: { case: "sendResult", value: { outcome: { case: "response", value: { message: messageToProto(message), duplicate } } } },
+              }),
+            );
+            break;
+          }
+          case "ack":
+            await messages.ack(principal, payload.value.groupId, checkSeq("seq", payload.value.seq));
+            break;
+          case "subscribe":
+            throw new ChatError("FailedPrecondition", "the stream is already subscribed; open a new stream to change cursors");
+          default:
+            throw new ChatError("InvalidArgument", "ConnectRequest carries no payload");
+        }
+      } catch (e) {
+        const err = toConnectError(e);
+        const error = { code: codeName(err.code), message: err.rawMessage };
+        reply(
+          create(ConnectResponseSchema, {
+            requestId,
+            payload:
+              payload.case === "sendMessage"
+                ? { case: "sendResult", value: { outcome: { case: "error", value: error } } }
+                : { case: "ackError", value: error },
+          }),
+        );
+      }
+    }
+  } catch {
+    // The client went away mid-request; the stream's own teardown handles the rest.
+  }
+}
+
+/** parseCursors validates and indexes the client's cursors (the last one per group wins). */
+export function parseCursors(cursors: readonly GroupCursor[]): Map<string, ClientCursor> {
+  if (cursors.length > MAX_CURSORS) throw new ChatError("InvalidArgument", `at most ${MAX_CURSORS} cursors per request`);
+  const out = new Map<string, ClientCursor>();
+  for (const c of cursors) {
+    out.set(checkId("cursors.group_id", c.groupId), { seq: checkSeq("cursors.seq", c.seq), epoch: c.epoch });
+  }
+  return out;
+}
+
+const CODE_NAMES = [
+  "ok",
+  "canceled",
+  "unknown",
+  "invalid_argument",
+  "deadline_exceeded",
+  "not_found",
+  "already_exists",
+  "permission_denied",
+  "resource_exhausted",
+  "failed_precondition",
+  "aborted",
+  "out_of_range",
+  "unimplemented",
+  "internal",
+  "unavailable",
+  "data_loss",
+  "unauthenticated",
+];
+
+function codeName(code: number): string {
+  return CODE_NAMES[code] ?? "unknown";
+}
