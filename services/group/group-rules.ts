@@ -35,6 +35,11 @@ export function decideRemove(snap: GroupSnapshot, actorId: string, targetId: str
   const mine = actorRole(snap, actorId);
   const target = snap.members.get(targetId);
   if (!target) throw new ChatError("NotFound", `user ${targetId} is not a member of this group`);
+  // Permission first: someone who may not remove the target at all gets PermissionDenied, not the last-owner rule.
+  if (targetId !== actorId) {
+    if (mine === "member") throw new ChatError("PermissionDenied", "only owners and admins can remove members");
+    if (mine === "admin" && target.role !== "member") throw new ChatError("PermissionDenied", "admins can remove only members");
+  }
   if (target.role === "owner" && snap.ownerCount === 1) {
     throw new ChatError(
       "FailedPrecondition",
@@ -42,10 +47,6 @@ export function decideRemove(snap: GroupSnapshot, actorId: string, targetId: str
         ? "you are the group's last owner: make another member owner before leaving"
         : "cannot remove the group's last owner",
     );
-  }
-  if (targetId !== actorId) {
-    if (mine === "member") throw new ChatError("PermissionDenied", "only owners and admins can remove members");
-    if (mine === "admin" && target.role !== "member") throw new ChatError("PermissionDenied", "admins can remove only members");
   }
   return { type: "remove", member: target.user };
 }

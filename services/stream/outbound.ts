@@ -14,12 +14,24 @@ import { eventToProto } from "../platform/proto-convert.js";
 export interface OutboundItem {
   readonly message: SubscribeResponse;
   readonly bytes: Uint8Array;
+  /** grpcFrame is `bytes` as one gRPC length-prefixed message (uncompressed), ready for the wire. */
+  readonly grpcFrame: Buffer;
 }
 
 /** outbound encodes a SubscribeResponse into an OutboundItem. */
 export function outbound(payload: SubscribeResponse["payload"]): OutboundItem {
   const message = create(SubscribeResponseSchema, { payload });
-  return { message, bytes: toBinary(SubscribeResponseSchema, message) };
+  const bytes = toBinary(SubscribeResponseSchema, message);
+  return { message, bytes, grpcFrame: grpcFrame(bytes) };
+}
+
+/** grpcFrame prefixes a message with the gRPC frame header: flag 0 (not compressed) and the length, big-endian. */
+export function grpcFrame(bytes: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + bytes.length);
+  frame.writeUInt8(0, 0);
+  frame.writeUInt32BE(bytes.length, 1);
+  frame.set(bytes, 5);
+  return frame;
 }
 
 /** eventItem encodes a group event. */

@@ -2,13 +2,13 @@
  * grpc-js clients built from protobuf-es descriptors, as a mobile app's
  * generated stubs would talk to the server: plain gRPC over HTTP/2.
  */
-import { type DescMethod, type DescService, type MessageShape, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type DescMethod, type DescService, type MessageInitShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 
 /** GrpcJsClient is a grpc-js client with one method per RPC (named by the RPC's local name). */
 export type GrpcJsClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
-/** grpcJsClient connects a grpc-js client for `service` to 127.0.0.1:port (insecure). */
+/** grpcJsClient connects (requests may be plain init objects; they are completed with protobuf-es `create`) a grpc-js client for `service` to 127.0.0.1:port (insecure). */
 export function grpcJsClient(port: number, service: DescService, options: grpc.ClientOptions = {}): GrpcJsClient {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
@@ -16,9 +16,9 @@ export function grpcJsClient(port: number, service: DescService, options: grpc.C
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      requestSerialize: (m: unknown) => Buffer.from(toBinary(method.input, m as MessageShape<DescMethod["input"]>)),
+      requestSerialize: (m: unknown) => Buffer.from(toBinary(method.input, create(method.input, m as MessageInitShape<DescMethod["input"]>))),
       requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
-      responseSerialize: (m: unknown) => Buffer.from(toBinary(method.output, m as MessageShape<DescMethod["output"]>)),
+      responseSerialize: (m: unknown) => Buffer.from(toBinary(method.output, create(method.output, m as MessageInitShape<DescMethod["output"]>))),
       responseDeserialize: (b: Buffer) => fromBinary(method.output, b),
     };
   }

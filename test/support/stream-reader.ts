@@ -4,6 +4,8 @@
  */
 import type { GroupEvent } from "../../gen/chat/v1/message_pb.js";
 import type { GroupCursor, SubscribeResponse } from "../../gen/chat/v1/stream_service_pb.js";
+import * as grpc from "@grpc/grpc-js";
+import type { GrpcJsClient } from "./grpc-js-client.js";
 import type { Clients } from "./test-server.js";
 
 export class StreamReader {
@@ -96,4 +98,25 @@ export function subscribe(c: Clients, cursors: Partial<GroupCursor>[] = []): Str
 /** seqs lists the seqs of events as numbers. */
 export function seqs(events: readonly GroupEvent[]): number[] {
   return events.map((e) => Number(e.seq));
+}
+
+/** GrpcJsStreamReader is a StreamReader over a grpc-js call, which it exposes (e.g. to pause reading). */
+export interface GrpcJsStreamReader extends StreamReader {
+  readonly call: grpc.ClientReadableStream<SubscribeResponse>;
+}
+
+/** grpcJsSubscribe opens Subscribe with a @grpc/grpc-js client (the gRPC fast path, as a mobile app would). */
+export function grpcJsSubscribe(client: GrpcJsClient, token: string | undefined, cursors: Partial<GroupCursor>[] = []): GrpcJsStreamReader {
+  let call: grpc.ClientReadableStream<SubscribeResponse> | undefined;
+  const reader = new StreamReader((signal) => {
+    const md = new grpc.Metadata();
+    if (token) md.set("authorization", `Bearer ${token}`);
+    const fn = client.subscribe as (req: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<SubscribeResponse>;
+    const c = fn.call(client, { cursors: cursors.map((x) => ({ groupId: x.groupId ?? "", seq: x.seq ?? 0n, epoch: x.epoch ?? "" })) }, md);
+    call = c;
+    signal.addEventListener("abort", () => c.cancel(), { once: true });
+    return c;
+  });
+  if (!call) throw new Error("grpc-js call was not started");
+  return Object.assign(reader, { call });
 }

@@ -44,6 +44,7 @@ export class MemoryMembershipCache implements MembershipCache {
   }
 }
 
+/** cacheKey is unambiguous for any strings: the length prefix keeps ("a/b", "c") apart from ("a", "b/c"). */
 function cacheKey(groupId: string, userId: string): string {
-  return `${groupId}/${userId}`;
+  return `${groupId.length}:${groupId}/${userId}`;
 }
