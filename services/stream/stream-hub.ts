@@ -218,12 +218,13 @@ export class StreamHub {
     const { store, settings } = this.deps;
     const groupId = feed.channel.groupId;
     let stalls = 0;
+    const sink = feed.stream.sink;
     while (feed.attached && feed.cursor < feed.channel.lastSeq) {
-      if (feed.stream.sink.bufferedBytes > settings.bufferMaxBytes / 2) await feed.stream.sink.drained();
-      if (!feed.attached) return;
       const events = await store.readEvents(groupId, feed.cursor, settings.catchUpBatch);
       let progressed = false;
       for (const event of events) {
+        // Replay at the client's pace: never fill more than half the buffer cap.
+        if (sink.bufferedBytes > settings.bufferMaxBytes / 2) await sink.drained();
         if (!feed.attached) return;
         if (event.seq <= feed.cursor) continue;
         if (event.seq !== feed.cursor + 1 && !(await this.skipExpired(feed, event.seq))) break;

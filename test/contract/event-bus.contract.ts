@@ -160,7 +160,7 @@ export function eventBusContract(name: string, make: () => Promise<EventBus>, op
     }
 
     before(async () => {
-      const pair = opts.makePair ? await opts.makePair() : [await make(), await make()];
+      const pair: [EventBus, EventBus] = opts.makePair ? await opts.makePair() : [await make(), await make()];
       [a, b] = pair;
       opened.add(a);
       opened.add(b);

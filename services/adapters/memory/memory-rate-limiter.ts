@@ -16,12 +16,14 @@ export class MemoryRateLimiter implements RateLimiter {
     this.sweep(now);
     const bucket = this.buckets.get(key) ?? { tokens: limit.burst, at: now };
     const tokens = Math.min(limit.burst, bucket.tokens + ((now - bucket.at) / 1000) * limit.perSecond);
-    if (tokens >= 1) {
-      this.buckets.set(key, { tokens: tokens - 1, at: now, fullAt: fullAt(now, tokens - 1, limit) });
+    // EPSILON absorbs float error: waiting exactly retryAfterMs must yield a token (not 0.9999999999999999).
+    if (tokens + EPSILON >= 1) {
+      const left = Math.max(0, tokens - 1);
+      this.buckets.set(key, { tokens: left, at: now, fullAt: fullAt(now, left, limit) });
       return { allowed: true, retryAfterMs: 0 };
     }
     this.buckets.set(key, { tokens, at: now, fullAt: fullAt(now, tokens, limit) });
-    return { allowed: false, retryAfterMs: Math.ceil(((1 - tokens) / limit.perSecond) * 1000) };
+    return { allowed: false, retryAfterMs: Math.max(1, Math.ceil(((1 - tokens) / limit.perSecond) * 1000 - EPSILON)) };
   }
 
   /** sweep drops buckets that have refilled completely (at most once a minute). */
@@ -33,6 +35,8 @@ export class MemoryRateLimiter implements RateLimiter {
     }
   }
 }
+
+const EPSILON = 1e-6;
 
 function fullAt(now: number, tokens: number, limit: RateLimit): number {
   return now + ((limit.burst - tokens) / limit.perSecond) * 1000;

@@ -1,0 +1,147 @@
+/**
+ * Stream lifecycle: bounded buffers for clients that stop reading (DESIGN
+ * invariant 5), heartbeats, and graceful shutdown.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, before, describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { StreamService, SubscribeRequestSchema } from "../../gen/chat/v1/stream_service_pb.js";
+import { grpcJsClient } from "../support/grpc-js-client.js";
+import { freePort, range, sendMany } from "../support/helpers.js";
+import { grpcJsSubscribe, seqs, subscribe } from "../support/stream-reader.js";
+import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+
+async function until(pred: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("slow clients", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ STREAM_BUFFER_BYTES: "32768", MAX_TEXT_BYTES: "16000" });
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("ends a gRPC stream that stops reading with RESOURCE_EXHAUSTED, and the client resumes from its cursor", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "sa");
+    const bob = await registerUser(server.baseUrl, "grpc", "sb");
+    const { group } = await alice.groups.createGroup({ name: "flood", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const gid = group.groupId;
+    const client = grpcJsClient(server.port, StreamService);
+    const slow = grpcJsSubscribe(client, bob.token);
+    await slow.waitReady();
+    const openBefore = server.app.hub.size;
+    slow.call.pause();
+
+    // ~3 MB: far more than the HTTP/2 windows, the socket buffers and the cap.
+    const text = "x".repeat(3000);
+    const sent = await sendMany(alice, gid, 1000, { text, concurrency: 20 });
+    await until(() => server.app.hub.size === openBefore - 1, 10_000, "the server to drop the slow stream");
+
+    slow.call.resume();
+    await slow.waitDone(10_000);
+    assert.equal((slow.error as { code?: number }).code, 8, `RESOURCE_EXHAUSTED, got ${String(slow.error)}`);
+    const got = seqs(slow.eventsOf(gid));
+    const head = Number(group.headSeq);
+    assert.ok(got.length < sent.length, "the slow stream did not get everything");
+    assert.deepEqual(got, range(head + 1, head + got.length), "what it got is a gap-free prefix");
+
+    const cursor = BigInt(got.at(-1) ?? head);
+    const again = grpcJsSubscribe(client, bob.token, [{ groupId: gid, seq: cursor }]);
+    await again.waitForEvents(gid, sent.length - got.length, 20_000);
+    assert.deepEqual(seqs(again.eventsOf(gid)), range(Number(cursor) + 1, head + sent.length));
+    again.close();
+    client.close();
+  });
+
+  it("ends a gRPC-Web (HTTP/1.1) stream whose client stops reading", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "wa");
+    const bob = await registerUser(server.baseUrl, "grpc", "wb");
+    const { group } = await alice.groups.createGroup({ name: "flood-web", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const body = Buffer.from(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, {})));
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+    const socket = net.connect(server.port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    let received = "";
+    socket.on("data", (d: Buffer) => {
+      received += d.toString("latin1");
+      if (received.includes("\r\n\r\n")) socket.pause(); // headers seen: stop reading
+    });
+    socket.write(
+      `POST /chat.v1.StreamService/Subscribe HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/grpc-web+proto\r\n` +
+        `x-grpc-web: 1\r\nauthorization: Bearer ${bob.token}\r\ncontent-length: ${frame.length}\r\n\r\n`,
+    );
+    socket.write(frame);
+    await until(() => received.includes("\r\n\r\n"), 5000, "response headers");
+    assert.match(received, /^HTTP\/1.1 200/);
+    const openBefore = server.app.hub.size;
+    // HTTP/1.1 has no flow control of its own: fill the kernel's socket buffers (several MB on loopback) first.
+    await sendMany(alice, group.groupId, 1000, { text: "y".repeat(16_000), concurrency: 20 });
+    await until(() => server.app.hub.size === openBefore - 1, 10_000, "the server to drop the slow stream");
+    socket.destroy();
+  });
+});
+
+describe("heartbeats", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ HEARTBEAT_INTERVAL: "150ms" });
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("sends heartbeats on idle streams and announces the interval", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "hb");
+    const s = subscribe(alice);
+    await s.waitFor((r) => r.items.filter((i) => i.payload.case === "heartbeat").length >= 3, 5000, "3 heartbeats");
+    const ready = s.items[0];
+    assert.ok(ready?.payload.case === "ready");
+    assert.equal(ready.payload.value.heartbeatIntervalSeconds, 1);
+    s.close();
+  });
+});
+
+describe("graceful shutdown", () => {
+  it("goes NOT_SERVING, ends streams with UNAVAILABLE and lets in-flight sends finish durably", async () => {
+    const server = await startTestServer({ SHUTDOWN_GRACE: "5s", PORT: String(await freePort()) });
+    try {
+      const alice = await registerUser(server.baseUrl, "grpc", "gs");
+      const { group } = await alice.groups.createGroup({ name: "bye" });
+      assert.ok(group);
+      const stream = subscribe(alice);
+      await stream.waitReady();
+      const sends = range(1, 30).map((i) =>
+        alice.messages.sendMessage({ groupId: group.groupId, text: `m${i}`, clientMessageId: `inflight-${i}` }).then(
+          (r) => r.message?.clientMessageId,
+          () => undefined,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 5));
+      const app = server.app;
+      const stopping = app.stop();
+      assert.equal(app.health.getStatus(""), 2, "NOT_SERVING as soon as shutdown starts");
+      await stream.waitDone();
+      assert.equal((stream.error as { code?: number }).code, Code.Unavailable);
+      await stopping;
+      const acked = (await Promise.all(sends)).filter((id) => id !== undefined);
+
+      await server.restart(); // same port and data directory
+      const history = await alice.messages.listMessages({ groupId: group.groupId, limit: 200 });
+      const stored = new Set(history.messages.map((m) => m.clientMessageId));
+      for (const id of acked) assert.ok(stored.has(id as string), `acknowledged send ${id} is stored`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
