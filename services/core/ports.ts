@@ -214,13 +214,19 @@ export interface EventBus {
  * MembershipCache remembers members' roles to spare the store on the send
  * path. It may be stale only until `invalidate` is called for the pair,
  * which every membership change does after it is durable.
+ *
+ * A reader fills the cache after reading the store, so a read that raced a
+ * change could write the old answer back after the invalidation. To close
+ * that window, `invalidate` holds the pair for a few seconds (an
+ * implementation-defined hold, at least 1 s): `setRole` for it is ignored
+ * until the hold ends, and `getRole` misses.
  */
 export interface MembershipCache {
   /** getRole returns the cached role, null if cached as "not a member", undefined if not cached. */
   getRole(groupId: string, userId: string): Promise<Role | null | undefined>;
-  /** setRole caches a role (or null for "not a member"). */
+  /** setRole caches a role (or null for "not a member"), unless the pair is held after an invalidation. */
   setRole(groupId: string, userId: string, role: Role | null): Promise<void>;
-  /** invalidate drops the cached entry. */
+  /** invalidate drops the cached entry and holds the pair (see above). */
   invalidate(groupId: string, userId: string): Promise<void>;
 }
 

@@ -49,6 +49,8 @@ export class GroupService {
       owner,
     });
     await this.published(event, owner.id);
+    // The creator's own open streams (other devices) learn of the group as any added member does.
+    await this.deps.bus.publishUser(owner.id, { type: "joined", groupId: event.groupId, seq: event.seq });
     for (const member of members) {
       await this.addMember(caller, event.groupId, { userId: member.id }, "member");
     }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { membershipCacheContract } from "../../../test/contract/membership-cache.contract.js";
-import { MemoryMembershipCache } from "./memory-membership-cache.js";
+import { INVALIDATION_HOLD_MS, MemoryMembershipCache } from "./memory-membership-cache.js";
 
 membershipCacheContract("memory", async () => new MemoryMembershipCache());
 
@@ -20,6 +20,18 @@ describe("MemoryMembershipCache", () => {
     assert.equal(await cache.getRole("g", "stranger"), undefined, "expired at ttlMs");
     t += 499;
     assert.equal(await cache.getRole("g", "member"), undefined);
+  });
+
+  it("holds an invalidated pair for INVALIDATION_HOLD_MS, then caches it again", async () => {
+    let t = 1_000;
+    const cache = new MemoryMembershipCache({ maxEntries: 10, ttlMs: 60_000, now: () => t });
+    await cache.setRole("g", "u", null);
+    await cache.invalidate("g", "u");
+    await cache.setRole("g", "u", null); // a read that started before the change
+    assert.equal(await cache.getRole("g", "u"), undefined);
+    t += INVALIDATION_HOLD_MS;
+    await cache.setRole("g", "u", "member");
+    assert.equal(await cache.getRole("g", "u"), "member");
   });
 
   it("evicts the oldest-set entries beyond maxEntries", async () => {
