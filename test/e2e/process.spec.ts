@@ -1,0 +1,99 @@
+/**
+ * The server as `npm start` runs it: a real child process on the embedded
+ * defaults that keeps its data across restarts, rejects bad configuration
+ * with every problem listed, and shuts down cleanly on SIGTERM.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { freePort } from "../support/helpers.js";
+import { clientsFor, registerUser } from "../support/test-server.js";
+
+const MAIN = join(import.meta.dirname, "../../services/main.ts");
+
+interface Running {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function run(env: Record<string, string>): Running {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+async function waitForOutput(r: Running, pattern: RegExp, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pattern.test(r.output())) {
+    if (r.child.exitCode !== null) throw new Error(`server exited early:\n${r.output()}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${r.output()}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+describe("server process", () => {
+  let dataDir: string;
+  before(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "chat-proc-"));
+  });
+  after(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("starts on the embedded defaults, keeps data across a restart, and exits 0 on SIGTERM", async () => {
+    const port = await freePort();
+    const env = { DATA_DIR: dataDir, PORT: String(port) };
+    const first = run(env);
+    await waitForOutput(first, /chat server listening/);
+    const baseUrl = `http://127.0.0.1:${port}`;
+    const alice = await registerUser(baseUrl, "connect", "proc");
+    const { group } = await alice.groups.createGroup({ name: "persisted" });
+    assert.ok(group);
+    await alice.messages.sendMessage({ groupId: group.groupId, text: "still here?", clientMessageId: "p1" });
+    first.child.kill("SIGTERM");
+    assert.equal(await first.exited, 0, first.output());
+    assert.match(first.output(), /"msg":"stopped"/);
+    assert.doesNotMatch(first.output(), /correct horse|eyJ/, "no password or token in the logs");
+
+    const second = run(env);
+    await waitForOutput(second, /chat server listening/);
+    // The old access token still verifies: the signing key persisted.
+    const history = await alice.messages.listMessages({ groupId: group.groupId });
+    assert.deepEqual(
+      history.messages.map((m) => m.text),
+      ["still here?"],
+    );
+    const again = clientsFor(baseUrl, "grpc");
+    const login = await again.auth.login({ username: alice.username, password: "correct horse battery" });
+    assert.equal(login.user?.userId, alice.userId);
+    second.child.kill("SIGTERM");
+    assert.equal(await second.exited, 0);
+  });
+
+  it("refuses to start with bad settings, naming every one", async () => {
+    const r = run({ DATA_DIR: dataDir, PORT: "http", RETENTION: "forever", MAX_TEXT_BYTES: "-1" });
+    assert.equal(await r.exited, 2);
+    for (const name of ["PORT", "RETENTION", "MAX_TEXT_BYTES"]) assert.match(r.output(), new RegExp(name));
+  });
+
+  it("answers with UNAVAILABLE, not a hang, while it is down", async () => {
+    const port = await freePort();
+    const c = clientsFor(`http://127.0.0.1:${port}`, "grpc");
+    await assert.rejects(c.auth.login({ username: "x", password: "y" }), (e: { code?: number }) => e.code === Code.Unavailable);
+  });
+});
