@@ -22,7 +22,7 @@ import { messageRoutes } from "../message/message-rpc.js";
 import { MessageService } from "../message/message-service.js";
 import { streamRoutes } from "../stream/stream-rpc.js";
 import { StreamHub } from "../stream/stream-hub.js";
-import { isGrpcSubscribe, serveGrpcSubscribe } from "../stream/grpc-subscribe.js";
+import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
 import type { Config } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
 import { authInterceptor, errorInterceptor, kClientAddress } from "./interceptors.js";
@@ -128,7 +128,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   try {
     const fastPath = { hub, tokens, clock, logger, maxRequestBytes: config.maxRequestBytes };
     const handler = withCors((req, res) => {
-      if ("stream" in req && "stream" in res && isGrpcSubscribe(req)) serveGrpcSubscribe(req, res, fastPath);
+      const fast = fastSubscribeProtocol(req);
+      if (fast) serveFastSubscribe(fast, req, res, fastPath);
       else rpc(req, res);
     });
     server = await listenOnePort({ host: config.host, port: config.port, handler, logger });

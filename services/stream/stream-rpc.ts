@@ -1,5 +1,6 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import {
   type ConnectRequest,
   type ConnectResponse,
@@ -102,7 +103,7 @@ async function serveRequests(
         }
       } catch (e) {
         const err = toConnectError(e);
-        const error = { code: codeName(err.code), message: err.rawMessage };
+        const error = { code: codeToString(err.code), message: err.rawMessage };
         reply(
           create(ConnectResponseSchema, {
             requestId,
@@ -127,28 +128,4 @@ export function parseCursors(cursors: readonly GroupCursor[]): Map<string, Clien
     out.set(checkId("cursors.group_id", c.groupId), { seq: checkSeq("cursors.seq", c.seq), epoch: c.epoch });
   }
   return out;
-}
-
-const CODE_NAMES = [
-  "ok",
-  "canceled",
-  "unknown",
-  "invalid_argument",
-  "deadline_exceeded",
-  "not_found",
-  "already_exists",
-  "permission_denied",
-  "resource_exhausted",
-  "failed_precondition",
-  "aborted",
-  "out_of_range",
-  "unimplemented",
-  "internal",
-  "unavailable",
-  "data_loss",
-  "unauthenticated",
-];
-
-function codeName(code: number): string {
-  return CODE_NAMES[code] ?? "unknown";
 }

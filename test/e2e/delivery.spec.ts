@@ -196,6 +196,35 @@ describe("delivery", () => {
     await reading;
   });
 
+  for (const protocol of ["grpc", "grpc-web", "connect-binary", "connect"] as const) {
+    it(`Subscribe answers bad calls with a clear status and delivers normally (${protocol})`, async () => {
+      const alice = await registerUser(server.baseUrl, protocol, "fp");
+      const { group } = await alice.groups.createGroup({ name: "fast" });
+      assert.ok(group);
+      const token = alice.token;
+      alice.token = undefined;
+      const anonymous = subscribe(alice);
+      await anonymous.waitDone();
+      assert.equal((anonymous.error as { code?: number }).code, Code.Unauthenticated);
+      alice.token = `${token}x`;
+      const tampered = subscribe(alice);
+      await tampered.waitDone();
+      assert.equal((tampered.error as { code?: number }).code, Code.Unauthenticated);
+      alice.token = token;
+      const malformed = subscribe(alice, [{ groupId: "not-an-id", seq: 1n }]);
+      await malformed.waitDone();
+      assert.equal((malformed.error as { code?: number }).code, Code.InvalidArgument);
+      assert.match(String(malformed.error), /cursors.group_id/);
+
+      const s = subscribe(alice);
+      await s.waitReady();
+      await sendMany(alice, group.groupId, 3, { concurrency: 1 });
+      await s.waitForEvents(group.groupId, 3);
+      assert.deepEqual(seqs(s.eventsOf(group.groupId)), [2, 3, 4]);
+      s.close();
+    });
+  }
+
   it("Connect rejects a first request without subscribe", async () => {
     const alice = await registerUser(server.baseUrl, "grpc", "bidi2");
     async function* requests() {

@@ -70,8 +70,8 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
   return server;
 }
 
-/** Protocol is one of the three protocols served on the port. */
-export type Protocol = "grpc" | "grpc-web" | "connect";
+/** Protocol is one of the three protocols served on the port ("connect" uses JSON, "connect-binary" protobuf). */
+export type Protocol = "grpc" | "grpc-web" | "connect" | "connect-binary";
 
 /** PROTOCOLS lists them all. */
 export const PROTOCOLS: readonly Protocol[] = ["grpc", "grpc-web", "connect"];
@@ -93,7 +93,9 @@ export function transportFor(baseUrl: string, protocol: Protocol, interceptors: 
     case "grpc-web":
       return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors });
     case "connect":
-      return createConnectTransport({ baseUrl, httpVersion: "2", interceptors });
+      return createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false, interceptors });
+    case "connect-binary":
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors });
   }
 }
 
