@@ -34,13 +34,18 @@ export function codeName(code: Code): string {
   return name.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
 }
 
-/** isCode tells whether `e` is (or converts to) a ConnectError with the given code. */
-export function isCode(e: unknown, code: Code): boolean {
-  return e instanceof ConnectError && e.code === code;
+/**
+ * unwrap returns the CliError that connect wrapped into a ConnectError
+ * (code Unknown) when it was thrown inside an interceptor, e.g. by a token
+ * refresh; any other value is returned as is.
+ */
+export function unwrap(e: unknown): unknown {
+  return e instanceof ConnectError && e.cause instanceof CliError ? e.cause : e;
 }
 
 /** describeError renders any thrown value as `<code>: <message>` without the `error: ` prefix. */
-export function describeError(e: unknown): string {
+export function describeError(error: unknown): string {
+  const e = unwrap(error);
   if (e instanceof CliError) return `${e.code}: ${e.message}`;
   if (e instanceof ConnectError) return `${codeName(e.code)}: ${e.rawMessage}`;
   if (e instanceof Error) return `internal: ${e.message}`;

@@ -1,0 +1,233 @@
+/** The commands other than tail: each resolves names, makes its calls and prints the outcome. */
+import { randomUUID } from "node:crypto";
+import { type JsonValue, toJson } from "@bufbuild/protobuf";
+import { UserSchema } from "../../gen/chat/v1/common_pb.js";
+import { type Group, GroupSchema, MemberRole, MemberSchema } from "../../gen/chat/v1/group_pb.js";
+import { ListMessagesResponseSchema, SendMessageResponseSchema } from "../../gen/chat/v1/message_service_pb.js";
+import { AddMemberResponseSchema, RemoveMemberResponseSchema } from "../../gen/chat/v1/group_service_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ChatApi } from "./api.js";
+import { type ParsedArgs, flag, flagValues, seqFlag } from "./args.js";
+import { CliError, UsageError, describeError, unwrap } from "./errors.js";
+import { messageLine, roleName, sanitize, table, time } from "./format.js";
+import { promptHidden } from "./prompt.js";
+
+/** Context is what a command runs with. */
+export interface Context {
+  readonly api: ChatApi;
+  readonly args: ParsedArgs;
+  readonly json: boolean;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** out writes a line to stdout. */
+  out(line: string): void;
+  /** note writes a line to stderr (progress, hints, warnings). */
+  note(line: string): void;
+}
+
+function printJson(ctx: Context, value: JsonValue): void {
+  ctx.out(JSON.stringify(value, null, 2));
+}
+
+/** password takes --password, then CHAT_PASSWORD, then asks on the terminal (twice when confirming). */
+async function password(ctx: Context, confirm: boolean): Promise<string> {
+  const given = flag(ctx.args, "password") ?? ctx.env.CHAT_PASSWORD;
+  if (given !== undefined && given !== "") return given;
+  const first = await promptHidden("Password: ");
+  if (first === undefined) throw new UsageError("no password: pass --password, set CHAT_PASSWORD, or run on a terminal to be asked");
+  if (confirm && (await promptHidden("Password (again): ")) !== first) throw new CliError("invalid_argument", "the passwords differ");
+  return first;
+}
+
+/** register creates the account and stores the session. */
+export async function register(ctx: Context): Promise<void> {
+  const username = ctx.args.positionals[0] ?? "";
+  const res = await ctx.api.publicAuth.register({ username, password: await password(ctx, true) });
+  const s = await ctx.api.saveLogin(res.user, res.tokens);
+  if (ctx.json && res.user) return printJson(ctx, toJson(UserSchema, res.user));
+  ctx.out(`registered and logged in as ${s.username} (user id ${s.userId})`);
+}
+
+/** login stores a new session for an existing account. */
+export async function login(ctx: Context): Promise<void> {
+  const username = ctx.args.positionals[0] ?? "";
+  const res = await ctx.api.publicAuth.login({ username, password: await password(ctx, false) });
+  const s = await ctx.api.saveLogin(res.user, res.tokens);
+  if (ctx.json && res.user) return printJson(ctx, toJson(UserSchema, res.user));
+  ctx.out(`logged in as ${s.username} (user id ${s.userId})`);
+}
+
+/** logout revokes the session on the server and deletes the session file (also when the server cannot be reached). */
+export async function logout(ctx: Context): Promise<void> {
+  const s = ctx.api.session();
+  let failure: unknown;
+  try {
+    await ctx.api.auth.logout({ refreshToken: s.tokens.refreshToken });
+  } catch (error) {
+    // An expired or already revoked session is logged out anyway.
+    const e = unwrap(error);
+    if (!(e instanceof ConnectError && e.code === Code.Unauthenticated) && !(e instanceof CliError && e.code === "unauthenticated")) failure = e;
+  }
+  await ctx.api.store.update((disk) => (disk && disk.userId === s.userId && disk.server === s.server ? undefined : disk));
+  if (failure !== undefined) {
+    throw new CliError("unavailable", `forgot the local session, but the server did not revoke it (${describeError(failure)})`);
+  }
+  ctx.out(`logged out ${s.username}`);
+}
+
+/** whoami prints the session's user (no call to the server). */
+export function whoami(ctx: Context): void {
+  const s = ctx.api.session();
+  if (ctx.json) {
+    return printJson(ctx, { username: s.username, userId: s.userId, server: s.server, refreshTokenExpiresAt: s.tokens.refreshTokenExpiresAt });
+  }
+  ctx.out(`${s.username} (user id ${s.userId}) on ${s.server}`);
+}
+
+/** listAllGroups pages through ListGroups. */
+export async function listAllGroups(api: ChatApi): Promise<Group[]> {
+  const groups: Group[] = [];
+  let pageToken = "";
+  do {
+    const res = await api.groups.listGroups({ pageSize: 500, pageToken });
+    groups.push(...res.groups);
+    pageToken = res.nextPageToken;
+  } while (pageToken !== "");
+  return groups;
+}
+
+/** findGroup picks a group by exact id, else by exact name; throws not_found or, for a name shared by several groups, invalid_argument. */
+export function findGroup(groups: readonly Group[], ref: string): Group {
+  const byId = groups.find((g) => g.groupId === ref);
+  if (byId) return byId;
+  const byName = groups.filter((g) => g.name === ref);
+  if (byName.length === 1 && byName[0]) return byName[0];
+  if (byName.length > 1) {
+    throw new CliError("invalid_argument", `${byName.length} of your groups are named "${sanitize(ref)}"; name one by id: ${byName.map((g) => g.groupId).join(", ")}`);
+  }
+  throw new CliError("not_found", `you have no group with the id or name "${sanitize(ref)}" (see \`chat groups\`)`);
+}
+
+/** resolveGroup finds one of the caller's groups by id or exact name. */
+export async function resolveGroup(api: ChatApi, ref: string): Promise<Group> {
+  return findGroup(await listAllGroups(api), ref);
+}
+
+/** groups lists the caller's groups. */
+export async function groups(ctx: Context): Promise<void> {
+  const list = await listAllGroups(ctx.api);
+  if (ctx.json) return printJson(ctx, list.map((g) => toJson(GroupSchema, g)));
+  if (list.length === 0) return ctx.note("no groups yet; create one with `chat create-group <name>`");
+  ctx.out(
+    table([
+      ["NAME", "ROLE", "MEMBERS", "LAST SEQ", "ID"],
+      ...list.map((g) => [sanitize(g.name), roleName(g.myRole), String(g.memberCount), String(g.headSeq), g.groupId]),
+    ]),
+  );
+}
+
+/** createGroup creates a group owned by the caller with the --member users. */
+export async function createGroup(ctx: Context): Promise<void> {
+  const name = ctx.args.positionals[0] ?? "";
+  const { group } = await ctx.api.groups.createGroup({ name, memberUsernames: [...flagValues(ctx.args, "member")] });
+  if (!group) throw new CliError("internal", "CreateGroup answered without the group");
+  if (ctx.json) return printJson(ctx, toJson(GroupSchema, group));
+  const n = group.memberCount;
+  ctx.out(`created group ${sanitize(group.name)} (id ${group.groupId}) with ${n} member${n === 1 ? "" : "s"}`);
+}
+
+const ROLES: Readonly<Record<string, MemberRole>> = { member: MemberRole.MEMBER, admin: MemberRole.ADMIN, owner: MemberRole.OWNER };
+
+/** addMember adds a user by username, as member unless --role says otherwise. */
+export async function addMember(ctx: Context): Promise<void> {
+  const [ref = "", username = ""] = ctx.args.positionals;
+  const roleText = flag(ctx.args, "role") ?? "member";
+  const role = ROLES[roleText];
+  if (role === undefined) throw new UsageError(`--role must be member, admin or owner, got "${roleText}"`);
+  const group = await resolveGroup(ctx.api, ref);
+  const res = await ctx.api.groups.addMember({ groupId: group.groupId, user: { case: "username", value: username }, role });
+  if (ctx.json) return printJson(ctx, toJson(AddMemberResponseSchema, res));
+  ctx.out(`added ${res.member?.user?.username ?? username} to ${sanitize(group.name)} as ${roleName(res.member?.role ?? role)} (#${res.seq})`);
+}
+
+/** removeMember removes a member named by username or user id. */
+export async function removeMember(ctx: Context): Promise<void> {
+  const [ref = "", who = ""] = ctx.args.positionals;
+  const group = await resolveGroup(ctx.api, ref);
+  const members = await listAllMembers(ctx.api, group.groupId);
+  const member = members.find((m) => m.user?.userId === who) ?? members.find((m) => m.user?.username === who.toLowerCase());
+  if (!member?.user) throw new CliError("not_found", `${sanitize(who)} is not a member of ${sanitize(group.name)}`);
+  const res = await ctx.api.groups.removeMember({ groupId: group.groupId, userId: member.user.userId });
+  if (ctx.json) return printJson(ctx, toJson(RemoveMemberResponseSchema, res));
+  ctx.out(`removed ${member.user.username} from ${sanitize(group.name)} (#${res.seq})`);
+}
+
+/** leave removes the caller from a group and forgets its tail cursor. */
+export async function leave(ctx: Context): Promise<void> {
+  const me = ctx.api.session();
+  const group = await resolveGroup(ctx.api, ctx.args.positionals[0] ?? "");
+  const res = await ctx.api.groups.removeMember({ groupId: group.groupId, userId: me.userId });
+  await ctx.api.updateCursors(new Map([[group.groupId, null]]));
+  if (ctx.json) return printJson(ctx, toJson(RemoveMemberResponseSchema, res));
+  ctx.out(`left ${sanitize(group.name)} (#${res.seq})`);
+}
+
+async function listAllMembers(api: ChatApi, groupId: string) {
+  const members = [];
+  let pageToken = "";
+  do {
+    const res = await api.groups.listMembers({ groupId, pageSize: 1000, pageToken });
+    members.push(...res.members);
+    pageToken = res.nextPageToken;
+  } while (pageToken !== "");
+  return members;
+}
+
+/** members lists a group's members. */
+export async function members(ctx: Context): Promise<void> {
+  const group = await resolveGroup(ctx.api, ctx.args.positionals[0] ?? "");
+  const list = await listAllMembers(ctx.api, group.groupId);
+  if (ctx.json) return printJson(ctx, list.map((m) => toJson(MemberSchema, m)));
+  ctx.out(
+    table([
+      ["USERNAME", "ROLE", "JOINED", "USER ID"],
+      ...list.map((m) => [m.user?.username ?? "?", roleName(m.role), time(m.joinedAt), m.user?.userId ?? "?"]),
+    ]),
+  );
+}
+
+/** send sends the remaining arguments, joined by spaces, with a fresh client_message_id. */
+export async function send(ctx: Context): Promise<void> {
+  const [ref = "", ...words] = ctx.args.positionals;
+  const text = words.join(" ");
+  if (text.trim() === "") throw new UsageError("send needs a non-empty text");
+  const group = await resolveGroup(ctx.api, ref);
+  // The same id on the automatic retry after a token refresh makes the retry idempotent.
+  const res = await ctx.api.messages.sendMessage({ groupId: group.groupId, text, clientMessageId: randomUUID() });
+  if (ctx.json) return printJson(ctx, toJson(SendMessageResponseSchema, res));
+  ctx.out(`sent #${res.message?.seq ?? "?"}${res.duplicate ? " (duplicate)" : ""}`);
+}
+
+/** history prints one page of messages, oldest first, and says on stderr how to page on. */
+export async function history(ctx: Context): Promise<void> {
+  const before = seqFlag(ctx.args, "before");
+  const after = seqFlag(ctx.args, "after");
+  const limit = seqFlag(ctx.args, "limit");
+  if (before !== undefined && after !== undefined) throw new UsageError("give --before or --after, not both");
+  if (limit !== undefined && (limit < 1n || limit > 200n)) throw new UsageError("--limit must be from 1 to 200");
+  const ref = ctx.args.positionals[0] ?? "";
+  const group = await resolveGroup(ctx.api, ref);
+  const anchor =
+    before !== undefined ? ({ case: "beforeSeq", value: before } as const) : after !== undefined ? ({ case: "afterSeq", value: after } as const) : ({ case: undefined } as const);
+  const res = await ctx.api.messages.listMessages({ groupId: group.groupId, limit: Number(limit ?? 0n), anchor });
+  if (ctx.json) return printJson(ctx, toJson(ListMessagesResponseSchema, res));
+  for (const m of res.messages) ctx.out(messageLine(group.name, m));
+  if (res.messages.length === 0) ctx.note("no messages");
+  const first = res.messages[0];
+  const last = res.messages[res.messages.length - 1];
+  if (res.hasMore && after !== undefined && last) ctx.note(`more: chat history ${quote(ref)} --after ${last.seq}`);
+  if (res.hasMore && after === undefined && first) ctx.note(`older: chat history ${quote(ref)} --before ${first.seq}`);
+}
+
+function quote(s: string): string {
+  return /^[\w.@%+=:,/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
