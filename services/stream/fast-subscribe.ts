@@ -105,7 +105,9 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
       if (res.destroyed) return;
       writer.start();
       const handle = await deps.hub.open(principal, cursors, writer);
-      res.once("close", () => handle.close());
+      // The client may have gone while the stream was being set up.
+      if (res.destroyed || res.writableFinished) handle.close();
+      else res.once("close", () => handle.close());
     })().catch(fail);
   });
 }

@@ -60,6 +60,7 @@ async function* run<T>(
 ): AsyncGenerator<T> {
   const handle = await hub.open(principal, cursors, sink);
   const onAbort = () => handle.close();
+  if (ctx.signal.aborted) onAbort(); // the client went away while the stream was being set up
   ctx.signal.addEventListener("abort", onAbort, { once: true });
   try {
     yield* sink;

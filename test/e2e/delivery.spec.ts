@@ -53,6 +53,9 @@ describe("delivery", () => {
     assert.equal(texts?.filter((t) => t.startsWith("s0 ")).length, 40);
     for (const s of streams) s.close();
     grpcJs.close();
+    // Client-side cancels free the server's streams (no leak per protocol).
+    for (let i = 0; i < 250 && server.app.hub.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(server.app.hub.size, 0);
   });
 
   it("concurrent sends from many clients get dense, unique seqs", async () => {
