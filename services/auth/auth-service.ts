@@ -51,16 +51,21 @@ export class AuthService {
   }
 
   /**
-   * login checks credentials, rate limited per username and per client
-   * address (ResourceExhausted with a retry hint). A wrong username and a
-   * wrong password get the same answer after the same work.
+   * login checks credentials, rate limited per client address and per
+   * username (ResourceExhausted with a retry hint). A wrong username and a
+   * wrong password get the same answer after the same work (a name no
+   * account can have gets that answer at once).
+   *
+   * The address is limited first, and only a name that could exist gets a
+   * per-username bucket: otherwise a client past its limit could still make
+   * the limiter store one key per request, each as large as the request.
    */
   async login(rawUsername: string, password: string, clientAddress: string): Promise<{ user: User; session: Session }> {
-    const username = rawUsername.trim().toLowerCase();
-    if (username === "" || password === "") throw new ChatError("InvalidArgument", "username and password are required");
-    if (password.length > 256) throw new ChatError("Unauthenticated", "wrong username or password");
-    await this.limit(`login:user:${username}`, this.deps.settings.loginPerUsername, "for this username");
+    if (rawUsername.trim() === "" || password === "") throw new ChatError("InvalidArgument", "username and password are required");
     await this.limit(`login:addr:${clientAddress}`, this.deps.settings.loginPerAddress, "from your address");
+    const username = usernameOrUndefined(rawUsername);
+    if (username === undefined || password.length > 256) throw new ChatError("Unauthenticated", "wrong username or password");
+    await this.limit(`login:user:${username}`, this.deps.settings.loginPerUsername, "for this username");
     const found = await this.deps.store.findUserByName(username);
     if (!found) {
       await burnPasswordCheck(password);
@@ -135,6 +140,15 @@ export class AuthService {
         retryAfterMs: decision.retryAfterMs,
       });
     }
+  }
+}
+
+/** usernameOrUndefined normalizes a username, or returns undefined if no account can have it. */
+function usernameOrUndefined(raw: string): string | undefined {
+  try {
+    return normalizeUsername(raw);
+  } catch {
+    return undefined;
   }
 }
 

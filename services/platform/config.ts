@@ -84,18 +84,18 @@ export function loadConfig(env: Env): Config {
     busUrl,
     cacheUrl,
     logLevel,
-    jwt: {
+    jwt: Object.freeze({
       issuer: read.string("JWT_ISSUER", "chat"),
       audience: read.string("JWT_AUDIENCE", "chat"),
       keyFile: resolve(read.string("JWT_KEY_FILE", `${dataDir}/jwt-ed25519.jwk`)),
-    },
+    }),
     accessTokenTtlMs: read.duration("ACCESS_TOKEN_TTL", "15m", 1_000),
     refreshTokenTtlMs: read.duration("REFRESH_TOKEN_TTL", "30d", 60_000),
     retentionMs: read.duration("RETENTION", "30d", 1_000),
     maxTextBytes: read.integer("MAX_TEXT_BYTES", 4096, 1, 1 << 20),
     maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
-    heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100),
+    heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100, MAX_TIMER_MS),
     streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
     loginAttemptsPerMinute: read.integer("LOGIN_ATTEMPTS_PER_MINUTE", 10, 1, 1_000_000),
     loginAttemptsPerMinutePerAddress: read.integer("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 60, 1, 1_000_000),
@@ -108,6 +108,15 @@ export function loadConfig(env: Env): Config {
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }
+
+/**
+ * MAX_TIMER_MS is the longest delay a Node timer takes (2^31 - 1 ms, about
+ * 24.8 days); a longer one fires after 1 ms instead.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** MAX_DURATION_MS caps every duration setting (10 years), so that `now + duration` stays a valid date. */
+export const MAX_DURATION_MS = 3650 * 86_400_000;
 
 const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -141,11 +150,11 @@ class Reader {
     return n;
   }
 
-  duration(name: keyof typeof SETTINGS, fallback: string, minMs: number): number {
+  duration(name: keyof typeof SETTINGS, fallback: string, minMs: number, maxMs = MAX_DURATION_MS): number {
     const v = this.env[name];
     const ms = parseDuration(v === undefined || v === "" ? fallback : v);
-    if (ms === undefined || ms < minMs) {
-      this.problems.push(`${name}: "${v}" must be a duration like 250ms, 15s, 15m, 12h or 30d, at least ${minMs} ms`);
+    if (ms === undefined || ms < minMs || ms > maxMs) {
+      this.problems.push(`${name}: "${v}" must be a duration like 250ms, 15s, 15m, 12h or 30d, from ${minMs} to ${maxMs} ms`);
       return parseDuration(fallback) ?? 0;
     }
     return ms;

@@ -23,6 +23,9 @@ export interface OnePortServer {
   readonly connections: number;
 }
 
+/** UNREAD_BODY_GRACE_MS is how long a client may keep sending a request body after the response is complete. */
+const UNREAD_BODY_GRACE_MS = 1000;
+
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /**
@@ -65,6 +68,32 @@ export async function listenOnePort(opts: {
   });
   const address = tcp.address();
   const port = typeof address === "object" && address ? address.port : opts.port;
+  // An http.Server tracks its connections (for closeIdleConnections and the
+  // headersTimeout / requestTimeout checks) only from its "listening" event
+  // on. h1 never listens itself (sockets are handed to it), so start the
+  // tracking here; without it, idle keep-alive sockets hold up close() for
+  // the whole grace period and slow requests are never timed out.
+  h1.emit("listening");
+
+  // A handler may answer before reading the whole request body (connect-node
+  // does for a body over readMaxBytes, and stops reading). The HTTP/1.1
+  // server discards the rest by itself; on HTTP/2 the unread body stalls the
+  // stream's flow-control window, and the stream stays open until the
+  // connection goes away (holding up close()). So once the response is
+  // complete, discard what the client still sends, and if its side has not
+  // ended soon after, reset the stream with NO_ERROR (RFC 9113 section 8.1).
+  // The reset waits, so that the client reads the response first: clients
+  // that see the reset while still writing report it instead.
+  h2.on("stream", (stream: http2.ServerHttp2Stream) => {
+    stream.once("finish", () => {
+      if (stream.readableEnded || stream.destroyed) return;
+      stream.removeAllListeners("data"); // the request object no longer reads
+      stream.resume();
+      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_NO_ERROR), UNREAD_BODY_GRACE_MS);
+      timer.unref();
+      stream.once("close", () => clearTimeout(timer));
+    });
+  });
 
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (session) => {

@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { resolve } from "node:path";
+import { describe, it } from "node:test";
+import { type Config, ConfigError, MAX_TIMER_MS, SETTINGS, loadConfig, parseDuration } from "./config.js";
+
+/** configError runs loadConfig and returns the ConfigError it must throw. */
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${String(e)}`);
+    return e;
+  }
+  assert.fail(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe("loadConfig", () => {
+  it("returns the documented defaults for an empty environment, frozen", () => {
+    const dataDir = resolve("./data");
+    const config = loadConfig({});
+    const expected: Config = {
+      host: "127.0.0.1",
+      port: 8080,
+      dataDir,
+      storeUrl: `sqlite:${dataDir}/chat.db`,
+      busUrl: "memory:",
+      cacheUrl: "memory:",
+      logLevel: "info",
+      jwt: { issuer: "chat", audience: "chat", keyFile: resolve(dataDir, "jwt-ed25519.jwk") },
+      accessTokenTtlMs: 15 * 60_000,
+      refreshTokenTtlMs: 30 * 86_400_000,
+      retentionMs: 30 * 86_400_000,
+      maxTextBytes: 4096,
+      maxRequestBytes: 65_536,
+      maxGroupMembers: 1000,
+      heartbeatMs: 15_000,
+      streamBufferBytes: 1_048_576,
+      loginAttemptsPerMinute: 10,
+      loginAttemptsPerMinutePerAddress: 60,
+      trustProxy: false,
+      shutdownGraceMs: 10_000,
+    };
+    assert.deepEqual(config, expected);
+    assert.ok(Object.isFrozen(config));
+    assert.ok(Object.isFrozen(config.jwt), "nested settings are frozen too");
+    assert.throws(() => {
+      (config as { port: number }).port = 1;
+    }, TypeError);
+    assert.throws(() => {
+      (config.jwt as { issuer: string }).issuer = "evil";
+    }, TypeError);
+  });
+
+  it("treats an empty variable as unset", () => {
+    const empty = Object.fromEntries(Object.keys(SETTINGS).map((k) => [k, ""]));
+    assert.deepEqual(loadConfig(empty), loadConfig({}));
+  });
+
+  it("reads only the environment it is given, not process.env", () => {
+    const saved = process.env.PORT;
+    process.env.PORT = "4321";
+    try {
+      assert.equal(loadConfig({}).port, 8080);
+    } finally {
+      if (saved === undefined) delete process.env.PORT;
+      else process.env.PORT = saved;
+    }
+  });
+
+  it("parses each variable", () => {
+    const cases: [Record<string, string>, (c: Config) => unknown, unknown][] = [
+      [{ HOST: "0.0.0.0" }, (c) => c.host, "0.0.0.0"],
+      [{ PORT: "0" }, (c) => c.port, 0],
+      [{ PORT: "65535" }, (c) => c.port, 65535],
+      [{ PORT: " 9090 " }, (c) => c.port, 9090],
+      [{ DATA_DIR: "/tmp/chat-x" }, (c) => [c.dataDir, c.storeUrl, c.jwt.keyFile], ["/tmp/chat-x", "sqlite:/tmp/chat-x/chat.db", "/tmp/chat-x/jwt-ed25519.jwk"]],
+      [{ DATA_DIR: "rel/dir" }, (c) => c.dataDir, resolve("rel/dir")],
+      [{ STORE_URL: "sqlite::memory:" }, (c) => c.storeUrl, "sqlite::memory:"],
+      [{ STORE_URL: "sqlite:/var/chat.db" }, (c) => c.storeUrl, "sqlite:/var/chat.db"],
+      [{ BUS_URL: "memory:" }, (c) => c.busUrl, "memory:"],
+      [{ CACHE_URL: "memory:" }, (c) => c.cacheUrl, "memory:"],
+      [{ LOG_LEVEL: "silent" }, (c) => c.logLevel, "silent"],
+      [{ LOG_LEVEL: "trace" }, (c) => c.logLevel, "trace"],
+      [{ JWT_ISSUER: "https://chat.example" }, (c) => c.jwt.issuer, "https://chat.example"],
+      [{ JWT_AUDIENCE: "chat-api" }, (c) => c.jwt.audience, "chat-api"],
+      [{ JWT_KEY_FILE: "keys/k.jwk" }, (c) => c.jwt.keyFile, resolve("keys/k.jwk")],
+      [{ ACCESS_TOKEN_TTL: "2s" }, (c) => c.accessTokenTtlMs, 2000],
+      [{ REFRESH_TOKEN_TTL: "7d" }, (c) => c.refreshTokenTtlMs, 7 * 86_400_000],
+      [{ RETENTION: "12h" }, (c) => c.retentionMs, 12 * 3_600_000],
+      [{ MAX_TEXT_BYTES: "100" }, (c) => c.maxTextBytes, 100],
+      [{ MAX_REQUEST_BYTES: "1048576" }, (c) => c.maxRequestBytes, 1_048_576],
+      [{ MAX_GROUP_MEMBERS: "2" }, (c) => c.maxGroupMembers, 2],
+      [{ HEARTBEAT_INTERVAL: "250ms" }, (c) => c.heartbeatMs, 250],
+      [{ STREAM_BUFFER_BYTES: "2048" }, (c) => c.streamBufferBytes, 2048],
+      [{ LOGIN_ATTEMPTS_PER_MINUTE: "3" }, (c) => c.loginAttemptsPerMinute, 3],
+      [{ LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "4" }, (c) => c.loginAttemptsPerMinutePerAddress, 4],
+      [{ TRUST_PROXY: "true" }, (c) => c.trustProxy, true],
+      [{ TRUST_PROXY: "1" }, (c) => c.trustProxy, true],
+      [{ TRUST_PROXY: "false" }, (c) => c.trustProxy, false],
+      [{ TRUST_PROXY: "0" }, (c) => c.trustProxy, false],
+      [{ SHUTDOWN_GRACE: "0s" }, (c) => c.shutdownGraceMs, 0],
+      [{ SHUTDOWN_GRACE: "1m" }, (c) => c.shutdownGraceMs, 60_000],
+    ];
+    const covered = new Set(cases.flatMap(([env]) => Object.keys(env)));
+    assert.deepEqual([...covered].sort(), Object.keys(SETTINGS).sort(), "every documented variable is exercised");
+    for (const [env, pick, want] of cases) {
+      assert.deepEqual(pick(loadConfig(env)), want, JSON.stringify(env));
+    }
+  });
+
+  it("lists every bad variable at once in one ConfigError", () => {
+    const bad: Record<string, string> = {
+      PORT: "65536",
+      STORE_URL: "postgres://db/chat",
+      BUS_URL: "nats://127.0.0.1:4222",
+      CACHE_URL: "redis://127.0.0.1:6379",
+      LOG_LEVEL: "loud",
+      ACCESS_TOKEN_TTL: "15",
+      REFRESH_TOKEN_TTL: "59s",
+      RETENTION: "1w",
+      MAX_TEXT_BYTES: "0",
+      MAX_REQUEST_BYTES: "lots",
+      MAX_GROUP_MEMBERS: "1",
+      HEARTBEAT_INTERVAL: "99ms",
+      STREAM_BUFFER_BYTES: "-5",
+      LOGIN_ATTEMPTS_PER_MINUTE: "2.5",
+      LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "1e3",
+      TRUST_PROXY: "yes",
+      SHUTDOWN_GRACE: "soon",
+    };
+    const err = configError(bad);
+    assert.equal(err.name, "ConfigError");
+    assert.ok(err instanceof Error);
+    assert.equal(err.problems.length, Object.keys(bad).length, err.message);
+    for (const [name, value] of Object.entries(bad)) {
+      const line = err.problems.find((p) => p.startsWith(`${name}:`));
+      assert.ok(line, `${name} is reported`);
+      assert.ok(line.includes(`"${value}"`), `the problem quotes the value: ${line}`);
+      assert.ok(err.message.includes(line), "the message lists every problem");
+    }
+    assert.match(err.message, /^Invalid environment variables:\n {2}- /);
+  });
+
+  it("reports a single bad variable alone, naming the rule", () => {
+    assert.deepEqual(configError({ PORT: "http" }).problems, ['PORT: "http" must be a whole number from 0 to 65535']);
+    assert.deepEqual(configError({ TRUST_PROXY: "TRUE" }).problems, ['TRUST_PROXY: "TRUE" must be true or false']);
+    assert.deepEqual(configError({ LOG_LEVEL: "INFO" }).problems, [
+      'LOG_LEVEL: "INFO" must be one of fatal, error, warn, info, debug, trace, silent',
+    ]);
+    assert.match(configError({ STORE_URL: "sqlite:" }).problems[0] ?? "", /STORE_URL: "sqlite:" is not supported/);
+  });
+
+  it("checks integer bounds inclusively", () => {
+    assert.equal(loadConfig({ MAX_REQUEST_BYTES: "1024", MAX_TEXT_BYTES: "1024" }).maxRequestBytes, 1024);
+    configError({ MAX_REQUEST_BYTES: "1023", MAX_TEXT_BYTES: "100" });
+    assert.equal(loadConfig({ MAX_TEXT_BYTES: String(1 << 20), MAX_REQUEST_BYTES: String(1 << 20) }).maxTextBytes, 1 << 20);
+    configError({ MAX_TEXT_BYTES: String((1 << 20) + 1), MAX_REQUEST_BYTES: String(16 << 20) });
+    for (const v of ["-1", "1.0", "0x10", "1e3", "8080a", "Infinity"]) configError({ PORT: v });
+  });
+
+  it("rejects a text limit larger than the request limit", () => {
+    const err = configError({ MAX_TEXT_BYTES: "5000", MAX_REQUEST_BYTES: "4096" });
+    assert.deepEqual(err.problems, ["MAX_TEXT_BYTES (5000) must not exceed MAX_REQUEST_BYTES (4096)"]);
+    assert.equal(loadConfig({ MAX_TEXT_BYTES: "4096", MAX_REQUEST_BYTES: "4096" }).maxTextBytes, 4096);
+  });
+});
+
+describe("durations", () => {
+  it("parseDuration reads ms, s, m, h and d", () => {
+    const cases: [string, number | undefined][] = [
+      ["250ms", 250],
+      ["0ms", 0],
+      ["15s", 15_000],
+      ["15m", 900_000],
+      ["12h", 43_200_000],
+      ["30d", 2_592_000_000],
+      [" 2s ", 2000],
+      ["15", undefined],
+      ["1.5s", undefined],
+      ["-1s", undefined],
+      ["+1s", undefined],
+      ["15M", undefined],
+      ["1w", undefined],
+      ["1 s", undefined],
+      ["s", undefined],
+      ["", undefined],
+      ["1s1m", undefined],
+    ];
+    for (const [text, want] of cases) assert.equal(parseDuration(text), want, JSON.stringify(text));
+  });
+
+  it("enforces each duration's minimum", () => {
+    assert.equal(loadConfig({ ACCESS_TOKEN_TTL: "1s" }).accessTokenTtlMs, 1000);
+    assert.match(configError({ ACCESS_TOKEN_TTL: "999ms" }).problems[0] ?? "", /^ACCESS_TOKEN_TTL: "999ms" must be a duration/);
+    assert.equal(loadConfig({ REFRESH_TOKEN_TTL: "1m" }).refreshTokenTtlMs, 60_000);
+    configError({ REFRESH_TOKEN_TTL: "59999ms" });
+    assert.equal(loadConfig({ HEARTBEAT_INTERVAL: "100ms" }).heartbeatMs, 100);
+    configError({ HEARTBEAT_INTERVAL: "99ms" });
+    configError({ RETENTION: "999ms" });
+  });
+
+  it("rejects durations a timer or a date cannot hold", () => {
+    // Node runs a timer longer than 2^31-1 ms after 1 ms: a 30-day heartbeat would fire continuously.
+    assert.equal(loadConfig({ HEARTBEAT_INTERVAL: `${MAX_TIMER_MS}ms` }).heartbeatMs, MAX_TIMER_MS);
+    assert.match(configError({ HEARTBEAT_INTERVAL: "30d" }).problems[0] ?? "", /^HEARTBEAT_INTERVAL: "30d"/);
+    // now + a refresh TTL must stay a storable timestamp.
+    assert.match(configError({ REFRESH_TOKEN_TTL: "1000000000000d" }).problems[0] ?? "", /^REFRESH_TOKEN_TTL/);
+    assert.equal(loadConfig({ RETENTION: "365d" }).retentionMs, 365 * 86_400_000);
+  });
+});
