@@ -23,6 +23,7 @@ import { MessageService } from "../../gen/chat/v1/message_service_pb.js";
 import { StreamService, type SubscribeResponse } from "../../gen/chat/v1/stream_service_pb.js";
 import { Health, type HealthCheckResponse, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { grpcRejects, rejectsWith } from "../support/assertions.js";
 import { authMetadata, grpcJsClient, unary } from "../support/grpc-js-client.js";
 import { subscribe } from "../support/stream-reader.js";
 import {
@@ -40,33 +41,7 @@ import {
 const PASSWORD = "correct horse battery";
 const WRONG_LOGIN = "wrong username or password";
 
-/** rejectsWith awaits `p`, asserts it failed with `code` (and `message`), and returns the error. */
-async function rejectsWith(p: Promise<unknown>, code: Code, message?: RegExp): Promise<ConnectError> {
-  let err: ConnectError | undefined;
-  try {
-    await p;
-  } catch (e) {
-    err = ConnectError.from(e);
-  }
-  assert.ok(err, `expected ${Code[code]}, but the call succeeded`);
-  assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-  if (message) assert.match(err.rawMessage, message);
-  return err;
-}
 
-/** grpcRejects awaits a grpc-js call and asserts its status. */
-async function grpcRejects(p: Promise<unknown>, code: grpc.status, message?: RegExp): Promise<grpc.ServiceError> {
-  let err: grpc.ServiceError | undefined;
-  try {
-    await p;
-  } catch (e) {
-    err = e as grpc.ServiceError;
-  }
-  assert.ok(err, `expected status ${grpc.status[code]}, but the call succeeded`);
-  assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
-  if (message) assert.match(err.details, message);
-  return err;
-}
 
 /** loginAs logs in over `protocol` and returns clients holding the new session. */
 async function loginAs(baseUrl: string, protocol: Protocol, username: string, password = PASSWORD): Promise<Clients> {

@@ -19,6 +19,7 @@ import { AuthService } from "../../gen/chat/v1/auth_service_pb.js";
 import { MemberRole } from "../../gen/chat/v1/group_pb.js";
 import { GroupService, type ListGroupsResponse } from "../../gen/chat/v1/group_service_pb.js";
 import { MessageService } from "../../gen/chat/v1/message_service_pb.js";
+import { grpcRejects, rejectsWith } from "../support/assertions.js";
 import { authMetadata, grpcJsClient, unary } from "../support/grpc-js-client.js";
 import { subscribe } from "../support/stream-reader.js";
 import {
@@ -34,34 +35,7 @@ import {
 
 const PASSWORD = "correct horse battery";
 
-/** rejectsWith awaits `p`, asserts it failed with `code` (and `message`), and returns the error. */
-async function rejectsWith(p: Promise<unknown>, code: Code, message?: RegExp): Promise<ConnectError> {
-  let err: ConnectError | undefined;
-  try {
-    await p;
-  } catch (e) {
-    err = ConnectError.from(e);
-  }
-  assert.ok(err, `expected ${Code[code]}, but the call succeeded`);
-  assert.equal(err.code, code, `expected ${Code[code]}, got ${Code[err.code]}: ${err.rawMessage}`);
-  assert.ok(err.rawMessage.length > 0, "the error has a message");
-  if (message) assert.match(err.rawMessage, message);
-  return err;
-}
 
-/** grpcRejects awaits a grpc-js call and asserts its status. */
-async function grpcRejects(p: Promise<unknown>, code: grpc.status, message?: RegExp): Promise<grpc.ServiceError> {
-  let err: grpc.ServiceError | undefined;
-  try {
-    await p;
-  } catch (e) {
-    err = e as grpc.ServiceError;
-  }
-  assert.ok(err, `expected status ${grpc.status[code]}, but the call succeeded`);
-  assert.equal(err.code, code, `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`);
-  if (message) assert.match(err.details, message);
-  return err;
-}
 
 /** RawResult is what a raw TCP client saw: the bytes the server sent and whether it closed the connection. */
 interface RawResult {
