@@ -9,8 +9,8 @@ import type { AuthService as AuthUseCases, Session } from "./auth-service.js";
 /** authRoutes serves chat.v1.AuthService: proto in, use-case, proto out. */
 export function authRoutes(router: ConnectRouter, auth: AuthUseCases): ConnectRouter {
   return router.service(AuthService, {
-    async register(req) {
-      const { user, session } = await auth.register(req.username, req.password);
+    async register(req, ctx) {
+      const { user, session } = await auth.register(req.username, req.password, ctx.values.get(kClientAddress));
       return { user: userToProto(user), tokens: tokensToProto(session) };
     },
     async login(req, ctx) {

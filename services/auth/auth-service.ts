@@ -22,6 +22,8 @@ export interface AuthSettings {
   readonly loginPerUsername: RateLimit;
   /** Login attempts per client address. */
   readonly loginPerAddress: RateLimit;
+  /** Registrations per client address. */
+  readonly registerPerAddress: RateLimit;
 }
 
 /**
@@ -42,9 +44,11 @@ export class AuthService {
   ) {}
 
   /** register creates an account and a first session. AlreadyExists if the username is taken. */
-  async register(rawUsername: string, password: string): Promise<{ user: User; session: Session }> {
+  async register(rawUsername: string, password: string, clientAddress: string): Promise<{ user: User; session: Session }> {
     const username = normalizeUsername(rawUsername);
     checkPassword(password);
+    // Each registration costs an argon2 hash: bound the work one address can ask for.
+    await this.limit(`register:addr:${clientAddress}`, this.deps.settings.registerPerAddress, "registrations from your address");
     const user: User = { id: newId(), username, createdAt: this.deps.clock.now() };
     await this.deps.store.createUser({ ...user, passwordHash: await hashPassword(password) });
     return { user, session: await this.openSession(user) };
@@ -62,10 +66,10 @@ export class AuthService {
    */
   async login(rawUsername: string, password: string, clientAddress: string): Promise<{ user: User; session: Session }> {
     if (rawUsername.trim() === "" || password === "") throw new ChatError("InvalidArgument", "username and password are required");
-    await this.limit(`login:addr:${clientAddress}`, this.deps.settings.loginPerAddress, "from your address");
+    await this.limit(`login:addr:${clientAddress}`, this.deps.settings.loginPerAddress, "login attempts from your address");
     const username = usernameOrUndefined(rawUsername);
     if (username === undefined || password.length > 256) throw new ChatError("Unauthenticated", "wrong username or password");
-    await this.limit(`login:user:${username}`, this.deps.settings.loginPerUsername, "for this username");
+    await this.limit(`login:user:${username}`, this.deps.settings.loginPerUsername, "login attempts for this username");
     const found = await this.deps.store.findUserByName(username);
     if (!found) {
       await burnPasswordCheck(password);
@@ -136,7 +140,7 @@ export class AuthService {
     const decision = await this.deps.limiter.take(key, limit);
     if (!decision.allowed) {
       const seconds = Math.ceil(decision.retryAfterMs / 1000);
-      throw new ChatError("ResourceExhausted", `too many login attempts ${where}; retry in ${seconds} s`, {
+      throw new ChatError("ResourceExhausted", `too many ${where}; retry in ${seconds} s`, {
         retryAfterMs: decision.retryAfterMs,
       });
     }

@@ -1,4 +1,5 @@
 import type { Principal } from "../auth/access-tokens.js";
+import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { ChatMessage } from "../core/model.js";
 import type { Membership } from "../core/membership.js";
@@ -78,10 +79,14 @@ export class MessageService {
     return { ...page, headSeq: group?.headSeq ?? 0, firstRetainedSeq };
   }
 
-  /** ack raises the caller's acknowledged seq in the group. */
+  /** ack raises the caller's acknowledged seq in the group; a seq beyond the group's head is InvalidArgument. */
   async ack(caller: Principal, groupId: string, seq: number): Promise<void> {
     checkId("group_id", groupId);
     await this.deps.membership.requireMember(groupId, caller.userId);
+    const group = await this.deps.store.getGroup(groupId);
+    if (!group || seq > group.headSeq) {
+      throw new ChatError("InvalidArgument", `seq ${seq} is beyond the group's newest event (${group?.headSeq ?? 0})`);
+    }
     await this.deps.store.ackMember(groupId, caller.userId, seq);
   }
 }

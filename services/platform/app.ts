@@ -78,6 +78,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       refreshTtlMs: config.refreshTokenTtlMs,
       loginPerUsername: { burst: config.loginAttemptsPerMinute, perSecond: config.loginAttemptsPerMinute / 60 },
       loginPerAddress: { burst: config.loginAttemptsPerMinutePerAddress, perSecond: config.loginAttemptsPerMinutePerAddress / 60 },
+      registerPerAddress: { burst: config.registrationsPerMinutePerAddress, perSecond: config.registrationsPerMinutePerAddress / 60 },
     },
   });
   const groups = new GroupService({ store, membership, bus, clock, settings: { maxMembers: config.maxGroupMembers } });
@@ -167,12 +168,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
 
-/** clientAddress is the socket's peer address, or the first X-Forwarded-For hop when the proxy is trusted. */
+/**
+ * clientAddress is the socket's peer address or, behind a trusted proxy,
+ * the last X-Forwarded-For hop: the one the proxy appended. Earlier hops are
+ * whatever the client sent and prove nothing.
+ */
 function clientAddress(req: AnyRequest, trustProxy: boolean): string {
   if (trustProxy) {
-    const forwarded = req.headers["x-forwarded-for"];
-    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(",")[0]?.trim();
-    if (first) return first;
+    const header = req.headers["x-forwarded-for"];
+    const joined = Array.isArray(header) ? header.join(",") : header;
+    const last = joined?.split(",").at(-1)?.trim();
+    if (last) return last;
   }
   return req.socket?.remoteAddress ?? "unknown";
 }

@@ -37,6 +37,7 @@ describe("loadConfig", () => {
       streamBufferBytes: 1_048_576,
       loginAttemptsPerMinute: 10,
       loginAttemptsPerMinutePerAddress: 60,
+      registrationsPerMinutePerAddress: 30,
       trustProxy: false,
       shutdownGraceMs: 10_000,
     };
@@ -94,6 +95,7 @@ describe("loadConfig", () => {
       [{ STREAM_BUFFER_BYTES: "2048" }, (c) => c.streamBufferBytes, 2048],
       [{ LOGIN_ATTEMPTS_PER_MINUTE: "3" }, (c) => c.loginAttemptsPerMinute, 3],
       [{ LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "4" }, (c) => c.loginAttemptsPerMinutePerAddress, 4],
+      [{ REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "7" }, (c) => c.registrationsPerMinutePerAddress, 7],
       [{ TRUST_PROXY: "true" }, (c) => c.trustProxy, true],
       [{ TRUST_PROXY: "1" }, (c) => c.trustProxy, true],
       [{ TRUST_PROXY: "false" }, (c) => c.trustProxy, false],

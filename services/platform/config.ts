@@ -24,6 +24,7 @@ export interface Config {
   readonly streamBufferBytes: number;
   readonly loginAttemptsPerMinute: number;
   readonly loginAttemptsPerMinutePerAddress: number;
+  readonly registrationsPerMinutePerAddress: number;
   readonly trustProxy: boolean;
   readonly shutdownGraceMs: number;
 }
@@ -50,7 +51,8 @@ export const SETTINGS = {
   STREAM_BUFFER_BYTES: "per-stream send buffer before RESOURCE_EXHAUSTED (default 1048576)",
   LOGIN_ATTEMPTS_PER_MINUTE: "login attempts per username per minute (default 10)",
   LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "login attempts per client address per minute (default 60)",
-  TRUST_PROXY: "true to take the client address from X-Forwarded-For (default false)",
+  REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "registrations per client address per minute (default 30)",
+  TRUST_PROXY: "true to take the client address from the last X-Forwarded-For hop, appended by the trusted proxy (default false)",
   SHUTDOWN_GRACE: "how long in-flight calls may take after SIGTERM (default 10s)",
 } as const;
 
@@ -99,6 +101,7 @@ export function loadConfig(env: Env): Config {
     streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
     loginAttemptsPerMinute: read.integer("LOGIN_ATTEMPTS_PER_MINUTE", 10, 1, 1_000_000),
     loginAttemptsPerMinutePerAddress: read.integer("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 60, 1, 1_000_000),
+    registrationsPerMinutePerAddress: read.integer("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", 30, 1, 1_000_000),
     trustProxy: read.boolean("TRUST_PROXY", false),
     shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s", 0),
   };

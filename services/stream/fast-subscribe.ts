@@ -130,7 +130,7 @@ function decodeSingleFrame(buf: Buffer) {
  * is the response's write buffer (for HTTP/2, the stream's; for HTTP/1.1,
  * the response's and its socket's).
  */
-class FrameWriter implements StreamSink {
+export class FrameWriter implements StreamSink {
   private started = false;
   private ended = false;
 
@@ -155,9 +155,16 @@ class FrameWriter implements StreamSink {
     (this.res as http.ServerResponse).write(item.grpcFrame);
   }
 
+  /**
+   * drained waits for 'drain' when the response asked for it; below the
+   * stream's high-water mark no 'drain' comes, so it waits a moment for the
+   * socket to take the bytes and lets the caller look again.
+   */
   drained(): Promise<void> {
     const res = this.res;
     if (this.ended || res.destroyed || res.writableLength === 0) return Promise.resolve();
+    const needDrain = "stream" in res ? res.stream.writableNeedDrain : res.writableNeedDrain;
+    if (!needDrain) return new Promise((resolve) => setTimeout(resolve, 5));
     return new Promise((resolve) => {
       const done = () => {
         res.off("drain", done);

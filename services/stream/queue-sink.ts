@@ -22,6 +22,11 @@ export class QueueSink<T> implements StreamSink, AsyncIterable<T> {
     return this.buffered;
   }
 
+  /** isEnded is true once `end` was called. */
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
   write(item: OutboundItem): void {
     this.push(this.wrap(item), item.bytes.length);
   }

@@ -133,6 +133,29 @@ describe("StreamHub", () => {
     assert.equal(hub.size, before - 1);
   });
 
+  it("sends heartbeats only to streams that were idle for a whole interval", async () => {
+    const beating = new StreamHub({ store, bus, clock: systemClock, settings: { heartbeatMs: 40, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const idleUser = { id: newId(), username: "idle" };
+      const busyUser = { id: newId(), username: "busy" };
+      await groupWith([idleUser]);
+      const busyGroup = await groupWith([busyUser]);
+      const idle = new RecordingSink();
+      const busy = new RecordingSink();
+      await beating.open(principal(idleUser), new Map(), idle);
+      await beating.open(principal(busyUser), new Map(), busy);
+      const heartbeats = (s: RecordingSink) => s.items.filter((i) => i.message.payload.case === "heartbeat").length;
+      for (let i = 0; i < 30; i++) {
+        await bus.publishEvent(await append(busyGroup, busyUser)); // every ~10 ms
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(heartbeats(idle) >= 3, `idle stream got ${heartbeats(idle)} heartbeats`);
+      assert.ok(heartbeats(busy) <= 1, `busy stream got ${heartbeats(busy)} heartbeats`);
+    } finally {
+      beating.shutdown();
+    }
+  });
+
   it("ends streams whose session is revoked, and only those", async () => {
     const user = { id: newId(), username: "sess" };
     await groupWith([user]);

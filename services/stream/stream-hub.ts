@@ -25,6 +25,12 @@ export interface ClientCursor {
 export interface StreamHandle {
   /** close ends the stream from the client side (disconnect); idempotent. */
   close(): void;
+  /**
+   * checkBuffer ends the stream with ResourceExhausted if its sink holds more
+   * than the cap; call it after writing to the sink outside the hub (e.g.
+   * replies on a bidirectional stream).
+   */
+  checkBuffer(): void;
 }
 
 /**
@@ -72,7 +78,12 @@ export class StreamHub {
   async open(principal: Principal, cursors: ReadonlyMap<string, ClientCursor>, sink: StreamSink): Promise<StreamHandle> {
     const stream = new HubStream(principal, sink);
     this.streams.add(stream);
-    const handle: StreamHandle = { close: () => this.close(stream) };
+    const handle: StreamHandle = {
+      close: () => this.close(stream),
+      checkBuffer: () => {
+        if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) this.close(stream, bufferFull());
+      },
+    };
     try {
       await this.setUp(stream, cursors);
     } catch (e) {
@@ -120,7 +131,8 @@ export class StreamHub {
     // From here on no await until every feed is live or catching up, so no
     // bus event can slip between StreamReady and the feeds' first delivery.
     for (const feed of feeds) feed.attach();
-    stream.sink.write(
+    send(
+      stream,
       outbound({
         case: "ready",
         value: {
@@ -130,7 +142,7 @@ export class StreamHub {
         },
       }),
     );
-    for (const reset of resets) stream.sink.write(reset);
+    for (const reset of resets) send(stream, reset);
     for (const feed of feeds) {
       if (feed.cursor < feed.channel.lastSeq) this.catchUp(feed);
     }
@@ -185,13 +197,10 @@ export class StreamHub {
   /** deliver writes one event to a feed whose cursor is exactly event.seq - 1. */
   private deliver(feed: GroupFeed, event: GroupEvent, item: OutboundItem): void {
     const stream = feed.stream;
-    stream.sink.write(item);
+    send(stream, item);
     feed.cursor = event.seq;
     if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) {
-      this.close(
-        stream,
-        new ChatError("ResourceExhausted", "stream buffer is full because the client reads too slowly; reconnect with your cursors"),
-      );
+      this.close(stream, bufferFull());
       return;
     }
     if (event.body.type === "member_removed" && event.body.member.id === stream.principal.userId) {
@@ -207,31 +216,40 @@ export class StreamHub {
   private catchUp(feed: GroupFeed): void {
     if (feed.catchingUp || !feed.attached) return;
     feed.catchingUp = true;
-    this.replay(feed)
-      .catch((e: unknown) => this.close(feed.stream, new ChatError("Unavailable", "could not replay the timeline; reconnect", { cause: e })))
-      .finally(() => {
-        feed.catchingUp = false;
-      });
+    this.replay(feed).catch((e: unknown) => {
+      feed.catchingUp = false;
+      this.close(feed.stream, new ChatError("Unavailable", "could not replay the timeline; reconnect", { cause: e }));
+    });
   }
 
+  /**
+   * replay runs the catch-up loop. It clears `catchingUp` in the same
+   * synchronous step as its final "caught up" check, so no live event can
+   * fall between the replay's end and live delivery.
+   */
   private async replay(feed: GroupFeed): Promise<void> {
     const { store, settings } = this.deps;
     const groupId = feed.channel.groupId;
-    let stalls = 0;
     const sink = feed.stream.sink;
-    while (feed.attached && feed.cursor < feed.channel.lastSeq) {
+    let stalls = 0;
+    for (;;) {
+      if (!feed.attached || feed.cursor >= feed.channel.lastSeq) {
+        feed.catchingUp = false;
+        return;
+      }
       const events = await store.readEvents(groupId, feed.cursor, settings.catchUpBatch);
       let progressed = false;
       for (const event of events) {
         // Replay at the client's pace: never fill more than half the buffer cap.
-        if (sink.bufferedBytes > settings.bufferMaxBytes / 2) await sink.drained();
-        if (!feed.attached) return;
+        while (feed.attached && sink.bufferedBytes > settings.bufferMaxBytes / 2) await sink.drained();
+        if (!feed.attached) break;
         if (event.seq <= feed.cursor) continue;
         if (event.seq !== feed.cursor + 1 && !(await this.skipExpired(feed, event.seq))) break;
-        if (!feed.attached) return;
+        if (!feed.attached) break;
         this.deliver(feed, event, eventItem(event));
         progressed = true;
       }
+      if (!progressed && events.length === 0 && feed.attached && (await this.skipAllExpired(feed))) progressed = true;
       if (progressed) {
         stalls = 0;
       } else if (++stalls > 100) {
@@ -251,9 +269,27 @@ export class StreamHub {
   private async skipExpired(feed: GroupFeed, nextSeq: number): Promise<boolean> {
     const first = await this.deps.store.firstRetainedSeq(feed.channel.groupId);
     if (!feed.attached || first === 0 || feed.cursor + 1 >= first || nextSeq !== first) return false;
-    if (feed.cursor > 0) feed.stream.sink.write(resetItem(feed.channel.groupId, feed.cursor, first, feed.channel.epoch));
-    feed.cursor = first - 1;
+    this.jump(feed, first - 1);
     return true;
+  }
+
+  /**
+   * skipAllExpired handles a replay that found nothing after the cursor
+   * although the channel knows of later events: if the store retains no
+   * event of the group at all, everything up to the known head expired, and
+   * the feed jumps to the head.
+   */
+  private async skipAllExpired(feed: GroupFeed): Promise<boolean> {
+    const first = await this.deps.store.firstRetainedSeq(feed.channel.groupId);
+    if (!feed.attached || first !== 0) return false;
+    this.jump(feed, feed.channel.lastSeq);
+    return true;
+  }
+
+  /** jump moves a feed's cursor over expired events, saying so with a CursorReset unless the client asked for everything (cursor 0). */
+  private jump(feed: GroupFeed, to: number): void {
+    if (feed.cursor > 0) send(feed.stream, resetItem(feed.channel.groupId, feed.cursor, to + 1, feed.channel.epoch));
+    feed.cursor = to;
   }
 
   /** onNotice handles a per-user notice for the user's local streams. */
@@ -290,7 +326,7 @@ export class StreamHub {
     channel.noteSeq(cursor + 1);
     const feed = new GroupFeed(stream, channel, cursor);
     feed.attach();
-    stream.sink.write(outbound({ case: "groupJoined", value: { $typeName: "chat.v1.GroupJoined", groupId, epoch: channel.epoch } }));
+    send(stream, outbound({ case: "groupJoined", value: { $typeName: "chat.v1.GroupJoined", groupId, epoch: channel.epoch } }));
     this.catchUp(feed);
   }
 
@@ -329,10 +365,17 @@ export class StreamHub {
     stream.expiry.unref();
   }
 
+  /** beat sends a heartbeat (one encoding for all) to every stream that sent nothing since the last beat. */
   private beat(): void {
-    if (this.streams.size === 0) return;
-    const item = heartbeatItem(this.deps.clock.now());
-    for (const stream of this.streams) stream.sink.write(item);
+    let item: OutboundItem | undefined;
+    for (const stream of this.streams) {
+      if (stream.sentSinceBeat) {
+        stream.sentSinceBeat = false;
+        continue;
+      }
+      item ??= heartbeatItem(this.deps.clock.now());
+      stream.sink.write(item);
+    }
   }
 
   private async acquireChannel(groupId: string): Promise<GroupChannel> {
@@ -417,6 +460,8 @@ class UserChannel {
 /** HubStream is one open client stream. */
 class HubStream {
   closed = false;
+  /** Set by every write; the heartbeat skips streams that were not idle. */
+  sentSinceBeat = false;
   /** Set once StreamReady is written; joins before that wait in pendingJoins. */
   ready = false;
   readonly pendingJoins: { groupId: string; seq: number }[] = [];
@@ -452,6 +497,16 @@ class GroupFeed {
     this.channel.feeds.delete(this);
     if (this.stream.feeds.get(this.channel.groupId) === this) this.stream.feeds.delete(this.channel.groupId);
   }
+}
+
+function bufferFull(): ChatError {
+  return new ChatError("ResourceExhausted", "stream buffer is full because the client reads too slowly; reconnect with your cursors");
+}
+
+/** send writes an item to a stream and marks it not idle. */
+function send(stream: HubStream, item: OutboundItem): void {
+  stream.sentSinceBeat = true;
+  stream.sink.write(item);
 }
 
 function resetItem(groupId: string, requested: number, first: number, epoch: string): OutboundItem {

@@ -17,7 +17,7 @@ import { toConnectError } from "../platform/errors.js";
 import { principalOf } from "../platform/interceptors.js";
 import { messageToProto } from "../platform/proto-convert.js";
 import { QueueSink } from "./queue-sink.js";
-import type { ClientCursor, StreamHub } from "./stream-hub.js";
+import type { ClientCursor, StreamHandle, StreamHub } from "./stream-hub.js";
 
 /** MAX_CURSORS caps the cursors one request may carry. */
 export const MAX_CURSORS = 10_000;
@@ -44,8 +44,7 @@ export function streamRoutes(router: ConnectRouter, hub: StreamHub, messages: Me
         create(ConnectResponseSchema, { payload: { case: "item", value: item.message } }),
       );
       const cursors = parseCursors(first.value.payload.value.cursors);
-      void serveRequests(input, principal, messages, sink);
-      yield* run(hub, principal, cursors, sink, ctx);
+      yield* run(hub, principal, cursors, sink, ctx, (handle) => void serveRequests(input, principal, messages, sink, handle));
     },
   });
 }
@@ -57,8 +56,10 @@ async function* run<T>(
   cursors: ReadonlyMap<string, ClientCursor>,
   sink: QueueSink<T>,
   ctx: HandlerContext,
+  onOpen?: (handle: StreamHandle) => void,
 ): AsyncGenerator<T> {
   const handle = await hub.open(principal, cursors, sink);
+  onOpen?.(handle);
   const onAbort = () => handle.close();
   if (ctx.signal.aborted) onAbort(); // the client went away while the stream was being set up
   ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -76,10 +77,16 @@ async function serveRequests(
   principal: Principal,
   messages: MessageService,
   sink: QueueSink<ConnectResponse>,
+  handle: StreamHandle,
 ): Promise<void> {
-  const reply = (response: ConnectResponse) => sink.push(response, toBinary(ConnectResponseSchema, response).length);
+  // Replies share the stream's buffer cap with the events: a client that
+  // sends but never reads is cut off like any slow reader.
+  const reply = (response: ConnectResponse) => {
+    sink.push(response, toBinary(ConnectResponseSchema, response).length);
+    handle.checkBuffer();
+  };
   try {
-    for (let next = await input.next(); !next.done; next = await input.next()) {
+    for (let next = await input.next(); !next.done && !sink.isEnded; next = await input.next()) {
       const { requestId, payload } = next.value;
       try {
         switch (payload.case) {

@@ -515,7 +515,8 @@ describe("auth (e2e): login rate limits", () => {
     try {
       const dave = await registerUser(proxied.baseUrl, "grpc", "proxied");
       const c = clientsFor(proxied.baseUrl, "connect");
-      const from = (ip: string) => ({ headers: { "x-forwarded-for": `${ip}, 127.0.0.1` } });
+      // The proxy appends the real address; what the client put before it is ignored.
+      const from = (ip: string) => ({ headers: { "x-forwarded-for": `203.0.113.66, ${ip}` } });
       await rejectsWith(c.auth.login({ username: dave.username, password: "wrong password" }, from("192.0.2.1")), Code.Unauthenticated);
       await rejectsWith(c.auth.login({ username: dave.username, password: "wrong password" }, from("192.0.2.1")), Code.Unauthenticated);
       await rejectsWith(c.auth.login({ username: dave.username, password: PASSWORD }, from("192.0.2.1")), Code.ResourceExhausted, /address/);
@@ -524,6 +525,27 @@ describe("auth (e2e): login rate limits", () => {
       assert.equal(ok.user?.userId, dave.userId);
     } finally {
       await proxied.stop();
+    }
+  });
+});
+
+describe("auth (e2e): registration limit", () => {
+  it("limits registrations per client address (each costs an argon2 hash)", async () => {
+    const server = await startTestServer({ REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "2" });
+    try {
+      const anon = clientsFor(server.baseUrl, "grpc");
+      await anon.auth.register({ username: uniqueName("reg"), password: PASSWORD });
+      await anon.auth.register({ username: uniqueName("reg"), password: PASSWORD });
+      const err = await rejectsWith(
+        anon.auth.register({ username: uniqueName("reg"), password: PASSWORD }),
+        Code.ResourceExhausted,
+        /too many registrations from your address/,
+      );
+      assert.ok(Number(err.metadata.get("retry-after")) >= 1);
+      // Logging in is a separate budget.
+      await rejectsWith(anon.auth.login({ username: uniqueName("nobody"), password: PASSWORD }), Code.Unauthenticated);
+    } finally {
+      await server.stop();
     }
   });
 });

@@ -6,8 +6,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
-import { StreamService } from "../../gen/chat/v1/stream_service_pb.js";
-import { grpcJsClient } from "../support/grpc-js-client.js";
+import * as grpc from "@grpc/grpc-js";
+import { type ConnectResponse, StreamService } from "../../gen/chat/v1/stream_service_pb.js";
+import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
 import { codeOf, range, sendMany } from "../support/helpers.js";
 import { grpcJsSubscribe, seqs, subscribe } from "../support/stream-reader.js";
 import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
@@ -33,8 +34,8 @@ describe("delivery", () => {
     const streams = [
       subscribe(alice), // alice's first device: connect-es over gRPC (fast path)
       grpcJsSubscribe(grpcJs, alice.token), // alice's second device: grpc-js (fast path)
-      subscribe(bob), // gRPC-Web over HTTP/1.1 (connect-node)
-      subscribe(carol), // Connect protocol over HTTP/2 (connect-node)
+      subscribe(bob), // gRPC-Web over HTTP/1.1 (fast path)
+      subscribe(carol), // Connect protocol with JSON over HTTP/2 (connect-node)
     ];
     await Promise.all(streams.map((s) => s.waitReady()));
 
@@ -227,6 +228,39 @@ describe("delivery", () => {
       s.close();
     });
   }
+
+  it("Connect works from a grpc-js client: subscribe, send, result and event on one stream", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "gbidi");
+    const { group } = await alice.groups.createGroup({ name: "gbidi" });
+    assert.ok(group);
+    const client = grpcJsClient(server.port, StreamService);
+    const call = (client.connect as (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, ConnectResponse>).call(
+      client,
+      authMetadata(alice.token),
+    );
+    const got: ConnectResponse[] = [];
+    call.on("data", (r: ConnectResponse) => got.push(r));
+    call.on("error", () => {});
+    const until = async (pred: () => boolean) => {
+      for (let i = 0; i < 250 && !pred(); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(pred(), "timed out");
+    };
+    call.write({ requestId: "sub", payload: { case: "subscribe", value: { cursors: [] } } });
+    await until(() => got.some((r) => r.payload.case === "item" && r.payload.value.payload.case === "ready"));
+    call.write({
+      requestId: "m1",
+      payload: { case: "sendMessage", value: { groupId: group.groupId, text: "from a phone", clientMessageId: "phone-1" } },
+    });
+    await until(() => got.some((r) => r.payload.case === "item" && r.payload.value.payload.case === "event"));
+    const result = got.find((r) => r.requestId === "m1");
+    assert.ok(result?.payload.case === "sendResult" && result.payload.value.outcome.case === "response");
+    const sentSeq = result.payload.value.outcome.value.message?.seq;
+    const event = got.find((r) => r.payload.case === "item" && r.payload.value.payload.case === "event");
+    assert.ok(event?.payload.case === "item" && event.payload.value.payload.case === "event");
+    assert.equal(event.payload.value.payload.value.seq, sentSeq);
+    call.cancel();
+    client.close();
+  });
 
   it("Connect rejects a first request without subscribe", async () => {
     const alice = await registerUser(server.baseUrl, "grpc", "bidi2");

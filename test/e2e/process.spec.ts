@@ -21,8 +21,10 @@ interface Running {
   exited: Promise<number | null>;
 }
 
-function run(env: Record<string, string>): Running {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+function run(env: Record<string, string>, viaNpm = false): Running {
+  const [command, args] = viaNpm ? ["npm", ["start", "--silent"]] : [process.execPath, ["--import", "tsx", MAIN]];
+  const child = spawn(command, args, {
+    cwd: join(import.meta.dirname, "../.."),
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -55,10 +57,10 @@ describe("server process", () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it("starts on the embedded defaults, keeps data across a restart, and exits 0 on SIGTERM", async () => {
+  it("starts with `npm start` on the embedded defaults, keeps data across a restart, and exits 0 on SIGTERM", async () => {
     const port = await freePort();
     const env = { DATA_DIR: dataDir, PORT: String(port) };
-    const first = run(env);
+    const first = run(env, true); // SIGTERM goes to npm, which must pass it on to the server
     await waitForOutput(first, /chat server listening/);
     const baseUrl = `http://127.0.0.1:${port}`;
     const alice = await registerUser(baseUrl, "connect", "proc");
@@ -68,6 +70,11 @@ describe("server process", () => {
     first.child.kill("SIGTERM");
     assert.equal(await first.exited, 0, first.output());
     assert.match(first.output(), /"msg":"stopped"/);
+    await assert.rejects(
+      alice.auth.login({ username: "x", password: "y" }),
+      (e: { code?: number }) => e.code === Code.Unavailable,
+      "nothing is left listening",
+    );
     assert.doesNotMatch(first.output(), /correct horse|eyJ/, "no password or token in the logs");
 
     const second = run(env);

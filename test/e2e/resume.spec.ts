@@ -69,23 +69,28 @@ describe("resume", () => {
     await sendMany(alice, gid, 10, { concurrency: 2 });
     await before.waitForEvents(gid, 10);
     const cursor = lastSeq(before, gid);
-
-    // Restart while the stream is open: it must end with UNAVAILABLE, not hang.
-    const sentWhileDown: Promise<unknown>[] = [];
-    await server.restart();
+    before.close();
     await before.waitDone();
-    assert.match(String(before.error), /UNAVAILABLE|14/);
+
+    // Missed while disconnected, stored before the restart.
+    await sendMany(alice, gid, 1000, { concurrency: 25, prefix: "before-restart" });
+    // A stream open during the restart must end with UNAVAILABLE, not hang.
+    const open = grpcJsSubscribe(client, alice.token);
+    await open.waitReady();
+    await server.restart();
+    await open.waitDone();
+    assert.match(String(open.error), /UNAVAILABLE|14/);
     client.close();
 
-    sentWhileDown.push(sendMany(alice, gid, 1000, { concurrency: 25 }));
-    await Promise.all(sentWhileDown);
     client = grpcJsClient(port, StreamService);
     const after = grpcJsSubscribe(client, alice.token, [{ groupId: gid, seq: cursor }]);
     await after.waitForEvents(gid, 1000, 20_000);
-    await sendMany(alice, gid, 5, { prefix: "after" });
+    await sendMany(alice, gid, 5, { prefix: "after-restart" });
     await after.waitForEvents(gid, 1005);
     const start = Number(cursor) + 1;
     assert.deepEqual(seqs(after.eventsOf(gid)), range(start, start + 1004));
+    const texts = after.eventsOf(gid).map((e) => (e.kind.case === "message" ? e.kind.value.text : ""));
+    assert.ok(texts.slice(0, 1000).every((t) => t.startsWith("before-restart")));
     after.close();
     client.close();
   });
@@ -184,5 +189,34 @@ describe("resume across retention", () => {
     const firstEventAt = s.items.findIndex((i) => i.payload.case === "event");
     assert.ok(resetAt < firstEventAt);
     s.close();
+  });
+
+  it("does not fail a stream when a group's whole history has expired: reset to the head, then live", async () => {
+    const alice: Clients = await registerUser(server.baseUrl, "grpc", "rx");
+    const quiet = (await alice.groups.createGroup({ name: "quiet" })).group;
+    const other = (await alice.groups.createGroup({ name: "other" })).group;
+    assert.ok(quiet && other);
+    await sendMany(alice, quiet.groupId, 4, { concurrency: 1 }); // seqs 2..5, all about to expire
+    clock.offsetMs += 2 * 3_600_000;
+    for (const seq of [3n, 0n]) {
+      const s = subscribe(alice, [
+        { groupId: quiet.groupId, seq },
+        { groupId: other.groupId, seq: 0n },
+      ]);
+      await s.waitReady();
+      if (seq > 0n) {
+        await s.waitFor((r) => r.items.some((i) => i.payload.case === "cursorReset"));
+        const reset = s.items.find((i) => i.payload.case === "cursorReset");
+        assert.ok(reset?.payload.case === "cursorReset");
+        assert.equal(reset.payload.value.requestedSeq, 3n);
+        assert.equal(reset.payload.value.firstAvailableSeq, 6n);
+      }
+      const sent = await alice.messages.sendMessage({ groupId: quiet.groupId, text: `after ${seq}`, clientMessageId: `x${seq}` });
+      await s.waitForEvents(quiet.groupId, 1);
+      assert.deepEqual(seqs(s.eventsOf(quiet.groupId)), [Number(sent.message?.seq)]);
+      assert.equal(s.done, false, "the stream is still open");
+      s.close();
+      clock.offsetMs += 2 * 3_600_000; // expire that message too for the next round
+    }
   });
 });

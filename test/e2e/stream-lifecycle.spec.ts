@@ -8,10 +8,11 @@ import { after, before, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { StreamService, SubscribeRequestSchema } from "../../gen/chat/v1/stream_service_pb.js";
-import { grpcJsClient } from "../support/grpc-js-client.js";
+import * as grpc from "@grpc/grpc-js";
+import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
 import { grpcJsSubscribe, seqs, subscribe } from "../support/stream-reader.js";
-import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+import { type TestServer, clientsFor, registerUser, startTestServer } from "../support/test-server.js";
 
 async function until(pred: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
   const deadline = Date.now() + ms;
@@ -90,6 +91,82 @@ describe("slow clients", () => {
     await until(() => server.app.hub.size === openBefore - 1, 10_000, "the server to drop the slow stream");
     socket.destroy();
   });
+
+  it("ends a Connect (JSON) stream whose client stops reading", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "ja");
+    const bob = await registerUser(server.baseUrl, "grpc", "jb");
+    const { group } = await alice.groups.createGroup({ name: "flood-json", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const body = Buffer.from(JSON.stringify({ cursors: [] }));
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, body.length]), body]);
+    const socket = net.connect(server.port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    let received = "";
+    socket.on("data", (d: Buffer) => {
+      received += d.toString("latin1");
+      if (received.includes("\r\n\r\n")) socket.pause();
+    });
+    socket.write(
+      `POST /chat.v1.StreamService/Subscribe HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/connect+json\r\n` +
+        `connect-protocol-version: 1\r\nauthorization: Bearer ${bob.token}\r\ncontent-length: ${frame.length}\r\n\r\n`,
+    );
+    socket.write(frame);
+    await until(() => received.includes("\r\n\r\n"), 5000, "response headers");
+    assert.match(received, /^HTTP\/1.1 200/);
+    assert.match(received, /application\/connect\+json/, "served by connect-node, not the binary fast path");
+    const openBefore = server.app.hub.size;
+    await sendMany(alice, group.groupId, 1000, { text: "z".repeat(16_000), concurrency: 20 });
+    await until(() => server.app.hub.size === openBefore - 1, 10_000, "the server to drop the slow stream");
+    socket.destroy();
+  });
+
+  it("ends a Connect (bidi) stream whose client sends but never reads", async () => {
+    const bob = await registerUser(server.baseUrl, "grpc", "bb");
+    const client = grpcJsClient(server.port, StreamService);
+    const call = (client.connect as (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>).call(client, authMetadata(bob.token));
+    let error: grpc.ServiceError | undefined;
+    call.on("error", (e: grpc.ServiceError) => {
+      error = e;
+    });
+    call.on("data", () => {});
+    call.write({ requestId: "s", payload: { case: "subscribe", value: { cursors: [] } } });
+    await until(() => server.app.hub.size >= 1, 5000, "the stream to open");
+    const openBefore = server.app.hub.size;
+    call.pause();
+    // Every bad ack gets an error reply; unread, they pile up until the cap.
+    for (let i = 0; i < 20_000 && server.app.hub.size === openBefore; i++) {
+      call.write({ requestId: `a${i}`, payload: { case: "ack", value: { groupId: "not-a-group", seq: 1n } } });
+      if (i % 500 === 499) await new Promise((r) => setTimeout(r, 10));
+    }
+    await until(() => server.app.hub.size === openBefore - 1, 10_000, "the server to drop the stream");
+    call.resume();
+    await until(() => error !== undefined, 10_000, "the stream to fail");
+    assert.equal(error?.code, grpc.status.RESOURCE_EXHAUSTED);
+    client.close();
+  });
+});
+
+describe("small stream buffers", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ STREAM_BUFFER_BYTES: "8192" });
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  for (const protocol of ["grpc", "grpc-web", "connect-binary", "connect"] as const) {
+    it(`replays a backlog larger than the buffer cap to a client that reads (${protocol})`, async () => {
+      const alice = await registerUser(server.baseUrl, protocol, "sm");
+      const { group } = await alice.groups.createGroup({ name: "small" });
+      assert.ok(group);
+      await sendMany(alice, group.groupId, 50, { text: "q".repeat(2000), concurrency: 5 });
+      const s = subscribe(alice, [{ groupId: group.groupId, seq: 1n }]);
+      await s.waitForEvents(group.groupId, 50, 10_000);
+      assert.deepEqual(seqs(s.eventsOf(group.groupId)), range(2, 51));
+      s.close();
+    });
+  }
 });
 
 describe("heartbeats", () => {
@@ -127,7 +204,10 @@ describe("graceful shutdown", () => {
           () => undefined,
         ),
       );
-      await new Promise((r) => setTimeout(r, 5));
+      // Registrations spend ~50 ms in argon2: these are surely inside their handlers when shutdown starts.
+      const slow = range(1, 3).map((i) => clientsFor(server.baseUrl, "grpc").auth.register({ username: `inflight${i}`, password: "correct horse battery" }));
+      await Promise.race(sends);
+      await new Promise((r) => setTimeout(r, 15));
       const app = server.app;
       const stopping = app.stop();
       assert.equal(app.health.getStatus(""), 2, "NOT_SERVING as soon as shutdown starts");
@@ -135,11 +215,18 @@ describe("graceful shutdown", () => {
       assert.equal((stream.error as { code?: number }).code, Code.Unavailable);
       await stopping;
       const acked = (await Promise.all(sends)).filter((id) => id !== undefined);
+      assert.ok(acked.length >= 1, "some sends were acknowledged");
+      const registered = await Promise.all(slow);
+      assert.equal(registered.length, 3, "calls in flight when shutdown began finished successfully");
 
       await server.restart(); // same port and data directory
       const history = await alice.messages.listMessages({ groupId: group.groupId, limit: 200 });
       const stored = new Set(history.messages.map((m) => m.clientMessageId));
       for (const id of acked) assert.ok(stored.has(id as string), `acknowledged send ${id} is stored`);
+      for (const r of registered) {
+        const again = await clientsFor(server.baseUrl, "grpc").auth.login({ username: r.user?.username ?? "", password: "correct horse battery" });
+        assert.equal(again.user?.userId, r.user?.userId);
+      }
     } finally {
       await server.stop();
     }

@@ -188,7 +188,7 @@ export const MessageService: GenService<{
    * SendMessage stores a message and returns it once it is durable; then it
    * is delivered to every member's open streams. Idempotent on
    * (sender, group_id, client_message_id): a retry returns the original
-   * message with the same seq and is not delivered again.
+   * message with the same seq, and no stream receives it twice.
    *
    * @generated from rpc chat.v1.MessageService.SendMessage
    */

@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import type http from "node:http";
+import { after, before, describe, it } from "node:test";
+import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
+import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
+import { ChatError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import { type Store, systemClock } from "../core/ports.js";
+import { FrameWriter, type WireProtocol } from "./fast-subscribe.js";
+import { StreamHub } from "./stream-hub.js";
+
+/** FakeResponse records what a FrameWriter writes, as an HTTP response that never buffers. */
+class FakeResponse extends EventEmitter {
+  readonly chunks: Buffer[] = [];
+  headers: Record<string, string> | undefined;
+  trailers: Record<string, string> | undefined;
+  destroyed = false;
+  writableEnded = false;
+  writableLength = 0;
+  writableNeedDrain = false;
+  writeHead(_status: number, headers: Record<string, string>): this {
+    this.headers = headers;
+    return this;
+  }
+  write(chunk: Buffer): boolean {
+    this.chunks.push(chunk);
+    return true;
+  }
+  addTrailers(t: Record<string, string>): void {
+    this.trailers = t;
+  }
+  end(chunk?: Buffer): this {
+    if (chunk) this.chunks.push(chunk);
+    this.writableEnded = true;
+    return this;
+  }
+}
+
+function writer(protocol: WireProtocol): { res: FakeResponse; sink: FrameWriter } {
+  const res = new FakeResponse();
+  const sink = new FrameWriter(protocol, res as unknown as http.ServerResponse);
+  sink.start();
+  return { res, sink };
+}
+
+describe("FrameWriter", () => {
+  let store: Store;
+  let bus: MemoryEventBus;
+  let hub: StreamHub;
+  before(() => {
+    store = createSqliteStore({ path: ":memory:", retentionMs: 86_400_000, clock: systemClock });
+    bus = new MemoryEventBus();
+    hub = new StreamHub({ store, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 100 } });
+  });
+  after(async () => {
+    hub.shutdown();
+    await store.close();
+  });
+
+  it("writes the very same frame Buffer to every recipient, whatever the protocol", async () => {
+    const owner = { id: newId(), username: "fw" };
+    const { groupId } = await store.createGroup({ id: newId(), name: "g", epoch: newId(), createdAt: Date.now(), owner });
+    const writers = (["grpc", "grpc-web", "connect", "grpc"] as const).map(writer);
+    const principal = { userId: owner.id, username: owner.username, sessionId: newId(), expiresAt: Date.now() + 60_000 };
+    for (const w of writers) await hub.open(principal, new Map(), w.sink);
+    const id = newId();
+    const { event } = await store.appendMessage({ id, groupId, sender: owner, text: "hi", clientMessageId: id, sentAt: Date.now() });
+    await bus.publishEvent(event);
+    const frames = writers.map((w) => w.res.chunks.at(-1));
+    assert.ok(frames[0] && frames[0].length > 5);
+    for (const f of frames) assert.equal(f, frames[0], "one Buffer object for all");
+    assert.equal(frames[0]?.readUInt8(0), 0, "uncompressed message frame");
+    assert.equal(frames[0]?.readUInt32BE(1), (frames[0]?.length ?? 0) - 5);
+  });
+
+  it("ends each protocol its own way", () => {
+    const slow = () => new ChatError("ResourceExhausted", "too slow: 100%");
+    const grpc = writer("grpc");
+    grpc.sink.finish(undefined);
+    assert.deepEqual(grpc.res.trailers, { "grpc-status": "0" });
+    const grpcFailed = writer("grpc");
+    grpcFailed.sink.end(slow());
+    assert.deepEqual(grpcFailed.res.trailers, { "grpc-status": "8", "grpc-message": "too slow: 100%25" });
+
+    const web = writer("grpc-web");
+    web.sink.end(slow());
+    const trailer = web.res.chunks.at(-1);
+    assert.equal(trailer?.readUInt8(0), 0x80, "gRPC-Web trailer frame");
+    assert.equal(trailer?.subarray(5).toString("latin1"), "grpc-status: 8\r\ngrpc-message: too slow: 100%25\r\n");
+
+    const connect = writer("connect");
+    connect.sink.finish(undefined);
+    const endFrame = connect.res.chunks.at(-1);
+    assert.equal(endFrame?.readUInt8(0), 0x02, "Connect end-of-stream frame");
+    assert.equal(endFrame?.subarray(5).toString(), "{}");
+    const connectFailed = writer("connect");
+    connectFailed.sink.end(slow());
+    assert.deepEqual(JSON.parse(connectFailed.res.chunks.at(-1)?.subarray(5).toString() ?? ""), {
+      error: { code: "resource_exhausted", message: "too slow: 100%" },
+    });
+  });
+});
