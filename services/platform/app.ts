@@ -22,6 +22,7 @@ import { messageRoutes } from "../message/message-rpc.js";
 import { MessageService } from "../message/message-service.js";
 import { streamRoutes } from "../stream/stream-rpc.js";
 import { StreamHub } from "../stream/stream-hub.js";
+import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
 import type { Config } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
@@ -127,11 +128,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
   let server: OnePortServer;
   try {
-    const fastPath = { hub, tokens, clock, logger, maxRequestBytes: config.maxRequestBytes };
+    const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes };
     const handler = withCors((req, res) => {
-      const fast = fastSubscribeProtocol(req);
-      if (fast) serveFastSubscribe(fast, req, res, fastPath);
-      else rpc(req, res);
+      const subscribe = fastSubscribeProtocol(req);
+      if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);
+      const connect = fastConnectProtocol(req);
+      if (connect) return serveFastConnect(connect, req, res, fastPath);
+      rpc(req, res);
     });
     server = await listenOnePort({ host: config.host, port: config.port, handler, logger });
   } catch (e) {

@@ -9,23 +9,59 @@ import { eventToProto } from "../platform/proto-convert.js";
  * OutboundItem is one stream item, encoded once: `bytes` is the binary
  * SubscribeResponse. The hub builds one per event per process and hands the
  * same object to every local recipient; transports that write raw frames
- * send `bytes`, others may send `message`.
+ * send `grpcFrame` (Subscribe) or `connectFrame` (Connect), others may send
+ * `message`.
  */
 export interface OutboundItem {
   readonly message: SubscribeResponse;
   readonly bytes: Uint8Array;
-  /** grpcFrame is `bytes` as one gRPC length-prefixed message (uncompressed), ready for the wire. */
+  /** grpcFrame is `bytes` as one length-prefixed message (flag 0, uncompressed), ready for the wire. */
   readonly grpcFrame: Buffer;
+  /**
+   * connectFrame is the item as a framed ConnectResponse `{ item }` for the
+   * bidirectional Connect RPC; built on first use, then shared like grpcFrame.
+   */
+  readonly connectFrame: Buffer;
 }
 
 /** outbound encodes a SubscribeResponse into an OutboundItem. */
 export function outbound(payload: SubscribeResponse["payload"]): OutboundItem {
   const message = create(SubscribeResponseSchema, { payload });
-  const bytes = toBinary(SubscribeResponseSchema, message);
-  return { message, bytes, grpcFrame: grpcFrame(bytes) };
+  return new EncodedItem(message, toBinary(SubscribeResponseSchema, message));
 }
 
-/** grpcFrame prefixes a message with the gRPC frame header: flag 0 (not compressed) and the length, big-endian. */
+class EncodedItem implements OutboundItem {
+  readonly grpcFrame: Buffer;
+  private connect: Buffer | undefined;
+
+  constructor(
+    readonly message: SubscribeResponse,
+    readonly bytes: Uint8Array,
+  ) {
+    this.grpcFrame = grpcFrame(bytes);
+  }
+
+  get connectFrame(): Buffer {
+    this.connect ??= grpcFrame(Buffer.concat([CONNECT_ITEM_TAG, varint(this.bytes.length), this.bytes]));
+    return this.connect;
+  }
+}
+
+/** CONNECT_ITEM_TAG is the key of ConnectResponse.item (field 2, length-delimited). */
+const CONNECT_ITEM_TAG = Buffer.from([(2 << 3) | 2]);
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  let v = n;
+  while (v > 0x7f) {
+    out.push((v & 0x7f) | 0x80);
+    v >>>= 7;
+  }
+  out.push(v);
+  return Buffer.from(out);
+}
+
+/** grpcFrame prefixes a message with the frame header: flag 0 (not compressed) and the length, big-endian. */
 export function grpcFrame(bytes: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(5 + bytes.length);
   frame.writeUInt8(0, 0);

@@ -1,6 +1,5 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
 import {
   type ConnectRequest,
   type ConnectResponse,
@@ -13,9 +12,8 @@ import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import { checkId, checkSeq } from "../core/validate.js";
 import type { MessageService } from "../message/message-service.js";
-import { toConnectError } from "../platform/errors.js";
 import { principalOf } from "../platform/interceptors.js";
-import { messageToProto } from "../platform/proto-convert.js";
+import { answerConnectRequest } from "./connect-requests.js";
 import { QueueSink } from "./queue-sink.js";
 import type { ClientCursor, StreamHandle, StreamHub } from "./stream-hub.js";
 
@@ -87,41 +85,8 @@ async function serveRequests(
   };
   try {
     for (let next = await input.next(); !next.done && !sink.isEnded; next = await input.next()) {
-      const { requestId, payload } = next.value;
-      try {
-        switch (payload.case) {
-          case "sendMessage": {
-            const { groupId, text, clientMessageId } = payload.value;
-            const { message, duplicate } = await messages.send(principal, groupId, text, clientMessageId);
-            reply(
-              create(ConnectResponseSchema, {
-                requestId,
-                payload: { case: "sendResult", value: { outcome: { case: "response", value: { message: messageToProto(message), duplicate } } } },
-              }),
-            );
-            break;
-          }
-          case "ack":
-            await messages.ack(principal, payload.value.groupId, checkSeq("seq", payload.value.seq));
-            break;
-          case "subscribe":
-            throw new ChatError("FailedPrecondition", "the stream is already subscribed; open a new stream to change cursors");
-          default:
-            throw new ChatError("InvalidArgument", "ConnectRequest carries no payload");
-        }
-      } catch (e) {
-        const err = toConnectError(e);
-        const error = { code: codeToString(err.code), message: err.rawMessage };
-        reply(
-          create(ConnectResponseSchema, {
-            requestId,
-            payload:
-              payload.case === "sendMessage"
-                ? { case: "sendResult", value: { outcome: { case: "error", value: error } } }
-                : { case: "ackError", value: error },
-          }),
-        );
-      }
+      const response = await answerConnectRequest(principal, next.value, messages);
+      if (response) reply(response);
     }
   } catch {
     // The client went away mid-request; the stream's own teardown handles the rest.

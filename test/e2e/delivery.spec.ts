@@ -5,13 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { type ConnectResponse, StreamService } from "../../gen/chat/v1/stream_service_pb.js";
 import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
 import { codeOf, range, sendMany } from "../support/helpers.js";
 import { grpcJsSubscribe, seqs, subscribe } from "../support/stream-reader.js";
-import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+import { type TestServer, bearer, registerUser, startTestServer } from "../support/test-server.js";
 
 describe("delivery", () => {
   let server: TestServer;
@@ -114,8 +115,17 @@ describe("delivery", () => {
     }
   });
 
-  it("Connect carries sends, their results, acks and the events on one stream", async () => {
+  // gRPC and Connect-binary over HTTP/2 take the fast path; Connect with JSON goes through connect-node.
+  const bidiTransports = {
+    grpc: (token: () => string | undefined) => createGrpcTransport({ baseUrl: server.baseUrl, interceptors: [bearer(token)] }),
+    "connect-binary-h2": (token: () => string | undefined) =>
+      createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "2", useBinaryFormat: true, interceptors: [bearer(token)] }),
+    "connect-json-h2": (token: () => string | undefined) =>
+      createConnectTransport({ baseUrl: server.baseUrl, httpVersion: "2", useBinaryFormat: false, interceptors: [bearer(token)] }),
+  };
+  for (const [name, makeTransport] of Object.entries(bidiTransports)) it(`Connect carries sends, their results, acks and the events on one stream (${name})`, async () => {
     const alice = await registerUser(server.baseUrl, "grpc", "bidi");
+    const streams = createClient(StreamService, makeTransport(() => alice.token));
     const { group } = await alice.groups.createGroup({ name: "bidi" });
     assert.ok(group);
     const gid = group.groupId;
@@ -143,7 +153,7 @@ describe("delivery", () => {
     const responses: import("../../gen/chat/v1/stream_service_pb.js").ConnectResponse[] = [];
     push({ $typeName: "chat.v1.ConnectRequest", requestId: "sub", payload: { case: "subscribe", value: { $typeName: "chat.v1.SubscribeRequest", cursors: [] } } });
     const reading = (async () => {
-      for await (const r of alice.streams.connect(requests(), { signal: abort.signal })) responses.push(r);
+      for await (const r of streams.connect(requests(), { signal: abort.signal })) responses.push(r);
     })().catch(() => {});
     const waitFor = async (pred: () => boolean) => {
       for (let i = 0; i < 250 && !pred(); i++) await new Promise((r) => setTimeout(r, 20));

@@ -7,7 +7,10 @@ import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { type Store, systemClock } from "../core/ports.js";
-import { FrameWriter, type WireProtocol } from "./fast-subscribe.js";
+import { equals, fromBinary } from "@bufbuild/protobuf";
+import { ConnectResponseSchema, SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
+import { heartbeatItem } from "./outbound.js";
+import { FrameReader, FrameWriter, type WireProtocol } from "./wire.js";
 import { StreamHub } from "./stream-hub.js";
 
 /** FakeResponse records what a FrameWriter writes, as an HTTP response that never buffers. */
@@ -99,5 +102,45 @@ describe("FrameWriter", () => {
     assert.deepEqual(JSON.parse(connectFailed.res.chunks.at(-1)?.subarray(5).toString() ?? ""), {
       error: { code: "resource_exhausted", message: "too slow: 100%" },
     });
+  });
+});
+
+describe("OutboundItem.connectFrame", () => {
+  it("is the item wrapped as a framed ConnectResponse, built once", () => {
+    const item = heartbeatItem(1_700_000_000_000);
+    const frame = item.connectFrame;
+    assert.equal(item.connectFrame, frame, "memoized: the same Buffer every time");
+    assert.equal(frame.readUInt32BE(1), frame.length - 5);
+    const decoded = fromBinary(ConnectResponseSchema, frame.subarray(5));
+    assert.equal(decoded.payload.case, "item");
+    assert.ok(decoded.payload.case === "item");
+    assert.ok(equals(SubscribeResponseSchema, decoded.payload.value, item.message));
+  });
+});
+
+describe("FrameReader", () => {
+  const frameOf = (payload: string, flags = 0) => {
+    const body = Buffer.from(payload);
+    const f = Buffer.alloc(5 + body.length);
+    f.writeUInt8(flags, 0);
+    f.writeUInt32BE(body.length, 1);
+    body.copy(f, 5);
+    return f;
+  };
+
+  it("cuts frames across arbitrary chunk boundaries", () => {
+    const reader = new FrameReader(1024);
+    const wire = Buffer.concat([frameOf("one"), frameOf(""), frameOf("three")]);
+    const got: string[] = [];
+    for (let i = 0; i < wire.length; i += 2) got.push(...reader.push(wire.subarray(i, i + 2)).map((f) => f.payload.toString()));
+    assert.deepEqual(got, ["one", "", "three"]);
+    assert.equal(reader.leftover, 0);
+    reader.push(frameOf("partial").subarray(0, 7));
+    assert.equal(reader.leftover, 7);
+  });
+
+  it("refuses an oversized frame before buffering it, and compressed frames", () => {
+    assert.throws(() => new FrameReader(4).push(frameOf("12345").subarray(0, 5)), (e: ChatError) => e.kind === "ResourceExhausted");
+    assert.throws(() => new FrameReader(64).push(frameOf("x", 1)), /compressed/);
   });
 });

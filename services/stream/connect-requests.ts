@@ -1,0 +1,52 @@
+import { create } from "@bufbuild/protobuf";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { type ConnectRequest, type ConnectResponse, ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
+import type { Principal } from "../auth/access-tokens.js";
+import { ChatError } from "../core/errors.js";
+import { checkSeq } from "../core/validate.js";
+import type { MessageService } from "../message/message-service.js";
+import { toConnectError } from "../platform/errors.js";
+import { messageToProto } from "../platform/proto-convert.js";
+
+/**
+ * answerConnectRequest handles one client item of a Connect stream after
+ * `subscribe` (both transports use it): a send gets a SendResult (message or
+ * error), a failed ack an ack_error, a successful ack no answer. It never
+ * throws: per-request failures are answers, and the stream goes on.
+ */
+export async function answerConnectRequest(
+  principal: Principal,
+  request: ConnectRequest,
+  messages: MessageService,
+): Promise<ConnectResponse | undefined> {
+  const { requestId, payload } = request;
+  try {
+    switch (payload.case) {
+      case "sendMessage": {
+        const { groupId, text, clientMessageId } = payload.value;
+        const { message, duplicate } = await messages.send(principal, groupId, text, clientMessageId);
+        return create(ConnectResponseSchema, {
+          requestId,
+          payload: { case: "sendResult", value: { outcome: { case: "response", value: { message: messageToProto(message), duplicate } } } },
+        });
+      }
+      case "ack":
+        await messages.ack(principal, payload.value.groupId, checkSeq("seq", payload.value.seq));
+        return undefined;
+      case "subscribe":
+        throw new ChatError("FailedPrecondition", "the stream is already subscribed; open a new stream to change cursors");
+      default:
+        throw new ChatError("InvalidArgument", "ConnectRequest carries no payload");
+    }
+  } catch (e) {
+    const err = toConnectError(e);
+    const error = { code: codeToString(err.code), message: err.rawMessage };
+    return create(ConnectResponseSchema, {
+      requestId,
+      payload:
+        payload.case === "sendMessage"
+          ? { case: "sendResult", value: { outcome: { case: "error", value: error } } }
+          : { case: "ackError", value: error },
+    });
+  }
+}

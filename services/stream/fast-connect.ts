@@ -1,0 +1,127 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { type ConnectRequest, ConnectRequestSchema, ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
+import type { Principal } from "../auth/access-tokens.js";
+import { ChatError } from "../core/errors.js";
+import type { MessageService } from "../message/message-service.js";
+import { verifyBearer } from "../platform/bearer.js";
+import { toConnectError } from "../platform/errors.js";
+import { answerConnectRequest } from "./connect-requests.js";
+import type { FastPathDeps } from "./fast-subscribe.js";
+import { grpcFrame } from "./outbound.js";
+import type { StreamHandle } from "./stream-hub.js";
+import { parseCursors } from "./stream-rpc.js";
+import { type AnyRequest, type AnyResponse, FrameReader, FrameWriter, type WireProtocol, binaryStreamProtocol } from "./wire.js";
+
+/** CONNECT_PATH is the path of StreamService/Connect. */
+export const CONNECT_PATH = "/chat.v1.StreamService/Connect";
+
+/** MAX_QUEUED_REQUESTS is how many client items may wait; past it the request stream is paused (TCP/HTTP/2 backpressure). */
+const MAX_QUEUED_REQUESTS = 64;
+
+/**
+ * fastConnectProtocol tells whether a request is a Connect (bidirectional)
+ * call the fast path serves: gRPC or the Connect protocol with the binary
+ * codec, over HTTP/2 (bidirectional streams need it; gRPC-Web has none).
+ */
+export function fastConnectProtocol(req: AnyRequest): WireProtocol | undefined {
+  const protocol = binaryStreamProtocol(req, CONNECT_PATH);
+  return protocol === "grpc-web" || req.httpVersionMajor !== 2 ? undefined : protocol;
+}
+
+/**
+ * serveFastConnect is StreamService/Connect written straight to the wire,
+ * with the semantics of the connect-node handler: the first client item must
+ * be `subscribe`; then the stream carries the hub's items, each written as
+ * the shared OutboundItem.connectFrame (encoded once per event per process),
+ * and answers sends and acks in order (answerConnectRequest). Replies count
+ * against the stream's buffer cap. The client closing its side keeps the
+ * stream open; the client going away closes it.
+ */
+export function serveFastConnect(
+  protocol: WireProtocol,
+  req: AnyRequest,
+  res: AnyResponse,
+  deps: FastPathDeps & { readonly messages: MessageService },
+): void {
+  const writer = new FrameWriter(protocol, res, (item) => item.connectFrame);
+  const reader = new FrameReader(deps.maxRequestBytes);
+  const queue: ConnectRequest[] = [];
+  let handle: StreamHandle | undefined;
+  let busy = false;
+  let failed = false;
+  let inputEnded = false;
+  const noSubscribe = () => fail(new ChatError("InvalidArgument", "the first ConnectRequest must carry `subscribe`"));
+
+  const fail = (e: unknown) => {
+    if (failed) return;
+    failed = true;
+    handle?.close();
+    const err = toConnectError(e);
+    if (err.code === Code.Internal) deps.logger.error({ rpc: CONNECT_PATH, err: err.cause }, err.rawMessage);
+    writer.finish(err);
+  };
+  const principal = verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
+  principal.catch(fail);
+
+  const pump = async (): Promise<void> => {
+    if (busy) return;
+    busy = true;
+    try {
+      const caller = await principal;
+      for (let next = queue.shift(); next && !failed && !writer.isEnded; next = queue.shift()) {
+        if (queue.length < MAX_QUEUED_REQUESTS / 2) req.resume();
+        await serveOne(caller, next);
+      }
+    } finally {
+      busy = false;
+      if (inputEnded && !handle) noSubscribe();
+    }
+  };
+
+  const serveOne = async (caller: Principal, request: ConnectRequest): Promise<void> => {
+    if (!handle) {
+      if (request.payload.case !== "subscribe") {
+        noSubscribe();
+        return;
+      }
+      const cursors = parseCursors(request.payload.value.cursors);
+      writer.start();
+      handle = await deps.hub.open(caller, cursors, writer);
+      if (res.destroyed) handle.close();
+      return;
+    }
+    const response = await answerConnectRequest(caller, request, deps.messages);
+    if (!response) return;
+    writer.writeFrame(grpcFrame(toBinary(ConnectResponseSchema, response)));
+    handle.checkBuffer();
+  };
+
+  req.on("error", () => {});
+  res.on("error", () => {});
+  res.once("close", () => handle?.close());
+  req.on("data", (chunk: Buffer) => {
+    if (failed) return;
+    try {
+      for (const frame of reader.push(chunk)) queue.push(decode(frame.payload));
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (queue.length >= MAX_QUEUED_REQUESTS) req.pause();
+    pump().catch(fail);
+  });
+  req.on("end", () => {
+    inputEnded = true;
+    if (reader.leftover > 0) fail(new ChatError("InvalidArgument", "the request stream ended inside a message"));
+    else if (!busy && !handle) noSubscribe();
+  });
+}
+
+function decode(payload: Buffer): ConnectRequest {
+  try {
+    return fromBinary(ConnectRequestSchema, payload);
+  } catch (e) {
+    throw new ChatError("InvalidArgument", "request is not a valid chat.v1.ConnectRequest", { cause: e });
+  }
+}

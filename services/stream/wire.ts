@@ -1,0 +1,224 @@
+/**
+ * Wire framing shared by the fast paths (fast-subscribe.ts, fast-connect.ts):
+ * protocol detection, the length-prefixed envelope, stream endings, and
+ * FrameWriter, the StreamSink that writes pre-framed items to a response.
+ */
+import type http from "node:http";
+import http2 from "node:http2";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { ChatError } from "../core/errors.js";
+import { toConnectError } from "../platform/errors.js";
+import type { OutboundItem, StreamSink } from "./outbound.js";
+
+/** WireProtocol is a streaming protocol whose binary framing the fast paths write themselves. */
+export type WireProtocol = "grpc" | "grpc-web" | "connect";
+
+const CONTENT_TYPES: Readonly<Record<string, WireProtocol>> = {
+  "application/grpc": "grpc",
+  "application/grpc+proto": "grpc",
+  "application/grpc-web": "grpc-web",
+  "application/grpc-web+proto": "grpc-web",
+  "application/connect+proto": "connect",
+};
+
+const RESPONSE_TYPES: Readonly<Record<WireProtocol, string>> = {
+  grpc: "application/grpc",
+  "grpc-web": "application/grpc-web+proto",
+  connect: "application/connect+proto",
+};
+
+/** AnyRequest is an HTTP/1.1 or HTTP/2 (compat) request. */
+export type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
+/** AnyResponse is an HTTP/1.1 or HTTP/2 (compat) response. */
+export type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/**
+ * binaryStreamProtocol returns the protocol of a POST to `path` with a
+ * binary protobuf streaming content type, or undefined (JSON, grpc-web-text
+ * and anything else are left to connect-node). gRPC needs HTTP/2.
+ */
+export function binaryStreamProtocol(req: AnyRequest, path: string): WireProtocol | undefined {
+  if (req.method !== "POST" || req.url !== path) return undefined;
+  const type = req.headers["content-type"]?.split(";")[0]?.trim().toLowerCase();
+  const protocol = type === undefined ? undefined : CONTENT_TYPES[type];
+  if (protocol === "grpc" && req.httpVersionMajor !== 2) return undefined;
+  return protocol;
+}
+
+/**
+ * FrameWriter is the StreamSink of the fast path: it writes pre-framed items
+ * to the response and ends the stream in the protocol's own way. Its buffer
+ * is the response's write buffer (for HTTP/2, the stream's; for HTTP/1.1,
+ * the response's and its socket's).
+ */
+export class FrameWriter implements StreamSink {
+  private started = false;
+  private ended = false;
+
+  constructor(
+    private readonly protocol: WireProtocol,
+    private readonly res: AnyResponse,
+    /** frameOf picks the shared frame to write for a hub item (Subscribe: grpcFrame; Connect: connectFrame). */
+    private readonly frameOf: (item: OutboundItem) => Buffer = (item) => item.grpcFrame,
+  ) {}
+
+  get bufferedBytes(): number {
+    return this.res.writableLength;
+  }
+
+  /** start sends the response headers. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.res.writeHead(200, { "content-type": RESPONSE_TYPES[this.protocol] });
+  }
+
+  write(item: OutboundItem): void {
+    this.writeFrame(this.frameOf(item));
+  }
+
+  /** writeFrame writes an already framed message of the handler's own (e.g. a reply). */
+  writeFrame(frame: Buffer): void {
+    if (this.ended || this.res.destroyed) return;
+    (this.res as http.ServerResponse).write(frame);
+  }
+
+  /** isEnded is true once the stream was finished. */
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /**
+   * drained waits for 'drain' when the response asked for it; below the
+   * stream's high-water mark no 'drain' comes, so it waits a moment for the
+   * socket to take the bytes and lets the caller look again.
+   */
+  drained(): Promise<void> {
+    const res = this.res;
+    if (this.ended || res.destroyed || res.writableLength === 0) return Promise.resolve();
+    const needDrain = "stream" in res ? res.stream.writableNeedDrain : res.writableNeedDrain;
+    if (!needDrain) return new Promise((resolve) => setTimeout(resolve, 5));
+    return new Promise((resolve) => {
+      const done = () => {
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      res.on("drain", done);
+      res.on("close", done);
+    });
+  }
+
+  end(error?: ChatError): void {
+    this.finish(error ? toConnectError(error) : undefined);
+  }
+
+  /** finish ends the stream with a status (OK without an error). */
+  finish(error: ConnectError | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    const res = this.res;
+    if (res.destroyed || res.writableEnded) return;
+    if (!this.started) {
+      this.started = true;
+      res.writeHead(200, { "content-type": RESPONSE_TYPES[this.protocol] });
+    }
+    const code = error?.code ?? 0;
+    const message = error?.rawMessage;
+    switch (this.protocol) {
+      case "grpc":
+        (res as http2.Http2ServerResponse).addTrailers(grpcStatus(code, message));
+        res.end();
+        break;
+      case "grpc-web": {
+        const lines = Object.entries(grpcStatus(code, message))
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join("");
+        res.end(envelope(0x80, Buffer.from(lines, "latin1")));
+        break;
+      }
+      case "connect": {
+        const endStream = error ? { error: { code: codeToString(error.code), message: error.rawMessage } } : {};
+        res.end(envelope(0x02, Buffer.from(JSON.stringify(endStream), "utf8")));
+        break;
+      }
+    }
+    if (error) {
+      // The end waits behind the buffered data; a client that never reads
+      // again must not pin that buffer: give it 10 s, then drop the stream.
+      const timer = setTimeout(() => destroy(res), 10_000);
+      timer.unref();
+      res.once("close", () => clearTimeout(timer));
+    }
+  }
+}
+
+function destroy(res: AnyResponse): void {
+  if (res.destroyed) return;
+  if ("stream" in res) res.stream.close(http2.constants.NGHTTP2_CANCEL);
+  else res.destroy();
+}
+
+/** Frame is one length-prefixed message as read off the wire. */
+export interface Frame {
+  readonly flags: number;
+  readonly payload: Buffer;
+}
+
+/**
+ * FrameReader cuts a request body into length-prefixed frames as chunks
+ * arrive. A frame longer than `maxBytes` fails ResourceExhausted before it
+ * is buffered; a compressed frame fails Unimplemented (this server does not
+ * compress, and says so instead of guessing).
+ */
+export class FrameReader {
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** push adds a chunk and returns the frames it completed. */
+  push(chunk: Buffer): Frame[] {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const frames: Frame[] = [];
+    while (this.pending.length >= 5) {
+      const flags = this.pending.readUInt8(0);
+      const length = this.pending.readUInt32BE(1);
+      if (length > this.maxBytes) throw new ChatError("ResourceExhausted", `request message is larger than ${this.maxBytes} bytes`);
+      if (flags & 0x01) throw new ConnectError("compressed messages are not supported; send them uncompressed", Code.Unimplemented);
+      if (this.pending.length < 5 + length) break;
+      frames.push({ flags, payload: this.pending.subarray(5, 5 + length) });
+      this.pending = this.pending.subarray(5 + length);
+    }
+    return frames;
+  }
+
+  /** leftover is how many bytes of an incomplete frame are buffered. */
+  get leftover(): number {
+    return this.pending.length;
+  }
+}
+
+/** envelope frames a payload with the given flags. */
+export function envelope(flags: number, payload: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(5 + payload.length);
+  frame.writeUInt8(flags, 0);
+  frame.writeUInt32BE(payload.length, 1);
+  payload.copy(frame, 5);
+  return frame;
+}
+
+function grpcStatus(code: number, message: string | undefined): Record<string, string> {
+  const status: Record<string, string> = { "grpc-status": String(code) };
+  if (message) status["grpc-message"] = percentEncode(message);
+  return status;
+}
+
+/** percentEncode encodes grpc-message as the gRPC spec asks: bytes outside 0x20-0x7E, and '%', as %XX. */
+function percentEncode(message: string): string {
+  let out = "";
+  for (const byte of Buffer.from(message, "utf8")) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
