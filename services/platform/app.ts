@@ -7,15 +7,11 @@ import { AuthService as AuthServiceDesc } from "../../gen/chat/v1/auth_service_p
 import { GroupService as GroupServiceDesc } from "../../gen/chat/v1/group_service_pb.js";
 import { MessageService as MessageServiceDesc } from "../../gen/chat/v1/message_service_pb.js";
 import { StreamService as StreamServiceDesc } from "../../gen/chat/v1/stream_service_pb.js";
-import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
-import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
-import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
-import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { authRoutes } from "../auth/auth-rpc.js";
 import { AuthService } from "../auth/auth-service.js";
 import { Membership } from "../core/membership.js";
-import { type Clock, type EventBus, type Store, systemClock } from "../core/ports.js";
+import { type Clock, systemClock } from "../core/ports.js";
 import { groupRoutes } from "../group/group-rpc.js";
 import { GroupService } from "../group/group-service.js";
 import { messageRoutes } from "../message/message-rpc.js";
@@ -24,6 +20,7 @@ import { streamRoutes } from "../stream/stream-rpc.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
+import { openBackends } from "./backends.js";
 import type { Config } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
 import { authInterceptor, errorInterceptor, kClientAddress } from "./interceptors.js";
@@ -59,16 +56,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
   await mkdir(config.dataDir, { recursive: true });
-  const store: Store = createSqliteStore({ path: config.storeUrl.slice("sqlite:".length), retentionMs: config.retentionMs, clock });
-  const bus: EventBus = new MemoryEventBus();
-  const cache = new MemoryMembershipCache({ maxEntries: 100_000, ttlMs: 60_000, now: () => clock.now() });
-  const limiter = new MemoryRateLimiter(() => clock.now());
+  const backends = await openBackends(config, clock, logger);
+  const { store, bus, cache, limiter } = backends;
   const tokens = await AccessTokens.load(config.jwt.keyFile, {
     issuer: config.jwt.issuer,
     audience: config.jwt.audience,
     ttlMs: config.accessTokenTtlMs,
   });
-  const membership = new Membership(store, cache);
+  const membership = new Membership(store, cache, (err) => logger.debug({ err }, "membership cache failed; using the store"));
   const auth = new AuthService({
     store,
     tokens,
@@ -91,7 +86,26 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     settings: { heartbeatMs: config.heartbeatMs, bufferMaxBytes: config.streamBufferBytes, catchUpBatch: 500 },
   });
   const health = new HealthRegistry();
-  for (const service of CHAT_SERVICES) health.setStatus(service.typeName, ServingStatus.SERVING);
+  // Health: "backend.<name>" per remote backend; the process and its services
+  // are NOT_SERVING while a critical backend (store, bus) is unreachable.
+  const reportHealth = () => {
+    let serving = true;
+    for (const check of backends.checks) {
+      const up = check.healthy();
+      const name = `backend.${check.name}`;
+      const status = up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+      if (health.getStatus(name) !== undefined && health.getStatus(name) !== status) {
+        logger.warn({ backend: check.name, up }, up ? "backend reachable again" : "backend unreachable");
+      }
+      health.setStatus(name, status);
+      if (!up && check.critical) serving = false;
+    }
+    const status = serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
+    for (const name of ["", ...CHAT_SERVICES.map((s) => s.typeName)]) health.setStatus(name, status);
+  };
+  reportHealth();
+  const healthTimer = setInterval(reportHealth, 1000);
+  healthTimer.unref();
 
   const rpc = connectNodeAdapter({
     readMaxBytes: config.maxRequestBytes,
@@ -139,8 +153,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     server = await listenOnePort({ host: config.host, port: config.port, handler, logger });
   } catch (e) {
     clearInterval(retention);
+    clearInterval(healthTimer);
     hub.shutdown();
-    await store.close();
+    await backends.close();
     throw e;
   }
   logger.info({ host: config.host, port: server.port, dataDir: config.dataDir }, "chat server listening");
@@ -154,13 +169,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     stop: () => {
       stopping ??= (async () => {
         logger.info("shutting down");
+        clearInterval(healthTimer);
         health.shutdown();
         hub.shutdown();
         health.close();
         clearInterval(retention);
         await server.close(config.shutdownGraceMs);
-        await bus.close();
-        await store.close();
+        await backends.close();
         logger.info("stopped");
       })();
       return stopping;

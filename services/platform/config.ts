@@ -12,6 +12,8 @@ export interface Config {
   readonly storeUrl: string;
   readonly busUrl: string;
   readonly cacheUrl: string;
+  /** Prefix of every shared name (Redis keys, NATS subjects) so deployments and test runs never collide. */
+  readonly namespace: string;
   readonly logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   readonly jwt: { readonly issuer: string; readonly audience: string; readonly keyFile: string };
   readonly accessTokenTtlMs: number;
@@ -36,7 +38,8 @@ export const SETTINGS = {
   DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
   STORE_URL: "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db) or sqlite::memory:",
   BUS_URL: "memory: (default; in-process)",
-  CACHE_URL: "memory: (default; in-process)",
+  CACHE_URL: "memory: (default; in-process) or redis://host:port[/db] (membership cache and rate limits)",
+  NAMESPACE: "prefix of Redis keys and NATS subjects (default chat)",
   LOG_LEVEL: "fatal, error, warn, info (default), debug, trace or silent",
   JWT_ISSUER: "iss of access tokens (default chat)",
   JWT_AUDIENCE: "aud of access tokens (default chat)",
@@ -76,7 +79,11 @@ export function loadConfig(env: Env): Config {
   const busUrl = read.string("BUS_URL", "memory:");
   if (busUrl !== "memory:") problems.push(`BUS_URL: "${busUrl}" is not supported (use memory:)`);
   const cacheUrl = read.string("CACHE_URL", "memory:");
-  if (cacheUrl !== "memory:") problems.push(`CACHE_URL: "${cacheUrl}" is not supported (use memory:)`);
+  if (cacheUrl !== "memory:" && !/^redis:\/\/[^/]+/.test(cacheUrl)) {
+    problems.push(`CACHE_URL: "${cacheUrl}" is not supported (use memory: or redis://host:port)`);
+  }
+  const namespace = read.string("NAMESPACE", "chat");
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(namespace)) problems.push(`NAMESPACE: "${namespace}" must be 1 to 32 of A-Z a-z 0-9 _ -`);
   const logLevel = read.choice("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const);
   const config: Config = {
     host: read.string("HOST", "127.0.0.1"),
@@ -85,6 +92,7 @@ export function loadConfig(env: Env): Config {
     storeUrl,
     busUrl,
     cacheUrl,
+    namespace,
     logLevel,
     jwt: Object.freeze({
       issuer: read.string("JWT_ISSUER", "chat"),

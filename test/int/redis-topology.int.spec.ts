@@ -1,0 +1,93 @@
+/**
+ * The app on Redis (CACHE_URL=redis://): rate limits shared by every process,
+ * and graceful degradation when Redis goes away (nothing lost, limits per
+ * process, health reports the backend). Needs REDIS_URL.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
+import { HealthCheckResponse_ServingStatus, Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { PrivateRedis, connectRedis, deleteKeysByPrefix, uniquePrefix } from "../../services/adapters/redis/redis-test-helpers.js";
+import { rejectsWith } from "../support/assertions.js";
+import { sendMany } from "../support/helpers.js";
+import { type TestServer, clientsFor, registerUser, startTestServer, transportFor, uniqueName } from "../support/test-server.js";
+
+const REDIS_URL = process.env.REDIS_URL;
+
+describe("topology on Redis", { skip: !REDIS_URL }, () => {
+  const namespace = uniquePrefix("it").replace(/[^A-Za-z0-9_-]/g, "").slice(0, 32);
+  let a: TestServer;
+  let b: TestServer;
+  before(async () => {
+    const env = { CACHE_URL: REDIS_URL ?? "", NAMESPACE: namespace, LOGIN_ATTEMPTS_PER_MINUTE: "3" };
+    a = await startTestServer(env);
+    b = await startTestServer(env);
+  });
+  after(async () => {
+    await a.stop();
+    await b.stop();
+    const client = await connectRedis(REDIS_URL ?? "");
+    await deleteKeysByPrefix(client, `${namespace}:`);
+    client.disconnect();
+  });
+
+  it("shares login limits between processes", async () => {
+    const name = uniqueName("shared");
+    await clientsFor(a.baseUrl).auth.register({ username: name, password: "correct horse battery" });
+    const wrong = { username: name, password: "wrong password!" };
+    await rejectsWith(clientsFor(a.baseUrl).auth.login(wrong), Code.Unauthenticated);
+    await rejectsWith(clientsFor(b.baseUrl).auth.login(wrong), Code.Unauthenticated);
+    await rejectsWith(clientsFor(a.baseUrl).auth.login(wrong), Code.Unauthenticated);
+    // The fourth attempt is refused on the *other* process too: one budget in Redis.
+    await rejectsWith(clientsFor(b.baseUrl).auth.login(wrong), Code.ResourceExhausted, /too many login attempts for this username/);
+  });
+
+  it("reports Redis in health as a backend of its own", async () => {
+    const health = createClient(Health, transportFor(a.baseUrl, "grpc"));
+    assert.equal((await health.check({ service: "backend.redis" })).status, HealthCheckResponse_ServingStatus.SERVING);
+    assert.equal((await health.check({ service: "" })).status, HealthCheckResponse_ServingStatus.SERVING);
+  });
+});
+
+describe("topology when Redis goes away", { skip: !REDIS_URL }, () => {
+  let redis: PrivateRedis;
+  let server: TestServer;
+  before(async () => {
+    redis = await PrivateRedis.start();
+    server = await startTestServer({ CACHE_URL: redis.url, NAMESPACE: "down" });
+  });
+  after(async () => {
+    await server.stop();
+    await redis.close();
+  });
+
+  it("keeps serving from the store, says so in health, and recovers", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "rd");
+    const { group } = await alice.groups.createGroup({ name: "redis-down" });
+    assert.ok(group);
+    await sendMany(alice, group.groupId, 3);
+    const health = createClient(Health, transportFor(server.baseUrl, "grpc"));
+
+    await redis.stop();
+    const sent = await sendMany(alice, group.groupId, 5, { prefix: "during" });
+    assert.equal(sent.length, 5, "sends work without Redis");
+    const history = await alice.messages.listMessages({ groupId: group.groupId });
+    assert.equal(history.messages.length, 8);
+    await clientsFor(server.baseUrl).auth.login({ username: alice.username, password: "correct horse battery" });
+    let status = HealthCheckResponse_ServingStatus.SERVING;
+    for (let i = 0; i < 50 && status === HealthCheckResponse_ServingStatus.SERVING; i++) {
+      status = (await health.check({ service: "backend.redis" })).status;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(status, HealthCheckResponse_ServingStatus.NOT_SERVING);
+    assert.equal((await health.check({ service: "" })).status, HealthCheckResponse_ServingStatus.SERVING, "Redis is not critical");
+
+    await redis.restart();
+    for (let i = 0; i < 100 && status !== HealthCheckResponse_ServingStatus.SERVING; i++) {
+      status = (await health.check({ service: "backend.redis" })).status;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(status, HealthCheckResponse_ServingStatus.SERVING);
+  });
+});
