@@ -4,13 +4,13 @@
  * variables (see platform/config.ts). SIGTERM or SIGINT shut it down
  * gracefully.
  */
-import { ConfigError, loadConfig } from "./platform/config.js";
+import { ConfigError, argsToEnv, loadConfig } from "./platform/config.js";
 import { startApp } from "./platform/app.js";
 
 async function main(): Promise<void> {
   let config;
   try {
-    config = loadConfig(process.env);
+    config = loadConfig({ ...process.env, ...argsToEnv(process.argv.slice(2)) });
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`${e.message}\n`);

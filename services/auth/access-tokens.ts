@@ -3,8 +3,10 @@ import { dirname } from "node:path";
 import {
   type CryptoKey,
   type JWK,
+  type JWTVerifyGetKey,
   SignJWT,
   calculateJwkThumbprint,
+  createRemoteJWKSet,
   errors as joseErrors,
   exportJWK,
   generateKeyPair,
@@ -42,11 +44,22 @@ const ALG = "EdDSA";
  */
 export class AccessTokens {
   private constructor(
-    private readonly privateKey: CryptoKey,
-    private readonly publicKey: CryptoKey,
-    private readonly publicJwk: JWK,
+    /** The signing key and its public JWK; absent in processes that only verify. */
+    private readonly signer: { readonly privateKey: CryptoKey; readonly publicJwk: JWK } | undefined,
+    private readonly verifyKey: CryptoKey | JWTVerifyGetKey,
     private readonly settings: AccessTokenSettings,
   ) {}
+
+  /**
+   * remote verifies tokens against the auth service's JWKS at `jwksUrl`
+   * (cached; fetched again for an unknown `kid`, at most every 30 s). Such a
+   * process cannot issue tokens. If the JWKS cannot be fetched, verify fails
+   * Unavailable (retry), not Unauthenticated (log in again).
+   */
+  static remote(jwksUrl: string, settings: AccessTokenSettings): AccessTokens {
+    const jwks = createRemoteJWKSet(new URL(jwksUrl), { cacheMaxAge: 600_000, cooldownDuration: 30_000, timeoutDuration: 5_000 });
+    return new AccessTokens(undefined, jwks, settings);
+  }
 
   /**
    * load reads the Ed25519 private key (a JWK file) at `keyFile`, or creates
@@ -73,40 +86,49 @@ export class AccessTokens {
     const publicJwk: JWK = { ...pub, kid, alg: ALG, use: "sig" };
     const privateKey = (await importJWK({ ...jwk, alg: ALG }, ALG)) as CryptoKey;
     const publicKey = (await importJWK({ ...pub, alg: ALG }, ALG)) as CryptoKey;
-    return new AccessTokens(privateKey, publicKey, publicJwk, settings);
+    return new AccessTokens({ privateKey, publicJwk }, publicKey, settings);
   }
 
-  /** jwks is the JSON Web Key Set served at /.well-known/jwks.json. */
+  /** canIssue tells whether this process holds the signing key. */
+  get canIssue(): boolean {
+    return this.signer !== undefined;
+  }
+
+  /** jwks is the JSON Web Key Set served at /.well-known/jwks.json (empty where this process has no signing key). */
   jwks(): { keys: JWK[] } {
-    return { keys: [this.publicJwk] };
+    return { keys: this.signer ? [this.signer.publicJwk] : [] };
   }
 
   /** issue signs an access token for the user's session; returns it with its expiry. */
   async issue(user: { id: string; username: string }, sessionId: string, now: number): Promise<{ token: string; expiresAt: number }> {
+    if (!this.signer) throw new Error("this process does not hold the signing key; tokens are issued by the auth service");
+    const { privateKey, publicJwk } = this.signer;
     const iat = Math.floor(now / 1000);
     const exp = iat + Math.max(1, Math.round(this.settings.ttlMs / 1000));
     const token = await new SignJWT({ name: user.username, sid: sessionId })
-      .setProtectedHeader({ alg: ALG, typ: "JWT", kid: this.publicJwk.kid as string })
+      .setProtectedHeader({ alg: ALG, typ: "JWT", kid: publicJwk.kid as string })
       .setIssuer(this.settings.issuer)
       .setAudience(this.settings.audience)
       .setSubject(user.id)
       .setIssuedAt(iat)
       .setExpirationTime(exp)
       .setJti(newId())
-      .sign(this.privateKey);
+      .sign(privateKey);
     return { token, expiresAt: exp * 1000 };
   }
 
   /** verify checks a token and returns its principal; throws ChatError Unauthenticated with the reason. */
   async verify(token: string, now: number): Promise<Principal> {
     try {
-      const { payload } = await jwtVerify(token, this.publicKey, {
+      const options = {
         algorithms: [ALG],
         issuer: this.settings.issuer,
         audience: this.settings.audience,
         currentDate: new Date(now),
         requiredClaims: ["sub", "exp", "jti"],
-      });
+      };
+      const { payload } =
+        typeof this.verifyKey === "function" ? await jwtVerify(token, this.verifyKey, options) : await jwtVerify(token, this.verifyKey, options);
       const { sub, name, sid, exp } = payload;
       if (typeof sub !== "string" || typeof name !== "string" || typeof sid !== "string" || typeof exp !== "number") {
         throw new ChatError("Unauthenticated", "access token is missing required claims");
@@ -114,6 +136,9 @@ export class AccessTokens {
       return { userId: sub, username: name, sessionId: sid, expiresAt: exp * 1000 };
     } catch (e) {
       if (e instanceof ChatError) throw e;
+      if (e instanceof joseErrors.JWKSTimeout || (e instanceof TypeError && String(e.message).includes("fetch"))) {
+        throw new ChatError("Unavailable", "cannot reach the auth service's keys to check the token; retry", { cause: e });
+      }
       throw new ChatError("Unauthenticated", describeJoseError(e), { cause: e });
     }
   }
@@ -124,5 +149,6 @@ function describeJoseError(e: unknown): string {
   if (e instanceof joseErrors.JOSEAlgNotAllowed) return "access token algorithm not accepted (EdDSA only)";
   if (e instanceof joseErrors.JWSSignatureVerificationFailed) return "access token signature is invalid";
   if (e instanceof joseErrors.JWTClaimValidationFailed) return `access token claim "${e.claim}" is invalid`;
+  if (e instanceof joseErrors.JWKSNoMatchingKey) return "access token is signed by an unknown key";
   return "access token is malformed";
 }

@@ -190,7 +190,10 @@ export type UserNotice =
 
 /**
  * EventBus fans out group events (after they are durable) and per-user
- * notices to every process that subscribed.
+ * notices to every process that subscribed. Publishing and subscribing may
+ * fail with ChatError Unavailable after a bounded wait when a remote bus is
+ * unreachable; a notice published while a subscriber is disconnected is lost
+ * for it (notices are hints; the store has the truth).
  *
  * Delivery is at-least-once and per group in publish order in the common
  * case, but a subscriber may miss events (e.g. across a reconnect): it must
@@ -206,6 +209,13 @@ export interface EventBus {
   publishUser(userId: string, notice: UserNotice): Promise<void>;
   /** subscribeUser calls `handler` for every notice to the user published after the subscription is active. */
   subscribeUser(userId: string, handler: (notice: UserNotice) => void): Promise<Subscription>;
+  /**
+   * onResync registers a handler called whenever this bus may have missed
+   * events (e.g. after its connection to a remote bus came back): a
+   * subscriber should then repair its groups from the GroupStore. An
+   * in-process bus never misses events and never calls it.
+   */
+  onResync(handler: () => void): void;
   /** close ends all subscriptions. */
   close(): Promise<void>;
 }

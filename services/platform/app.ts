@@ -21,15 +21,20 @@ import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
 import { openBackends } from "./backends.js";
-import type { Config } from "./config.js";
+import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
 import { authInterceptor, errorInterceptor, kClientAddress } from "./interceptors.js";
 import { type Logger, createLogger } from "./logger.js";
 import { type OnePortServer, listenOnePort } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
 
-/** CHAT_SERVICES are the chat.v1 services this process serves (for health and reflection). */
-export const CHAT_SERVICES = [AuthServiceDesc, GroupServiceDesc, MessageServiceDesc, StreamServiceDesc] as const;
+/** SERVICE_DESCS maps each service name to its chat.v1 service. */
+const SERVICE_DESCS = {
+  auth: AuthServiceDesc,
+  group: GroupServiceDesc,
+  message: MessageServiceDesc,
+  stream: StreamServiceDesc,
+} as const;
 
 /** App is a running server process. */
 export interface App {
@@ -58,11 +63,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   await mkdir(config.dataDir, { recursive: true });
   const backends = await openBackends(config, clock, logger);
   const { store, bus, cache, limiter } = backends;
-  const tokens = await AccessTokens.load(config.jwt.keyFile, {
-    issuer: config.jwt.issuer,
-    audience: config.jwt.audience,
-    ttlMs: config.accessTokenTtlMs,
-  });
+  const serves = (name: ServiceName) => config.services.includes(name);
+  const served = config.services.map((name) => SERVICE_DESCS[name]);
+  const tokenSettings = { issuer: config.jwt.issuer, audience: config.jwt.audience, ttlMs: config.accessTokenTtlMs };
+  // Only the auth service holds the signing key; the others verify with its JWKS.
+  const tokens =
+    serves("auth") || config.authJwksUrl === undefined
+      ? await AccessTokens.load(config.jwt.keyFile, tokenSettings)
+      : AccessTokens.remote(config.authJwksUrl, tokenSettings);
   const membership = new Membership(store, cache, (err) => logger.debug({ err }, "membership cache failed; using the store"));
   const auth = new AuthService({
     store,
@@ -101,7 +109,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       if (!up && check.critical) serving = false;
     }
     const status = serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
-    for (const name of ["", ...CHAT_SERVICES.map((s) => s.typeName)]) health.setStatus(name, status);
+    for (const name of ["", ...served.map((s) => s.typeName)]) health.setStatus(name, status);
   };
   reportHealth();
   const healthTimer = setInterval(reportHealth, 1000);
@@ -112,15 +120,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     interceptors: [errorInterceptor(logger), authInterceptor(tokens, clock)],
     contextValues: (req) => createContextValues().set(kClientAddress, clientAddress(req, config.trustProxy)),
     routes: (router) => {
-      authRoutes(router, auth);
-      groupRoutes(router, groups);
-      messageRoutes(router, messages);
-      streamRoutes(router, hub, messages);
+      if (serves("auth")) authRoutes(router, auth);
+      if (serves("group")) groupRoutes(router, groups);
+      if (serves("message")) messageRoutes(router, messages);
+      if (serves("stream")) streamRoutes(router, hub, messages);
       healthRoutes(router, health);
-      reflectionRoutes(router, { services: [...CHAT_SERVICES] });
+      reflectionRoutes(router, { services: served });
     },
     fallback: (req, res) => {
-      if (req.method === "GET" && req.url === "/.well-known/jwks.json") {
+      if (req.method === "GET" && req.url === "/.well-known/jwks.json" && serves("auth")) {
         const body = JSON.stringify(tokens.jwks());
         res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
         res.end(body);
@@ -144,10 +152,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   try {
     const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes };
     const handler = withCors((req, res) => {
-      const subscribe = fastSubscribeProtocol(req);
-      if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);
-      const connect = fastConnectProtocol(req);
-      if (connect) return serveFastConnect(connect, req, res, fastPath);
+      if (serves("stream")) {
+        const subscribe = fastSubscribeProtocol(req);
+        if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);
+        const connect = fastConnectProtocol(req);
+        if (connect) return serveFastConnect(connect, req, res, fastPath);
+      }
       rpc(req, res);
     });
     server = await listenOnePort({ host: config.host, port: config.port, handler, logger });
@@ -158,7 +168,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await backends.close();
     throw e;
   }
-  logger.info({ host: config.host, port: server.port, dataDir: config.dataDir }, "chat server listening");
+  logger.info({ host: config.host, port: server.port, services: config.services, dataDir: config.dataDir }, "chat server listening");
 
   let stopping: Promise<void> | undefined;
   return {

@@ -4,6 +4,7 @@ import { FallbackRateLimiter } from "../adapters/fallback-rate-limiter.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
 import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
+import { createNatsEventBus } from "../adapters/nats/nats-event-bus.js";
 import { createRedisClient, isRedisReady } from "../adapters/redis/redis-client.js";
 import { RedisMembershipCache } from "../adapters/redis/redis-membership-cache.js";
 import { RedisRateLimiter } from "../adapters/redis/redis-rate-limiter.js";
@@ -33,15 +34,27 @@ export interface Backends {
 /**
  * openBackends is the one place that maps URL schemes to adapters
  * (STORE_URL, BUS_URL, CACHE_URL): `sqlite:` and `memory:` for the embedded
- * default, `redis://` for the cache and rate limits of the production
- * topology. Redis is optional for correctness: cache failures fall back to
+ * default, `nats://` for the event bus and `redis://` for the cache and rate
+ * limits of the production topology. Redis is optional for correctness: cache failures fall back to
  * the store and rate limits to per-process buckets.
  */
 export async function openBackends(config: Config, clock: Clock, logger: Logger): Promise<Backends> {
   const closers: (() => Promise<void>)[] = [];
   const checks: BackendCheck[] = [];
   const store = createSqliteStore({ path: config.storeUrl.slice("sqlite:".length), retentionMs: config.retentionMs, clock });
-  const bus: EventBus = new MemoryEventBus();
+  let bus: EventBus;
+  if (config.busUrl.startsWith("nats://")) {
+    const nats = await createNatsEventBus({
+      servers: config.busUrl.split(","),
+      prefix: config.namespace,
+      name: `chat-${config.services.join("+")}-${process.pid}`,
+      logger,
+    });
+    bus = nats;
+    checks.push({ name: "nats", critical: true, healthy: () => nats.isHealthy() });
+  } else {
+    bus = new MemoryEventBus();
+  }
   closers.push(() => bus.close());
 
   let cache: MembershipCache;

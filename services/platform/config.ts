@@ -8,6 +8,10 @@ import { resolve } from "node:path";
 export interface Config {
   readonly host: string;
   readonly port: number;
+  /** The services this process serves (all four by default). */
+  readonly services: readonly ServiceName[];
+  /** Where processes without the auth service fetch the token-signing keys. */
+  readonly authJwksUrl: string | undefined;
   readonly dataDir: string;
   readonly storeUrl: string;
   readonly busUrl: string;
@@ -31,13 +35,21 @@ export interface Config {
   readonly shutdownGraceMs: number;
 }
 
+/** SERVICE_NAMES are the services a process can serve. */
+export const SERVICE_NAMES = ["auth", "group", "message", "stream"] as const;
+
+/** ServiceName is one of SERVICE_NAMES. */
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
 /** SETTINGS documents every environment variable (the README table is generated from the same words). */
 export const SETTINGS = {
   HOST: "address to listen on (default 127.0.0.1)",
+  SERVICES: "comma-separated services this process serves: auth, group, message, stream (default all; also --services=)",
+  AUTH_JWKS_URL: "JWKS of the auth service, for processes that do not serve auth (e.g. http://auth:8080/.well-known/jwks.json)",
   PORT: "port for gRPC, gRPC-Web, Connect and /.well-known/jwks.json (default 8080; 0 picks a free one)",
   DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
   STORE_URL: "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db) or sqlite::memory:",
-  BUS_URL: "memory: (default; in-process)",
+  BUS_URL: "memory: (default; in-process) or nats://host:port[,host:port] (NATS JetStream)",
   CACHE_URL: "memory: (default; in-process) or redis://host:port[/db] (membership cache and rate limits)",
   NAMESPACE: "prefix of Redis keys and NATS subjects (default chat)",
   LOG_LEVEL: "fatal, error, warn, info (default), debug, trace or silent",
@@ -77,16 +89,29 @@ export function loadConfig(env: Env): Config {
   const storeUrl = read.string("STORE_URL", `sqlite:${dataDir}/chat.db`);
   if (!/^sqlite:.+/.test(storeUrl)) problems.push(`STORE_URL: "${storeUrl}" is not supported (use sqlite:<path>)`);
   const busUrl = read.string("BUS_URL", "memory:");
-  if (busUrl !== "memory:") problems.push(`BUS_URL: "${busUrl}" is not supported (use memory:)`);
+  if (busUrl !== "memory:" && !/^nats:\/\/[^/]+/.test(busUrl)) problems.push(`BUS_URL: "${busUrl}" is not supported (use memory: or nats://host:port)`);
   const cacheUrl = read.string("CACHE_URL", "memory:");
   if (cacheUrl !== "memory:" && !/^redis:\/\/[^/]+/.test(cacheUrl)) {
     problems.push(`CACHE_URL: "${cacheUrl}" is not supported (use memory: or redis://host:port)`);
   }
   const namespace = read.string("NAMESPACE", "chat");
-  if (!/^[A-Za-z0-9_-]{1,32}$/.test(namespace)) problems.push(`NAMESPACE: "${namespace}" must be 1 to 32 of A-Z a-z 0-9 _ -`);
+  if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(namespace)) problems.push(`NAMESPACE: "${namespace}" must be 1 to 32 of a-z 0-9 _ - (starting with a letter or digit)`);
   const logLevel = read.choice("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const);
+  const services = parseServices(read.string("SERVICES", SERVICE_NAMES.join(",")), problems);
+  const authJwksUrl = read.string("AUTH_JWKS_URL", "") || undefined;
+  if (!services.includes("auth") && authJwksUrl === undefined) {
+    problems.push("AUTH_JWKS_URL: required when this process does not serve auth (it verifies tokens with the auth service's keys)");
+  }
+  if (authJwksUrl !== undefined && !/^https?:\/\/[^/]+\/\S*$/.test(authJwksUrl)) {
+    problems.push(`AUTH_JWKS_URL: "${authJwksUrl}" must be an http(s) URL`);
+  }
+  if (services.length < SERVICE_NAMES.length && busUrl === "memory:") {
+    problems.push("BUS_URL: separate processes need a shared bus (nats://host:port); memory: only works with all services in one process");
+  }
   const config: Config = {
     host: read.string("HOST", "127.0.0.1"),
+    services,
+    authJwksUrl,
     port: read.integer("PORT", 8080, 0, 65535),
     dataDir,
     storeUrl,
@@ -128,6 +153,26 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** MAX_DURATION_MS caps every duration setting (10 years), so that `now + duration` stays a valid date. */
 export const MAX_DURATION_MS = 3650 * 86_400_000;
+
+function parseServices(text: string, problems: string[]): ServiceName[] {
+  const names = [...new Set(text.split(",").map((n) => n.trim()).filter((n) => n !== ""))];
+  const bad = names.filter((n) => !(SERVICE_NAMES as readonly string[]).includes(n));
+  if (bad.length > 0 || names.length === 0) {
+    problems.push(`SERVICES: "${text}" must list some of ${SERVICE_NAMES.join(", ")}`);
+    return [...SERVICE_NAMES];
+  }
+  return SERVICE_NAMES.filter((n) => names.includes(n));
+}
+
+/** argsToEnv turns command-line settings (`--services=stream`) into the environment variables they stand for. */
+export function argsToEnv(argv: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const arg of argv) {
+    const m = /^--services=(.*)$/.exec(arg);
+    if (m?.[1] !== undefined) env.SERVICES = m[1];
+  }
+  return env;
+}
 
 const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 

@@ -108,6 +108,30 @@ describe("StreamHub", () => {
     assert.deepEqual(sink.eventSeqs(gid), [2, 3, 4, 5, 6]);
   });
 
+  it("repairs quiet groups when the bus says it may have missed events", async () => {
+    const owner = { id: newId(), username: "resync" };
+    const gid = await groupWith([owner]);
+    let resync: (() => void) | undefined;
+    const lossy = Object.assign(Object.create(bus) as MemoryEventBus, {
+      onResync: (h: () => void) => {
+        resync = h;
+      },
+    });
+    const resyncing = new StreamHub({ store, bus: lossy, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      await resyncing.open(principal(owner), new Map(), sink);
+      await append(gid, owner); // stored, never published: "missed while disconnected"
+      await append(gid, owner);
+      assert.deepEqual(sink.eventSeqs(gid), []);
+      resync?.();
+      await until(() => sink.eventSeqs(gid).length >= 2);
+      assert.deepEqual(sink.eventSeqs(gid), [2, 3]);
+    } finally {
+      resyncing.shutdown();
+    }
+  });
+
   it("replays from the cursor in batches and goes live with no duplicate at the seam", async () => {
     const owner = { id: newId(), username: "replay" };
     const gid = await groupWith([owner]);

@@ -64,6 +64,25 @@ export class StreamHub {
   ) {
     this.heartbeat = setInterval(() => this.beat(), deps.settings.heartbeatMs);
     this.heartbeat.unref();
+    deps.bus.onResync(() => {
+      this.resync().catch(() => {
+        // Each group is retried at its next event; a failed store read here changes nothing.
+      });
+    });
+  }
+
+  /**
+   * resync runs when the bus may have missed events (it reconnected): each
+   * channel learns its group's head from the store and its feeds catch up,
+   * so a quiet group does not wait for its next event to repair the gap.
+   */
+  async resync(): Promise<void> {
+    for (const channel of [...this.channels.values()]) {
+      const group = await this.deps.store.getGroup(channel.groupId);
+      if (!group) continue;
+      channel.noteSeq(group.headSeq);
+      for (const feed of channel.feeds) if (feed.cursor < channel.lastSeq) this.catchUp(feed);
+    }
   }
 
   /** size is the number of open streams. */

@@ -30,6 +30,9 @@ export class MemoryEventBus implements EventBus {
     return this.users.subscribe(userId, handler);
   }
 
+  /** onResync is never called: an in-process bus cannot miss events. */
+  onResync(_handler: () => void): void {}
+
   async close(): Promise<void> {
     this.groups.clear();
     this.users.clear();

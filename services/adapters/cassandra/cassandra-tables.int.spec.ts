@@ -1,0 +1,569 @@
+/**
+ * Integration tests of the Cassandra data-access layer against a real server.
+ * Gated on CASSANDRA_URL (e.g. cassandra://127.0.0.1:9042/chat_test); every
+ * run works in its own keyspace `<keyspace>_<random>` and drops it.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { Client } from "cassandra-driver";
+import { isChatError } from "../../core/errors.js";
+import { newId } from "../../core/ids.js";
+import type { GroupEvent, UserCredentials, UserRef } from "../../core/model.js";
+import type { Clock } from "../../core/ports.js";
+import { CassandraTables, DAY_MS, bucketOf } from "./cassandra-tables.js";
+import type { GroupCounts, MessageEvent } from "./cassandra-tables.js";
+import { MIGRATIONS, createKeyspace, migrate } from "./migrations.js";
+import { openTestKeyspace } from "./test-keyspace.js";
+import type { TestKeyspace } from "./test-keyspace.js";
+
+const URL = process.env.CASSANDRA_URL;
+const RETENTION_MS = 30 * DAY_MS;
+
+class FakeClock implements Clock {
+  constructor(public t: number) {}
+  now(): number {
+    return this.t;
+  }
+}
+
+function userRef(): UserRef {
+  const id = newId();
+  return { id, username: `u-${id}` };
+}
+
+function credentials(at: number, username = `u-${newId()}`): UserCredentials {
+  return { id: newId(), username, passwordHash: `$argon2id$v=19$m=19456,t=2,p=1$${newId()}`, createdAt: at };
+}
+
+function messageEvent(groupId: string, seq: number, at: number, sender: UserRef, clientMessageId = newId()): MessageEvent {
+  return {
+    groupId,
+    seq,
+    at,
+    actor: sender,
+    body: {
+      type: "message",
+      message: { id: newId(), groupId, seq, sender, text: `m${seq}`, sentAt: at, clientMessageId },
+    },
+  };
+}
+
+function memberEvent(
+  groupId: string,
+  seq: number,
+  at: number,
+  actor: UserRef,
+  body: Exclude<GroupEvent["body"], { type: "message" }>,
+): GroupEvent {
+  return { groupId, seq, at, actor, body };
+}
+
+function seqs(events: readonly { seq: number }[]): number[] {
+  return events.map((e) => e.seq);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL not set" }, () => {
+  let ks: TestKeyspace;
+  let client: Client;
+  const clock = new FakeClock(Date.now());
+  let t: CassandraTables;
+
+  before(async () => {
+    ks = await openTestKeyspace(URL ?? "", { retentionMs: RETENTION_MS });
+    client = ks.client;
+    t = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION_MS, clock });
+  });
+
+  after(async () => {
+    await ks?.drop();
+  });
+
+  /** newGroup creates a group owned by a fresh user at `at`. */
+  async function newGroup(at = clock.now(), tables = t) {
+    const owner = userRef();
+    const id = newId();
+    const created = await tables.createGroup({ id, name: "g", epoch: newId(), createdAt: at, owner });
+    return { id, owner, created };
+  }
+
+  describe("migrations", () => {
+    it("applied version 1 once; a second run applies nothing", async () => {
+      assert.deepEqual(ks.migrated?.applied, [1]);
+      const again = await migrate(client, ks.keyspace, { retentionMs: RETENTION_MS });
+      assert.deepEqual(again, { applied: [], retentionUpdated: [] });
+      const rows = (await client.execute(`SELECT version FROM ${ks.keyspace}.schema_migrations`)).rows;
+      assert.deepEqual(
+        rows.map((r) => r.get("version")),
+        [1],
+      );
+    });
+
+    it("sets the TTL and TWCS on the events table and the TTL on message_ids and group_buckets", async () => {
+      const rs = await client.execute(
+        "SELECT table_name, default_time_to_live, compaction FROM system_schema.tables WHERE keyspace_name = ?",
+        [ks.keyspace],
+        { prepare: true },
+      );
+      const byName = new Map(rs.rows.map((r) => [String(r.get("table_name")), r]));
+      const events = byName.get("events_by_group");
+      assert.ok(events);
+      assert.equal(events.get("default_time_to_live"), RETENTION_MS / 1000);
+      const compaction = events.get("compaction") as Record<string, string>;
+      assert.match(compaction.class ?? "", /TimeWindowCompactionStrategy$/);
+      assert.equal(compaction.compaction_window_unit, "DAYS");
+      assert.equal(compaction.compaction_window_size, "1");
+      assert.equal(byName.get("message_ids")?.get("default_time_to_live"), RETENTION_MS / 1000);
+      assert.ok(Number(byName.get("group_buckets")?.get("default_time_to_live")) > RETENTION_MS / 1000);
+      assert.equal(byName.get("users")?.get("default_time_to_live"), 0);
+    });
+
+    it("is safe when several processes migrate one keyspace at once, and follows a retention change", async () => {
+      const other = await openTestKeyspace(URL ?? "", { migrate: false });
+      try {
+        const clients = [other.client, await other.newClient(), await other.newClient()];
+        const results = await Promise.all(clients.map((c) => migrate(c, other.keyspace, { retentionMs: RETENTION_MS })));
+        assert.deepEqual(
+          results.flatMap((r) => r.applied),
+          [1],
+          "exactly one run applied version 1",
+        );
+        const tables = await client.execute(
+          "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+          [other.keyspace],
+          { prepare: true },
+        );
+        assert.equal(tables.rowLength, 12);
+        const week = 7 * DAY_MS;
+        const changed = await Promise.all(clients.map((c) => migrate(c, other.keyspace, { retentionMs: week })));
+        assert.deepEqual(
+          changed.flatMap((r) => r.retentionUpdated).sort(),
+          ["events_by_group", "group_buckets", "message_ids"],
+          "each table altered once",
+        );
+        const ttl = await client.execute(
+          "SELECT default_time_to_live FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'events_by_group'",
+          [other.keyspace],
+          { prepare: true },
+        );
+        assert.equal(ttl.rows[0]?.get("default_time_to_live"), week / 1000);
+        // createKeyspace is idempotent too.
+        await createKeyspace(client, other.keyspace, other.url.replication);
+        assert.equal(MIGRATIONS.length, 1);
+      } finally {
+        await other.drop();
+      }
+    });
+  });
+
+  describe("users", () => {
+    it("creates, finds by name and by id", async () => {
+      const u = credentials(clock.now());
+      await t.createUser(u);
+      assert.deepEqual(await t.findUserByName(u.username), u);
+      assert.deepEqual(await t.getUser(u.id), { id: u.id, username: u.username, createdAt: u.createdAt });
+      assert.equal(await t.findUserByName(`u-${newId()}`), undefined);
+      assert.equal(await t.getUser(newId()), undefined);
+      await t.createUser(u); // a retry of a successful create succeeds
+    });
+
+    it("lets exactly one of 10 concurrent creates with one username win", async () => {
+      const username = `u-${newId()}`;
+      const attempts = range(1, 10).map(() => credentials(clock.now(), username));
+      const results = await Promise.allSettled(attempts.map((u) => t.createUser(u)));
+      const won = attempts.filter((_, i) => results[i]?.status === "fulfilled");
+      assert.equal(won.length, 1);
+      for (const r of results) {
+        if (r.status === "rejected") assert.ok(isChatError(r.reason, "AlreadyExists"), String(r.reason));
+      }
+      assert.equal((await t.findUserByName(username))?.id, won[0]?.id);
+      for (const u of attempts) {
+        if (u !== won[0]) assert.equal(await t.getUser(u.id), undefined, "a loser leaves no user row");
+      }
+    });
+  });
+
+  describe("refresh tokens", () => {
+    const token = (familyId = newId()) => ({
+      tokenHash: newId().replaceAll("-", ""),
+      userId: newId(),
+      familyId,
+      expiresAt: clock.now() + DAY_MS,
+      usedAt: null,
+      revokedAt: null,
+    });
+
+    it("stores with a TTL and finds by hash", async () => {
+      const r = token();
+      await t.insertRefreshToken(r);
+      assert.deepEqual(await t.findRefreshToken(r.tokenHash), r);
+      assert.equal(await t.findRefreshToken(newId()), undefined);
+      const ttl = await client.execute(
+        `SELECT TTL(user_id) AS ttl FROM ${ks.keyspace}.refresh_tokens WHERE token_hash = ?`,
+        [r.tokenHash],
+        { prepare: true },
+      );
+      const seconds = Number(ttl.rows[0]?.get("ttl"));
+      assert.ok(seconds > 86_400 && seconds <= 2 * 86_400, `ttl ${seconds}`);
+    });
+
+    it("marks a token used once, also under concurrency, and never creates unknown tokens", async () => {
+      const a = token();
+      await t.insertRefreshToken(a);
+      assert.equal(await t.markRefreshTokenUsed(a.tokenHash, 111), true);
+      assert.equal(await t.markRefreshTokenUsed(a.tokenHash, 222), false);
+      assert.equal((await t.findRefreshToken(a.tokenHash))?.usedAt, 111);
+
+      const b = token();
+      await t.insertRefreshToken(b);
+      const results = await Promise.all(range(1, 10).map((i) => t.markRefreshTokenUsed(b.tokenHash, i)));
+      assert.equal(results.filter(Boolean).length, 1);
+
+      const unknown = newId();
+      assert.equal(await t.markRefreshTokenUsed(unknown, 1), false);
+      assert.equal(await t.findRefreshToken(unknown), undefined);
+    });
+
+    it("revokes a whole family, only it, keeping the first revocation time", async () => {
+      const family = newId();
+      const [a, b, other] = [token(family), token(family), token()];
+      for (const r of [a, b, other]) await t.insertRefreshToken(r);
+      await t.revokeRefreshFamily(family, 500);
+      assert.equal((await t.findRefreshToken(a.tokenHash))?.revokedAt, 500);
+      assert.equal((await t.findRefreshToken(b.tokenHash))?.revokedAt, 500);
+      assert.equal((await t.findRefreshToken(other.tokenHash))?.revokedAt, null);
+      await t.revokeRefreshFamily(family, 600);
+      assert.equal((await t.findRefreshToken(a.tokenHash))?.revokedAt, 500);
+      await t.revokeRefreshFamily(newId(), 600);
+    });
+  });
+
+  describe("groups and memberships", () => {
+    it("createGroup writes group, owner membership both ways and seq 1 in one batch", async () => {
+      const at = clock.now();
+      const { id, owner, created } = await newGroup(at);
+      assert.deepEqual(created, {
+        groupId: id,
+        seq: 1,
+        at,
+        actor: owner,
+        body: { type: "member_added", member: owner, role: "owner" },
+      });
+      const state = await t.getGroupState(id);
+      assert.equal(state?.ownerCount, 1);
+      assert.deepEqual(state?.group, { id, name: "g", createdAt: at, epoch: state?.group.epoch, headSeq: 1, memberCount: 1 });
+      assert.equal(await t.headSeq(id), 1);
+      assert.deepEqual(await t.getMember(id, owner.id), { groupId: id, user: owner, role: "owner", joinedAt: at, ackedSeq: 0 });
+      const ms = await t.listMemberships(owner.id, "", 10);
+      assert.deepEqual(
+        ms.map((m) => [m.group.id, m.role, m.ackedSeq]),
+        [[id, "owner", 0]],
+      );
+      assert.deepEqual(await t.readEvents(id, 0, 10), [created]);
+      assert.equal(await t.getGroup(newId()), undefined);
+      assert.equal(await t.headSeq(newId()), undefined);
+    });
+
+    it("applies add / set_role / rename / remove with their events, in both directions", async () => {
+      const { id, owner } = await newGroup();
+      const bob = userRef();
+      const at = clock.now();
+      const counts = (memberCount: number, ownerCount: number): GroupCounts => ({ memberCount, ownerCount });
+      const e2 = memberEvent(id, 2, at, owner, { type: "member_added", member: bob, role: "member" });
+      await t.writeEvent(e2, counts(2, 1));
+      assert.equal((await t.getMember(id, bob.id))?.role, "member");
+      assert.equal((await t.listMemberships(bob.id, "", 10))[0]?.group.memberCount, 2);
+
+      const e3 = memberEvent(id, 3, at + 1, owner, { type: "member_role_changed", member: bob, role: "owner" });
+      await t.writeEvent(e3, counts(2, 2));
+      assert.equal((await t.getMember(id, bob.id))?.role, "owner");
+      assert.equal((await t.listMemberships(bob.id, "", 10))[0]?.role, "owner");
+      assert.equal((await t.getGroupState(id))?.ownerCount, 2);
+
+      const e4 = memberEvent(id, 4, at + 2, bob, { type: "group_renamed", name: "renamed" });
+      await t.writeEvent(e4);
+      assert.equal((await t.getGroup(id))?.name, "renamed");
+
+      const e5 = memberEvent(id, 5, at + 3, owner, { type: "member_removed", member: bob });
+      await t.writeEvent(e5, counts(1, 1));
+      assert.equal(await t.getMember(id, bob.id), undefined);
+      assert.deepEqual(await t.listMemberships(bob.id, "", 10), []);
+      const g = await t.getGroupState(id);
+      assert.deepEqual([g?.group.headSeq, g?.group.memberCount, g?.ownerCount, g?.group.name], [5, 1, 1, "renamed"]);
+      assert.deepEqual(await t.countMembers(id), { memberCount: 1, ownerCount: 1 });
+
+      // Replaying older events after the removal changes nothing (timestamps = seq).
+      await t.writeEvent(e3, counts(2, 2));
+      await t.writeEvent(e2, counts(2, 1));
+      assert.equal(await t.getMember(id, bob.id), undefined, "a replayed add does not undo a later removal");
+      const after = await t.getGroupState(id);
+      assert.deepEqual([after?.group.headSeq, after?.group.memberCount, after?.ownerCount], [5, 1, 1]);
+      assert.deepEqual(seqs(await t.readEvents(id, 0, 10)), [1, 2, 3, 4, 5]);
+      assert.deepEqual((await t.readEvents(id, 1, 10))[1], e3);
+
+      // Re-adding later works again.
+      await t.writeEvent(memberEvent(id, 6, at + 4, owner, { type: "member_added", member: bob, role: "admin" }), counts(2, 1));
+      assert.equal((await t.getMember(id, bob.id))?.role, "admin");
+      assert.equal((await t.getMember(id, bob.id))?.ackedSeq, 0);
+    });
+
+    it("refuses a member event without counts", async () => {
+      const { id, owner } = await newGroup();
+      const e = memberEvent(id, 2, clock.now(), owner, { type: "member_added", member: userRef(), role: "member" });
+      await assert.rejects(t.writeEvent(e), (err) => isChatError(err, "Internal"));
+      assert.equal(await t.headSeq(id), 1);
+    });
+
+    it("pages members by user id and memberships by group id", async () => {
+      const { id, owner } = await newGroup();
+      const others = range(1, 4).map(() => userRef());
+      let seq = 1;
+      for (const u of others) {
+        seq++;
+        await t.writeEvent(memberEvent(id, seq, clock.now(), owner, { type: "member_added", member: u, role: "member" }), {
+          memberCount: seq,
+          ownerCount: 1,
+        });
+      }
+      const all = [owner, ...others].map((u) => u.id).sort();
+      const p1 = await t.listMembers(id, "", 2);
+      const p2 = await t.listMembers(id, p1.at(-1)?.user.id ?? "", 2);
+      const p3 = await t.listMembers(id, p2.at(-1)?.user.id ?? "", 2);
+      assert.deepEqual(
+        [...p1, ...p2, ...p3].map((m) => m.user.id),
+        all,
+      );
+      assert.equal(p3.length, 1);
+      assert.deepEqual(await t.listMembers(id, all.at(-1) ?? "", 2), []);
+      assert.deepEqual(await t.getMembers(id, [owner.id, newId(), others[0]?.id ?? ""]), new Map([
+        [owner.id, await t.getMember(id, owner.id)],
+        [others[0]?.id, await t.getMember(id, others[0]?.id ?? "")],
+      ]));
+
+      const user = userRef();
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const gid = newId();
+        await t.createGroup({ id: gid, name: `n${i}`, epoch: newId(), createdAt: clock.now(), owner: user });
+        ids.push(gid);
+      }
+      ids.sort();
+      const m1 = await t.listMemberships(user.id, "", 2);
+      const m2 = await t.listMemberships(user.id, m1.at(-1)?.group.id ?? "", 2);
+      assert.deepEqual(
+        [...m1, ...m2].map((m) => m.group.id),
+        ids,
+      );
+      assert.ok(m1.every((m) => m.role === "owner" && m.group.memberCount === 1));
+    });
+
+    it("ackMember never lowers the acked seq, in order or concurrently, and ignores non-members", async () => {
+      const { id, owner } = await newGroup();
+      const acked = async () => [
+        (await t.getMember(id, owner.id))?.ackedSeq,
+        (await t.listMemberships(owner.id, "", 10))[0]?.ackedSeq,
+      ];
+      await t.ackMember(id, owner.id, 5);
+      assert.deepEqual(await acked(), [5, 5]);
+      await t.ackMember(id, owner.id, 3);
+      assert.deepEqual(await acked(), [5, 5]);
+      await t.ackMember(id, owner.id, 7);
+      assert.deepEqual(await acked(), [7, 7]);
+      await Promise.all([12, 9, 11, 10, 8].map((s) => t.ackMember(id, owner.id, s)));
+      assert.deepEqual(await acked(), [12, 12]);
+
+      const stranger = userRef();
+      await t.ackMember(id, stranger.id, 4);
+      assert.equal(await t.getMember(id, stranger.id), undefined);
+      assert.deepEqual(await t.listMemberships(stranger.id, "", 10), []);
+      const raw = await client.execute(
+        `SELECT * FROM ${ks.keyspace}.members_by_group WHERE group_id = ? AND user_id = ?`,
+        [id, stranger.id],
+        { prepare: true },
+      );
+      assert.equal(raw.rowLength, 0, "no partial row for a non-member");
+    });
+  });
+
+  describe("events", () => {
+    it("stores an event written twice once, with its message id", async () => {
+      const { id, owner } = await newGroup();
+      const e = messageEvent(id, 2, clock.now(), owner);
+      await t.writeEvent(e);
+      await t.writeEvent(e);
+      assert.deepEqual(await t.readEvents(id, 1, 10), [e]);
+      assert.equal(await t.headSeq(id), 2);
+      assert.deepEqual(await t.findMessageByClientId(id, owner.id, e.body.message.clientMessageId), e);
+      assert.equal(await t.findMessageByClientId(id, newId(), e.body.message.clientMessageId), undefined);
+      assert.equal(await t.findMessageByClientId(id, owner.id, newId()), undefined);
+      const count = await client.execute(
+        `SELECT COUNT(*) AS n FROM ${ks.keyspace}.events_by_group WHERE group_id = ? AND bucket = ?`,
+        [id, bucketOf(e.at)],
+        { prepare: true },
+      );
+      assert.equal(Number(count.rows[0]?.get("n")), 2, "seq 1 and seq 2, each once");
+      const ttl = await client.execute(
+        `SELECT TTL(kind) AS ttl FROM ${ks.keyspace}.events_by_group WHERE group_id = ? AND bucket = ? AND seq = 2`,
+        [id, bucketOf(e.at)],
+        { prepare: true },
+      );
+      const seconds = Number(ttl.rows[0]?.get("ttl"));
+      assert.ok(seconds > RETENTION_MS / 1000 - 60 && seconds <= RETENTION_MS / 1000, `event row ttl ${seconds}`);
+    });
+
+    it("keeps the highest head_seq when events are written out of order or concurrently", async () => {
+      const { id, owner } = await newGroup();
+      const at = clock.now();
+      for (const s of [5, 3, 4, 2]) await t.writeEvent(messageEvent(id, s, at, owner));
+      assert.equal(await t.headSeq(id), 5);
+      await Promise.all(range(6, 40).reverse().map((s) => t.writeEvent(messageEvent(id, s, at, owner))));
+      assert.equal(await t.headSeq(id), 40);
+      await t.writeEvent(messageEvent(id, 7, at, owner));
+      assert.equal(await t.headSeq(id), 40);
+      assert.deepEqual(seqs(await t.readEvents(id, 0, 100)), range(1, 40));
+    });
+
+    describe("across buckets", () => {
+      // Three days: day0 has seqs 1..4 (1 = creation), day1 has 5..8 (with 6 a member event), day2 has 9..12.
+      // Seq 13 was written by a writer whose clock ran behind: its `at` lies in day1 although it follows 12.
+      let id = "";
+      let owner: UserRef;
+      const day0 = bucketOf(clock.now()) - 5;
+      const atOf = (day: number, i: number) => (day0 + day) * DAY_MS + 3_600_000 + i * 1000;
+      const events: GroupEvent[] = [];
+
+      before(async () => {
+        owner = userRef();
+        id = newId();
+        events.push(await t.createGroup({ id, name: "b", epoch: newId(), createdAt: atOf(0, 0), owner }));
+        for (let s = 2; s <= 12; s++) {
+          const day = s <= 4 ? 0 : s <= 8 ? 1 : 2;
+          const e =
+            s === 6
+              ? memberEvent(id, s, atOf(day, s), owner, { type: "member_added", member: userRef(), role: "member" })
+              : messageEvent(id, s, atOf(day, s), owner);
+          events.push(e);
+        }
+        const late = messageEvent(id, 13, atOf(1, 99), owner);
+        events.push(late);
+        // Write in a scrambled order: the layer must not care.
+        const order = [...events.slice(1)].sort((a, b) => ((a.seq * 7) % 13) - ((b.seq * 7) % 13));
+        for (const e of order) await t.writeEvent(e, { memberCount: 2, ownerCount: 1 });
+      });
+
+      it("indexes each bucket with its smallest and largest seq", async () => {
+        const rs = await client.execute(
+          `SELECT bucket, first_seq, last_seq FROM ${ks.keyspace}.group_buckets WHERE group_id = ?`,
+          [id],
+          { prepare: true },
+        );
+        assert.deepEqual(
+          rs.rows.map((r) => [r.get("bucket"), Number(r.get("first_seq")), Number(r.get("last_seq"))]),
+          [
+            [day0 + 2, 9, 12],
+            [day0 + 1, 5, 13],
+            [day0, 1, 4],
+          ],
+        );
+      });
+
+      it("readEvents returns every event ascending, in pages that cross buckets", async () => {
+        assert.deepEqual(await t.readEvents(id, 0, 100), events);
+        const pages: number[][] = [];
+        for (let after = 0; ; ) {
+          const page = await t.readEvents(id, after, 3);
+          if (page.length === 0) break;
+          pages.push(seqs(page));
+          after = page.at(-1)?.seq ?? 0;
+        }
+        assert.deepEqual(pages, [
+          [1, 2, 3],
+          [4, 5, 6],
+          [7, 8, 9],
+          [10, 11, 12],
+          [13],
+        ]);
+        assert.deepEqual(seqs(await t.readEvents(id, 11, 10)), [12, 13]);
+        assert.deepEqual(await t.readEvents(id, 13, 10), []);
+        assert.deepEqual(await t.readEvents(id, 0, 0), []);
+        assert.equal(await t.firstRetainedSeq(id), 1);
+      });
+
+      async function page(anchor: { beforeSeq?: number; afterSeq?: number }, limit: number) {
+        const p = await t.listMessages(id, anchor, limit);
+        return { seqs: p.messages.map((m) => m.seq), hasMore: p.hasMore };
+      }
+
+      it("listMessages returns the newest messages and pages backwards with hasMore", async () => {
+        assert.deepEqual(await page({}, 3), { seqs: [11, 12, 13], hasMore: true });
+        assert.deepEqual(await page({ beforeSeq: 11 }, 3), { seqs: [8, 9, 10], hasMore: true });
+        assert.deepEqual(await page({ beforeSeq: 8 }, 3), { seqs: [4, 5, 7], hasMore: true });
+        assert.deepEqual(await page({ beforeSeq: 4 }, 3), { seqs: [2, 3], hasMore: false });
+        assert.deepEqual(await page({ beforeSeq: 2 }, 3), { seqs: [], hasMore: false });
+        assert.deepEqual(await page({}, 50), { seqs: [2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13], hasMore: false });
+      });
+
+      it("listMessages pages forwards with hasMore, and within a window", async () => {
+        assert.deepEqual(await page({ afterSeq: 0 }, 4), { seqs: [2, 3, 4, 5], hasMore: true });
+        assert.deepEqual(await page({ afterSeq: 5 }, 4), { seqs: [7, 8, 9, 10], hasMore: true });
+        assert.deepEqual(await page({ afterSeq: 10 }, 4), { seqs: [11, 12, 13], hasMore: false });
+        assert.deepEqual(await page({ afterSeq: 13 }, 4), { seqs: [], hasMore: false });
+        assert.deepEqual(await page({ afterSeq: 3, beforeSeq: 9 }, 2), { seqs: [4, 5], hasMore: true });
+        assert.deepEqual(await page({ afterSeq: 5, beforeSeq: 9 }, 2), { seqs: [7, 8], hasMore: false });
+        const full = await t.listMessages(id, { afterSeq: 12 }, 1);
+        assert.deepEqual(full.messages, [(events[12] as MessageEvent).body.message]);
+        assert.deepEqual(await t.listMessages(newId(), {}, 10), { messages: [], hasMore: false });
+      });
+    });
+  });
+
+  describe("retention (fake clock)", () => {
+    const RETENTION = 1000;
+
+    it("hides expired events from every read, inside one bucket and across buckets", async () => {
+      const c = new FakeClock(Date.UTC(2001, 0, 1, 12));
+      const r = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION, clock: c });
+      const { id, owner } = await newGroup(c.now() - DAY_MS, r); // seq 1, the day before
+      const old = messageEvent(id, 2, c.now(), owner);
+      await r.writeEvent(old);
+      await r.writeEvent(messageEvent(id, 3, c.now(), owner));
+      await r.writeEvent(messageEvent(id, 4, c.now() + 600, owner));
+      await r.writeEvent(messageEvent(id, 5, c.now() + 600, owner));
+      c.t += 600;
+      // seq 1 (a day old) is expired already; 2..5 are retained.
+      assert.deepEqual(seqs(await r.readEvents(id, 0, 10)), [2, 3, 4, 5]);
+      assert.equal(await r.firstRetainedSeq(id), 2);
+      assert.deepEqual(
+        await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId),
+        old,
+      );
+
+      c.t += 500; // 2 and 3 expire now (same bucket as 4 and 5)
+      assert.deepEqual(seqs(await r.readEvents(id, 0, 10)), [4, 5]);
+      assert.deepEqual(seqs(await r.readEvents(id, 0, 1)), [4], "expired rows do not eat the limit");
+      assert.equal(await r.firstRetainedSeq(id), 4);
+      const newest = await r.listMessages(id, {}, 10);
+      assert.deepEqual([newest.messages.map((m) => m.seq), newest.hasMore], [[4, 5], false]);
+      const beforeFive = await r.listMessages(id, { beforeSeq: 5 }, 1);
+      assert.deepEqual([beforeFive.messages.map((m) => m.seq), beforeFive.hasMore], [[4], false]);
+      assert.deepEqual(await r.listMessages(id, { beforeSeq: 4 }, 10), { messages: [], hasMore: false });
+      const fwd = await r.listMessages(id, { afterSeq: 0 }, 10);
+      assert.deepEqual(fwd.messages.map((m) => m.seq), [4, 5]);
+      assert.equal(await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), undefined);
+      assert.equal((await r.getGroup(id))?.headSeq, 5, "the group outlives its events");
+
+      c.t += 1000;
+      assert.equal(await r.firstRetainedSeq(id), 0);
+      assert.deepEqual(await r.readEvents(id, 0, 10), []);
+      assert.deepEqual(await r.listMessages(id, {}, 10), { messages: [], hasMore: false });
+
+      // A resend of an expired message's client id maps to the new seq.
+      const again = messageEvent(id, 6, c.now(), owner, old.body.message.clientMessageId);
+      await r.writeEvent(again);
+      assert.deepEqual(await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), again);
+    });
+  });
+});

@@ -1,0 +1,294 @@
+/**
+ * NatsEventBus against real NATS servers. Gated on NATS_URL (e.g.
+ * `NATS_URL=nats://127.0.0.1:4222`) so the default `npm test` stays hermetic.
+ *
+ * - The EventBus contract and the adapter's own checks run on the shared
+ *   server with a prefix (subjects + stream) unique to this run; the stream is
+ *   deleted afterwards.
+ * - The fault test starts a private nats-server on a free port, kills it by
+ *   its PID and restarts it on the same port and store directory.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { eventBusContract } from "../../../test/contract/event-bus.contract.js";
+import { isChatError } from "../../core/errors.js";
+import { newId } from "../../core/ids.js";
+import type { GroupEvent } from "../../core/model.js";
+import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus } from "./nats-event-bus.js";
+import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
+import { NatsNames } from "./subjects.js";
+
+const NATS_URL = process.env.NATS_URL;
+const skip = !NATS_URL;
+
+/** runPrefix is unique per call, so runs on the shared server never share a subject or a stream. */
+function runPrefix(tag: string): string {
+  return `t${tag}${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
+}
+
+/** deleteStreams removes the timeline streams of `prefixes` from the server at `url` (missing ones are fine). */
+async function deleteStreams(url: string, prefixes: readonly string[]): Promise<void> {
+  const nc = await connect({ servers: url, name: "chat-test-cleanup" });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const p of prefixes) await jsm.streams.delete(new NatsNames(p).timelineStream).catch(() => false);
+  } finally {
+    await nc.close();
+  }
+}
+
+function message(groupId: string, seq: number): GroupEvent {
+  const actor = { id: "00000000-0000-7000-8000-000000000001", username: "alice" };
+  return {
+    groupId,
+    seq,
+    at: 1_700_000_000_000 + seq,
+    actor,
+    body: {
+      type: "message",
+      message: { id: newId(), groupId, seq, sender: actor, text: `m${seq}`, sentAt: 1_700_000_000_000 + seq, clientMessageId: `c${seq}` },
+    },
+  };
+}
+
+/** waitUntil polls `condition` every 10 ms until it holds; fails after `timeoutMs`. */
+async function waitUntil(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const contractPrefix = runPrefix("c");
+
+eventBusContract("nats", () => createNatsEventBus({ servers: NATS_URL ?? "", prefix: contractPrefix, name: "contract-extra" }), {
+  skip,
+  // Two connections, like two processes.
+  makePair: async () => [
+    await createNatsEventBus({ servers: NATS_URL ?? "", prefix: contractPrefix, name: "contract-a" }),
+    await createNatsEventBus({ servers: NATS_URL ?? "", prefix: contractPrefix, name: "contract-b" }),
+  ],
+  cleanup: () => deleteStreams(NATS_URL ?? "", [contractPrefix]),
+});
+
+describe("NatsEventBus on the shared server", { skip }, () => {
+  const prefix = runPrefix("a");
+  const url = NATS_URL ?? "";
+  let a: NatsEventBus;
+  let b: NatsEventBus;
+
+  before(async () => {
+    a = await createNatsEventBus({ servers: url, prefix, name: "adapter-a" });
+    b = await createNatsEventBus({ servers: url, prefix, name: "adapter-b" });
+  });
+
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await deleteStreams(url, [prefix]);
+  });
+
+  it("creates the timeline stream idempotently with file storage, dedupe window and max age", async () => {
+    // A third bus on the same prefix finds the stream and leaves it as it is.
+    const c = await createNatsEventBus({ servers: url, prefix, name: "adapter-c" });
+    await c.close();
+    const nc = await connect({ servers: url });
+    try {
+      const info = await (await jetstreamManager(nc)).streams.info(a.names.timelineStream);
+      assert.deepEqual(info.config.subjects, [`${prefix}.group.>`]);
+      assert.equal(info.config.storage, "file");
+      assert.equal(info.config.duplicate_window, 120e9);
+      assert.equal(info.config.max_age, 24 * 3600e9);
+    } finally {
+      await nc.close();
+    }
+    // Another retention updates the stream in place.
+    const d = await createNatsEventBus({ servers: url, prefix, name: "adapter-d", maxAgeMs: 3600_000 });
+    await d.close();
+    const nc2 = await connect({ servers: url });
+    try {
+      const info = await (await jetstreamManager(nc2)).streams.info(a.names.timelineStream);
+      assert.equal(info.config.max_age, 3600e9);
+    } finally {
+      await nc2.close();
+    }
+    const e = await createNatsEventBus({ servers: url, prefix, name: "adapter-e" });
+    await e.close();
+  });
+
+  it("reads the timeline back from JetStream: after a seq, limited, each seq once", async () => {
+    const g = newId();
+    for (const seq of [1, 2, 3, 4, 5]) await a.publishEvent(message(g, seq));
+    // Re-publishing seq 3 (a retry) is deduped by Nats-Msg-Id.
+    await a.publishEvent(message(g, 3));
+    assert.deepEqual(
+      (await b.readTimeline(g, 0, 100)).map((e) => e.seq),
+      [1, 2, 3, 4, 5],
+    );
+    assert.deepEqual(
+      (await b.readTimeline(g, 2, 2)).map((e) => e.seq),
+      [3, 4],
+    );
+    assert.deepEqual(await b.readTimeline(g, 5, 10), []);
+    assert.deepEqual(await b.readTimeline(newId(), 0, 10), [], "a group with nothing stored");
+    const all = await b.readTimeline(g, 0, 100);
+    assert.deepEqual(all[0], (await b.readTimeline(g, 0, 1))[0]);
+    assert.equal(all[4]?.body.type, "message");
+  });
+
+  it("drops and counts undecodable messages without disturbing subscribers", async () => {
+    const g = newId();
+    const seen: number[] = [];
+    const sub = await b.subscribeGroup(g, (e) => seen.push(e.seq));
+    const raw = await connect({ servers: url });
+    try {
+      raw.publish(b.names.group(g), "not json");
+      raw.publish(b.names.group(g), JSON.stringify({ groupId: g, seq: 0 }));
+      await raw.flush();
+    } finally {
+      await raw.close();
+    }
+    const before = b.stats().decodeErrors;
+    await a.publishEvent(message(g, 1));
+    await waitUntil("seq 1", () => seen.length > 0);
+    assert.deepEqual(seen, [1]);
+    assert.ok(b.stats().decodeErrors >= 2, `decode errors counted (${before} -> ${b.stats().decodeErrors})`);
+    sub.unsubscribe();
+  });
+
+  it("rejects ids that are not lower-case UUIDs instead of building a subject from them", async () => {
+    for (const bad of ["a.b", "*", ">", "", "ABC", `${newId()}.x`]) {
+      await assert.rejects(a.publishEvent({ ...message(newId(), 1), groupId: bad }), (e) => isChatError(e, "InvalidArgument"));
+      await assert.rejects(a.subscribeGroup(bad, () => {}), (e) => isChatError(e, "InvalidArgument"));
+      await assert.rejects(a.publishUser(bad, { type: "session_revoked", sessionId: "s" }), (e) => isChatError(e, "InvalidArgument"));
+      await assert.rejects(a.subscribeUser(bad, () => {}), (e) => isChatError(e, "InvalidArgument"));
+    }
+  });
+
+  it("reports healthy while connected and rejects use after close", async () => {
+    const c = await createNatsEventBus({ servers: url, prefix, name: "adapter-closing" });
+    assert.equal(c.isHealthy(), true);
+    await c.close();
+    await c.close();
+    assert.equal(c.isHealthy(), false);
+    await assert.rejects(c.publishEvent(message(newId(), 1)), (e) => isChatError(e, "Unavailable"));
+    await assert.rejects(c.subscribeGroup(newId(), () => {}), (e) => isChatError(e, "Unavailable"));
+  });
+});
+
+describe("NatsEventBus across a nats-server restart (private server)", { skip: skip || !existsSync(NATS_SERVER_BIN) }, () => {
+  let server: PrivateNatsServer | undefined;
+  const buses: NatsEventBus[] = [];
+
+  after(async () => {
+    for (const bus of buses) await bus.close().catch(() => {});
+    // Always kill the private server (by its own PID) and remove its store, even when the test failed.
+    await server?.dispose();
+  });
+
+  it("reconnects by itself, keeps subscriptions, and loses no acknowledged event", { timeout: 90_000 }, async (t) => {
+    server = await PrivateNatsServer.create();
+    await server.start();
+    const prefix = runPrefix("f");
+    const statuses: boolean[] = [];
+    const opts: Omit<NatsEventBusOptions, "name"> = {
+      servers: server.url,
+      prefix,
+      reconnectTimeWaitMs: 200,
+      pingIntervalMs: 2000,
+      publishTimeoutMs: 1500,
+      subscribeTimeoutMs: 1500,
+      closeTimeoutMs: 2000,
+    };
+    const pub = await createNatsEventBus({ ...opts, name: "fault-publisher" });
+    buses.push(pub);
+    const sub = await createNatsEventBus({ ...opts, name: "fault-subscriber", onStatus: (up) => statuses.push(up) });
+    buses.push(sub);
+    // A bus whose time bounds outlast the outage.
+    const patient = await createNatsEventBus({ ...opts, name: "fault-patient", publishTimeoutMs: 20_000, subscribeTimeoutMs: 20_000 });
+    buses.push(patient);
+
+    const g = newId();
+    const seen: number[] = [];
+    await sub.subscribeGroup(g, (e) => seen.push(e.seq));
+    for (const seq of [1, 2, 3, 4, 5]) await pub.publishEvent(message(g, seq));
+    await waitUntil("seq 1..5 before the restart", () => new Set(seen).size === 5);
+
+    // Kill the private server (SIGKILL, by its PID): every bus notices and reports unhealthy.
+    await server.kill("SIGKILL");
+    await waitUntil("all buses unhealthy", () => buses.every((bus) => !bus.isHealthy()));
+    assert.deepEqual(statuses, [false]);
+
+    // Calls bounded shorter than the outage reject with Unavailable, after their bound.
+    const started = Date.now();
+    const outcome = (p: Promise<unknown>) =>
+      p.then(
+        () => "done",
+        (e: unknown) => (isChatError(e, "Unavailable") ? "unavailable" : `failed: ${String(e)}`),
+      );
+    const [shortPublish, shortNotice, shortSubscribe] = await Promise.all([
+      outcome(pub.publishEvent(message(g, 6))),
+      outcome(pub.publishUser(newId(), { type: "session_revoked", sessionId: "s" })),
+      outcome(sub.subscribeGroup(newId(), () => {})),
+    ]);
+    const waited = Date.now() - started;
+    assert.deepEqual([shortPublish, shortNotice, shortSubscribe], ["unavailable", "unavailable", "unavailable"]);
+    assert.ok(waited >= 1400 && waited < 5000, `rejected after their 1500 ms bound (${waited} ms)`);
+
+    // Calls bounded longer than the outage wait for the reconnect and then succeed.
+    const g2 = newId();
+    const seen2: number[] = [];
+    const patientPublish = outcome(patient.publishEvent(message(g, 11)));
+    const patientSubscribe = outcome(patient.subscribeGroup(g2, (e) => seen2.push(e.seq)));
+    await sleep(300);
+
+    await server.start();
+    await waitUntil("all buses healthy again", () => buses.every((bus) => bus.isHealthy()), 20_000);
+    assert.deepEqual(statuses, [false, true]);
+    assert.ok(buses.every((bus) => bus.stats().reconnects === 1 && bus.stats().disconnects === 1));
+    assert.equal(await patientPublish, "done", "a publish waiting through the outage is acked after the reconnect");
+    assert.equal(await patientSubscribe, "done", "a subscribe waiting through the outage is confirmed after the reconnect");
+    t.diagnostic(`calls bounded below the outage rejected after ${waited} ms`);
+
+    // Events acked before the restart (and the one acked after waiting) are in JetStream.
+    const kept = (await sub.readTimeline(g, 0, 100)).map((e) => e.seq);
+    for (const seq of [1, 2, 3, 4, 5, 11]) assert.ok(kept.includes(seq), `acked seq ${seq} is stored after the restart (have ${kept})`);
+
+    // The caller retries what was not acked; Nats-Msg-Id would dedupe it had it been stored after all.
+    await pub.publishEvent(message(g, 6));
+
+    // The subscriptions from before the restart and from during the outage deliver again. Publishing
+    // is repeated (deduped in JetStream) in case a publish overtook a resubscription; bounded.
+    const want = [7, 8, 9, 10];
+    for (let round = 0; round < 10 && !(want.every((s) => seen.includes(s)) && seen2.includes(1)); round++) {
+      for (const seq of want) if (!seen.includes(seq)) await pub.publishEvent(message(g, seq));
+      if (!seen2.includes(1)) await pub.publishEvent(message(g2, 1));
+      const deadline = Date.now() + 1000;
+      while (Date.now() < deadline && !(want.every((s) => seen.includes(s)) && seen2.includes(1))) await sleep(10);
+    }
+    assert.ok(
+      want.every((s) => seen.includes(s)),
+      `the subscription from before the restart delivers again (saw ${seen})`,
+    );
+    assert.deepEqual(seen2, [1], "the subscription made during the outage delivers");
+
+    // The timeline holds every acknowledged event exactly once.
+    assert.deepEqual(
+      (await sub.readTimeline(g, 0, 100)).map((e) => e.seq),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+    );
+    const nc = await connect({ servers: server.url });
+    try {
+      const info = await (await jetstreamManager(nc)).streams.info(pub.names.timelineStream);
+      assert.equal(info.state.messages, 12, "no event stored twice (11 of g, 1 of g2)");
+    } finally {
+      await nc.close();
+    }
+  });
+});

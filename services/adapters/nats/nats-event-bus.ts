@@ -1,0 +1,660 @@
+/**
+ * NatsEventBus: the production EventBus on NATS (core + JetStream).
+ *
+ * - Group events are published to JetStream on `<prefix>.group.<groupId>`
+ *   (stream `<PREFIX>_TIMELINE`, file storage, bounded `max_age` as a replay
+ *   buffer, `Nats-Msg-Id` = `<groupId>:<seq>` deduped within
+ *   `duplicate_window`). The store stays the source of truth.
+ * - Subscribers use plain core NATS subscriptions on the same subjects (the
+ *   server routes a JetStream-stored message to core subscribers as well):
+ *   cheap, no consumer state on the server. Gaps (e.g. across a reconnect)
+ *   are the subscriber's to repair by seq from the store, as the port says.
+ * - User notices are core NATS only (ephemeral, never stored).
+ *
+ * One NATS subscription per subject per bus, shared by all local handlers of
+ * that subject: each message is decoded once and handed to every handler.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { connect, nanos } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node";
+import {
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  jetstreamManager,
+} from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
+import { ChatError } from "../../core/errors.js";
+import type { GroupEvent } from "../../core/model.js";
+import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
+import { decodeEvent, decodeNotice, encodeEvent, encodeNotice } from "./event-codec.js";
+import { NatsNames } from "./subjects.js";
+
+/**
+ * NatsBusLogger is the part of a structured logger (pino's shape) the bus
+ * uses. warn: a peer sent something undecodable or a handler threw; error: a
+ * backend operation failed; info: connection lifecycle.
+ */
+export interface NatsBusLogger {
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+  error(fields: Record<string, unknown>, msg: string): void;
+}
+
+/** NatsEventBusStats counts what the bus dropped or survived since it was created. */
+export interface NatsEventBusStats {
+  /** Messages dropped because they did not decode (not a GroupEvent / UserNotice). */
+  readonly decodeErrors: number;
+  /** Handler calls that threw (the error is swallowed so other handlers still run). */
+  readonly handlerErrors: number;
+  /** Times the connection was lost. */
+  readonly disconnects: number;
+  /** Times the connection came back after a loss. */
+  readonly reconnects: number;
+}
+
+/** TimelineOptions configures the timeline stream (the replay buffer). */
+export interface TimelineOptions {
+  /** maxAgeMs bounds how long JetStream keeps an event; default 24 h. */
+  readonly maxAgeMs?: number;
+  /** duplicateWindowMs is how long a `Nats-Msg-Id` is remembered for dedupe; default 2 min. */
+  readonly duplicateWindowMs?: number;
+}
+
+/** NatsEventBusOptions configures {@link createNatsEventBus}. */
+export interface NatsEventBusOptions extends TimelineOptions {
+  /** servers is one URL or a comma-separated list, e.g. `nats://127.0.0.1:4222`. */
+  readonly servers: string | readonly string[];
+  /** prefix of every subject and stream name (default "chat"); tests pass a unique one per run. */
+  readonly prefix?: string;
+  /** name is the connection name shown by the server (monitoring), e.g. `stream-1`. */
+  readonly name?: string;
+  /** logger receives structured warnings and lifecycle events; default: silent. */
+  readonly logger?: NatsBusLogger;
+  /**
+   * onStatus is called with `false` when the connection is lost (or closes by
+   * itself) and `true` when it is back; not on close(). A subscriber should
+   * catch up its groups from the store on `true`: events published while it
+   * was disconnected never reach it.
+   */
+  readonly onStatus?: (connected: boolean) => void;
+  /**
+   * publishTimeoutMs bounds publishEvent and publishUser, including waiting
+   * for a reconnect and resending; default 5000. Keep it well below the
+   * duplicate window, so every resend of one event is deduped.
+   */
+  readonly publishTimeoutMs?: number;
+  /** subscribeTimeoutMs bounds the wait for the server to confirm a new subscription (across a reconnect); default 5000. */
+  readonly subscribeTimeoutMs?: number;
+  /** reconnectTimeWaitMs is the pause between reconnect attempts to one server; default 1000. Attempts never stop. */
+  readonly reconnectTimeWaitMs?: number;
+  /** pingIntervalMs is how often the client pings (detects a dead peer); default 10000. */
+  readonly pingIntervalMs?: number;
+  /** closeTimeoutMs bounds close()'s drain before the connection is closed hard; default 5000. */
+  readonly closeTimeoutMs?: number;
+  /** apiTimeoutMs bounds each JetStream API request (stream setup, readTimeline); default 5000. */
+  readonly apiTimeoutMs?: number;
+  /** ensureStream creates/updates the timeline stream at start and after each reconnect (default true); false = assume it exists. */
+  readonly ensureStream?: boolean;
+}
+
+const DEFAULT_MAX_AGE_MS = 24 * 60 * 60 * 1000;
+const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
+/** JetStream API error: stream name already in use with a different configuration. */
+const STREAM_NAME_IN_USE = 10058;
+/** READ_BATCH is how many stored messages readTimeline asks for per pull. */
+const READ_BATCH = 256;
+/** MAX_ATTEMPTS bounds the sends of one publish or subscribe confirmation (besides its time bound). */
+const MAX_ATTEMPTS = 20;
+/** RETRY_PAUSE_MS is the pause after a failed attempt before the next one. */
+const RETRY_PAUSE_MS = 100;
+
+/**
+ * timelineStreamConfig is the configuration of the timeline stream for
+ * `names`: file storage, limits retention (old events fall off after
+ * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed.
+ */
+export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {}): Partial<StreamConfig> & { name: string } {
+  return {
+    name: names.timelineStream,
+    description: `Group timelines (${names.allGroups}): fan-out log and replay buffer; the store is the source of truth`,
+    subjects: [names.allGroups],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(opts.maxAgeMs ?? DEFAULT_MAX_AGE_MS),
+    duplicate_window: nanos(opts.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS),
+    max_msgs: -1,
+    max_bytes: -1,
+    max_msgs_per_subject: -1,
+    max_msg_size: -1,
+    max_consumers: -1,
+    num_replicas: 1,
+    allow_direct: true,
+    mirror_direct: false,
+    sealed: false,
+    deny_delete: false,
+    deny_purge: false,
+    allow_rollup_hdrs: false,
+  };
+}
+
+/**
+ * ensureTimelineStream creates the timeline stream, or updates it to
+ * {@link timelineStreamConfig} if it exists with another configuration.
+ * Idempotent and safe to race: concurrent callers with the same options all
+ * succeed.
+ */
+export async function ensureTimelineStream(jsm: JetStreamManager, names: NatsNames, opts: TimelineOptions = {}): Promise<void> {
+  const cfg = timelineStreamConfig(names, opts);
+  try {
+    await jsm.streams.add(cfg);
+  } catch (e) {
+    if (!(e instanceof JetStreamApiError) || e.code !== STREAM_NAME_IN_USE) throw e;
+    const { name, storage: _storage, ...mutable } = cfg;
+    await jsm.streams.update(name, mutable);
+  }
+}
+
+/** Entry is one local subscription's handler; inactive once unsubscribed. */
+interface Entry<T> {
+  readonly handler: (value: T) => void;
+  active: boolean;
+}
+
+/** Topic is one NATS subscription shared by all local handlers of its subject. */
+interface Topic<T> {
+  readonly sub: NatsSubscription;
+  readonly entries: Set<Entry<T>>;
+  /** Resolves once the server has the subscription (SUB flushed). */
+  readonly ready: Promise<void>;
+}
+
+/** NatsEventBusParts is what a NatsEventBus is built on (see {@link createNatsEventBus}). */
+export interface NatsEventBusParts {
+  readonly nc: NatsConnection;
+  readonly jsm: JetStreamManager;
+  readonly names: NatsNames;
+  /** True if close() should drain the connection (it was opened for this bus). */
+  readonly ownsConnection: boolean;
+}
+
+/**
+ * NatsEventBus implements EventBus on NATS. Guarantees beyond the port:
+ *
+ * - publishEvent resolves only after JetStream stored the event (or found it a
+ *   duplicate of one stored within the duplicate window). If the connection
+ *   is down, or drops before the ack, it waits for the reconnect and sends
+ *   again (same `Nats-Msg-Id`, so JetStream stores the event once), all
+ *   within `publishTimeoutMs`; then it rejects with ChatError Unavailable. A
+ *   rejected publish may still have been stored (only the ack was lost);
+ *   publishing it again is deduped within the window. Core subscribers may
+ *   see a resent event twice (at-least-once).
+ * - publishUser resolves once the server has received the notice (a PING
+ *   round trip after it), with the same waiting and resending (a notice may
+ *   arrive twice); it never resolves for a notice the client dropped. Notices
+ *   are not stored: subscribers that are disconnected at the time miss them.
+ * - subscribeGroup/subscribeUser resolve once the server confirmed the
+ *   subscription, waiting for a reconnect if need be, or reject with
+ *   ChatError Unavailable after `subscribeTimeoutMs`. Subscriptions survive
+ *   reconnects (the client resubscribes); events published while this bus
+ *   was disconnected are missed, which subscribers repair by seq (use
+ *   `onStatus(true)` to catch up at once rather than at the next event).
+ * - Handlers run on the connection's read loop, one message at a time, in
+ *   arrival order. A handler that throws is counted and logged; others still
+ *   run. No handler call starts after unsubscribe() or close() was called.
+ * - Ids must be lower-case UUIDs; others are rejected with ChatError
+ *   InvalidArgument (they could not be subject tokens).
+ * - After close() every method except isHealthy/stats rejects with ChatError
+ *   Unavailable, and pending publishes and subscribes reject at once.
+ */
+export class NatsEventBus implements EventBus {
+  readonly names: NatsNames;
+  private readonly nc: NatsConnection;
+  private readonly js: JetStreamClient;
+  private readonly jsm: JetStreamManager;
+  private readonly ownsConnection: boolean;
+  private readonly log: NatsBusLogger | undefined;
+  private readonly onStatus: ((connected: boolean) => void) | undefined;
+  private readonly publishTimeoutMs: number;
+  private readonly subscribeTimeoutMs: number;
+  private readonly closeTimeoutMs: number;
+  private readonly timeline: TimelineOptions;
+  private readonly ensureOnReconnect: boolean;
+  private readonly groups = new Map<string, Topic<GroupEvent>>();
+  private readonly users = new Map<string, Topic<UserNotice>>();
+  private readonly link: Link;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private counters = { decodeErrors: 0, handlerErrors: 0, disconnects: 0, reconnects: 0 };
+
+  /**
+   * Builds a bus on an open connection. Prefer {@link createNatsEventBus},
+   * which connects with the right reconnect policy and ensures the stream.
+   */
+  constructor(parts: NatsEventBusParts, opts: Omit<NatsEventBusOptions, "servers" | "prefix" | "name"> = {}) {
+    this.nc = parts.nc;
+    this.jsm = parts.jsm;
+    this.js = parts.jsm.jetstream();
+    this.names = parts.names;
+    this.ownsConnection = parts.ownsConnection;
+    this.log = opts.logger;
+    this.onStatus = opts.onStatus;
+    this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+    this.subscribeTimeoutMs = opts.subscribeTimeoutMs ?? 5000;
+    this.closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
+    this.timeline = { maxAgeMs: opts.maxAgeMs, duplicateWindowMs: opts.duplicateWindowMs };
+    this.ensureOnReconnect = opts.ensureStream ?? true;
+    this.link = new Link(!this.nc.isClosed());
+    void this.watchStatus();
+  }
+
+  /** publishEvent stores the event in JetStream and fans it out; resolves on JetStream's ack (see the class comment). */
+  async publishEvent(event: GroupEvent): Promise<void> {
+    this.assertOpen();
+    const subject = this.names.group(event.groupId);
+    const msgID = this.names.msgId(event.groupId, event.seq);
+    const data = encodeEvent(event);
+    await this.untilDone("publish the event", this.publishTimeoutMs, async (remainingMs) => {
+      await this.js.publish(subject, data, { msgID, timeout: remainingMs });
+    });
+  }
+
+  /** subscribeGroup subscribes `handler` to the group's events (see the class comment). */
+  async subscribeGroup(groupId: string, handler: (event: GroupEvent) => void): Promise<Subscription> {
+    this.assertOpen();
+    return this.subscribe(this.groups, this.names.group(groupId), decodeEvent, handler);
+  }
+
+  /** publishUser sends the notice over core NATS; resolves once the server has it (see the class comment). */
+  async publishUser(userId: string, notice: UserNotice): Promise<void> {
+    this.assertOpen();
+    const subject = this.names.user(userId);
+    const data = encodeNotice(notice);
+    await this.untilDone("send the notice", this.publishTimeoutMs, async () => {
+      this.nc.publish(subject, data);
+      await this.nc.flush();
+    });
+  }
+
+  /** subscribeUser subscribes `handler` to the user's notices (see the class comment). */
+  async subscribeUser(userId: string, handler: (notice: UserNotice) => void): Promise<Subscription> {
+    this.assertOpen();
+    return this.subscribe(this.users, this.names.user(userId), decodeNotice, handler);
+  }
+
+  /**
+   * readTimeline returns up to `limit` events of the group with seq >
+   * afterSeq that JetStream still holds, ascending by seq, without repeats.
+   * Best effort: events that fell out of the replay buffer, or that were
+   * never published, are simply absent, so the result may have gaps; the
+   * store is the source of truth. Reads with an ordered consumer filtered on
+   * the group's subject, so its cost grows with the group's retained events.
+   * Rejects with ChatError Unavailable if JetStream cannot be reached.
+   */
+  async readTimeline(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
+    this.assertOpen();
+    const subject = this.names.group(groupId);
+    if (limit <= 0) return [];
+    try {
+      const stream = this.names.timelineStream;
+      const last = await this.jsm.direct.getMessage(stream, { last_by_subj: subject });
+      if (!last) return [];
+      const lastEvent = decodeEvent(last.data);
+      // Common case: nothing newer than the cursor (the newest stored event is at or below it).
+      if (lastEvent && lastEvent.seq <= afterSeq) return [];
+      const found = new Map<number, GroupEvent>();
+      const consumer = await this.js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
+      try {
+        let streamSeq = 0;
+        // Bounded: each pass moves past at least one message or stops, and stops at the last message seen at the start.
+        while (streamSeq < last.seq && found.size < limit) {
+          const batch = await consumer.fetch({ max_messages: READ_BATCH, expires: 2000 });
+          let got = 0;
+          for await (const m of batch) {
+            got++;
+            streamSeq = m.seq;
+            const e = decodeEvent(m.data);
+            if (!e) this.dropped(m.subject);
+            else if (e.seq > afterSeq && !found.has(e.seq)) found.set(e.seq, e);
+            if (streamSeq >= last.seq || found.size >= limit) break;
+          }
+          if (got === 0) break;
+        }
+      } finally {
+        await consumer.delete().catch(() => false);
+      }
+      return [...found.values()].sort((x, y) => x.seq - y.seq).slice(0, limit);
+    } catch (e) {
+      throw new ChatError("Unavailable", "the event bus could not read the timeline", { cause: e });
+    }
+  }
+
+  /** isHealthy tells whether the bus is open and connected to a server (for NOT_SERVING while NATS is unreachable). */
+  isHealthy(): boolean {
+    return !this.closed && this.link.up && !this.nc.isClosed();
+  }
+
+  /** stats returns counters of dropped messages, handler failures and connection losses. */
+  stats(): NatsEventBusStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * close ends every subscription at once (no handler call starts once it
+   * has been called), then drains the connection if the bus owns it:
+   * outgoing messages are flushed first. A drain that does not finish within
+   * `closeTimeoutMs` (e.g. NATS unreachable) is cut short. Idempotent.
+   */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closed = true;
+      this.link.close();
+      for (const topics of [this.groups, this.users] as Map<string, Topic<unknown>>[]) {
+        for (const topic of topics.values()) {
+          for (const entry of topic.entries) entry.active = false;
+          topic.entries.clear();
+          topic.sub.unsubscribe();
+        }
+        topics.clear();
+      }
+      this.closing = this.ownsConnection ? this.shutdown() : Promise.resolve();
+    }
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.nc.isClosed()) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.closeTimeoutMs);
+    });
+    try {
+      const outcome = await Promise.race([this.nc.drain().then(() => "drained" as const), timeout]);
+      if (outcome === "timeout") await this.nc.close();
+    } catch {
+      // Already closed or closing: nothing left to release.
+      if (!this.nc.isClosed()) await this.nc.close().catch(() => {});
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ChatError("Unavailable", "the event bus is closed");
+  }
+
+  private async subscribe<T>(
+    topics: Map<string, Topic<T>>,
+    subject: string,
+    decode: (bytes: Uint8Array) => T | undefined,
+    handler: (value: T) => void,
+  ): Promise<Subscription> {
+    let topic = topics.get(subject);
+    if (!topic) {
+      const entries = new Set<Entry<T>>();
+      const sub = this.nc.subscribe(subject, {
+        callback: (err, msg) => {
+          if (err) {
+            this.log?.error({ subject, err }, "NATS subscription failed");
+            return;
+          }
+          this.deliver(entries, msg, decode);
+        },
+      });
+      const created: Topic<T> = {
+        sub,
+        entries,
+        ready: this.untilDone("subscribe", this.subscribeTimeoutMs, () => this.nc.flush()),
+      };
+      // If the server never confirms, forget the topic at once, so a later subscribe starts afresh.
+      created.ready.catch(() => {
+        if (topics.get(subject) !== created) return;
+        topics.delete(subject);
+        for (const e of entries) e.active = false;
+        entries.clear();
+        sub.unsubscribe();
+      });
+      topics.set(subject, created);
+      topic = created;
+    }
+    // A fresh entry per call, so the same function subscribed twice gets two subscriptions.
+    const entry: Entry<T> = { handler, active: true };
+    topic.entries.add(entry);
+    const unsubscribe = () => {
+      if (!entry.active) return;
+      entry.active = false;
+      const current = topics.get(subject);
+      if (!current?.entries.delete(entry)) return;
+      if (current.entries.size === 0) {
+        topics.delete(subject);
+        current.sub.unsubscribe();
+      }
+    };
+    try {
+      await topic.ready;
+    } catch (e) {
+      unsubscribe();
+      throw e;
+    }
+    if (this.closed) throw new ChatError("Unavailable", "the event bus is closed");
+    return { unsubscribe };
+  }
+
+  /** deliver decodes one message once and hands it to every active handler of its subject. */
+  private deliver<T>(entries: Set<Entry<T>>, msg: Msg, decode: (bytes: Uint8Array) => T | undefined): void {
+    if (entries.size === 0) return;
+    const value = decode(msg.data);
+    if (value === undefined) {
+      this.dropped(msg.subject);
+      return;
+    }
+    for (const entry of [...entries]) {
+      // Unsubscribed (or closed) by an earlier handler of this same message: skip.
+      if (!entry.active) continue;
+      try {
+        entry.handler(value);
+      } catch (err) {
+        this.counters.handlerErrors++;
+        this.log?.warn({ subject: msg.subject, err }, "event bus handler threw");
+      }
+    }
+  }
+
+  private dropped(subject: string): void {
+    this.counters.decodeErrors++;
+    this.log?.warn({ subject }, "dropped an undecodable event bus message");
+  }
+
+  /**
+   * untilDone runs `attempt` (given the time left) until it succeeds, within
+   * `timeoutMs` and MAX_ATTEMPTS: while disconnected it waits for the
+   * reconnect; an attempt cut off by a disconnect or failed for a transient
+   * reason is made again. A JetStream API error (the server refused for a
+   * reason) is final. Rejects with ChatError Unavailable, the last failure as
+   * `cause`.
+   */
+  private async untilDone<T>(what: string, timeoutMs: number, attempt: (remainingMs: number) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    let lastError: unknown = new Error(`not connected to NATS within ${timeoutMs} ms`);
+    for (let i = 0; i < MAX_ATTEMPTS && !this.closed; i++) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      if (!this.link.up) {
+        await this.link.until(true, remaining).promise;
+        continue;
+      }
+      const down = this.link.until(false, remaining);
+      try {
+        const outcome = await Promise.race([
+          attempt(remaining).then((value) => ({ done: true as const, value })),
+          down.promise.then(() => ({ done: false as const })),
+        ]);
+        if (outcome.done) return outcome.value;
+        lastError = new Error(this.closed ? "the event bus was closed" : `no answer from NATS within ${timeoutMs} ms, or the connection was lost first`);
+      } catch (e) {
+        lastError = e;
+        if (e instanceof JetStreamApiError) break;
+        await sleep(Math.max(0, Math.min(RETRY_PAUSE_MS, deadline - Date.now())));
+      } finally {
+        down.cancel();
+      }
+    }
+    if (this.closed) throw new ChatError("Unavailable", "the event bus is closed", { cause: lastError });
+    throw new ChatError("Unavailable", `the event bus could not ${what}`, { cause: lastError });
+  }
+
+  private async watchStatus(): Promise<void> {
+    try {
+      for await (const s of this.nc.status()) {
+        switch (s.type) {
+          case "disconnect":
+            this.counters.disconnects++;
+            this.setConnected(false);
+            this.log?.warn({ server: s.server }, "lost the NATS connection; reconnecting");
+            break;
+          case "reconnect":
+            this.counters.reconnects++;
+            this.setConnected(true);
+            this.log?.info({ server: s.server }, "reconnected to NATS");
+            if (this.ensureOnReconnect) void this.reensureStream();
+            break;
+          case "close":
+            this.setConnected(false);
+            return;
+          default:
+            break;
+        }
+      }
+    } catch (err) {
+      this.log?.error({ err }, "NATS status watch ended");
+    } finally {
+      this.setConnected(false);
+    }
+  }
+
+  private setConnected(connected: boolean): void {
+    if (!this.link.set(connected)) return;
+    try {
+      this.onStatus?.(connected);
+    } catch (err) {
+      this.log?.warn({ err }, "event bus status hook threw");
+    }
+    if (!connected) return;
+    for (const handler of this.resyncHandlers) {
+      try {
+        handler();
+      } catch (err) {
+        this.log?.warn({ err }, "event bus resync handler threw");
+      }
+    }
+  }
+
+  /** onResync handlers run each time the connection comes back (events published meanwhile were missed). */
+  onResync(handler: () => void): void {
+    this.resyncHandlers.push(handler);
+  }
+
+  private readonly resyncHandlers: (() => void)[] = [];
+
+  /** After a reconnect the server may have lost its store (a new, empty one): put the stream back. */
+  private async reensureStream(): Promise<void> {
+    try {
+      await ensureTimelineStream(this.jsm, this.names, this.timeline);
+    } catch (err) {
+      this.log?.error({ err, stream: this.names.timelineStream }, "could not ensure the timeline stream after reconnect");
+    }
+  }
+}
+
+/** Waiter is one pending Link.until call. */
+interface Waiter {
+  readonly want: boolean;
+  readonly resolve: (reached: boolean) => void;
+}
+
+/**
+ * Link tracks whether the connection is up, and lets callers wait for it to
+ * come up or go down. close() releases every waiter (with false).
+ */
+class Link {
+  private readonly waiters = new Set<Waiter>();
+  private closed = false;
+
+  constructor(public up: boolean) {}
+
+  /** set records the state; returns false if it did not change. */
+  set(up: boolean): boolean {
+    if (this.closed || this.up === up) return false;
+    this.up = up;
+    for (const w of [...this.waiters]) {
+      if (w.want !== up) continue;
+      this.waiters.delete(w);
+      w.resolve(true);
+    }
+    return true;
+  }
+
+  /**
+   * until resolves `true` once the link is (or becomes) `want`, or `false`
+   * after `ms`, on cancel() or on close(). Cancel it when done with it, so
+   * no timer or waiter is left behind.
+   */
+  until(want: boolean, ms: number): { promise: Promise<boolean>; cancel: () => void } {
+    if (this.closed) return { promise: Promise.resolve(false), cancel: () => {} };
+    if (this.up === want) return { promise: Promise.resolve(true), cancel: () => {} };
+    let timer: NodeJS.Timeout | undefined;
+    let waiter: Waiter | undefined;
+    const promise = new Promise<boolean>((resolve) => {
+      const w: Waiter = {
+        want,
+        resolve: (reached) => {
+          clearTimeout(timer);
+          this.waiters.delete(w);
+          resolve(reached);
+        },
+      };
+      waiter = w;
+      this.waiters.add(w);
+      timer = setTimeout(() => w.resolve(false), ms);
+    });
+    return { promise, cancel: () => waiter?.resolve(false) };
+  }
+
+  /** close marks the link down for good and releases every waiter. */
+  close(): void {
+    this.up = false;
+    this.closed = true;
+    for (const w of [...this.waiters]) w.resolve(false);
+    this.waiters.clear();
+  }
+}
+
+/**
+ * createNatsEventBus connects to NATS (reconnecting forever after the first
+ * connection: `maxReconnectAttempts: -1`), creates or updates the timeline
+ * stream unless `ensureStream` is false, and returns the bus. Rejects if the
+ * first connection or the stream setup fails (the connection is closed then).
+ */
+export async function createNatsEventBus(opts: NatsEventBusOptions): Promise<NatsEventBus> {
+  const names = new NatsNames(opts.prefix);
+  const servers = typeof opts.servers === "string" ? opts.servers.split(",").map((s) => s.trim()).filter((s) => s !== "") : [...opts.servers];
+  const nc = await connect({
+    servers,
+    name: opts.name ?? `chat-${names.prefix}`,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: opts.reconnectTimeWaitMs ?? 1000,
+    pingInterval: opts.pingIntervalMs ?? 10_000,
+    maxPingOut: 3,
+  });
+  try {
+    const jsm = await jetstreamManager(nc, { timeout: opts.apiTimeoutMs ?? 5000 });
+    if (opts.ensureStream ?? true) await ensureTimelineStream(jsm, names, opts);
+    return new NatsEventBus({ nc, jsm, names, ownsConnection: true }, opts);
+  } catch (e) {
+    await nc.close().catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The one module that names things on NATS: subjects, the JetStream stream
+ * and durable consumers. Nothing else in the code base builds a NATS subject
+ * or stream name by hand (STYLE 4; anchor: dendrite `setup/jetstream/streams.go`).
+ *
+ * Layout, for prefix `chat`:
+ *
+ * | name                     | what                                              | transport            |
+ * |--------------------------|---------------------------------------------------|----------------------|
+ * | `chat.group.<groupId>`   | one group's timeline events (GroupEvent, JSON)    | JetStream + core     |
+ * | `chat.user.<userId>`     | per-user control notices (UserNotice, JSON)       | core NATS only       |
+ * | `CHAT_TIMELINE`          | stream over `chat.group.>` (replay buffer)        | JetStream            |
+ * | `notifier`, ...          | durable consumers on CHAT_TIMELINE                | JetStream            |
+ *
+ * Ids are embedded as single subject tokens, so they are validated first: a
+ * group or user id must be a lower-case UUID (what the server issues, see
+ * `core/ids.ts`). Anything else (dots, `*`, `>`, spaces, upper case) is
+ * rejected with ChatError InvalidArgument, so no caller can inject a wildcard
+ * or an extra token into a subject.
+ */
+import { isId } from "../../core/ids.js";
+import { ChatError } from "../../core/errors.js";
+
+/** DEFAULT_NATS_PREFIX is the subject prefix of a production deployment. */
+export const DEFAULT_NATS_PREFIX = "chat";
+
+/**
+ * PREFIX_RE is what a prefix may look like: one subject token of lower-case
+ * letters, digits, `_` and `-`, starting with a letter or digit, at most 32
+ * characters. Lower case only, so the upper-cased stream name is unique per
+ * prefix.
+ */
+const PREFIX_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+
+/**
+ * DurableConsumer is the closed set of durable consumers on the timeline
+ * stream. Each gets a fixed name (see {@link NatsNames.durable}) so that every
+ * instance of that role shares one consumer (and its ack state).
+ */
+export type DurableConsumer = "notifier" | "persister";
+
+/** DURABLE_CONSUMERS lists every DurableConsumer once. */
+export const DURABLE_CONSUMERS: readonly DurableConsumer[] = ["notifier", "persister"];
+
+/**
+ * isValidPrefix tells whether `prefix` can be used as a NatsNames prefix (see
+ * PREFIX_RE above: one lower-case token, at most 32 characters).
+ */
+export function isValidPrefix(prefix: string): boolean {
+  return PREFIX_RE.test(prefix);
+}
+
+/**
+ * NatsNames builds every NATS name for one deployment prefix. Two instances
+ * with different prefixes share no subject, stream or consumer name, which is
+ * what lets test runs on a shared server stay apart (each run passes its own
+ * prefix).
+ */
+export class NatsNames {
+  /** prefix is the first token of every subject (e.g. "chat"). */
+  readonly prefix: string;
+  /**
+   * timelineStream is the JetStream stream holding all groups' timelines:
+   * `<PREFIX>_TIMELINE` (prefix upper-cased, `-` kept), e.g. `CHAT_TIMELINE`.
+   */
+  readonly timelineStream: string;
+  /**
+   * allGroups is the subject filter that matches every group event subject,
+   * `<prefix>.group.>`: the timeline stream's only subject.
+   */
+  readonly allGroups: string;
+  /** allUsers is the subject filter matching every user notice subject, `<prefix>.user.>` (never stored). */
+  readonly allUsers: string;
+
+  /**
+   * Creates the names for `prefix` (default "chat"). Throws ChatError
+   * InvalidArgument if the prefix is not one lower-case token (see
+   * {@link isValidPrefix}).
+   */
+  constructor(prefix: string = DEFAULT_NATS_PREFIX) {
+    if (!isValidPrefix(prefix)) {
+      throw new ChatError("InvalidArgument", `invalid NATS prefix ${JSON.stringify(prefix)}: use 1-32 of [a-z0-9_-]`);
+    }
+    this.prefix = prefix;
+    this.timelineStream = `${prefix.toUpperCase()}_TIMELINE`;
+    this.allGroups = `${prefix}.group.>`;
+    this.allUsers = `${prefix}.user.>`;
+  }
+
+  /**
+   * group is the subject of one group's timeline events,
+   * `<prefix>.group.<groupId>`. Stored by the timeline stream and delivered to
+   * core subscribers. Throws ChatError InvalidArgument unless `groupId` is a
+   * lower-case UUID.
+   */
+  group(groupId: string): string {
+    return `${this.prefix}.group.${token("group id", groupId)}`;
+  }
+
+  /**
+   * user is the subject of one user's notices, `<prefix>.user.<userId>`. Core
+   * NATS only (ephemeral: not in any stream). Throws ChatError InvalidArgument
+   * unless `userId` is a lower-case UUID.
+   */
+  user(userId: string): string {
+    return `${this.prefix}.user.${token("user id", userId)}`;
+  }
+
+  /**
+   * groupIdOf returns the group id of a group event subject built by
+   * {@link group} with this prefix, or undefined for any other subject.
+   */
+  groupIdOf(subject: string): string | undefined {
+    const head = `${this.prefix}.group.`;
+    if (!subject.startsWith(head)) return undefined;
+    const id = subject.slice(head.length);
+    return isId(id) ? id : undefined;
+  }
+
+  /**
+   * msgId is the JetStream `Nats-Msg-Id` of a group event, `<groupId>:<seq>`:
+   * a re-publish of the same event within the stream's duplicate window is
+   * stored once. Throws ChatError InvalidArgument for a bad id or a seq that
+   * is not a positive safe integer.
+   */
+  msgId(groupId: string, seq: number): string {
+    if (!Number.isSafeInteger(seq) || seq < 1) {
+      throw new ChatError("InvalidArgument", `invalid seq ${seq}: must be a positive integer`);
+    }
+    return `${token("group id", groupId)}:${seq}`;
+  }
+
+  /**
+   * durable is the name of a durable consumer on {@link timelineStream}: the
+   * role itself (e.g. `notifier`). The stream is already per prefix, so the
+   * name needs no prefix; every process of that role binds to the same one.
+   */
+  durable(consumer: DurableConsumer): string {
+    return consumer;
+  }
+}
+
+/** token returns `id` if it is safe as one subject token (a lower-case UUID); throws ChatError InvalidArgument otherwise. */
+function token(what: string, id: string): string {
+  if (!isId(id)) throw new ChatError("InvalidArgument", `invalid ${what}: must be a lower-case UUID`);
+  return id;
+}
