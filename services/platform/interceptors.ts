@@ -1,5 +1,6 @@
 import { Code, ConnectError, type Interceptor, createContextKey } from "@connectrpc/connect";
 import type { AccessTokens, Principal } from "../auth/access-tokens.js";
+import { newId } from "../core/ids.js";
 import type { Clock } from "../core/ports.js";
 import { toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
@@ -40,30 +41,48 @@ export function authInterceptor(tokens: AccessTokens, clock: Clock): Interceptor
   };
 }
 
+/** kRequestId carries the request id (from `x-request-id`, e.g. set by Envoy, or a new one). */
+export const kRequestId = createContextKey<string>("", { description: "request id" });
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
 /**
- * errorInterceptor maps whatever a handler throws (also mid-stream) to a
- * status with toConnectError, and logs it with its cause: Internal and
- * Unavailable at error/warn level, client errors at debug.
+ * errorInterceptor gives every call a request id (the client's or Envoy's
+ * `x-request-id` if well-formed, else a new one; echoed in the response
+ * header), maps whatever a handler throws (also mid-stream) to a status with
+ * toConnectError, and logs structured lines with the rpc, code, request id
+ * and user id (never tokens): Internal at error, Unavailable at warn, client
+ * errors and completed calls at debug.
  */
 export function errorInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
+    const started = Date.now();
+    const given = req.header.get("x-request-id");
+    const requestId = given && REQUEST_ID_RE.test(given) ? given : newId();
+    req.contextValues.set(kRequestId, requestId);
+    const fields = (code: Code | undefined) => ({
+      rpc: `${req.service.typeName}/${req.method.name}`,
+      code: code === undefined ? "OK" : Code[code],
+      requestId,
+      userId: req.contextValues.get(kPrincipal)?.userId,
+      durationMs: Date.now() - started,
+    });
     const log = (e: unknown): ConnectError => {
       const err = toConnectError(e);
-      const principal = req.contextValues.get(kPrincipal);
-      const fields = {
-        rpc: `${req.service.typeName}/${req.method.name}`,
-        code: Code[err.code],
-        userId: principal?.userId,
-        err: err.cause instanceof Error ? err.cause : undefined,
-      };
-      if (err.code === Code.Internal) logger.error(fields, err.rawMessage);
-      else if (err.code === Code.Unavailable) logger.warn(fields, err.rawMessage);
-      else logger.debug(fields, err.rawMessage);
+      err.metadata.set("x-request-id", requestId);
+      const line = { ...fields(err.code), err: err.cause instanceof Error ? err.cause : undefined };
+      if (err.code === Code.Internal) logger.error(line, err.rawMessage);
+      else if (err.code === Code.Unavailable) logger.warn(line, err.rawMessage);
+      else logger.debug(line, err.rawMessage);
       return err;
     };
     try {
       const res = await next(req);
-      if (!res.stream) return res;
+      res.header.set("x-request-id", requestId);
+      if (!res.stream) {
+        logger.debug(fields(undefined), "rpc done");
+        return res;
+      }
       return { ...res, message: mapStreamErrors(res.message, log) };
     } catch (e) {
       throw log(e);

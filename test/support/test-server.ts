@@ -38,9 +38,12 @@ export class MovableClock implements Clock {
 }
 
 /** startTestServer starts the all-in-one app on 127.0.0.1:0 with a fresh data directory. */
-export async function startTestServer(env: Record<string, string> = {}, opts: { clock?: Clock } = {}): Promise<TestServer> {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  opts: { clock?: Clock; logger?: import("../../services/platform/logger.js").Logger } = {},
+): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "chat-test-"));
-  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+  const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   // Tests register many users from 127.0.0.1; the registration limit has its own test.
   const config = () => loadConfig({ DATA_DIR: dataDir, PORT: "0", SHUTDOWN_GRACE: "2s", REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "1000000", ...env });
   const start = () => startApp(config(), { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
