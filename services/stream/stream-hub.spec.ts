@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
-import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
 import type { Principal } from "../auth/access-tokens.js";
 import type { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { GroupEvent, UserRef } from "../core/model.js";
 import { type Store, systemClock } from "../core/ports.js";
 import type { OutboundItem, StreamSink } from "./outbound.js";
+import { type HubFixture, createHubFixture } from "./hub-fixture.js";
 import { StreamHub } from "./stream-hub.js";
 
 /** RecordingSink keeps what the hub wrote, like a client that reads instantly. */
@@ -41,18 +41,15 @@ async function until(pred: () => boolean): Promise<void> {
 }
 
 describe("StreamHub", () => {
+  let fixture: HubFixture;
   let store: Store;
   let bus: MemoryEventBus;
   let hub: StreamHub;
   before(() => {
-    store = createSqliteStore({ path: ":memory:", retentionMs: 86_400_000, clock: systemClock });
-    bus = new MemoryEventBus();
-    hub = new StreamHub({ store, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 2 } });
+    fixture = createHubFixture({ catchUpBatch: 2 });
+    ({ store, bus, hub } = fixture);
   });
-  after(async () => {
-    hub.shutdown();
-    await store.close();
-  });
+  after(() => fixture.close());
 
   async function groupWith(users: UserRef[]): Promise<string> {
     const [owner, ...rest] = users;

@@ -2,16 +2,16 @@ import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import type http from "node:http";
 import { after, before, describe, it } from "node:test";
-import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
-import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
+import type { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-import { type Store, systemClock } from "../core/ports.js";
+import type { Store } from "../core/ports.js";
 import { equals, fromBinary } from "@bufbuild/protobuf";
 import { ConnectResponseSchema, SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import { heartbeatItem } from "./outbound.js";
 import { FrameReader, FrameWriter, type WireProtocol } from "./wire.js";
-import { StreamHub } from "./stream-hub.js";
+import { type HubFixture, createHubFixture } from "./hub-fixture.js";
+import type { StreamHub } from "./stream-hub.js";
 
 /** FakeResponse records what a FrameWriter writes, as an HTTP response that never buffers. */
 class FakeResponse extends EventEmitter {
@@ -48,18 +48,15 @@ function writer(protocol: WireProtocol): { res: FakeResponse; sink: FrameWriter 
 }
 
 describe("FrameWriter", () => {
+  let fixture: HubFixture;
   let store: Store;
   let bus: MemoryEventBus;
   let hub: StreamHub;
   before(() => {
-    store = createSqliteStore({ path: ":memory:", retentionMs: 86_400_000, clock: systemClock });
-    bus = new MemoryEventBus();
-    hub = new StreamHub({ store, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 100 } });
+    fixture = createHubFixture({ catchUpBatch: 100 });
+    ({ store, bus, hub } = fixture);
   });
-  after(async () => {
-    hub.shutdown();
-    await store.close();
-  });
+  after(() => fixture.close());
 
   it("writes the very same frame Buffer to every recipient, whatever the protocol", async () => {
     const owner = { id: newId(), username: "fw" };

@@ -1,0 +1,34 @@
+/** A hub on an in-memory SQLite store and an in-process bus, for the stream unit tests. */
+import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
+import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
+import { type Store, systemClock } from "../core/ports.js";
+import { type HubSettings, StreamHub } from "./stream-hub.js";
+
+/** HubFixture is what createHubFixture returns. */
+export interface HubFixture {
+  readonly store: Store;
+  readonly bus: MemoryEventBus;
+  readonly hub: StreamHub;
+  close(): Promise<void>;
+}
+
+/** createHubFixture builds a hub with test settings (heartbeats every minute, 1 MiB buffers), overridable. */
+export function createHubFixture(settings: Partial<HubSettings> = {}): HubFixture {
+  const store = createSqliteStore({ path: ":memory:", retentionMs: 86_400_000, clock: systemClock });
+  const bus = new MemoryEventBus();
+  const hub = new StreamHub({
+    store,
+    bus,
+    clock: systemClock,
+    settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 100, ...settings },
+  });
+  return {
+    store,
+    bus,
+    hub,
+    async close() {
+      hub.shutdown();
+      await store.close();
+    },
+  };
+}
