@@ -2,7 +2,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { User } from "../core/model.js";
-import type { Clock, EventBus, RateLimit, RateLimiter, RefreshTokenStore, UserStore } from "../core/ports.js";
+import type { Fanout } from "../core/fanout.js";
+import type { Clock, RateLimit, RateLimiter, RefreshTokenStore, UserStore } from "../core/ports.js";
 import { checkPassword, normalizeUsername } from "../core/validate.js";
 import type { AccessTokens, Principal } from "./access-tokens.js";
 import { burnPasswordCheck, hashPassword, verifyPassword } from "./passwords.js";
@@ -37,7 +38,7 @@ export class AuthService {
       store: UserStore & RefreshTokenStore;
       tokens: AccessTokens;
       limiter: RateLimiter;
-      bus: EventBus;
+      fanout: Fanout;
       clock: Clock;
       settings: AuthSettings;
     },
@@ -113,7 +114,7 @@ export class AuthService {
 
   private async revokeSession(userId: string, familyId: string): Promise<void> {
     await this.deps.store.revokeRefreshFamily(familyId, this.deps.clock.now());
-    await this.deps.bus.publishUser(userId, { type: "session_revoked", sessionId: familyId });
+    await this.deps.fanout.notice(userId, { type: "session_revoked", sessionId: familyId });
   }
 
   private openSession(user: User): Promise<Session> {

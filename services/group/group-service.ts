@@ -3,7 +3,8 @@ import { ChatError, groupNotFound } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
 import type { Membership } from "../core/membership.js";
-import type { Clock, EventBus, GroupStore, UserStore } from "../core/ports.js";
+import type { Fanout } from "../core/fanout.js";
+import type { Clock, GroupStore, UserStore } from "../core/ports.js";
 import { checkGroupName, checkId, normalizeUsername, pageSize } from "../core/validate.js";
 import { decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
 
@@ -26,7 +27,7 @@ export class GroupService {
     private readonly deps: {
       store: GroupStore & UserStore;
       membership: Membership;
-      bus: EventBus;
+      fanout: Fanout;
       clock: Clock;
       settings: GroupSettings;
     },
@@ -50,7 +51,7 @@ export class GroupService {
     });
     await this.published(event, owner.id);
     // The creator's own open streams (other devices) learn of the group as any added member does.
-    await this.deps.bus.publishUser(owner.id, { type: "joined", groupId: event.groupId, seq: event.seq });
+    await this.deps.fanout.notice(owner.id, { type: "joined", groupId: event.groupId, seq: event.seq });
     for (const member of members) {
       await this.addMember(caller, event.groupId, { userId: member.id }, "member");
     }
@@ -93,7 +94,7 @@ export class GroupService {
     const event = await this.change(caller, groupId, [user.id], (snap) =>
       decideAdd(snap, caller.userId, target, role, this.deps.settings.maxMembers),
     );
-    await this.deps.bus.publishUser(user.id, { type: "joined", groupId, seq: event.seq });
+    await this.deps.fanout.notice(user.id, { type: "joined", groupId, seq: event.seq });
     return { member: { groupId, user: target, role, joinedAt: event.at, ackedSeq: 0 }, seq: event.seq };
   }
 
@@ -142,7 +143,7 @@ export class GroupService {
   /** published runs after an event is durable: invalidate the cache, then fan out. */
   private async published(event: GroupEvent, changedUserId: string | undefined): Promise<void> {
     if (changedUserId !== undefined) await this.deps.membership.changed(event.groupId, changedUserId);
-    await this.deps.bus.publishEvent(event);
+    await this.deps.fanout.event(event);
   }
 
   private async findUser(who: UserSelector): Promise<User> {

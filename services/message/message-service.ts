@@ -3,7 +3,8 @@ import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { ChatMessage } from "../core/model.js";
 import type { Membership } from "../core/membership.js";
-import type { Clock, EventBus, GroupStore } from "../core/ports.js";
+import type { Fanout } from "../core/fanout.js";
+import type { Clock, GroupStore } from "../core/ports.js";
 import { checkClientMessageId, checkId, checkText, pageSize } from "../core/validate.js";
 
 /** MessageSettings are the message use-cases' limits. */
@@ -33,7 +34,7 @@ export class MessageService {
     private readonly deps: {
       store: GroupStore;
       membership: Membership;
-      bus: EventBus;
+      fanout: Fanout;
       clock: Clock;
       settings: MessageSettings;
     },
@@ -62,7 +63,7 @@ export class MessageService {
       clientMessageId,
       sentAt: this.deps.clock.now(),
     });
-    await this.deps.bus.publishEvent(event);
+    await this.deps.fanout.event(event);
     return { message: event.body.message, duplicate };
   }
 

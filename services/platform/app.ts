@@ -10,6 +10,7 @@ import { StreamService as StreamServiceDesc } from "../../gen/chat/v1/stream_ser
 import { AccessTokens } from "../auth/access-tokens.js";
 import { authRoutes } from "../auth/auth-rpc.js";
 import { AuthService } from "../auth/auth-service.js";
+import { Fanout } from "../core/fanout.js";
 import { Membership } from "../core/membership.js";
 import { type Clock, systemClock } from "../core/ports.js";
 import { groupRoutes } from "../group/group-rpc.js";
@@ -71,12 +72,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     serves("auth") || config.authJwksUrl === undefined
       ? await AccessTokens.load(config.jwt.keyFile, tokenSettings)
       : AccessTokens.remote(config.authJwksUrl, tokenSettings);
+  const fanout = new Fanout(bus, (err) => logger.warn({ err }, "publish failed; subscribers repair from the store"));
   const membership = new Membership(store, cache, (err) => logger.debug({ err }, "membership cache failed; using the store"));
   const auth = new AuthService({
     store,
     tokens,
     limiter,
-    bus,
+    fanout,
     clock,
     settings: {
       refreshTtlMs: config.refreshTokenTtlMs,
@@ -85,8 +87,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       registerPerAddress: { burst: config.registrationsPerMinutePerAddress, perSecond: config.registrationsPerMinutePerAddress / 60 },
     },
   });
-  const groups = new GroupService({ store, membership, bus, clock, settings: { maxMembers: config.maxGroupMembers } });
-  const messages = new MessageService({ store, membership, bus, clock, settings: { maxTextBytes: config.maxTextBytes } });
+  const groups = new GroupService({ store, membership, fanout, clock, settings: { maxMembers: config.maxGroupMembers } });
+  const messages = new MessageService({ store, membership, fanout, clock, settings: { maxTextBytes: config.maxTextBytes } });
   const hub = new StreamHub({
     store,
     bus,
