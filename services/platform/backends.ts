@@ -1,9 +1,12 @@
 import type { Logger } from "./logger.js";
 import type { Config } from "./config.js";
+import { createCassandraStore } from "../adapters/cassandra/cassandra-store.js";
+import { startPersister } from "../adapters/cassandra/persister.js";
 import { FallbackRateLimiter } from "../adapters/fallback-rate-limiter.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
 import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
+import { storePublishesEvents } from "../adapters/nats/jetstream-sequencer.js";
 import { createNatsEventBus } from "../adapters/nats/nats-event-bus.js";
 import { createRedisClient, isRedisReady } from "../adapters/redis/redis-client.js";
 import { RedisMembershipCache } from "../adapters/redis/redis-membership-cache.js";
@@ -34,23 +37,69 @@ export interface Backends {
 /**
  * openBackends is the one place that maps URL schemes to adapters
  * (STORE_URL, BUS_URL, CACHE_URL): `sqlite:` and `memory:` for the embedded
- * default, `nats://` for the event bus and `redis://` for the cache and rate
- * limits of the production topology. Redis is optional for correctness: cache failures fall back to
- * the store and rate limits to per-process buckets.
+ * default, `cassandra://` for the store, `nats://` for the event bus and
+ * `redis://` for the cache and rate limits of the production topology.
+ * Redis is optional for correctness: cache failures fall back to the store
+ * and rate limits to per-process buckets.
+ *
+ * With a cassandra:// store (which requires a nats:// bus, see config.ts),
+ * the store sequences every event through JetStream and that publish is the
+ * fan-out, so the services' own publishEvent is skipped
+ * (storePublishesEvents); processes serving "message" also run the
+ * persister. Migrations run first when config.migrate is set.
  */
 export async function openBackends(config: Config, clock: Clock, logger: Logger): Promise<Backends> {
   const closers: (() => Promise<void>)[] = [];
   const checks: BackendCheck[] = [];
-  const store = createSqliteStore({ path: config.storeUrl.slice("sqlite:".length), retentionMs: config.retentionMs, clock });
+  const connectionName = `chat-${config.services.join("+")}-${process.pid}`;
+  const cassandra = config.storeUrl.startsWith("cassandra://")
+    ? await createCassandraStore({
+        url: config.storeUrl,
+        retentionMs: config.retentionMs,
+        clock,
+        nats: { servers: config.busUrl, name: `${connectionName}-store` },
+        prefix: config.namespace,
+        migrate: config.migrate,
+      })
+    : undefined;
+  const store: Store =
+    cassandra ?? createSqliteStore({ path: config.storeUrl.slice("sqlite:".length), retentionMs: config.retentionMs, clock });
+  try {
+    if (cassandra) {
+      checks.push({ name: "cassandra", critical: true, healthy: () => cassandra.isHealthy() });
+      if (config.services.includes("message")) {
+        const persister = await startPersister({ nc: cassandra.nc, names: cassandra.names, tables: cassandra.tables, logger });
+        closers.push(() => persister.stop());
+      }
+    }
+    return await openRest(config, clock, logger, store, closers, checks, connectionName, cassandra !== undefined);
+  } catch (e) {
+    for (const close of closers.reverse()) await close().catch(() => {});
+    await store.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** openRest opens the bus, cache and limiter around an open store (see openBackends). */
+async function openRest(
+  config: Config,
+  clock: Clock,
+  logger: Logger,
+  store: Store,
+  closers: (() => Promise<void>)[],
+  checks: BackendCheck[],
+  connectionName: string,
+  storePublishes: boolean,
+): Promise<Backends> {
   let bus: EventBus;
   if (config.busUrl.startsWith("nats://")) {
     const nats = await createNatsEventBus({
       servers: config.busUrl.split(","),
       prefix: config.namespace,
-      name: `chat-${config.services.join("+")}-${process.pid}`,
+      name: connectionName,
       logger,
     });
-    bus = nats;
+    bus = storePublishes ? storePublishesEvents(nats) : nats;
     checks.push({ name: "nats", critical: true, healthy: () => nats.isHealthy() });
   } else {
     bus = new MemoryEventBus();

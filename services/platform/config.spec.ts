@@ -25,6 +25,7 @@ describe("loadConfig", () => {
       authJwksUrl: undefined,
       dataDir,
       storeUrl: `sqlite:${dataDir}/chat.db`,
+      migrate: false,
       busUrl: "memory:",
       cacheUrl: "memory:",
       namespace: "chat",
@@ -81,6 +82,13 @@ describe("loadConfig", () => {
       [{ DATA_DIR: "rel/dir" }, (c) => c.dataDir, resolve("rel/dir")],
       [{ STORE_URL: "sqlite::memory:" }, (c) => c.storeUrl, "sqlite::memory:"],
       [{ STORE_URL: "sqlite:/var/chat.db" }, (c) => c.storeUrl, "sqlite:/var/chat.db"],
+      [
+        { STORE_URL: "cassandra://10.0.0.1,10.0.0.2:9043/chat?dc=dc1&replication=3", BUS_URL: "nats://127.0.0.1:4222" },
+        (c) => [c.storeUrl, c.migrate],
+        ["cassandra://10.0.0.1,10.0.0.2:9043/chat?dc=dc1&replication=3", true],
+      ],
+      [{ STORE_URL: "cassandra://db/chat", BUS_URL: "nats://nats:4222", MIGRATE: "false" }, (c) => c.migrate, false],
+      [{ MIGRATE: "true" }, (c) => c.migrate, true],
       [{ BUS_URL: "memory:" }, (c) => c.busUrl, "memory:"],
       [{ CACHE_URL: "memory:" }, (c) => c.cacheUrl, "memory:"],
       [{ CACHE_URL: "redis://127.0.0.1:6379/2" }, (c) => c.cacheUrl, "redis://127.0.0.1:6379/2"],
@@ -140,6 +148,7 @@ describe("loadConfig", () => {
       LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "1e3",
       TRUST_PROXY: "yes",
       SHUTDOWN_GRACE: "soon",
+      MIGRATE: "maybe",
     };
     const err = configError(bad);
     assert.equal(err.name, "ConfigError");
@@ -161,6 +170,18 @@ describe("loadConfig", () => {
       'LOG_LEVEL: "INFO" must be one of fatal, error, warn, info, debug, trace, silent',
     ]);
     assert.match(configError({ STORE_URL: "sqlite:" }).problems[0] ?? "", /STORE_URL: "sqlite:" is not supported/);
+  });
+
+  it("accepts a cassandra:// store only with a NATS bus, and checks its URL", () => {
+    assert.deepEqual(configError({ STORE_URL: "cassandra://db/chat" }).problems, [
+      'BUS_URL: "memory:" must be nats://host:port with a cassandra:// STORE_URL (JetStream sequences the store\'s events)',
+    ]);
+    const bad = configError({ STORE_URL: "cassandra://db", BUS_URL: "nats://nats:4222" }).problems;
+    assert.equal(bad.length, 1);
+    assert.match(bad[0] ?? "", /^STORE_URL: "cassandra:\/\/db" is not a valid cassandra:\/\/ URL: .*keyspace/);
+    assert.match(configError({ STORE_URL: "cassandra://db/chat?consistency=all", BUS_URL: "nats://n:4222" }).problems[0] ?? "", /unknown cassandra URL parameter/);
+    assert.equal(loadConfig({ STORE_URL: "cassandra://db/chat", BUS_URL: "nats://n:4222" }).migrate, true);
+    assert.equal(loadConfig({ STORE_URL: "sqlite::memory:" }).migrate, false);
   });
 
   it("checks integer bounds inclusively", () => {

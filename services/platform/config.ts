@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { parseCassandraUrl } from "../adapters/cassandra/cassandra-url.js";
 
 /**
  * Config is every setting of a server process, validated and frozen. It is
@@ -14,6 +15,8 @@ export interface Config {
   readonly authJwksUrl: string | undefined;
   readonly dataDir: string;
   readonly storeUrl: string;
+  /** Create the Cassandra keyspace and apply pending migrations at start (cassandra:// stores only). */
+  readonly migrate: boolean;
   readonly busUrl: string;
   readonly cacheUrl: string;
   /** Prefix of every shared name (Redis keys, NATS subjects) so deployments and test runs never collide. */
@@ -48,7 +51,9 @@ export const SETTINGS = {
   AUTH_JWKS_URL: "JWKS of the auth service, for processes that do not serve auth (e.g. http://auth:8080/.well-known/jwks.json)",
   PORT: "port for gRPC, gRPC-Web, Connect and /.well-known/jwks.json (default 8080; 0 picks a free one)",
   DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
-  STORE_URL: "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db) or sqlite::memory:",
+  STORE_URL:
+    "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db), sqlite::memory:, or cassandra://host[:port][,host...]/keyspace[?dc=datacenter1&replication=3] (Cassandra/ScyllaDB; needs BUS_URL=nats://)",
+  MIGRATE: "true to create the Cassandra keyspace and apply pending migrations at start (default true with a cassandra:// STORE_URL; npm run migrate does it alone)",
   BUS_URL: "memory: (default; in-process) or nats://host:port[,host:port] (NATS JetStream)",
   CACHE_URL: "memory: (default; in-process) or redis://host:port[/db] (membership cache and rate limits)",
   NAMESPACE: "prefix of Redis keys and NATS subjects (default chat)",
@@ -87,9 +92,23 @@ export function loadConfig(env: Env): Config {
   const read = new Reader(env, problems);
   const dataDir = resolve(read.string("DATA_DIR", "./data"));
   const storeUrl = read.string("STORE_URL", `sqlite:${dataDir}/chat.db`);
-  if (!/^sqlite:.+/.test(storeUrl)) problems.push(`STORE_URL: "${storeUrl}" is not supported (use sqlite:<path>)`);
+  const cassandraStore = storeUrl.startsWith("cassandra://");
+  if (cassandraStore) {
+    try {
+      parseCassandraUrl(storeUrl);
+    } catch (e) {
+      problems.push(`STORE_URL: "${storeUrl}" is not a valid cassandra:// URL: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  } else if (!/^sqlite:.+/.test(storeUrl)) {
+    problems.push(`STORE_URL: "${storeUrl}" is not supported (use sqlite:<path> or cassandra://host/keyspace)`);
+  }
+  const migrate = read.boolean("MIGRATE", cassandraStore);
   const busUrl = read.string("BUS_URL", "memory:");
-  if (busUrl !== "memory:" && !/^nats:\/\/[^/]+/.test(busUrl)) problems.push(`BUS_URL: "${busUrl}" is not supported (use memory: or nats://host:port)`);
+  const natsBus = /^nats:\/\/[^/]+/.test(busUrl);
+  if (busUrl !== "memory:" && !natsBus) problems.push(`BUS_URL: "${busUrl}" is not supported (use memory: or nats://host:port)`);
+  else if (cassandraStore && !natsBus) {
+    problems.push(`BUS_URL: "${busUrl}" must be nats://host:port with a cassandra:// STORE_URL (JetStream sequences the store's events)`);
+  }
   const cacheUrl = read.string("CACHE_URL", "memory:");
   if (cacheUrl !== "memory:" && !/^redis:\/\/[^/]+/.test(cacheUrl)) {
     problems.push(`CACHE_URL: "${cacheUrl}" is not supported (use memory: or redis://host:port)`);
@@ -115,6 +134,7 @@ export function loadConfig(env: Env): Config {
     port: read.integer("PORT", 8080, 0, 65535),
     dataDir,
     storeUrl,
+    migrate,
     busUrl,
     cacheUrl,
     namespace,

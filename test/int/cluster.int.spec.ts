@@ -1,10 +1,11 @@
 /**
- * Processes, not threads: one auth, one group+message pair, two message and
- * two stream processes, each `services/main.ts --services=…`, sharing a
- * private nats-server (JetStream), a private redis-server and one store.
- * (The store is a shared SQLite file in WAL mode until the Cassandra store
- * lands; the processes share nothing else.) Needs NATS_URL (the integration
- * run) and the nats-server and redis-server binaries.
+ * Processes, not threads: one auth, one group, two message and two stream
+ * processes, each `services/main.ts --services=…`, sharing a private
+ * nats-server (JetStream), a private redis-server and one store: Cassandra
+ * (a fresh keyspace, migrated by the processes themselves) when CASSANDRA_URL
+ * is set, else a shared SQLite file in WAL mode. The processes share nothing
+ * else. Needs NATS_URL (the integration run) and the nats-server and
+ * redis-server binaries.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -12,6 +13,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { type TestKeyspace, openTestKeyspace } from "../../services/adapters/cassandra/test-keyspace.js";
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
 import { PrivateRedis } from "../../services/adapters/redis/redis-test-helpers.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
@@ -32,6 +34,7 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
   let nats: PrivateNatsServer;
   let redis: PrivateRedis;
   let dataDir: string;
+  let keyspace: TestKeyspace | undefined;
   const procs = new Map<string, Proc>();
   let env: Record<string, string>;
 
@@ -94,9 +97,17 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     redis = await PrivateRedis.start();
     dataDir = await mkdtemp(join(tmpdir(), "chat-cluster-"));
     const authPort = await freePort();
+    let storeUrl = `sqlite:${join(dataDir, "chat.db")}`;
+    if (process.env.CASSANDRA_URL) {
+      // A fresh, empty keyspace; the processes create the tables (MIGRATE, concurrently).
+      keyspace = await openTestKeyspace(process.env.CASSANDRA_URL, { migrate: false });
+      const u = new URL(process.env.CASSANDRA_URL);
+      storeUrl = `cassandra://${u.host}/${keyspace.keyspace}${u.search}`;
+    }
     env = {
       DATA_DIR: dataDir,
-      STORE_URL: `sqlite:${join(dataDir, "chat.db")}`,
+      STORE_URL: storeUrl,
+      MIGRATE: "true",
       BUS_URL: nats.url,
       CACHE_URL: redis.url,
       NAMESPACE: "cluster",
@@ -120,6 +131,7 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     await Promise.all([...procs.keys()].map((n) => stopProc(n, "SIGKILL")));
     await nats?.dispose();
     await redis?.close();
+    await keyspace?.drop();
     await rm(dataDir, { recursive: true, force: true });
   });
 

@@ -1,0 +1,285 @@
+/**
+ * CassandraStore against a real Cassandra and a real NATS JetStream. Gated on
+ * CASSANDRA_URL (e.g. cassandra://127.0.0.1:9042/chat_test) and NATS_URL
+ * (e.g. nats://127.0.0.1:4222). Every run works in a fresh keyspace
+ * `<keyspace>_<random>` and under a NATS prefix of its own; both are dropped
+ * at the end.
+ *
+ * Besides the Store contract: two store instances (two "processes") on one
+ * group, a crash between the JetStream publish and the Cassandra write
+ * (repaired by the persister, by a later change, and by a retried send), and
+ * live delivery to NatsEventBus subscribers.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { storeContract } from "../../../test/contract/store.contract.js";
+import { isChatError } from "../../core/errors.js";
+import { newId } from "../../core/ids.js";
+import type { GroupEvent, UserRef } from "../../core/model.js";
+import type { Clock, MessageDraft, Store } from "../../core/ports.js";
+import { messageMsgId, storePublishesEvents } from "../nats/jetstream-sequencer.js";
+import { createNatsEventBus } from "../nats/nats-event-bus.js";
+import { NatsNames } from "../nats/subjects.js";
+import { createCassandraStore } from "./cassandra-store.js";
+import type { CassandraStore } from "./cassandra-store.js";
+import { startPersister } from "./persister.js";
+import { openTestKeyspace } from "./test-keyspace.js";
+import type { TestKeyspace } from "./test-keyspace.js";
+
+const CASSANDRA_URL = process.env.CASSANDRA_URL;
+const NATS_URL = process.env.NATS_URL;
+const skip = CASSANDRA_URL && NATS_URL ? false : "CASSANDRA_URL and NATS_URL are not both set";
+const DAY = 86_400_000;
+
+/** One NATS prefix per run, so runs on the shared server never share a stream. */
+const prefix = `tcs${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
+
+let keyspace: Promise<TestKeyspace> | undefined;
+
+/** testKeyspace opens (once per run) the run's migrated keyspace. */
+function testKeyspace(): Promise<TestKeyspace> {
+  keyspace ??= openTestKeyspace(CASSANDRA_URL ?? "", { retentionMs: 30 * DAY });
+  return keyspace;
+}
+
+/** open connects a new store (its own Cassandra client and NATS connection: like a separate process). */
+async function open({ retentionMs, clock }: { retentionMs: number; clock: Clock }): Promise<CassandraStore> {
+  const ks = await testKeyspace();
+  const url = `cassandra://${ks.url.contactPoints.join(",")}/${ks.keyspace}?dc=${ks.url.localDataCenter}`;
+  // migrate: false: the keyspace is migrated with a 30-day TTL; short retentions only hide events by the clock.
+  return createCassandraStore({ url, retentionMs, clock, nats: { servers: NATS_URL ?? "" }, prefix, migrate: false });
+}
+
+after(async () => {
+  if (keyspace) await (await keyspace).drop();
+  if (NATS_URL) {
+    const nc = await connect({ servers: NATS_URL, name: "chat-test-cleanup" });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(new NatsNames(prefix).timelineStream).catch(() => false);
+    } finally {
+      await nc.close();
+    }
+  }
+});
+
+storeContract("cassandra+jetstream", open, { skip: skip !== false, purgesByTtl: true });
+
+function userRef(): UserRef {
+  const id = newId();
+  return { id, username: `u-${id}` };
+}
+
+function draft(groupId: string, sender: UserRef, clientMessageId = newId()): MessageDraft {
+  return { id: newId(), groupId, sender, text: `hello ${clientMessageId}`, clientMessageId, sentAt: Date.now() };
+}
+
+function seqs(events: readonly { seq: number }[]): number[] {
+  return events.map((e) => e.seq);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+async function waitUntil(what: string, condition: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe("CassandraStore (integration)", { skip }, () => {
+  const clock: Clock = { now: () => Date.now() };
+  let a: CassandraStore;
+  let b: CassandraStore;
+
+  before(async () => {
+    a = await open({ retentionMs: 30 * DAY, clock });
+    b = await open({ retentionMs: 30 * DAY, clock });
+  });
+
+  after(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  async function newGroup(store: Store = a) {
+    const owner = userRef();
+    const group = { id: newId(), name: "g", epoch: newId(), createdAt: Date.now(), owner };
+    await store.createGroup(group);
+    return { owner, groupId: group.id };
+  }
+
+  /** appendToJetStreamOnly sequences an event but never writes it to Cassandra: a crash between steps 2 and 3. */
+  async function appendToJetStreamOnly(store: CassandraStore, build: (seq: number) => GroupEvent, msgId: string, counts?: { memberCount: number; ownerCount: number }) {
+    const r = await store.sequencer.sequence(build(0).groupId, (last) => ({ event: build((last?.groupSeq ?? 0) + 1), msgId, counts }));
+    assert.equal(r.duplicate, false);
+    return r.stored.event;
+  }
+
+  function messageAt(groupId: string, sender: UserRef, seq: number, clientMessageId = newId()): GroupEvent {
+    const at = Date.now();
+    return {
+      groupId,
+      seq,
+      at,
+      actor: sender,
+      body: { type: "message", message: { id: newId(), groupId, seq, sender, text: `m${seq}`, sentAt: at, clientMessageId } },
+    };
+  }
+
+  it("gives concurrent appends from two instances dense, unique seqs", async () => {
+    const { owner, groupId } = await newGroup();
+    const n = 100;
+    const results = await Promise.all(range(1, n).map((i) => (i % 2 === 0 ? a : b).appendMessage(draft(groupId, owner))));
+    assert.ok(results.every((r) => !r.duplicate));
+    assert.deepEqual(
+      results.map((r) => r.event.seq).sort((x, y) => x - y),
+      range(2, n + 1),
+    );
+    assert.deepEqual(seqs(await a.readEvents(groupId, 0, 1000)), range(1, n + 1));
+    assert.equal((await b.getGroup(groupId))?.headSeq, n + 1);
+  });
+
+  it("serializes concurrent membership changes from two instances (no lost update)", async () => {
+    const { owner, groupId } = await newGroup();
+    const users = range(1, 20).map(() => userRef());
+    const events = await Promise.all(
+      users.map((u, i) =>
+        (i % 2 === 0 ? a : b).changeGroup(groupId, [u.id], owner, Date.now(), (snap) => {
+          if (snap.members.has(u.id)) throw new Error("already a member");
+          return { type: "add", member: u, role: "member" };
+        }),
+      ),
+    );
+    assert.deepEqual(
+      seqs(events).sort((x, y) => x - y),
+      range(2, 21),
+    );
+    const g = await a.getGroup(groupId);
+    assert.equal(g?.memberCount, 21);
+    assert.equal(g?.headSeq, 21);
+    assert.equal((await a.tables.getGroupState(groupId))?.ownerCount, 1);
+    assert.deepEqual(seqs(await b.readEvents(groupId, 0, 100)), range(1, 21));
+    assert.equal((await a.listMembers(groupId, "", 100)).length, 21);
+  });
+
+  it("interleaves messages and changes from two instances on one dense timeline", async () => {
+    const { owner, groupId } = await newGroup();
+    const users = range(1, 6).map(() => userRef());
+    const work: Promise<unknown>[] = [];
+    for (const [i, u] of users.entries()) {
+      work.push((i % 2 ? a : b).changeGroup(groupId, [u.id], owner, Date.now(), () => ({ type: "add", member: u, role: "member" })));
+      for (let j = 0; j < 5; j++) work.push((j % 2 ? a : b).appendMessage(draft(groupId, owner)));
+    }
+    await Promise.all(work);
+    assert.deepEqual(seqs(await a.readEvents(groupId, 0, 100)), range(1, 37));
+    const g = await b.getGroup(groupId);
+    assert.equal(g?.headSeq, 37);
+    assert.equal(g?.memberCount, 7);
+  });
+
+  it("returns the original when the same send is retried through the other instance", async () => {
+    const { owner, groupId } = await newGroup();
+    const d = draft(groupId, owner);
+    const first = await a.appendMessage(d);
+    const retry = await b.appendMessage({ ...d, id: newId(), text: "changed", sentAt: d.sentAt + 5 });
+    assert.equal(first.duplicate, false);
+    assert.equal(retry.duplicate, true);
+    assert.deepEqual(retry.event, first.event);
+    assert.equal((await a.getGroup(groupId))?.headSeq, 2);
+  });
+
+  it("dedupes a retry after a crash between the publish and the write (JetStream's duplicate window)", async () => {
+    const { owner, groupId } = await newGroup();
+    const cmid = newId();
+    const lost = await appendToJetStreamOnly(a, (seq) => messageAt(groupId, owner, seq, cmid), messageMsgId(groupId, owner.id, cmid));
+    assert.deepEqual(await a.readEvents(groupId, 1, 10), [], "the crash left Cassandra without the event");
+    const retry = await b.appendMessage({ ...draft(groupId, owner, cmid), text: "again" });
+    assert.equal(retry.duplicate, true);
+    assert.deepEqual(retry.event, lost);
+    assert.deepEqual(await a.readEvents(groupId, 1, 10), [lost], "the retry wrote the original");
+    assert.equal((await a.getGroup(groupId))?.headSeq, 2);
+  });
+
+  it("a change first writes the events Cassandra lacks (after the head, and a membership event below it)", async () => {
+    const { owner, groupId } = await newGroup();
+    const bob = userRef();
+    // seq 2: bob added, in JetStream only (its writer died); seq 3: a message, written normally (head = 3).
+    const added = await appendToJetStreamOnly(
+      a,
+      (seq) => ({ groupId, seq, at: Date.now(), actor: owner, body: { type: "member_added", member: bob, role: "admin" } }),
+      `test:${newId()}`,
+      { memberCount: 2, ownerCount: 1 },
+    );
+    await b.appendMessage(draft(groupId, owner));
+    assert.equal((await a.getGroup(groupId))?.headSeq, 3);
+    assert.equal(await a.getMember(groupId, bob.id), undefined);
+    // seqs 4 and 5: messages in JetStream only (head stays 3).
+    await appendToJetStreamOnly(b, (seq) => messageAt(groupId, owner, seq), `test:${newId()}`);
+    await appendToJetStreamOnly(b, (seq) => messageAt(groupId, owner, seq), `test:${newId()}`);
+    await assert.rejects(
+      a.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "add", member: bob, role: "member" })),
+      (e) => isChatError(e, "AlreadyExists"),
+      "the change saw bob's add",
+    );
+    assert.deepEqual(seqs(await a.readEvents(groupId, 0, 10)), [1, 2, 3, 4, 5]);
+    assert.deepEqual((await a.readEvents(groupId, 1, 1))[0], added);
+    assert.equal((await a.getMember(groupId, bob.id))?.role, "admin");
+    const g = await a.getGroup(groupId);
+    assert.equal(g?.memberCount, 2);
+    const removed = await b.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "remove", member: bob }));
+    assert.equal(removed.seq, 6);
+    assert.equal((await a.getGroup(groupId))?.memberCount, 1);
+  });
+
+  it("the persister writes events that only reached JetStream", async () => {
+    const { owner, groupId } = await newGroup();
+    const carol = userRef();
+    const added = await appendToJetStreamOnly(
+      a,
+      (seq) => ({ groupId, seq, at: Date.now(), actor: owner, body: { type: "member_added", member: carol, role: "member" } }),
+      `test:${newId()}`,
+      { memberCount: 2, ownerCount: 1 },
+    );
+    const message = await appendToJetStreamOnly(a, (seq) => messageAt(groupId, carol, seq), `test:${newId()}`);
+    assert.deepEqual(seqs(await b.readEvents(groupId, 0, 10)), [1]);
+    const persister = await startPersister({ nc: b.nc, names: b.names, tables: b.tables });
+    try {
+      await waitUntil("the persister to write seqs 2 and 3", async () => seqs(await b.readEvents(groupId, 0, 10)).length === 3);
+      assert.deepEqual(await b.readEvents(groupId, 1, 10), [added, message]);
+      assert.equal((await b.getMember(groupId, carol.id))?.role, "member");
+      const g = await b.getGroup(groupId);
+      assert.equal(g?.headSeq, 3);
+      assert.equal(g?.memberCount, 2);
+      assert.ok(persister.stats().persisted >= 2);
+      assert.equal(persister.stats().undecodable, 0);
+    } finally {
+      await persister.stop();
+    }
+  });
+
+  it("reaches NatsEventBus subscribers live; the services' own publish is skipped", async () => {
+    const bus = await createNatsEventBus({ servers: NATS_URL ?? "", prefix, name: "store-int-bus" });
+    try {
+      const { owner, groupId } = await newGroup();
+      const seen: GroupEvent[] = [];
+      const sub = await bus.subscribeGroup(groupId, (e) => seen.push(e));
+      const r = await a.appendMessage(draft(groupId, owner));
+      await waitUntil("the subscriber to see the message", async () => seen.length === 1);
+      assert.deepEqual(seen, [r.event]);
+      const before = (await a.sequencer.last(groupId))?.streamSeq;
+      await storePublishesEvents(bus).publishEvent(r.event);
+      assert.equal((await a.sequencer.last(groupId))?.streamSeq, before, "nothing was published again");
+      sub.unsubscribe();
+    } finally {
+      await bus.close();
+    }
+  });
+});

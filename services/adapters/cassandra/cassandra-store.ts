@@ -1,0 +1,525 @@
+/**
+ * CassandraStore: the production Store. Cassandra (or ScyllaDB) is the
+ * source of truth; every group event takes its seq from the JetStream
+ * compare-and-set sequencer (docs/production.md, "Sequencing without LWT on
+ * the hot path"):
+ *
+ * 1. read the group's last event on its subject (stream seq S, group seq N;
+ *    an empty subject means N = head_seq in Cassandra and S = 0; head_seq,
+ *    read alongside, is also a floor for N, should JetStream ever lose a
+ *    tail of acknowledged events that Cassandra holds);
+ * 2. publish the event with seq N + 1 expecting S (a lost race retries from
+ *    1; a duplicate Nats-Msg-Id returns the original);
+ * 3. write it to Cassandra (idempotent, seq-stamped: CassandraTables);
+ * 4. return. The publish of step 2 already reached every stream process, so
+ *    the services' own `bus.publishEvent` must be a no-op
+ *    (`storePublishesEvents`, wired in platform/backends.ts).
+ *
+ * A crash between 2 and 3 is repaired by the persister (persister.ts), and
+ * by the next membership change of the group (below).
+ *
+ * - appendMessage dedupes by (group, sender, client message id) in Cassandra
+ *   first, then checks membership, then sequences with Nats-Msg-Id
+ *   `msg:<group>:<sender>:<client message id>`, so a retry racing the
+ *   original (or following a crash after the publish) is deduped by
+ *   JetStream within its duplicate window.
+ * - changeGroup decides on a snapshot that matches the sequence: after
+ *   step 1 it makes sure Cassandra holds the events up to N (writing the
+ *   ones it lacks from JetStream, found by walking the `Chat-Prev` chain,
+ *   and checking the latest membership event named by `Chat-Change`), reads
+ *   the snapshot, runs `decide`, and publishes expecting S: a concurrent
+ *   event forces a retry on a fresh snapshot. The counts it writes come from
+ *   that snapshot plus the change, and travel with the event (`Chat-Counts`).
+ * - createGroup writes the group to Cassandra first (nobody else can
+ *   sequence on a fresh id, and the name and epoch are not in the event),
+ *   then publishes seq 1 expecting an empty subject.
+ * - Retention: rows expire by the tables' TTL, so purgeExpired deletes
+ *   nothing and returns 0; reads hide expired events by the injected clock.
+ */
+import { randomUUID } from "node:crypto";
+import cassandra from "cassandra-driver";
+import type { Client } from "cassandra-driver";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { ChatError, groupNotFound } from "../../core/errors.js";
+import type { ChatMessage, EventBody, Group, GroupEvent, Member, Membership, RefreshTokenRecord, User, UserCredentials, UserRef } from "../../core/model.js";
+import type {
+  AppendResult,
+  Clock,
+  GroupChange,
+  GroupSnapshot,
+  MessageDraft,
+  MessagePage,
+  NewGroup,
+  Store,
+} from "../../core/ports.js";
+import { JetStreamSequencer, messageMsgId } from "../nats/jetstream-sequencer.js";
+import type { Proposal, SequencedEvent, SequencerOptions } from "../nats/jetstream-sequencer.js";
+import { ensureTimelineStream } from "../nats/nats-event-bus.js";
+import type { TimelineOptions } from "../nats/nats-event-bus.js";
+import { NatsNames } from "../nats/subjects.js";
+import { CassandraTables } from "./cassandra-tables.js";
+import type { GroupCounts, GroupState, MessageEvent } from "./cassandra-tables.js";
+import { cassandraClientOptions, parseCassandraUrl } from "./cassandra-url.js";
+import { createKeyspace, migrate } from "./migrations.js";
+import type { MigrateResult } from "./migrations.js";
+import { persistEvent } from "./persister.js";
+
+/** CassandraStoreOptions configures createCassandraStore. */
+export interface CassandraStoreOptions {
+  /** `cassandra://host[:port][,host...]/keyspace[?dc=...&replication=...]` (see cassandra-url.ts). */
+  readonly url: string;
+  /** Events older than now - retentionMs are invisible to reads (and expire by the tables' TTL). */
+  readonly retentionMs: number;
+  /** Source of "now" for retention. */
+  readonly clock: Clock;
+  /** NATS: servers to connect to (the store owns that connection), or an open connection to share. */
+  readonly nats: { readonly servers: string | readonly string[]; readonly name?: string } | { readonly connection: NatsConnection };
+  /** NATS prefix (NatsNames; default "chat"); the same as the event bus's. */
+  readonly prefix?: string;
+  /** Create the keyspace and apply pending migrations first (default false). */
+  readonly migrate?: boolean;
+  /** Timeline stream settings, used when ensuring the stream (must match the bus's). */
+  readonly timeline?: TimelineOptions;
+  /** Create or update the timeline stream at start (default true). */
+  readonly ensureStream?: boolean;
+  /** Retry bounds of the sequencer. */
+  readonly sequencer?: SequencerOptions;
+}
+
+/** CassandraStoreParts is what a CassandraStore is built on (see createCassandraStore). */
+export interface CassandraStoreParts {
+  readonly tables: CassandraTables;
+  readonly sequencer: JetStreamSequencer;
+  readonly nc: NatsConnection;
+  readonly client: Client;
+  readonly clock: Clock;
+  readonly retentionMs: number;
+  /** Releases what the store owns (connections); called once by close(). */
+  readonly release: () => Promise<void>;
+}
+
+/** Largest number of events a change writes from JetStream before deciding (a longer gap is the persister's). */
+const MAX_CATCH_UP = 10_000;
+
+/** CassandraStore implements Store on Cassandra + the JetStream sequencer (see the module comment). */
+export class CassandraStore implements Store {
+  readonly tables: CassandraTables;
+  readonly sequencer: JetStreamSequencer;
+  /** The NATS connection the sequencer uses (for the persister). */
+  readonly nc: NatsConnection;
+  private readonly client: Client;
+  private readonly clock: Clock;
+  private readonly retentionMs: number;
+  private readonly release: () => Promise<void>;
+  /** Cassandra writes in progress, by group: a change waits for this process's own before it decides. */
+  private readonly writing = new Map<string, Set<Promise<void>>>();
+  private closing: Promise<void> | undefined;
+
+  constructor(parts: CassandraStoreParts) {
+    this.tables = parts.tables;
+    this.sequencer = parts.sequencer;
+    this.nc = parts.nc;
+    this.client = parts.client;
+    this.clock = parts.clock;
+    this.retentionMs = parts.retentionMs;
+    this.release = parts.release;
+  }
+
+  /** names are the NATS names the store sequences on. */
+  get names(): NatsNames {
+    return this.sequencer.names;
+  }
+
+  /** isHealthy tells whether the store reaches a Cassandra host and NATS (for health checks). */
+  isHealthy(): boolean {
+    return !this.closing && !this.nc.isClosed() && this.client.getState().getConnectedHosts().length > 0;
+  }
+
+  // ---- users and refresh tokens: straight to the tables ----
+
+  createUser(user: UserCredentials): Promise<void> {
+    return this.tables.createUser(user);
+  }
+
+  findUserByName(username: string): Promise<UserCredentials | undefined> {
+    return this.tables.findUserByName(username);
+  }
+
+  getUser(userId: string): Promise<User | undefined> {
+    return this.tables.getUser(userId);
+  }
+
+  insertRefreshToken(record: RefreshTokenRecord): Promise<void> {
+    return this.tables.insertRefreshToken(record);
+  }
+
+  findRefreshToken(tokenHash: string): Promise<RefreshTokenRecord | undefined> {
+    return this.tables.findRefreshToken(tokenHash);
+  }
+
+  markRefreshTokenUsed(tokenHash: string, at: number): Promise<boolean> {
+    return this.tables.markRefreshTokenUsed(tokenHash, at);
+  }
+
+  revokeRefreshFamily(familyId: string, at: number): Promise<void> {
+    return this.tables.revokeRefreshFamily(familyId, at);
+  }
+
+  // ---- groups ----
+
+  async createGroup(group: NewGroup): Promise<GroupEvent> {
+    this.names.group(group.id); // rejects an id that cannot be a subject token before anything is written
+    const event = await this.tables.createGroup(group);
+    const msgId = this.names.msgId(group.id, 1);
+    const counts = { memberCount: 1, ownerCount: 1 };
+    let cause: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const outcome = await this.sequencer.append(event, 0, msgId, { counts });
+      switch (outcome.status) {
+        case "appended":
+          return event;
+        case "duplicate":
+          return outcome.original.event;
+        case "conflict": {
+          const last = await this.sequencer.last(group.id);
+          if (last?.groupSeq === 1 && last.msgId === msgId) return last.event;
+          throw new ChatError("AlreadyExists", `group ${group.id} already has events`);
+        }
+        case "unknown":
+          cause = outcome.cause;
+          break;
+      }
+    }
+    throw new ChatError("Unavailable", `could not sequence the creation of group ${group.id}`, { cause });
+  }
+
+  getGroup(groupId: string): Promise<Group | undefined> {
+    return this.tables.getGroup(groupId);
+  }
+
+  getMember(groupId: string, userId: string): Promise<Member | undefined> {
+    return this.tables.getMember(groupId, userId);
+  }
+
+  listMembers(groupId: string, afterUserId: string, limit: number): Promise<Member[]> {
+    return this.tables.listMembers(groupId, afterUserId, limit);
+  }
+
+  listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]> {
+    return this.tables.listMemberships(userId, afterGroupId, limit);
+  }
+
+  async changeGroup(
+    groupId: string,
+    userIds: readonly string[],
+    actor: UserRef,
+    at: number,
+    decide: (snapshot: GroupSnapshot) => GroupChange,
+  ): Promise<GroupEvent> {
+    this.names.group(groupId);
+    // One key per call: a retry after a lost ack is recognised as this call's own event.
+    const msgId = `chg:${groupId}:${randomUUID()}`;
+    const asked = new Set(userIds);
+    const propose = async (last: SequencedEvent | undefined): Promise<Proposal> => {
+      await this.settle(groupId);
+      let state = await this.tables.getGroupState(groupId);
+      if (!state) throw groupNotFound(groupId);
+      if (await this.catchUp(groupId, state.group.headSeq, last)) {
+        state = await this.tables.getGroupState(groupId);
+        if (!state) throw groupNotFound(groupId);
+      }
+      const head = Math.max(last?.groupSeq ?? 0, state.group.headSeq);
+      const members = await this.tables.getMembers(groupId, [...asked]);
+      const snapshot: GroupSnapshot = {
+        group: { ...state.group, headSeq: head },
+        members,
+        ownerCount: state.ownerCount,
+      };
+      const change = decide(snapshot);
+      const memberOf = async (id: string) => (asked.has(id) ? members.get(id) : await this.tables.getMember(groupId, id));
+      const { body, counts } = await applyChange(change, state, memberOf);
+      return { event: { groupId, seq: head + 1, at, actor, body }, msgId, counts };
+    };
+    // fresh: decide (and the preconditions) may reject, so they must see the group's real last event.
+    const { stored } = await this.sequencer.sequence(groupId, propose, undefined, { fresh: true });
+    await this.persist(groupId, stored);
+    return stored.event;
+  }
+
+  async appendMessage(draft: MessageDraft): Promise<AppendResult> {
+    const { groupId, sender, clientMessageId } = draft;
+    this.names.group(groupId);
+    const previous = await this.tables.findMessageByClientId(groupId, sender.id, clientMessageId);
+    if (previous) return { event: previous, duplicate: true };
+    // head_seq is read alongside the membership (no added latency): it is the seq when the subject is
+    // empty, and a floor should JetStream ever have lost acknowledged events Cassandra holds.
+    const [member, headSeq] = await Promise.all([this.tables.getMember(groupId, sender.id), this.tables.headSeq(groupId)]);
+    if (!member || headSeq === undefined) throw groupNotFound(groupId);
+    const baseMsgId = messageMsgId(groupId, sender.id, clientMessageId);
+    let msgId = baseMsgId;
+    const result = await this.sequencer.sequence(
+      groupId,
+      (last) => ({ event: messageEvent(draft, Math.max(last?.groupSeq ?? 0, headSeq) + 1), msgId }),
+      (original) => {
+        const b = original.event.body;
+        if (b.type !== "message" || b.message.sender.id !== sender.id || b.message.clientMessageId !== clientMessageId) {
+          throw new ChatError("Internal", `Nats-Msg-Id ${msgId} names another event (${groupId}/${original.groupSeq})`);
+        }
+        if (original.event.at >= this.cutoff()) return true;
+        // The original is past retention: this is a new message, under a key of its own.
+        msgId = `${baseMsgId}:${original.streamSeq}`;
+        return false;
+      },
+    );
+    await this.persist(groupId, result.stored);
+    return { event: result.stored.event as MessageEvent, duplicate: result.duplicate };
+  }
+
+  readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
+    return this.tables.readEvents(groupId, afterSeq, limit);
+  }
+
+  listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage> {
+    return this.tables.listMessages(groupId, anchor, limit);
+  }
+
+  firstRetainedSeq(groupId: string): Promise<number> {
+    return this.tables.firstRetainedSeq(groupId);
+  }
+
+  ackMember(groupId: string, userId: string, seq: number): Promise<void> {
+    return this.tables.ackMember(groupId, userId, seq);
+  }
+
+  /** purgeExpired deletes nothing: the tables' TTL expires events (reads already hide them). Returns 0. */
+  async purgeExpired(): Promise<number> {
+    return 0;
+  }
+
+  /** close waits for this store's pending writes, then releases its connections. Idempotent. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = (async () => {
+        for (;;) {
+          const pending = [...this.writing.values()].flatMap((s) => [...s]);
+          if (pending.length === 0) break;
+          await Promise.allSettled(pending);
+        }
+        await this.release();
+      })();
+    }
+    return this.closing;
+  }
+
+  // ---- internals ----
+
+  private cutoff(): number {
+    return this.clock.now() - this.retentionMs;
+  }
+
+  /** persist writes a sequenced event to Cassandra, tracked so that changes of the group wait for it. */
+  private async persist(groupId: string, stored: SequencedEvent): Promise<void> {
+    const write = persistEvent(this.tables, stored);
+    let set = this.writing.get(groupId);
+    if (!set) {
+      set = new Set();
+      this.writing.set(groupId, set);
+    }
+    const tracked = write.catch(() => {});
+    set.add(tracked);
+    try {
+      await write;
+    } finally {
+      set.delete(tracked);
+      if (set.size === 0 && this.writing.get(groupId) === set) this.writing.delete(groupId);
+    }
+  }
+
+  /** settle waits for this process's in-flight writes of the group (failures are the writers' to report). */
+  private async settle(groupId: string): Promise<void> {
+    const set = this.writing.get(groupId);
+    if (set) await Promise.allSettled([...set]);
+  }
+
+  /**
+   * catchUp makes Cassandra hold what a change must decide on, given the
+   * group's last event in JetStream: every event after `head` (walking the
+   * Chat-Prev chain back from the last one), and the latest membership or
+   * rename event (Chat-Change), which may be missing below `head` if its
+   * writer died before writing it while later messages were written.
+   * Returns true if it wrote anything.
+   */
+  private async catchUp(groupId: string, head: number, last: SequencedEvent | undefined): Promise<boolean> {
+    if (!last) return false;
+    let wrote = false;
+    if (last.groupSeq > head) {
+      const missing: SequencedEvent[] = [];
+      for (let e: SequencedEvent | undefined = last; e && e.groupSeq > head && missing.length < MAX_CATCH_UP; ) {
+        missing.push(e);
+        e = e.prevStreamSeq > 0 ? await this.sequencer.get(groupId, e.prevStreamSeq) : undefined;
+      }
+      for (const e of missing.reverse()) await persistEvent(this.tables, e);
+      wrote = true;
+    }
+    const change = last.change;
+    if (change && change.groupSeq <= head) {
+      const [found] = await this.tables.readEvents(groupId, change.groupSeq - 1, 1);
+      if (found?.seq !== change.groupSeq) {
+        const stored = await this.sequencer.get(groupId, change.streamSeq);
+        if (stored?.groupSeq === change.groupSeq) {
+          await persistEvent(this.tables, stored);
+          wrote = true;
+        }
+      }
+    }
+    return wrote;
+  }
+}
+
+/** messageEvent builds the message event of a draft at `seq`. */
+function messageEvent(d: MessageDraft, seq: number): MessageEvent {
+  const message: ChatMessage = {
+    id: d.id,
+    groupId: d.groupId,
+    seq,
+    sender: d.sender,
+    text: d.text,
+    sentAt: d.sentAt,
+    clientMessageId: d.clientMessageId,
+  };
+  return { groupId: d.groupId, seq, at: d.sentAt, actor: d.sender, body: { type: "message", message } };
+}
+
+/**
+ * applyChange checks a change's own preconditions against the snapshot
+ * ("add": AlreadyExists if a member; "remove"/"set_role": NotFound if not)
+ * and returns its event body and the group's counts after it (undefined
+ * for a rename, which changes none).
+ */
+async function applyChange(
+  change: GroupChange,
+  state: GroupState,
+  memberOf: (userId: string) => Promise<Member | undefined>,
+): Promise<{ body: EventBody; counts: GroupCounts | undefined }> {
+  const members = state.group.memberCount;
+  const owners = state.ownerCount;
+  const owner = (role: string | undefined) => (role === "owner" ? 1 : 0);
+  switch (change.type) {
+    case "add": {
+      if (await memberOf(change.member.id)) {
+        throw new ChatError("AlreadyExists", `user ${change.member.username} is already a member`);
+      }
+      return {
+        body: { type: "member_added", member: change.member, role: change.role },
+        counts: { memberCount: members + 1, ownerCount: owners + owner(change.role) },
+      };
+    }
+    case "remove": {
+      const m = await requireMember(change.member, state.group.id, memberOf);
+      return {
+        body: { type: "member_removed", member: change.member },
+        counts: { memberCount: members - 1, ownerCount: owners - owner(m.role) },
+      };
+    }
+    case "set_role": {
+      const m = await requireMember(change.member, state.group.id, memberOf);
+      return {
+        body: { type: "member_role_changed", member: change.member, role: change.role },
+        counts: { memberCount: members, ownerCount: owners - owner(m.role) + owner(change.role) },
+      };
+    }
+    case "rename":
+      return { body: { type: "group_renamed", name: change.name }, counts: undefined };
+  }
+}
+
+async function requireMember(
+  user: UserRef,
+  groupId: string,
+  memberOf: (userId: string) => Promise<Member | undefined>,
+): Promise<Member> {
+  const m = await memberOf(user.id);
+  if (!m) throw new ChatError("NotFound", `user ${user.username} is not a member of group ${groupId}`);
+  return m;
+}
+
+/**
+ * createCassandraStore connects to Cassandra (creating the keyspace and
+ * migrating it first if `migrate`) and to NATS (unless given a connection),
+ * ensures the timeline stream unless told not to, and returns the store.
+ * Rejects (closing what it opened) if any of that fails.
+ */
+export async function createCassandraStore(opts: CassandraStoreOptions): Promise<CassandraStore> {
+  const url = parseCassandraUrl(opts.url);
+  const names = new NatsNames(opts.prefix);
+  const releases: (() => Promise<void>)[] = [];
+  const releaseAll = async () => {
+    for (const r of releases.reverse()) await r().catch(() => {});
+    releases.length = 0;
+  };
+  try {
+    const client = new cassandra.Client(cassandraClientOptions(url));
+    releases.push(() => client.shutdown());
+    await client.connect();
+    if (opts.migrate) {
+      await createKeyspace(client, url.keyspace, url.replication);
+      await migrate(client, url.keyspace, { retentionMs: opts.retentionMs });
+    }
+    const tables = new CassandraTables(client, { keyspace: url.keyspace, retentionMs: opts.retentionMs, clock: opts.clock });
+    let nc: NatsConnection;
+    if ("connection" in opts.nats) {
+      nc = opts.nats.connection;
+    } else {
+      const servers =
+        typeof opts.nats.servers === "string"
+          ? opts.nats.servers.split(",").map((s) => s.trim()).filter((s) => s !== "")
+          : [...opts.nats.servers];
+      const own = await connect({
+        servers,
+        name: opts.nats.name ?? `chat-store-${names.prefix}`,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 1000,
+        pingInterval: 10_000,
+        maxPingOut: 3,
+      });
+      releases.push(async () => {
+        await own.drain().catch(() => own.close());
+      });
+      nc = own;
+    }
+    const jsm = await jetstreamManager(nc, { timeout: opts.sequencer?.requestTimeoutMs ?? 5000 });
+    if (opts.ensureStream ?? true) await ensureTimelineStream(jsm, names, opts.timeline);
+    const sequencer = new JetStreamSequencer({ nc, jsm, names }, opts.sequencer);
+    return new CassandraStore({
+      tables,
+      sequencer,
+      nc,
+      client,
+      clock: opts.clock,
+      retentionMs: opts.retentionMs,
+      release: releaseAll,
+    });
+  } catch (e) {
+    await releaseAll();
+    throw e;
+  }
+}
+
+/**
+ * migrateCassandra creates the keyspace of `url` if missing and applies
+ * pending migrations (tables' TTL from `retentionMs`); for `npm run migrate`
+ * and MIGRATE=true. Safe to run from several processes at once.
+ */
+export async function migrateCassandra(urlText: string, retentionMs: number): Promise<MigrateResult> {
+  const url = parseCassandraUrl(urlText);
+  const client = new cassandra.Client(cassandraClientOptions(url));
+  try {
+    await client.connect();
+    await createKeyspace(client, url.keyspace, url.replication);
+    return await migrate(client, url.keyspace, { retentionMs });
+  } finally {
+    await client.shutdown();
+  }
+}
