@@ -1,13 +1,16 @@
 /**
- * The app on Redis (CACHE_URL=redis://): rate limits shared by every process,
- * and graceful degradation when Redis goes away (nothing lost, limits per
- * process, health reports the backend). Needs REDIS_URL.
+ * The app on its remote backends: on Redis (CACHE_URL=redis://) rate limits
+ * are shared by every process and losing Redis degrades gracefully (nothing
+ * lost, limits per process, health reports the backend); losing NATS (the
+ * bus) makes the process NOT_SERVING until it is back. Needs REDIS_URL /
+ * NATS_URL.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { HealthCheckResponse_ServingStatus, Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
 import { PrivateRedis, connectRedis, deleteKeysByPrefix, uniquePrefix } from "../../services/adapters/redis/redis-test-helpers.js";
 import { rejectsWith } from "../support/assertions.js";
 import { sendMany } from "../support/helpers.js";
@@ -89,5 +92,35 @@ describe("topology when Redis goes away", { skip: !REDIS_URL }, () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(status, HealthCheckResponse_ServingStatus.SERVING);
+  });
+});
+
+describe("topology when NATS goes away", { skip: !process.env.NATS_URL }, () => {
+  let nats: PrivateNatsServer;
+  let server: TestServer;
+  before(async () => {
+    nats = await PrivateNatsServer.create();
+    await nats.start();
+    server = await startTestServer({ BUS_URL: nats.url, NAMESPACE: "natsdown" });
+  });
+  after(async () => {
+    await server.stop();
+    await nats.dispose();
+  });
+
+  it("is NOT_SERVING while its bus is unreachable and SERVING again when it is back", async () => {
+    const health = createClient(Health, transportFor(server.baseUrl, "grpc"));
+    const statusOf = async (service: string) => (await health.check({ service })).status;
+    const waitFor = async (service: string, want: HealthCheckResponse_ServingStatus) => {
+      for (let i = 0; i < 100 && (await statusOf(service)) !== want; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await statusOf(service), want, `${service || "(overall)"}`);
+    };
+    await waitFor("", HealthCheckResponse_ServingStatus.SERVING);
+    await nats.kill("SIGKILL");
+    await waitFor("backend.nats", HealthCheckResponse_ServingStatus.NOT_SERVING);
+    await waitFor("", HealthCheckResponse_ServingStatus.NOT_SERVING);
+    await waitFor("chat.v1.MessageService", HealthCheckResponse_ServingStatus.NOT_SERVING);
+    await nats.start();
+    await waitFor("", HealthCheckResponse_ServingStatus.SERVING);
   });
 });
