@@ -242,3 +242,13 @@ describe("durations", () => {
     assert.equal(loadConfig({ RETENTION: "365d" }).retentionMs, 365 * 86_400_000);
   });
 });
+
+describe("redactUrl", () => {
+  it("hides credentials in URLs quoted in config errors", async () => {
+    const { redactUrl, loadConfig: load } = await import("./config.js");
+    assert.equal(redactUrl("redis://:s3cret@cache:6379"), "redis://[redacted]@cache:6379");
+    assert.equal(redactUrl("nats://user:pw@nats:4222"), "nats://[redacted]@nats:4222");
+    assert.equal(redactUrl("sqlite:./data/chat.db"), "sqlite:./data/chat.db");
+    assert.throws(() => load({ CACHE_URL: "rediss://:s3cret@cache:6379" }), (e: Error) => !e.message.includes("s3cret"));
+  });
+});

@@ -97,21 +97,21 @@ export function loadConfig(env: Env): Config {
     try {
       parseCassandraUrl(storeUrl);
     } catch (e) {
-      problems.push(`STORE_URL: "${storeUrl}" is not a valid cassandra:// URL: ${e instanceof Error ? e.message : String(e)}`);
+      problems.push(`STORE_URL: "${redactUrl(storeUrl)}" is not a valid cassandra:// URL: ${e instanceof Error ? e.message : String(e)}`);
     }
   } else if (!/^sqlite:.+/.test(storeUrl)) {
-    problems.push(`STORE_URL: "${storeUrl}" is not supported (use sqlite:<path> or cassandra://host/keyspace)`);
+    problems.push(`STORE_URL: "${redactUrl(storeUrl)}" is not supported (use sqlite:<path> or cassandra://host/keyspace)`);
   }
   const migrate = read.boolean("MIGRATE", cassandraStore);
   const busUrl = read.string("BUS_URL", "memory:");
   const natsBus = /^nats:\/\/[^/]+/.test(busUrl);
-  if (busUrl !== "memory:" && !natsBus) problems.push(`BUS_URL: "${busUrl}" is not supported (use memory: or nats://host:port)`);
+  if (busUrl !== "memory:" && !natsBus) problems.push(`BUS_URL: "${redactUrl(busUrl)}" is not supported (use memory: or nats://host:port)`);
   else if (cassandraStore && !natsBus) {
-    problems.push(`BUS_URL: "${busUrl}" must be nats://host:port with a cassandra:// STORE_URL (JetStream sequences the store's events)`);
+    problems.push(`BUS_URL: "${redactUrl(busUrl)}" must be nats://host:port with a cassandra:// STORE_URL (JetStream sequences the store's events)`);
   }
   const cacheUrl = read.string("CACHE_URL", "memory:");
   if (cacheUrl !== "memory:" && !/^redis:\/\/[^/]+/.test(cacheUrl)) {
-    problems.push(`CACHE_URL: "${cacheUrl}" is not supported (use memory: or redis://host:port)`);
+    problems.push(`CACHE_URL: "${redactUrl(cacheUrl)}" is not supported (use memory: or redis://host:port)`);
   }
   const namespace = read.string("NAMESPACE", "chat");
   if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(namespace)) problems.push(`NAMESPACE: "${namespace}" must be 1 to 32 of a-z 0-9 _ - (starting with a letter or digit)`);
@@ -182,6 +182,11 @@ function parseServices(text: string, problems: string[]): ServiceName[] {
     return [...SERVICE_NAMES];
   }
   return SERVICE_NAMES.filter((n) => names.includes(n));
+}
+
+/** redactUrl hides the user-info part (user:password@) of a URL quoted in an error. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, "$1[redacted]@");
 }
 
 /** argsToEnv turns command-line settings (`--services=stream`) into the environment variables they stand for. */

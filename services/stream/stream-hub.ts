@@ -271,7 +271,8 @@ export class StreamHub {
       if (!progressed && events.length === 0 && feed.attached && (await this.skipAllExpired(feed))) progressed = true;
       if (progressed) {
         stalls = 0;
-      } else if (++stalls > 100) {
+      } else if (++stalls > 500) {
+        // ~10 s: long enough for another process's persister to fill a gap its writer left (ack wait 5 s).
         throw new Error(`timeline of group ${groupId} has a gap after seq ${feed.cursor} that did not fill`);
       } else {
         await sleep(20);

@@ -189,10 +189,16 @@ export class CassandraStore implements Store {
         }
         case "unknown":
           cause = outcome.cause;
+          await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
           break;
       }
     }
-    throw new ChatError("Unavailable", `could not sequence the creation of group ${group.id}`, { cause });
+    // The group is durable in Cassandra already; its seq-1 publish is only
+    // a hint (sends on an empty subject take head_seq from Cassandra, and the
+    // owner's streams replay from the store). Failing here would make a
+    // retrying client create a second group.
+    void cause;
+    return event;
   }
 
   getGroup(groupId: string): Promise<Group | undefined> {
@@ -356,9 +362,14 @@ export class CassandraStore implements Store {
     let wrote = false;
     if (last.groupSeq > head) {
       const missing: SequencedEvent[] = [];
-      for (let e: SequencedEvent | undefined = last; e && e.groupSeq > head && missing.length < MAX_CATCH_UP; ) {
+      let e: SequencedEvent | undefined = last;
+      while (e && e.groupSeq > head && missing.length < MAX_CATCH_UP) {
         missing.push(e);
         e = e.prevStreamSeq > 0 ? await this.sequencer.get(groupId, e.prevStreamSeq) : undefined;
+      }
+      if (e && e.groupSeq > head) {
+        // Deciding on a partial snapshot would write wrong state for good: let the persister catch up first.
+        throw new ChatError("Unavailable", `group ${groupId} is catching up on its timeline; retry`);
       }
       for (const e of missing.reverse()) await persistEvent(this.tables, e);
       wrote = true;

@@ -119,8 +119,9 @@ const CL_LOCAL_SERIAL = cassandra.types.consistencies.localSerial;
 /**
  * CassandraTables reads and writes the store's tables (see the module
  * comment for the rules). Methods throw ChatError for domain outcomes
- * (AlreadyExists on a taken username, Internal on a corrupt row) and pass
- * driver errors (timeouts, unavailable) through unchanged.
+ * (AlreadyExists on a taken username, Internal on a corrupt row) and
+ * ChatError Unavailable for driver failures (timeouts, no host), with the
+ * driver's error as cause.
  */
 export class CassandraTables {
   private readonly ks: string;
@@ -641,20 +642,24 @@ export class CassandraTables {
 
   /** run executes one prepared statement at LOCAL_QUORUM (LWTs: LOCAL_SERIAL for their Paxos phase). */
   private run(cql: string, params: Params, idempotent: boolean, consistency = CL_LOCAL_QUORUM): Promise<types.ResultSet> {
-    return this.client.execute(cql, params, {
-      prepare: true,
-      isIdempotent: idempotent,
-      consistency,
-      serialConsistency: CL_LOCAL_SERIAL,
-    });
+    return this.client
+      .execute(cql, params, {
+        prepare: true,
+        isIdempotent: idempotent,
+        consistency,
+        serialConsistency: CL_LOCAL_SERIAL,
+      })
+      .catch(unavailable);
   }
 
   /** batch executes prepared statements as one batch at LOCAL_QUORUM (logged unless told otherwise). */
   private batch(queries: [string, Params][], idempotent: boolean, logged = true): Promise<types.ResultSet> {
-    return this.client.batch(
-      queries.map(([query, params]) => ({ query, params })),
-      { prepare: true, logged, isIdempotent: idempotent, consistency: CL_LOCAL_QUORUM },
-    );
+    return this.client
+      .batch(
+        queries.map(([query, params]) => ({ query, params })),
+        { prepare: true, logged, isIdempotent: idempotent, consistency: CL_LOCAL_QUORUM },
+      )
+      .catch(unavailable);
   }
 
   /** fetch returns up to `max` rows of a query, following pages (filtered queries may return short pages). */
@@ -662,18 +667,30 @@ export class CassandraTables {
     const out: types.Row[] = [];
     let pageState: string | undefined;
     do {
-      const rs: types.ResultSet = await this.client.execute(cql, params, {
-        prepare: true,
-        isIdempotent: true,
-        consistency: CL_LOCAL_QUORUM,
-        fetchSize: Math.min(Math.max(max - out.length, 1), 5000),
-        ...(pageState === undefined ? {} : { pageState }),
-      });
+      const rs: types.ResultSet = await this.client
+        .execute(cql, params, {
+          prepare: true,
+          isIdempotent: true,
+          consistency: CL_LOCAL_QUORUM,
+          fetchSize: Math.min(Math.max(max - out.length, 1), 5000),
+          ...(pageState === undefined ? {} : { pageState }),
+        })
+        .catch(unavailable);
       out.push(...rs.rows);
       pageState = rs.pageState ?? undefined;
     } while (pageState !== undefined && out.length < max);
     return out.length > max ? out.slice(0, max) : out;
   }
+}
+
+/**
+ * unavailable turns a driver failure (no host, timeouts, overload) into
+ * ChatError Unavailable, which clients retry; the original stays as cause.
+ * A ChatError (a decision, not a failure) passes through.
+ */
+function unavailable(e: unknown): never {
+  if (e instanceof ChatError) throw e;
+  throw new ChatError("Unavailable", "the database is unavailable; retry", { cause: e });
 }
 
 /** BucketCursor walks one bucket of a group's events in chunks. */

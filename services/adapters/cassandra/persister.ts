@@ -106,7 +106,7 @@ async function deriveCounts(
  * persisters if it does not exist (explicit acks, from the first retained
  * event, over every group subject). Safe to race.
  */
-export async function ensurePersisterConsumer(jsm: JetStreamManager, names: NatsNames, ackWaitMs = 30_000): Promise<void> {
+export async function ensurePersisterConsumer(jsm: JetStreamManager, names: NatsNames, ackWaitMs = 5_000): Promise<void> {
   const stream = names.timelineStream;
   const durable = names.durable("persister");
   try {
@@ -194,7 +194,8 @@ class RunningPersister implements Persister {
         await ensurePersisterConsumer(this.jsm, names, this.opts.ackWaitMs);
         const consumer = await this.jsm.jetstream().consumers.get(names.timelineStream, names.durable("persister"));
         if (this.stopped) return;
-        this.messages = await consumer.consume({ max_messages: this.concurrency * 4 });
+        // A small prefetch: what a dying persister held is redelivered after ack_wait (5 s).
+        this.messages = await consumer.consume({ max_messages: this.concurrency });
         if (this.stopped) {
           await this.messages.close().catch(() => {});
           return;

@@ -287,13 +287,20 @@ export class JetStreamSequencer {
       const cached = opts.fresh ? undefined : this.lastAppended.get(groupId);
       let last = cached ?? (await this.last(groupId));
       let lastCause: unknown;
+      // An "unknown" answer (timeout, reconnect) may hide a publish that was
+      // stored: the same proposal is sent again (same event, expected
+      // sequence and msgId), so JetStream answers "duplicate" with the original
+      // instead of the proposal being decided anew on its own outcome.
+      let resend: { p: Proposal; expected: number; change: SequencedEvent["change"] } | undefined;
       for (let attempt = 0; attempt < this.maxAttempts && Date.now() < deadline; attempt++) {
-        const p = await propose(last);
-        const expected = last?.streamSeq ?? 0;
+        const expected = resend?.expected ?? last?.streamSeq ?? 0;
+        const change = resend ? resend.change : last?.change;
+        const p = resend?.p ?? (await propose(last));
+        resend = undefined;
         if (p.event.groupId !== groupId || p.event.seq <= (last?.groupSeq ?? 0)) {
           throw new ChatError("Internal", `proposed seq ${p.event.seq} does not follow the last event`);
         }
-        const outcome = await this.append(p.event, expected, p.msgId, { change: last?.change, counts: p.counts });
+        const outcome = await this.append(p.event, expected, p.msgId, { change, counts: p.counts });
         switch (outcome.status) {
           case "appended":
             this.remember(groupId, outcome.stored);
@@ -307,7 +314,9 @@ export class JetStreamSequencer {
             break;
           case "unknown":
             lastCause = outcome.cause;
-            break;
+            resend = { p, expected, change };
+            await sleep(Math.random() * Math.min(this.maxJitterMs, 2 ** attempt) + 50);
+            continue;
         }
         this.lastAppended.delete(groupId);
         if (attempt > 0) await sleep(Math.random() * Math.min(this.maxJitterMs, 2 ** attempt));
