@@ -21,11 +21,11 @@ import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent, UserRef } from "../../core/model.js";
 import type { Clock, MessageDraft, Store } from "../../core/ports.js";
-import { messageMsgId, storePublishesEvents } from "../nats/jetstream-sequencer.js";
+import { JetStreamSequencer, messageMsgId, storePublishesEvents } from "../nats/jetstream-sequencer.js";
 import { createNatsEventBus } from "../nats/nats-event-bus.js";
 import { NatsNames } from "../nats/subjects.js";
-import { createCassandraStore } from "./cassandra-store.js";
-import type { CassandraStore } from "./cassandra-store.js";
+import { CassandraStore, createCassandraStore } from "./cassandra-store.js";
+import { CassandraTables } from "./cassandra-tables.js";
 import { startPersister } from "./persister.js";
 import { openTestKeyspace } from "./test-keyspace.js";
 import type { TestKeyspace } from "./test-keyspace.js";
@@ -237,6 +237,41 @@ describe("CassandraStore (integration)", { skip }, () => {
     const removed = await b.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "remove", member: bob }));
     assert.equal(removed.seq, 6);
     assert.equal((await a.getGroup(groupId))?.memberCount, 1);
+  });
+
+  it("a change whose publish was stored but unanswered succeeds once, and a send likewise", async () => {
+    // A sequencer that loses the answer of the next successful publish (a timeout or reconnect at the worst moment).
+    class LosesOneAnswer extends JetStreamSequencer {
+      lose = false;
+      override async append(...args: Parameters<JetStreamSequencer["append"]>) {
+        const outcome = await super.append(...args);
+        if (this.lose && outcome.status === "appended") {
+          this.lose = false;
+          return { status: "unknown" as const, cause: new Error("answer lost") };
+        }
+        return outcome;
+      }
+    }
+    const ks = await testKeyspace();
+    const nc = await connect({ servers: NATS_URL ?? "", name: "chat-test-lossy" });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const sequencer = new LosesOneAnswer({ nc, names: new NatsNames(prefix), jsm });
+      const tables = new CassandraTables(ks.client, { keyspace: ks.keyspace, retentionMs: 30 * DAY, clock });
+      const lossy = new CassandraStore({ tables, sequencer, nc, client: ks.client, clock, retentionMs: 30 * DAY, release: async () => {} });
+      const { owner, groupId } = await newGroup(lossy);
+      const bob = userRef();
+      sequencer.lose = true;
+      const added = await lossy.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "add", member: bob, role: "member" }));
+      assert.equal(added.seq, 2, "the change is reported as done, not as AlreadyExists");
+      sequencer.lose = true;
+      const sent = await lossy.appendMessage(draft(groupId, bob));
+      assert.equal(sent.duplicate, false);
+      assert.equal(sent.event.seq, 3);
+      assert.deepEqual(seqs(await lossy.readEvents(groupId, 0, 10)), [1, 2, 3], "each stored once");
+    } finally {
+      await nc.close();
+    }
   });
 
   it("the persister writes events that only reached JetStream", async () => {

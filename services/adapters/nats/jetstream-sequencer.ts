@@ -296,6 +296,7 @@ export class JetStreamSequencer {
         const expected = resend?.expected ?? last?.streamSeq ?? 0;
         const change = resend ? resend.change : last?.change;
         const p = resend?.p ?? (await propose(last));
+        const isResend = resend !== undefined;
         resend = undefined;
         if (p.event.groupId !== groupId || p.event.seq <= (last?.groupSeq ?? 0)) {
           throw new ChatError("Internal", `proposed seq ${p.event.seq} does not follow the last event`);
@@ -306,6 +307,11 @@ export class JetStreamSequencer {
             this.remember(groupId, outcome.stored);
             return { stored: outcome.stored, duplicate: false };
           case "duplicate":
+            if (isResend && outcome.original.msgId === p.msgId && outcome.original.event.seq === p.event.seq) {
+              // Our own unanswered publish had been stored: it is this call's append, not an earlier call's.
+              this.remember(groupId, outcome.original);
+              return { stored: outcome.original, duplicate: false };
+            }
             if (await acceptDuplicate(outcome.original)) return { stored: outcome.original, duplicate: true };
             // JetStream checks the msgId before the expected sequence: `last` may still be current.
             continue;
