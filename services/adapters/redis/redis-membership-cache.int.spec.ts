@@ -14,9 +14,9 @@ import { newId } from "../../core/ids.js";
 import { RedisMembershipCache } from "./redis-membership-cache.js";
 import {
   connectRedis,
-  deleteKeysByPrefix,
   hasRedisServerBin,
   PrivateRedis,
+  sharedRedis,
   uniquePrefix,
   waitUntil,
 } from "./redis-test-helpers.js";
@@ -24,28 +24,7 @@ import {
 const url = process.env.REDIS_URL;
 const skip = !url;
 
-/** shared opens clients on the shared server; `close` deletes the prefix's keys and closes them. */
-function shared(label: string) {
-  const prefix = uniquePrefix(label);
-  const clients: Redis[] = [];
-  return {
-    prefix,
-    async client(): Promise<Redis> {
-      const c = await connectRedis(url ?? "");
-      clients.push(c);
-      return c;
-    },
-    async close(): Promise<void> {
-      const first = clients[0];
-      if (first) {
-        const deleted = await deleteKeysByPrefix(first, prefix);
-        assert.ok(deleted >= 0);
-        assert.equal((await first.keys(`${prefix}*`)).length, 0, "no key of the run is left");
-      }
-      await Promise.all(clients.map((c) => c.quit()));
-    },
-  };
-}
+const shared = (label: string) => sharedRedis(url ?? "", label);
 
 const contract = shared("mc-contract");
 membershipCacheContract("redis", async () => new RedisMembershipCache(await contract.client(), { prefix: contract.prefix }), {

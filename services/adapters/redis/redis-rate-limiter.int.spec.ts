@@ -15,9 +15,9 @@ import type { RateDecision } from "../../core/ports.js";
 import { RedisRateLimiter } from "./redis-rate-limiter.js";
 import {
   connectRedis,
-  deleteKeysByPrefix,
   hasRedisServerBin,
   PrivateRedis,
+  sharedRedis,
   uniquePrefix,
   waitUntil,
 } from "./redis-test-helpers.js";
@@ -25,27 +25,7 @@ import {
 const url = process.env.REDIS_URL;
 const skip = !url;
 
-/** shared opens clients on the shared server; `close` deletes the prefix's keys and closes them. */
-function shared(label: string) {
-  const prefix = uniquePrefix(label);
-  const clients: Redis[] = [];
-  return {
-    prefix,
-    async client(): Promise<Redis> {
-      const c = await connectRedis(url ?? "");
-      clients.push(c);
-      return c;
-    },
-    async close(): Promise<void> {
-      const first = clients[0];
-      if (first) {
-        await deleteKeysByPrefix(first, prefix);
-        assert.equal((await first.keys(`${prefix}*`)).length, 0, "no key of the run is left");
-      }
-      await Promise.all(clients.map((c) => c.quit()));
-    },
-  };
-}
+const shared = (label: string) => sharedRedis(url ?? "", label);
 
 const contract = shared("rl-contract");
 rateLimiterContract("redis", async () => new RedisRateLimiter(await contract.client(), { prefix: contract.prefix }), {

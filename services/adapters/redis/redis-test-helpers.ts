@@ -192,3 +192,30 @@ export class PrivateRedis {
     await rm(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * sharedRedis opens clients on the shared server at `url` under a fresh key
+ * prefix; `close` deletes the prefix's keys, checks none is left, and closes
+ * the clients.
+ */
+export function sharedRedis(url: string, label: string) {
+  const prefix = uniquePrefix(label);
+  const clients: Redis[] = [];
+  return {
+    prefix,
+    async client(): Promise<Redis> {
+      const c = await connectRedis(url);
+      clients.push(c);
+      return c;
+    },
+    async close(): Promise<void> {
+      const first = clients[0];
+      if (first) {
+        await deleteKeysByPrefix(first, prefix);
+        const left = (await first.keys(`${prefix}*`)).length;
+        if (left > 0) throw new Error(`${left} keys of the run are left under ${prefix}`);
+      }
+      await Promise.all(clients.map((c) => c.quit()));
+    },
+  };
+}
