@@ -49,6 +49,7 @@ export interface Backends {
  * persister. Migrations run first when config.migrate is set.
  */
 export async function openBackends(config: Config, clock: Clock, logger: Logger): Promise<Backends> {
+  let cacheRef: MembershipCache | undefined;
   const closers: (() => Promise<void>)[] = [];
   const checks: BackendCheck[] = [];
   const connectionName = `chat-${config.services.join("+")}-${process.pid}`;
@@ -68,11 +69,26 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger)
     if (cassandra) {
       checks.push({ name: "cassandra", critical: true, healthy: () => cassandra.isHealthy() });
       if (config.services.includes("message")) {
-        const persister = await startPersister({ nc: cassandra.nc, names: cassandra.names, tables: cassandra.tables, logger });
+        // Every membership event passes the persister exactly once (one durable consumer for all message
+        // processes): it invalidates the membership cache even when the process that made the change died.
+        const persister = await startPersister({
+          nc: cassandra.nc,
+          names: cassandra.names,
+          tables: cassandra.tables,
+          logger,
+          afterWrite: async (event) => {
+            const b = event.body;
+            if (b.type === "member_added" || b.type === "member_removed" || b.type === "member_role_changed") {
+              await cacheRef?.invalidate(event.groupId, b.member.id);
+            }
+          },
+        });
         closers.push(() => persister.stop());
       }
     }
-    return await openRest(config, clock, logger, store, closers, checks, connectionName, cassandra !== undefined);
+    const backends = await openRest(config, clock, logger, store, closers, checks, connectionName, cassandra !== undefined);
+    cacheRef = backends.cache;
+    return backends;
   } catch (e) {
     for (const close of closers.reverse()) await close().catch(() => {});
     await store.close().catch(() => {});

@@ -285,9 +285,18 @@ describe("CassandraStore (integration)", { skip }, () => {
     );
     const message = await appendToJetStreamOnly(a, (seq) => messageAt(groupId, carol, seq), `test:${newId()}`);
     assert.deepEqual(seqs(await b.readEvents(groupId, 0, 10)), [1]);
-    const persister = await startPersister({ nc: b.nc, names: b.names, tables: b.tables });
+    const written: number[] = [];
+    const persister = await startPersister({
+      nc: b.nc,
+      names: b.names,
+      tables: b.tables,
+      afterWrite: (e) => {
+        if (e.groupId === groupId) written.push(e.seq);
+      },
+    });
     try {
       await waitUntil("the persister to write seqs 2 and 3", async () => seqs(await b.readEvents(groupId, 0, 10)).length === 3);
+      await waitUntil("afterWrite to see them", async () => written.includes(2) && written.includes(3));
       assert.deepEqual(await b.readEvents(groupId, 1, 10), [added, message]);
       assert.equal((await b.getMember(groupId, carol.id))?.role, "member");
       const g = await b.getGroup(groupId);

@@ -13,6 +13,7 @@
  * and the store's own write of the same event are all harmless. An event is
  * acked only after its write; a failed write is redelivered after a pause.
  */
+import type { GroupEvent } from "../../core/model.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -45,6 +46,12 @@ export interface PersisterOptions {
   readonly ackWaitMs?: number;
   /** Pause before a failed write is redelivered, ms (default 1000). */
   readonly retryDelayMs?: number;
+  /**
+   * afterWrite runs for every event once it is durable, before the ack (e.g.
+   * to invalidate the membership cache on member events, whichever process
+   * wrote them). Its failures are logged and do not redeliver the event.
+   */
+  readonly afterWrite?: (event: GroupEvent) => Promise<void> | void;
 }
 
 /** PersisterStats counts what the persister did since it started. */
@@ -222,6 +229,11 @@ class RunningPersister implements Persister {
     }
     try {
       await persistEvent(this.opts.tables, stored);
+      try {
+        await this.opts.afterWrite?.(stored.event);
+      } catch (err) {
+        this.opts.logger?.warn({ err, groupId: stored.event.groupId, seq: stored.groupSeq }, "persister afterWrite hook failed");
+      }
       m.ack();
       this.counters.persisted++;
     } catch (err) {
