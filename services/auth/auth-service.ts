@@ -7,6 +7,7 @@ import type { Clock, RateLimit, RateLimiter, RefreshTokenStore, UserStore } from
 import { checkPassword, normalizeUsername } from "../core/validate.js";
 import type { AccessTokens, Principal } from "./access-tokens.js";
 import { burnPasswordCheck, hashPassword, verifyPassword } from "./passwords.js";
+import { takeToken } from "../core/rate-limit.js";
 
 /** Session is a token pair handed to a client. */
 export interface Session {
@@ -49,7 +50,7 @@ export class AuthService {
     const username = normalizeUsername(rawUsername);
     checkPassword(password);
     // Each registration costs an argon2 hash: bound the work one address can ask for.
-    await this.limit(`register:addr:${clientAddress}`, this.deps.settings.registerPerAddress, "registrations from your address");
+    await takeToken(this.deps.limiter, `register:addr:${clientAddress}`, this.deps.settings.registerPerAddress, "registrations from your address");
     const user: User = { id: newId(), username, createdAt: this.deps.clock.now() };
     await this.deps.store.createUser({ ...user, passwordHash: await hashPassword(password) });
     return { user, session: await this.openSession(user) };
@@ -67,10 +68,10 @@ export class AuthService {
    */
   async login(rawUsername: string, password: string, clientAddress: string): Promise<{ user: User; session: Session }> {
     if (rawUsername.trim() === "" || password === "") throw new ChatError("InvalidArgument", "username and password are required");
-    await this.limit(`login:addr:${clientAddress}`, this.deps.settings.loginPerAddress, "login attempts from your address");
+    await takeToken(this.deps.limiter, `login:addr:${clientAddress}`, this.deps.settings.loginPerAddress, "login attempts from your address");
     const username = usernameOrUndefined(rawUsername);
     if (username === undefined || password.length > 256) throw new ChatError("Unauthenticated", "wrong username or password");
-    await this.limit(`login:user:${username}`, this.deps.settings.loginPerUsername, "login attempts for this username");
+    await takeToken(this.deps.limiter, `login:user:${username}`, this.deps.settings.loginPerUsername, "login attempts for this username");
     const found = await this.deps.store.findUserByName(username);
     if (!found) {
       await burnPasswordCheck(password);
@@ -135,16 +136,6 @@ export class AuthService {
     });
     const access = await this.deps.tokens.issue(user, familyId, now);
     return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
-  }
-
-  private async limit(key: string, limit: RateLimit, where: string): Promise<void> {
-    const decision = await this.deps.limiter.take(key, limit);
-    if (!decision.allowed) {
-      const seconds = Math.ceil(decision.retryAfterMs / 1000);
-      throw new ChatError("ResourceExhausted", `too many ${where}; retry in ${seconds} s`, {
-        retryAfterMs: decision.retryAfterMs,
-      });
-    }
   }
 }
 

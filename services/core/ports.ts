@@ -258,3 +258,47 @@ export interface RateLimiter {
   /** take removes one token from the bucket `key` if it has one. */
   take(key: string, limit: RateLimit): Promise<RateDecision>;
 }
+
+/** RecentWindow is the seq range a RecentMessages cache is complete for: it holds every message of the group with lo <= seq <= hi. */
+export interface RecentWindow {
+  readonly lo: number;
+  readonly hi: number;
+}
+
+/** RecentScan asks for up to `take` held messages with from <= seq <= to: the lowest ones ascending ("asc") or the highest ones descending ("desc"). */
+export interface RecentScan {
+  readonly order: "asc" | "desc";
+  readonly from: number;
+  readonly to: number;
+  readonly take: number;
+}
+
+/** RecentScanResult is what one scan saw, atomically. */
+export interface RecentScanResult {
+  /** The group's window; undefined when nothing is known about the group (then `messages` is empty). */
+  readonly window: RecentWindow | undefined;
+  /** Held messages in the scan's range and order; all lie inside `window`. */
+  readonly messages: readonly ChatMessage[];
+}
+
+/**
+ * RecentMessages keeps each group's newest messages for history reads (the
+ * read side of DESIGN flow 4), fed with every durable event after its write.
+ *
+ * Guarantee: for each group it knows, it holds every message whose seq lies
+ * in its window [lo, hi] — never a partial range — so a reader can tell
+ * from the window alone whether a page it asks for is complete. Events may
+ * be recorded in any order and more than once: an event at hi + 1 extends
+ * the window; one beyond it (a gap: an event recorded elsewhere was lost,
+ * e.g. its writer crashed) starts a new window at that seq; one at or below
+ * hi is ignored. The window may shrink from below (capacity, expiry) or
+ * vanish (eviction, a flushed or restarted cache) at any time; it never
+ * claims a message it does not hold. It knows nothing of retention or of
+ * the store's head: readers check both against the store.
+ */
+export interface RecentMessages {
+  /** record notes one durable event of a group (messages are kept; other events only advance the window). */
+  record(event: GroupEvent): Promise<void>;
+  /** scan returns the group's window and the held messages the scan asks for, read together atomically. */
+  scan(groupId: string, scan: RecentScan): Promise<RecentScanResult>;
+}

@@ -3,7 +3,8 @@ import { MessageService } from "../../gen/chat/v1/message_service_pb.js";
 import { checkSeq } from "../core/validate.js";
 import { principalOf } from "../platform/interceptors.js";
 import { messageToProto } from "../platform/proto-convert.js";
-import type { HistoryAnchor, MessageService as MessageUseCases } from "./message-service.js";
+import type { HistoryAnchor } from "../core/recent-history.js";
+import type { MessageService as MessageUseCases } from "./message-service.js";
 
 /** messageRoutes serves chat.v1.MessageService: proto in, use-case, proto out. */
 export function messageRoutes(router: ConnectRouter, messages: MessageUseCases): ConnectRouter {

@@ -4,13 +4,17 @@ import { newId } from "../core/ids.js";
 import type { ChatMessage } from "../core/model.js";
 import type { Membership } from "../core/membership.js";
 import type { Fanout } from "../core/fanout.js";
-import type { Clock, GroupStore } from "../core/ports.js";
+import type { Clock, GroupStore, RateLimit, RateLimiter, RecentMessages } from "../core/ports.js";
+import { takeToken } from "../core/rate-limit.js";
+import { type HistoryAnchor, pageFromRecent, recentScanFor } from "../core/recent-history.js";
 import { checkClientMessageId, checkId, checkText, pageSize } from "../core/validate.js";
 
 /** MessageSettings are the message use-cases' limits. */
 export interface MessageSettings {
   /** Largest message text in UTF-8 bytes. */
   readonly maxTextBytes: number;
+  /** Sends per user (one bucket per user across groups and processes). */
+  readonly sendsPerUser: RateLimit;
 }
 
 /** HistoryPage is a page of ListMessages. */
@@ -20,9 +24,6 @@ export interface HistoryPage {
   readonly headSeq: number;
   readonly firstRetainedSeq: number;
 }
-
-/** HistoryAnchor picks a page: before a seq (backwards), after a seq (forwards), or neither (newest). */
-export type HistoryAnchor = { readonly beforeSeq?: number; readonly afterSeq?: number };
 
 /**
  * MessageService holds the send and history use-cases (DESIGN flows 1 and 4).
@@ -35,13 +36,19 @@ export class MessageService {
       store: GroupStore;
       membership: Membership;
       fanout: Fanout;
+      /** Recent messages, fed by the fanout; pages it cannot prove complete come from the store. */
+      recent: RecentMessages;
+      limiter: RateLimiter;
+      /** onCacheError hears a failed cache read (the page then comes from the store). */
+      onCacheError?: (e: unknown) => void;
       clock: Clock;
       settings: MessageSettings;
     },
   ) {}
 
   /**
-   * send stores and publishes a message. A duplicate is published again as
+   * send stores and publishes a message; ResourceExhausted (with a retry
+   * hint) past the sender's rate limit. A duplicate is published again as
    * well: subscribers drop seqs they have seen, and this heals a publish
    * that was lost between the write and a crash.
    */
@@ -54,6 +61,7 @@ export class MessageService {
     checkId("group_id", groupId);
     checkText(text, this.deps.settings.maxTextBytes);
     checkClientMessageId(clientMessageId);
+    await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
     await this.deps.membership.requireMember(groupId, caller.userId);
     const { event, duplicate } = await this.deps.store.appendMessage({
       id: newId(),
@@ -67,17 +75,29 @@ export class MessageService {
     return { message: event.body.message, duplicate };
   }
 
-  /** list returns a page of retained history, ascending by seq; NotFound for non-members. */
+  /**
+   * list returns a page of retained history, ascending by seq; NotFound for
+   * non-members. The page comes from the recent-messages cache when the
+   * cache proves it complete against the store's head and retention (read
+   * at the same time), else from the store: either way it is the page the
+   * store holds.
+   */
   async list(caller: Principal, groupId: string, anchor: HistoryAnchor, size: number): Promise<HistoryPage> {
     checkId("group_id", groupId);
     const limit = pageSize("limit", size, 50, 200);
     await this.deps.membership.requireMember(groupId, caller.userId);
-    const [page, group, firstRetainedSeq] = await Promise.all([
-      this.deps.store.listMessages(groupId, anchor, limit),
+    const [scan, group, firstRetainedSeq] = await Promise.all([
+      this.deps.recent.scan(groupId, recentScanFor(anchor, limit)).catch((e: unknown) => {
+        this.deps.onCacheError?.(e);
+        return undefined;
+      }),
       this.deps.store.getGroup(groupId),
       this.deps.store.firstRetainedSeq(groupId),
     ]);
-    return { ...page, headSeq: group?.headSeq ?? 0, firstRetainedSeq };
+    const headSeq = group?.headSeq ?? 0;
+    const cached = scan && pageFromRecent(anchor, limit, scan, { headSeq, firstRetainedSeq });
+    const page = cached ?? (await this.deps.store.listMessages(groupId, anchor, limit));
+    return { ...page, headSeq, firstRetainedSeq };
   }
 
   /** ack raises the caller's acknowledged seq in the group; a seq beyond the group's head is InvalidArgument. */

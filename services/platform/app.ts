@@ -63,7 +63,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const logger = options.logger ?? createLogger(config.logLevel);
   await mkdir(config.dataDir, { recursive: true });
   const backends = await openBackends(config, clock, logger);
-  const { store, bus, cache, limiter } = backends;
+  const { store, bus, cache, recent, limiter } = backends;
   const serves = (name: ServiceName) => config.services.includes(name);
   const served = config.services.map((name) => SERVICE_DESCS[name]);
   const tokenSettings = { issuer: config.jwt.issuer, audience: config.jwt.audience, ttlMs: config.accessTokenTtlMs };
@@ -72,7 +72,14 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     serves("auth") || config.authJwksUrl === undefined
       ? await AccessTokens.load(config.jwt.keyFile, tokenSettings)
       : AccessTokens.remote(config.authJwksUrl, tokenSettings);
-  const fanout = new Fanout(bus, (err) => logger.warn({ err }, "publish failed; subscribers repair from the store"));
+  const fanout = new Fanout(
+    bus,
+    (err, step) =>
+      step === "publish"
+        ? logger.warn({ err }, "publish failed; subscribers repair from the store")
+        : logger.debug({ err }, "recording a recent message failed; history reads use the store"),
+    recent,
+  );
   const membership = new Membership(store, cache, (err) => logger.debug({ err }, "membership cache failed; using the store"));
   const auth = new AuthService({
     store,
@@ -88,7 +95,16 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     },
   });
   const groups = new GroupService({ store, membership, fanout, clock, settings: { maxMembers: config.maxGroupMembers } });
-  const messages = new MessageService({ store, membership, fanout, clock, settings: { maxTextBytes: config.maxTextBytes } });
+  const messages = new MessageService({
+    store,
+    membership,
+    fanout,
+    recent,
+    limiter,
+    onCacheError: (err) => logger.debug({ err }, "recent-messages cache failed; using the store"),
+    clock,
+    settings: { maxTextBytes: config.maxTextBytes, sendsPerUser: { burst: config.sendBurst, perSecond: config.sendsPerSecond } },
+  });
   const hub = new StreamHub({
     store,
     bus,

@@ -6,13 +6,15 @@ import { FallbackRateLimiter } from "../adapters/fallback-rate-limiter.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
 import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
+import { MemoryRecentMessages } from "../adapters/memory/memory-recent-messages.js";
 import { storePublishesEvents } from "../adapters/nats/jetstream-sequencer.js";
 import { createNatsEventBus } from "../adapters/nats/nats-event-bus.js";
 import { createRedisClient, isRedisReady } from "../adapters/redis/redis-client.js";
 import { RedisMembershipCache } from "../adapters/redis/redis-membership-cache.js";
 import { RedisRateLimiter } from "../adapters/redis/redis-rate-limiter.js";
+import { RedisRecentMessages } from "../adapters/redis/redis-recent-messages.js";
 import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
-import type { Clock, EventBus, MembershipCache, RateLimiter, Store } from "../core/ports.js";
+import type { Clock, EventBus, MembershipCache, RateLimiter, RecentMessages, Store } from "../core/ports.js";
 
 /** BackendCheck names a backend and tells whether it is reachable now (for health). */
 export interface BackendCheck {
@@ -27,6 +29,7 @@ export interface Backends {
   readonly store: Store;
   readonly bus: EventBus;
   readonly cache: MembershipCache;
+  readonly recent: RecentMessages;
   readonly limiter: RateLimiter;
   /** checks lists the remote backends, for health. */
   readonly checks: readonly BackendCheck[];
@@ -38,9 +41,9 @@ export interface Backends {
  * openBackends is the one place that maps URL schemes to adapters
  * (STORE_URL, BUS_URL, CACHE_URL): `sqlite:` and `memory:` for the embedded
  * default, `cassandra://` for the store, `nats://` for the event bus and
- * `redis://` for the cache and rate limits of the production topology.
- * Redis is optional for correctness: cache failures fall back to the store
- * and rate limits to per-process buckets.
+ * `redis://` for the caches (membership, recent messages) and rate limits
+ * of the production topology. Redis is optional for correctness: cache
+ * failures fall back to the store and rate limits to per-process buckets.
  *
  * With a cassandra:// store (which requires a nats:// bus, see config.ts),
  * the store sequences every event through JetStream and that publish is the
@@ -123,6 +126,7 @@ async function openRest(
   closers.push(() => bus.close());
 
   let cache: MembershipCache;
+  let recent: RecentMessages;
   let limiter: RateLimiter;
   const memoryLimiter = new MemoryRateLimiter(() => clock.now());
   if (config.cacheUrl.startsWith("redis://")) {
@@ -133,10 +137,12 @@ async function openRest(
     });
     const prefix = `${config.namespace}:`;
     cache = new RedisMembershipCache(client, { prefix });
+    recent = new RedisRecentMessages(client, { prefix, perGroup: config.recentMessagesPerGroup });
     limiter = new FallbackRateLimiter(new RedisRateLimiter(client, { prefix }), memoryLimiter, warn);
     checks.push({ name: "redis", critical: false, healthy: () => isRedisReady(client) });
   } else {
     cache = new MemoryMembershipCache({ maxEntries: 100_000, ttlMs: 60_000, now: () => clock.now() });
+    recent = new MemoryRecentMessages({ perGroup: config.recentMessagesPerGroup, maxGroups: 10_000 });
     limiter = memoryLimiter;
   }
 
@@ -144,6 +150,7 @@ async function openRest(
     store,
     bus,
     cache,
+    recent,
     limiter,
     checks,
     async close() {

@@ -29,6 +29,11 @@ export interface Config {
   readonly maxTextBytes: number;
   readonly maxRequestBytes: number;
   readonly maxGroupMembers: number;
+  /** Sustained sends per user per second, and the burst allowed above it. */
+  readonly sendsPerSecond: number;
+  readonly sendBurst: number;
+  /** Newest messages per group kept for history reads by the recent-messages cache. */
+  readonly recentMessagesPerGroup: number;
   readonly heartbeatMs: number;
   readonly streamBufferBytes: number;
   readonly loginAttemptsPerMinute: number;
@@ -67,6 +72,9 @@ export const SETTINGS = {
   MAX_TEXT_BYTES: "largest message text in UTF-8 bytes (default 4096)",
   MAX_REQUEST_BYTES: "largest request message in bytes (default 65536)",
   MAX_GROUP_MEMBERS: "largest group (default 1000)",
+  SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
+  SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
+  RECENT_MESSAGES_PER_GROUP: "newest messages per group the recent-messages cache keeps for history reads (default 100)",
   HEARTBEAT_INTERVAL: "heartbeat period on streams (default 15s)",
   STREAM_BUFFER_BYTES: "per-stream send buffer before RESOURCE_EXHAUSTED (default 1048576)",
   LOGIN_ATTEMPTS_PER_MINUTE: "login attempts per username per minute (default 10)",
@@ -150,6 +158,9 @@ export function loadConfig(env: Env): Config {
     maxTextBytes: read.integer("MAX_TEXT_BYTES", 4096, 1, 1 << 20),
     maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
+    sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
+    sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
+    recentMessagesPerGroup: read.integer("RECENT_MESSAGES_PER_GROUP", 100, 1, 10_000),
     heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100, MAX_TIMER_MS),
     streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
     loginAttemptsPerMinute: read.integer("LOGIN_ATTEMPTS_PER_MINUTE", 10, 1, 1_000_000),

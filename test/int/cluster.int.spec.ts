@@ -115,6 +115,7 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
       HEARTBEAT_INTERVAL: "1s",
       SHUTDOWN_GRACE: "2s",
       REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "1000",
+      SEND_BURST: "100000",
       AUTH_JWKS_URL: `http://127.0.0.1:${authPort}/.well-known/jwks.json`,
     };
     await startProc("auth", "auth", authPort);

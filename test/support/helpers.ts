@@ -45,3 +45,26 @@ export async function codeOf(p: Promise<unknown>): Promise<number> {
   }
   throw new Error("expected the call to fail");
 }
+
+/** historySnapshot reads every page a client can ask for — the newest, and before and after each seq up to `head` + 1 — as plain JSON. */
+export async function historySnapshot(c: Clients, groupId: string, head: number, limits: readonly number[] = [1, 3, 50]): Promise<unknown[]> {
+  const pages: unknown[] = [];
+  const read = async (anchor: Parameters<Clients["messages"]["listMessages"]>[0]["anchor"], limit: number) => {
+    const page = await c.messages.listMessages({ groupId, limit, ...(anchor ? { anchor } : {}) });
+    pages.push({
+      anchor,
+      limit,
+      hasMore: page.hasMore,
+      headSeq: page.headSeq,
+      messages: page.messages.map((m) => [m.seq, m.messageId, m.text, m.sender?.userId, m.clientMessageId, String(m.sentAt?.seconds), m.sentAt?.nanos]),
+    });
+  };
+  for (const limit of limits) {
+    await read(undefined, limit);
+    for (let s = 0n; s <= BigInt(head) + 1n; s++) {
+      await read({ case: "beforeSeq", value: s + 1n }, limit);
+      await read({ case: "afterSeq", value: s }, limit);
+    }
+  }
+  return pages;
+}

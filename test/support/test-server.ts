@@ -44,8 +44,16 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "chat-test-"));
   const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
-  // Tests register many users from 127.0.0.1; the registration limit has its own test.
-  const config = () => loadConfig({ DATA_DIR: dataDir, PORT: "0", SHUTDOWN_GRACE: "2s", REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "1000000", ...env });
+  // Tests register many users from 127.0.0.1 and send bursts from one user; both limits have their own tests.
+  const config = () =>
+    loadConfig({
+      DATA_DIR: dataDir,
+      PORT: "0",
+      SHUTDOWN_GRACE: "2s",
+      REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "1000000",
+      SEND_BURST: "1000000",
+      ...env,
+    });
   const start = () => startApp(config(), { logger, ...(opts.clock ? { clock: opts.clock } : {}) });
   let app = await start();
   const server: TestServer = {
