@@ -13,7 +13,7 @@ import { HealthCheckResponse_ServingStatus, Health } from "../../gen/grpc/health
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
 import { PrivateRedis, connectRedis, deleteKeysByPrefix, uniquePrefix } from "../../services/adapters/redis/redis-test-helpers.js";
 import { rejectsWith } from "../support/assertions.js";
-import { sendMany } from "../support/helpers.js";
+import { historySnapshot, sendMany } from "../support/helpers.js";
 import { type TestServer, clientsFor, registerUser, startTestServer, transportFor, uniqueName } from "../support/test-server.js";
 
 const REDIS_URL = process.env.REDIS_URL;
@@ -44,6 +44,30 @@ describe("topology on Redis", { skip: !REDIS_URL }, () => {
     await rejectsWith(clientsFor(a.baseUrl).auth.login(wrong), Code.Unauthenticated);
     // The fourth attempt is refused on the *other* process too: one budget in Redis.
     await rejectsWith(clientsFor(b.baseUrl).auth.login(wrong), Code.ResourceExhausted, /too many login attempts for this username/);
+  });
+
+  it("answers history with the store's pages from Redis, and from the store once Redis lost its keys", async () => {
+    const alice = await registerUser(a.baseUrl, "grpc", "hist");
+    const { group } = await alice.groups.createGroup({ name: "history" });
+    assert.ok(group);
+    const gid = group.groupId;
+    await sendMany(alice, gid, 8, { concurrency: 1, prefix: "first" });
+    await alice.groups.updateGroup({ groupId: gid, name: "history 2" });
+    await sendMany(alice, gid, 4, { concurrency: 1, prefix: "second" });
+    const client = await connectRedis(REDIS_URL ?? "");
+    try {
+      for (const more of [0, 3]) {
+        await sendMany(alice, gid, more, { concurrency: 1, prefix: `more${more}` });
+        const head = 14 + more;
+        assert.ok((await client.keys(`${namespace}:rm:*`)).length >= 2, "the group's window and messages are in Redis");
+        const warm = await historySnapshot(alice, gid, head);
+        await deleteKeysByPrefix(client, `${namespace}:rm:`); // as a flush or an eviction would
+        const cold = await historySnapshot(alice, gid, head);
+        assert.deepEqual(warm, cold);
+      }
+    } finally {
+      client.disconnect();
+    }
   });
 
   it("reports Redis in health as a backend of its own", async () => {
