@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import type http from "node:http";
 import type http2 from "node:http2";
-import { createContextValues } from "@connectrpc/connect";
+import { type Code, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AuthService as AuthServiceDesc } from "../../gen/chat/v1/auth_service_pb.js";
 import { GroupService as GroupServiceDesc } from "../../gen/chat/v1/group_service_pb.js";
@@ -24,8 +24,9 @@ import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscr
 import { openBackends } from "./backends.js";
 import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
-import { authInterceptor, errorInterceptor, kClientAddress } from "./interceptors.js";
+import { authInterceptor, errorInterceptor, kClientAddress, sendResultInterceptor } from "./interceptors.js";
 import { type Logger, createLogger } from "./logger.js";
+import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
 import { type OnePortServer, listenOnePort } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
 
@@ -43,6 +44,8 @@ export interface App {
   readonly config: Config;
   readonly hub: StreamHub;
   readonly health: HealthRegistry;
+  /** metrics is this app's Prometheus registry, served at GET /metrics on the app's port. */
+  readonly metrics: AppMetrics;
   /**
    * stop shuts down gracefully: health goes NOT_SERVING, live streams end
    * with UNAVAILABLE (clients reconnect and resume), in-flight calls get up
@@ -105,12 +108,16 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     clock,
     settings: { maxTextBytes: config.maxTextBytes, sendsPerUser: { burst: config.sendBurst, perSecond: config.sendsPerSecond } },
   });
+  const metrics = new AppMetrics();
+  const onStreamSend = (code: Code | undefined) => metrics.sendResult("stream", code);
   const hub = new StreamHub({
     store,
     bus,
     clock,
+    metrics: metrics.hub,
     settings: { heartbeatMs: config.heartbeatMs, bufferMaxBytes: config.streamBufferBytes, catchUpBatch: 500 },
   });
+  metrics.countStreamsWith(() => hub.size);
   const health = new HealthRegistry();
   // Health: "backend.<name>" per remote backend; the process and its services
   // are NOT_SERVING while a critical backend (store, bus) is unreachable.
@@ -135,13 +142,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
   const rpc = connectNodeAdapter({
     readMaxBytes: config.maxRequestBytes,
-    interceptors: [errorInterceptor(logger), authInterceptor(tokens, clock)],
+    interceptors: [
+      sendResultInterceptor((code) => metrics.sendResult("rpc", code)),
+      errorInterceptor(logger),
+      authInterceptor(tokens, clock),
+    ],
     contextValues: (req) => createContextValues().set(kClientAddress, clientAddress(req, config.trustProxy)),
     routes: (router) => {
       if (serves("auth")) authRoutes(router, auth);
       if (serves("group")) groupRoutes(router, groups);
       if (serves("message")) messageRoutes(router, messages);
-      if (serves("stream")) streamRoutes(router, hub, messages);
+      if (serves("stream")) streamRoutes(router, hub, messages, onStreamSend);
       healthRoutes(router, health);
       reflectionRoutes(router, { services: served });
     },
@@ -168,8 +179,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
   let server: OnePortServer;
   try {
-    const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes };
-    const handler = withCors((req, res) => {
+    const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes, onStreamSend };
+    const api = withCors((req, res) => {
       if (serves("stream")) {
         const subscribe = fastSubscribeProtocol(req);
         if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);
@@ -178,11 +189,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       }
       rpc(req, res);
     });
+    // GET /metrics on every process, outside CORS: a scraper is no browser, and no page elsewhere needs to read it.
+    const handler = (req: AnyRequest, res: AnyResponse) => {
+      if (isMetricsRequest(req.url)) return serveMetrics(metrics, req, res, (err) => logger.error({ err }, "metrics collection failed"));
+      api(req, res);
+    };
     server = await listenOnePort({ host: config.host, port: config.port, handler, logger });
   } catch (e) {
     clearInterval(retention);
     clearInterval(healthTimer);
     hub.shutdown();
+    metrics.close();
     await backends.close();
     throw e;
   }
@@ -194,6 +211,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     config,
     hub,
     health,
+    metrics,
     stop: () => {
       stopping ??= (async () => {
         logger.info("shutting down");
@@ -203,6 +221,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         health.close();
         clearInterval(retention);
         await server.close(config.shutdownGraceMs);
+        metrics.close();
         await backends.close();
         logger.info("stopped");
       })();

@@ -98,6 +98,27 @@ async function* mapStreamErrors<T>(messages: AsyncIterable<T>, map: (e: unknown)
   }
 }
 
+/**
+ * sendResultInterceptor reports the outcome of every unary
+ * chat.v1.MessageService/SendMessage call that reached the interceptors
+ * (also one refused for a missing token): undefined for OK, else the status
+ * code the client gets. Put it first (outermost), so it sees the status
+ * errorInterceptor made of the error.
+ */
+export function sendResultInterceptor(observe: (code: Code | undefined) => void): Interceptor {
+  return (next) => async (req) => {
+    if (req.method.name !== "SendMessage" || req.service.typeName !== "chat.v1.MessageService") return next(req);
+    try {
+      const res = await next(req);
+      observe(undefined);
+      return res;
+    } catch (e) {
+      observe(toConnectError(e).code);
+      throw e;
+    }
+  };
+}
+
 /** principalOf returns the caller of an authenticated RPC. */
 export function principalOf(values: { get<T>(key: { id: symbol; defaultValue: T }): T }): Principal {
   const principal = values.get(kPrincipal);

@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import type { Code } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { type ConnectRequest, type ConnectResponse, ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import type { Principal } from "../auth/access-tokens.js";
@@ -8,16 +9,21 @@ import type { MessageService } from "../message/message-service.js";
 import { toConnectError } from "../platform/errors.js";
 import { messageToProto } from "../platform/proto-convert.js";
 
+/** SendResultObserver is told the outcome of each send: undefined for OK, else the status code the client gets. */
+export type SendResultObserver = (code: Code | undefined) => void;
+
 /**
  * answerConnectRequest handles one client item of a Connect stream after
  * `subscribe` (both transports use it): a send gets a SendResult (message or
  * error), a failed ack an ack_error, a successful ack no answer. It never
  * throws: per-request failures are answers, and the stream goes on.
+ * `onSendResult` (metrics) hears the outcome of every send.
  */
 export async function answerConnectRequest(
   principal: Principal,
   request: ConnectRequest,
   messages: MessageService,
+  onSendResult?: SendResultObserver,
 ): Promise<ConnectResponse | undefined> {
   const { requestId, payload } = request;
   try {
@@ -25,6 +31,7 @@ export async function answerConnectRequest(
       case "sendMessage": {
         const { groupId, text, clientMessageId } = payload.value;
         const { message, duplicate } = await messages.send(principal, groupId, text, clientMessageId);
+        onSendResult?.(undefined);
         return create(ConnectResponseSchema, {
           requestId,
           payload: { case: "sendResult", value: { outcome: { case: "response", value: { message: messageToProto(message), duplicate } } } },
@@ -40,6 +47,7 @@ export async function answerConnectRequest(
     }
   } catch (e) {
     const err = toConnectError(e);
+    if (payload.case === "sendMessage") onSendResult?.(err.code);
     const error = { code: codeToString(err.code), message: err.rawMessage };
     return create(ConnectResponseSchema, {
       requestId,

@@ -91,7 +91,7 @@ export function serveFastConnect(
       if (res.destroyed) handle.close();
       return;
     }
-    const response = await answerConnectRequest(caller, request, deps.messages);
+    const response = await answerConnectRequest(caller, request, deps.messages, deps.onStreamSend);
     if (!response) return;
     writer.writeFrame(grpcFrame(toBinary(ConnectResponseSchema, response)));
     handle.checkBuffer();

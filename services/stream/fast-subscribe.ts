@@ -7,6 +7,7 @@ import type { Clock } from "../core/ports.js";
 import { verifyBearer } from "../platform/bearer.js";
 import { toConnectError } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
+import type { SendResultObserver } from "./connect-requests.js";
 import type { StreamHub } from "./stream-hub.js";
 import { parseCursors } from "./stream-rpc.js";
 import { type AnyRequest, type AnyResponse, type Frame, FrameReader, FrameWriter, type WireProtocol, binaryStreamProtocol } from "./wire.js";
@@ -31,6 +32,8 @@ export interface FastPathDeps {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly maxRequestBytes: number;
+  /** onStreamSend hears the outcome of each send made on a Connect stream (metrics). */
+  readonly onStreamSend?: SendResultObserver;
 }
 
 /**

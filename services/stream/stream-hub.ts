@@ -2,6 +2,7 @@ import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import type { GroupEvent, Membership } from "../core/model.js";
 import type { Clock, EventBus, GroupStore, Subscription, UserNotice } from "../core/ports.js";
+import { type CursorResetReason, type HubMetrics, noHubMetrics } from "./hub-metrics.js";
 import { type OutboundItem, type StreamSink, eventItem, heartbeatItem, outbound } from "./outbound.js";
 
 /** HubSettings tune the delivery hub. */
@@ -51,17 +52,20 @@ export interface StreamHandle {
  *   ResourceExhausted and the client resumes from its cursors.
  *
  * The hub subscribes to the bus once per group that has a local stream, and
- * encodes each live event once for all local recipients.
+ * encodes each live event once for all local recipients. It reports to its
+ * HubMetrics once per event and fan-out batch, never once per stream.
  */
 export class StreamHub {
   private readonly channels = new Map<string, GroupChannel>();
   private readonly users = new Map<string, UserChannel>();
   private readonly streams = new Set<HubStream>();
   private readonly heartbeat: NodeJS.Timeout;
+  private readonly metrics: HubMetrics;
 
   constructor(
-    private readonly deps: { store: GroupStore; bus: EventBus; clock: Clock; settings: HubSettings },
+    private readonly deps: { store: GroupStore; bus: EventBus; clock: Clock; settings: HubSettings; metrics?: HubMetrics },
   ) {
+    this.metrics = deps.metrics ?? noHubMetrics;
     this.heartbeat = setInterval(() => this.beat(), deps.settings.heartbeatMs);
     this.heartbeat.unref();
     deps.bus.onResync(() => {
@@ -100,7 +104,7 @@ export class StreamHub {
     const handle: StreamHandle = {
       close: () => this.close(stream),
       checkBuffer: () => {
-        if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) this.close(stream, bufferFull());
+        if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) this.overflow(stream);
       },
     };
     try {
@@ -123,7 +127,7 @@ export class StreamHub {
     await this.acquireUser(stream);
     const memberships = await this.allMemberships(stream.principal.userId);
     const feeds: GroupFeed[] = [];
-    const resets: OutboundItem[] = [];
+    const resets: PendingReset[] = [];
     const positions = [];
     try {
       for (const m of memberships) {
@@ -161,7 +165,10 @@ export class StreamHub {
         },
       }),
     );
-    for (const reset of resets) send(stream, reset);
+    for (const reset of resets) {
+      send(stream, reset.item);
+      this.metrics.cursorReset(reset.reason);
+    }
     for (const feed of feeds) {
       if (feed.cursor < feed.channel.lastSeq) this.catchUp(feed);
     }
@@ -171,17 +178,17 @@ export class StreamHub {
   }
 
   /** startPosition decides where a group's feed starts; a cursor it cannot honour adds a CursorReset. */
-  private async startPosition(m: Membership, cursor: ClientCursor | undefined, resets: OutboundItem[]): Promise<number> {
+  private async startPosition(m: Membership, cursor: ClientCursor | undefined, resets: PendingReset[]): Promise<number> {
     const { id, headSeq, epoch } = m.group;
     if (!cursor) return headSeq;
     if (cursor.epoch !== "" && cursor.epoch !== epoch) {
       const first = await this.deps.store.firstRetainedSeq(id);
       const start = first === 0 ? headSeq : first - 1;
-      resets.push(resetItem(id, cursor.seq, start + 1, epoch));
+      resets.push({ item: resetItem(id, cursor.seq, start + 1, epoch), reason: "epoch" });
       return start;
     }
     if (cursor.seq > headSeq) {
-      resets.push(resetItem(id, cursor.seq, headSeq + 1, epoch));
+      resets.push({ item: resetItem(id, cursor.seq, headSeq + 1, epoch), reason: "ahead" });
       return headSeq;
     }
     return cursor.seq;
@@ -198,19 +205,27 @@ export class StreamHub {
     }
   }
 
-  /** onEvent fans one bus event out to the group's local feeds, encoding it at most once. */
+  /**
+   * onEvent fans one bus event out to the group's local feeds, encoding it at
+   * most once. Metrics cost two clock reads per event, not per stream.
+   */
   private onEvent(channel: GroupChannel, event: GroupEvent): void {
+    const clock = this.deps.clock;
+    this.metrics.busEvent(clock.now() - event.at);
     channel.noteSeq(event.seq);
     let item: OutboundItem | undefined;
+    let written = 0;
     for (const feed of channel.feeds) {
       if (feed.catchingUp || event.seq <= feed.cursor) continue;
       if (event.seq === feed.cursor + 1) {
         item ??= eventItem(event);
         this.deliver(feed, event, item);
+        written++;
       } else {
         this.catchUp(feed);
       }
     }
+    if (written > 0) this.metrics.liveDelivered(written, clock.now() - event.at);
   }
 
   /** deliver writes one event to a feed whose cursor is exactly event.seq - 1. */
@@ -219,7 +234,7 @@ export class StreamHub {
     send(stream, item);
     feed.cursor = event.seq;
     if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) {
-      this.close(stream, bufferFull());
+      this.overflow(stream);
       return;
     }
     if (event.body.type === "member_removed" && event.body.member.id === stream.principal.userId) {
@@ -266,6 +281,7 @@ export class StreamHub {
         if (event.seq !== feed.cursor + 1 && !(await this.skipExpired(feed, event.seq))) break;
         if (!feed.attached) break;
         this.deliver(feed, event, eventItem(event));
+        this.metrics.replayDelivered(1);
         progressed = true;
       }
       if (!progressed && events.length === 0 && feed.attached && (await this.skipAllExpired(feed))) progressed = true;
@@ -308,7 +324,10 @@ export class StreamHub {
 
   /** jump moves a feed's cursor over expired events, saying so with a CursorReset unless the client asked for everything (cursor 0). */
   private jump(feed: GroupFeed, to: number): void {
-    if (feed.cursor > 0) send(feed.stream, resetItem(feed.channel.groupId, feed.cursor, to + 1, feed.channel.epoch));
+    if (feed.cursor > 0) {
+      send(feed.stream, resetItem(feed.channel.groupId, feed.cursor, to + 1, feed.channel.epoch));
+      this.metrics.cursorReset("expired");
+    }
     feed.cursor = to;
   }
 
@@ -364,6 +383,13 @@ export class StreamHub {
     if (!feed.attached) return;
     feed.detach();
     this.releaseChannel(feed.channel);
+  }
+
+  /** overflow ends a stream whose buffer passed the cap (DESIGN invariant 5). */
+  private overflow(stream: HubStream): void {
+    if (stream.closed) return;
+    this.metrics.bufferOverflow();
+    this.close(stream, bufferFull());
   }
 
   private close(stream: HubStream, error?: ChatError): void {
@@ -517,6 +543,12 @@ class GroupFeed {
     this.channel.feeds.delete(this);
     if (this.stream.feeds.get(this.channel.groupId) === this) this.stream.feeds.delete(this.channel.groupId);
   }
+}
+
+/** PendingReset is a CursorReset decided while a stream is set up, written after StreamReady. */
+interface PendingReset {
+  readonly item: OutboundItem;
+  readonly reason: CursorResetReason;
 }
 
 function bufferFull(): ChatError {

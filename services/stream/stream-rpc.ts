@@ -13,7 +13,7 @@ import { ChatError } from "../core/errors.js";
 import { checkId, checkSeq } from "../core/validate.js";
 import type { MessageService } from "../message/message-service.js";
 import { principalOf } from "../platform/interceptors.js";
-import { answerConnectRequest } from "./connect-requests.js";
+import { type SendResultObserver, answerConnectRequest } from "./connect-requests.js";
 import { QueueSink } from "./queue-sink.js";
 import type { ClientCursor, StreamHandle, StreamHub } from "./stream-hub.js";
 
@@ -23,9 +23,15 @@ export const MAX_CURSORS = 10_000;
 /**
  * streamRoutes serves chat.v1.StreamService over connect-node (gRPC,
  * gRPC-Web and Connect). Both RPCs stream through the hub; Connect also
- * takes sends and acks on the same stream, answering each send in order.
+ * takes sends and acks on the same stream, answering each send in order;
+ * `onStreamSend` (metrics) hears the outcome of each of those sends.
  */
-export function streamRoutes(router: ConnectRouter, hub: StreamHub, messages: MessageService): ConnectRouter {
+export function streamRoutes(
+  router: ConnectRouter,
+  hub: StreamHub,
+  messages: MessageService,
+  onStreamSend?: SendResultObserver,
+): ConnectRouter {
   return router.service(StreamService, {
     async *subscribe(req, ctx) {
       const sink = new QueueSink<SubscribeResponse>((item) => item.message);
@@ -42,7 +48,7 @@ export function streamRoutes(router: ConnectRouter, hub: StreamHub, messages: Me
         create(ConnectResponseSchema, { payload: { case: "item", value: item.message } }),
       );
       const cursors = parseCursors(first.value.payload.value.cursors);
-      yield* run(hub, principal, cursors, sink, ctx, (handle) => void serveRequests(input, principal, messages, sink, handle));
+      yield* run(hub, principal, cursors, sink, ctx, (handle) => void serveRequests(input, principal, messages, sink, handle, onStreamSend));
     },
   });
 }
@@ -76,6 +82,7 @@ async function serveRequests(
   messages: MessageService,
   sink: QueueSink<ConnectResponse>,
   handle: StreamHandle,
+  onSendResult: SendResultObserver | undefined,
 ): Promise<void> {
   // Replies share the stream's buffer cap with the events: a client that
   // sends but never reads is cut off like any slow reader.
@@ -85,7 +92,7 @@ async function serveRequests(
   };
   try {
     for (let next = await input.next(); !next.done && !sink.isEnded; next = await input.next()) {
-      const response = await answerConnectRequest(principal, next.value, messages);
+      const response = await answerConnectRequest(principal, next.value, messages, onSendResult);
       if (response) reply(response);
     }
   } catch {
