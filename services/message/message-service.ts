@@ -41,6 +41,8 @@ export class MessageService {
       limiter: RateLimiter;
       /** onCacheError hears a failed cache read (the page then comes from the store). */
       onCacheError?: (e: unknown) => void;
+      /** onHistoryPage hears where each page came from. */
+      onHistoryPage?: (source: "cache" | "store") => void;
       clock: Clock;
       settings: MessageSettings;
     },
@@ -96,6 +98,7 @@ export class MessageService {
     ]);
     const headSeq = group?.headSeq ?? 0;
     const cached = scan && pageFromRecent(anchor, limit, scan, { headSeq, firstRetainedSeq });
+    this.deps.onHistoryPage?.(cached ? "cache" : "store");
     const page = cached ?? (await this.deps.store.listMessages(groupId, anchor, limit));
     return { ...page, headSeq, firstRetainedSeq };
   }

@@ -98,6 +98,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     },
   });
   const groups = new GroupService({ store, membership, fanout, clock, settings: { maxMembers: config.maxGroupMembers } });
+  const metrics = new AppMetrics();
   const messages = new MessageService({
     store,
     membership,
@@ -105,10 +106,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     recent,
     limiter,
     onCacheError: (err) => logger.debug({ err }, "recent-messages cache failed; using the store"),
+    onHistoryPage: (source) => metrics.historyPage(source),
     clock,
     settings: { maxTextBytes: config.maxTextBytes, sendsPerUser: { burst: config.sendBurst, perSecond: config.sendsPerSecond } },
   });
-  const metrics = new AppMetrics();
   const onStreamSend = (code: Code | undefined) => metrics.sendResult("stream", code);
   const hub = new StreamHub({
     store,

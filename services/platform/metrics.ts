@@ -40,6 +40,7 @@ export class AppMetrics {
   /** hub is what the StreamHub reports to. */
   readonly hub: HubMetrics;
   private readonly sends: Counter<"code" | "via">;
+  private readonly historyPages: Counter<"source">;
   private activeStreams: () => number = () => 0;
 
   constructor(options: MetricsOptions = {}) {
@@ -125,6 +126,14 @@ export class AppMetrics {
       labelNames: ["code", "via"] as const,
       registers,
     });
+    this.historyPages = new Counter({
+      name: "chat_history_pages_total",
+      help:
+        "ListMessages pages served, by where they came from: source=cache (the recent-messages cache proved the page complete) " +
+        "or store (a cache miss, or the cache was unreachable).",
+      labelNames: ["source"] as const,
+      registers,
+    });
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -136,6 +145,11 @@ export class AppMetrics {
   /** sendResult records the outcome of one send: undefined for OK, else the status code the client got. */
   sendResult(via: SendVia, code: Code | undefined): void {
     this.sends.inc({ code: code === undefined ? "OK" : codeToString(code).toUpperCase(), via });
+  }
+
+  /** historyPage records where one ListMessages page came from. */
+  historyPage(source: "cache" | "store"): void {
+    this.historyPages.inc({ source });
   }
 
   /** contentType is the Content-Type of scrape()'s text. */

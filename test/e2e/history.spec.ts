@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { rejectsWith } from "../support/assertions.js";
+import { type Scrape, scrape } from "../support/metrics-scrape.js";
 import { freePort, historySnapshot, sendMany } from "../support/helpers.js";
 import { registerUser, startTestServer } from "../support/test-server.js";
 
@@ -30,9 +31,14 @@ describe("history (e2e)", () => {
       assert.equal(head, 15);
 
       const warm = await historySnapshot(alice, gid, head);
+      const warmPages = await scrape(server);
       await server.restart();
       const cold = await historySnapshot(alice, gid, head);
+      const coldPages = await scrape(server);
       assert.deepEqual(warm, cold);
+      const pages = (s: Scrape, source: string) => s.get("chat_history_pages_total", { source });
+      assert.ok(pages(warmPages, "cache") > pages(coldPages, "cache"), "the warm cache answered pages");
+      assert.ok(pages(coldPages, "store") > pages(warmPages, "store"), "after the restart the store answered them");
     } finally {
       await server.stop();
     }

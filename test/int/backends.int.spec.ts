@@ -14,6 +14,7 @@ import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-ser
 import { PrivateRedis, connectRedis, deleteKeysByPrefix, uniquePrefix } from "../../services/adapters/redis/redis-test-helpers.js";
 import { rejectsWith } from "../support/assertions.js";
 import { historySnapshot, sendMany } from "../support/helpers.js";
+import { scrape } from "../support/metrics-scrape.js";
 import { type TestServer, clientsFor, registerUser, startTestServer, transportFor, uniqueName } from "../support/test-server.js";
 
 const REDIS_URL = process.env.REDIS_URL;
@@ -60,7 +61,9 @@ describe("topology on Redis", { skip: !REDIS_URL }, () => {
         await sendMany(alice, gid, more, { concurrency: 1, prefix: `more${more}` });
         const head = 14 + more;
         assert.ok((await client.keys(`${namespace}:rm:*`)).length >= 2, "the group's window and messages are in Redis");
+        const before = (await scrape(a)).get("chat_history_pages_total", { source: "cache" });
         const warm = await historySnapshot(alice, gid, head);
+        assert.ok((await scrape(a)).get("chat_history_pages_total", { source: "cache" }) > before, "Redis answered pages");
         await deleteKeysByPrefix(client, `${namespace}:rm:`); // as a flush or an eviction would
         const cold = await historySnapshot(alice, gid, head);
         assert.deepEqual(warm, cold);
