@@ -302,3 +302,20 @@ export interface RecentMessages {
   /** scan returns the group's window and the held messages the scan asks for, read together atomically. */
   scan(groupId: string, scan: RecentScan): Promise<RecentScanResult>;
 }
+
+/**
+ * Presence tells which users have a live stream anywhere (for member lists
+ * now, offline push later). Each process (a "holder") reports the users it
+ * holds streams for; an entry lives `ttlMs` unless refreshed, so the users
+ * of a process that died stop counting as online after at most ttlMs.
+ * Answers may lag a change by one round trip; it is a hint, never used for
+ * authorization or delivery.
+ */
+export interface Presence {
+  /** setOnline marks the users as holding a live stream on `holder` until now + ttlMs (call again to refresh). */
+  setOnline(holder: string, userIds: readonly string[], ttlMs: number): Promise<void>;
+  /** setOffline drops the users' entries of `holder` (their last stream there ended); other holders' entries stay. */
+  setOffline(holder: string, userIds: readonly string[]): Promise<void>;
+  /** online returns those of `userIds` with a live entry on any holder. */
+  online(userIds: readonly string[]): Promise<ReadonlySet<string>>;
+}

@@ -37,7 +37,11 @@ export function groupRoutes(router: ConnectRouter, groups: GroupUseCases): Conne
     },
     async listMembers(req, ctx) {
       const page = await groups.listMembers(principalOf(ctx.values), req.groupId, req.pageSize, req.pageToken);
-      return { members: page.members.map(memberToProto), nextPageToken: page.next };
+      return {
+        members: page.members.map(memberToProto),
+        nextPageToken: page.next,
+        onlineUserIds: page.members.filter((m) => page.online.has(m.user.id)).map((m) => m.user.id),
+      };
     },
   });
 }

@@ -4,7 +4,7 @@ import { newId } from "../core/ids.js";
 import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
 import type { Membership } from "../core/membership.js";
 import type { Fanout } from "../core/fanout.js";
-import type { Clock, GroupStore, UserStore } from "../core/ports.js";
+import type { Clock, GroupStore, Presence, UserStore } from "../core/ports.js";
 import { checkGroupName, checkId, normalizeUsername, pageSize } from "../core/validate.js";
 import { decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
 
@@ -28,6 +28,9 @@ export class GroupService {
       store: GroupStore & UserStore;
       membership: Membership;
       fanout: Fanout;
+      presence: Presence;
+      /** onPresenceError hears a failed presence read (the page then names nobody online). */
+      onPresenceError?: (e: unknown) => void;
       clock: Clock;
       settings: GroupSettings;
     },
@@ -116,15 +119,24 @@ export class GroupService {
     return { member, seq: event.seq };
   }
 
-  /** listMembers pages through the members by user id; NotFound for non-members. */
-  async listMembers(caller: Principal, groupId: string, size: number, pageToken: string): Promise<{ members: Member[]; next: string }> {
+  /** listMembers pages through the members by user id, with those of the page that have a live stream; NotFound for non-members. */
+  async listMembers(
+    caller: Principal,
+    groupId: string,
+    size: number,
+    pageToken: string,
+  ): Promise<{ members: Member[]; next: string; online: ReadonlySet<string> }> {
     checkId("group_id", groupId);
     const limit = pageSize("page_size", size, 100, 1000);
     if (pageToken !== "") checkId("page_token", pageToken);
     await this.deps.membership.requireMember(groupId, caller.userId);
     const members = await this.deps.store.listMembers(groupId, pageToken, limit);
+    const online = await this.deps.presence.online(members.map((m) => m.user.id)).catch((e: unknown) => {
+      this.deps.onPresenceError?.(e);
+      return new Set<string>();
+    });
     const last = members.at(-1);
-    return { members, next: members.length === limit && last ? last.user.id : "" };
+    return { members, next: members.length === limit && last ? last.user.id : "", online };
   }
 
   private async change(

@@ -1,4 +1,5 @@
 import { mkdir } from "node:fs/promises";
+import { hostname } from "node:os";
 import type http from "node:http";
 import type http2 from "node:http2";
 import { type Code, createContextValues } from "@connectrpc/connect";
@@ -11,6 +12,7 @@ import { AccessTokens } from "../auth/access-tokens.js";
 import { authRoutes } from "../auth/auth-rpc.js";
 import { AuthService } from "../auth/auth-service.js";
 import { Fanout } from "../core/fanout.js";
+import { newId } from "../core/ids.js";
 import { Membership } from "../core/membership.js";
 import { type Clock, systemClock } from "../core/ports.js";
 import { groupRoutes } from "../group/group-rpc.js";
@@ -18,6 +20,7 @@ import { GroupService } from "../group/group-service.js";
 import { messageRoutes } from "../message/message-rpc.js";
 import { MessageService } from "../message/message-service.js";
 import { streamRoutes } from "../stream/stream-rpc.js";
+import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
@@ -66,7 +69,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const logger = options.logger ?? createLogger(config.logLevel);
   await mkdir(config.dataDir, { recursive: true });
   const backends = await openBackends(config, clock, logger);
-  const { store, bus, cache, recent, limiter } = backends;
+  const { store, bus, cache, recent, presence, limiter } = backends;
   const serves = (name: ServiceName) => config.services.includes(name);
   const served = config.services.map((name) => SERVICE_DESCS[name]);
   const tokenSettings = { issuer: config.jwt.issuer, audience: config.jwt.audience, ttlMs: config.accessTokenTtlMs };
@@ -97,7 +100,23 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       registerPerAddress: { burst: config.registrationsPerMinutePerAddress, perSecond: config.registrationsPerMinutePerAddress / 60 },
     },
   });
-  const groups = new GroupService({ store, membership, fanout, clock, settings: { maxMembers: config.maxGroupMembers } });
+  const groups = new GroupService({
+    store,
+    membership,
+    fanout,
+    presence,
+    onPresenceError: (err) => logger.debug({ err }, "presence unavailable; member list says nobody is online"),
+    clock,
+    settings: { maxMembers: config.maxGroupMembers },
+  });
+  // Only stream processes hold streams; each reports its users under its own holder name.
+  const presenceReporter = serves("stream")
+    ? new PresenceReporter(presence, {
+        holder: `${hostname()}-${process.pid}-${newId()}`,
+        ttlMs: config.presenceTtlMs,
+        onError: (err) => logger.debug({ err }, "presence update failed; the next refresh retries"),
+      })
+    : undefined;
   const metrics = new AppMetrics();
   const messages = new MessageService({
     store,
@@ -116,6 +135,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     bus,
     clock,
     metrics: metrics.hub,
+    ...(presenceReporter ? { presence: presenceReporter } : {}),
     settings: { heartbeatMs: config.heartbeatMs, bufferMaxBytes: config.streamBufferBytes, catchUpBatch: 500 },
   });
   metrics.countStreamsWith(() => hub.size);
@@ -200,6 +220,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     clearInterval(retention);
     clearInterval(healthTimer);
     hub.shutdown();
+    await presenceReporter?.stop();
     metrics.close();
     await backends.close();
     throw e;
@@ -219,6 +240,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         clearInterval(healthTimer);
         health.shutdown();
         hub.shutdown();
+        await presenceReporter?.stop();
         health.close();
         clearInterval(retention);
         await server.close(config.shutdownGraceMs);

@@ -5,16 +5,18 @@ import { startPersister } from "../adapters/cassandra/persister.js";
 import { FallbackRateLimiter } from "../adapters/fallback-rate-limiter.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
+import { MemoryPresence } from "../adapters/memory/memory-presence.js";
 import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
 import { MemoryRecentMessages } from "../adapters/memory/memory-recent-messages.js";
 import { storePublishesEvents } from "../adapters/nats/jetstream-sequencer.js";
 import { createNatsEventBus } from "../adapters/nats/nats-event-bus.js";
 import { createRedisClient, isRedisReady } from "../adapters/redis/redis-client.js";
 import { RedisMembershipCache } from "../adapters/redis/redis-membership-cache.js";
+import { RedisPresence } from "../adapters/redis/redis-presence.js";
 import { RedisRateLimiter } from "../adapters/redis/redis-rate-limiter.js";
 import { RedisRecentMessages } from "../adapters/redis/redis-recent-messages.js";
 import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
-import type { Clock, EventBus, MembershipCache, RateLimiter, RecentMessages, Store } from "../core/ports.js";
+import type { Clock, EventBus, MembershipCache, Presence, RateLimiter, RecentMessages, Store } from "../core/ports.js";
 
 /** BackendCheck names a backend and tells whether it is reachable now (for health). */
 export interface BackendCheck {
@@ -30,6 +32,7 @@ export interface Backends {
   readonly bus: EventBus;
   readonly cache: MembershipCache;
   readonly recent: RecentMessages;
+  readonly presence: Presence;
   readonly limiter: RateLimiter;
   /** checks lists the remote backends, for health. */
   readonly checks: readonly BackendCheck[];
@@ -41,7 +44,7 @@ export interface Backends {
  * openBackends is the one place that maps URL schemes to adapters
  * (STORE_URL, BUS_URL, CACHE_URL): `sqlite:` and `memory:` for the embedded
  * default, `cassandra://` for the store, `nats://` for the event bus and
- * `redis://` for the caches (membership, recent messages) and rate limits
+ * `redis://` for the caches (membership, recent messages), presence and rate limits
  * of the production topology. Redis is optional for correctness: cache
  * failures fall back to the store and rate limits to per-process buckets.
  *
@@ -127,6 +130,7 @@ async function openRest(
 
   let cache: MembershipCache;
   let recent: RecentMessages;
+  let presence: Presence;
   let limiter: RateLimiter;
   const memoryLimiter = new MemoryRateLimiter(() => clock.now());
   if (config.cacheUrl.startsWith("redis://")) {
@@ -138,11 +142,13 @@ async function openRest(
     const prefix = `${config.namespace}:`;
     cache = new RedisMembershipCache(client, { prefix });
     recent = new RedisRecentMessages(client, { prefix, perGroup: config.recentMessagesPerGroup });
+    presence = new RedisPresence(client, { prefix });
     limiter = new FallbackRateLimiter(new RedisRateLimiter(client, { prefix }), memoryLimiter, warn);
     checks.push({ name: "redis", critical: false, healthy: () => isRedisReady(client) });
   } else {
     cache = new MemoryMembershipCache({ maxEntries: 100_000, ttlMs: 60_000, now: () => clock.now() });
     recent = new MemoryRecentMessages({ perGroup: config.recentMessagesPerGroup, maxGroups: 10_000 });
+    presence = new MemoryPresence(() => clock.now());
     limiter = memoryLimiter;
   }
 
@@ -151,6 +157,7 @@ async function openRest(
     bus,
     cache,
     recent,
+    presence,
     limiter,
     checks,
     async close() {

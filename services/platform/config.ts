@@ -34,6 +34,8 @@ export interface Config {
   readonly sendBurst: number;
   /** Newest messages per group kept for history reads by the recent-messages cache. */
   readonly recentMessagesPerGroup: number;
+  /** How long a process's presence entries live unrefreshed (after a crash, its users look online this long). */
+  readonly presenceTtlMs: number;
   readonly heartbeatMs: number;
   readonly streamBufferBytes: number;
   readonly loginAttemptsPerMinute: number;
@@ -75,6 +77,7 @@ export const SETTINGS = {
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
   RECENT_MESSAGES_PER_GROUP: "newest messages per group the recent-messages cache keeps for history reads (default 100)",
+  PRESENCE_TTL: "how long a process's presence entries live unless refreshed (every third of it); after a crash its users look online this long (default 30s)",
   HEARTBEAT_INTERVAL: "heartbeat period on streams (default 15s)",
   STREAM_BUFFER_BYTES: "per-stream send buffer before RESOURCE_EXHAUSTED (default 1048576)",
   LOGIN_ATTEMPTS_PER_MINUTE: "login attempts per username per minute (default 10)",
@@ -161,6 +164,7 @@ export function loadConfig(env: Env): Config {
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     recentMessagesPerGroup: read.integer("RECENT_MESSAGES_PER_GROUP", 100, 1, 10_000),
+    presenceTtlMs: read.duration("PRESENCE_TTL", "30s", 1_000, MAX_TIMER_MS),
     heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100, MAX_TIMER_MS),
     streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
     loginAttemptsPerMinute: read.integer("LOGIN_ATTEMPTS_PER_MINUTE", 10, 1, 1_000_000),

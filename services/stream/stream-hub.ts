@@ -3,6 +3,7 @@ import { ChatError } from "../core/errors.js";
 import type { GroupEvent, Membership } from "../core/model.js";
 import type { Clock, EventBus, GroupStore, Subscription, UserNotice } from "../core/ports.js";
 import { type CursorResetReason, type HubMetrics, noHubMetrics } from "./hub-metrics.js";
+import type { StreamPresence } from "./presence-reporter.js";
 import { type OutboundItem, type StreamSink, eventItem, heartbeatItem, outbound } from "./outbound.js";
 
 /** HubSettings tune the delivery hub. */
@@ -63,7 +64,15 @@ export class StreamHub {
   private readonly metrics: HubMetrics;
 
   constructor(
-    private readonly deps: { store: GroupStore; bus: EventBus; clock: Clock; settings: HubSettings; metrics?: HubMetrics },
+    private readonly deps: {
+      store: GroupStore;
+      bus: EventBus;
+      clock: Clock;
+      settings: HubSettings;
+      metrics?: HubMetrics;
+      /** presence hears when a stream of a user is set up and when it ends. */
+      presence?: StreamPresence;
+    },
   ) {
     this.metrics = deps.metrics ?? noHubMetrics;
     this.heartbeat = setInterval(() => this.beat(), deps.settings.heartbeatMs);
@@ -173,6 +182,8 @@ export class StreamHub {
       if (feed.cursor < feed.channel.lastSeq) this.catchUp(feed);
     }
     stream.ready = true;
+    stream.present = true;
+    this.deps.presence?.opened(stream.principal.userId);
     for (const join of stream.pendingJoins.splice(0)) this.startJoin(stream, join.groupId, join.seq - 1);
     this.scheduleExpiry(stream);
   }
@@ -395,6 +406,7 @@ export class StreamHub {
   private close(stream: HubStream, error?: ChatError): void {
     if (stream.closed) return;
     stream.closed = true;
+    if (stream.present) this.deps.presence?.closed(stream.principal.userId);
     this.streams.delete(stream);
     if (stream.expiry) clearTimeout(stream.expiry);
     for (const feed of [...stream.feeds.values()]) this.detach(feed);
@@ -514,6 +526,8 @@ class HubStream {
   readonly feeds = new Map<string, GroupFeed>();
   expiry: NodeJS.Timeout | undefined;
   userChannel: UserChannel | undefined;
+  /** Set once the stream was reported to presence as opened (so close reports it closed). */
+  present = false;
 
   constructor(
     readonly principal: Principal,

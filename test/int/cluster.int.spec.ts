@@ -154,6 +154,13 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     const sa = subscribe(alice);
     const sb = subscribe(bob);
     await Promise.all([sa.waitReady(), sb.waitReady()]);
+    // Presence: each stream instance reports its users to Redis; the group instance answers for both.
+    let online: string[] = [];
+    for (let i = 0; i < 100 && online.length < 2; i++) {
+      online = (await alice.groups.listMembers({ groupId: gid })).onlineUserIds;
+      if (online.length < 2) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(online.slice().sort(), [alice.userId, bob.userId].sort(), "both members online, from two stream instances");
     await Promise.all([sendMany(aliceSend, gid, 30, { prefix: "a" }), sendMany(bobSend, gid, 30, { prefix: "b" })]);
     const head = Number(group.headSeq);
     for (const s of [sa, sb]) {

@@ -1,0 +1,4 @@
+import { presenceContract } from "../../../test/contract/presence.contract.js";
+import { MemoryPresence } from "./memory-presence.js";
+
+presenceContract("memory", async () => new MemoryPresence());
