@@ -3,11 +3,9 @@ import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { Registry } from "prom-client";
 import type { Principal } from "../auth/access-tokens.js";
-import type { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import { systemClock } from "../core/ports.js";
-import { type HubFixture, createHubFixture } from "../stream/hub-fixture.js";
-import type { OutboundItem, StreamSink } from "../stream/outbound.js";
+import { type HubFixture, RecordingSink, createHubFixture } from "../stream/hub-fixture.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { AppMetrics, WeightedHistogram, isMetricsRequest } from "./metrics.js";
 
@@ -15,21 +13,6 @@ import { AppMetrics, WeightedHistogram, isMetricsRequest } from "./metrics.js";
 async function lines(metrics: AppMetrics | Registry, prefix: string): Promise<string[]> {
   const text = metrics instanceof Registry ? await metrics.metrics() : await metrics.scrape();
   return text.split("\n").filter((l) => l.startsWith(prefix));
-}
-
-class Sink implements StreamSink {
-  readonly items: OutboundItem[] = [];
-  ended: { error: ChatError | undefined } | undefined;
-  bufferedBytes = 0;
-  write(item: OutboundItem): void {
-    if (!this.ended) this.items.push(item);
-  }
-  drained(): Promise<void> {
-    return Promise.resolve();
-  }
-  end(error?: ChatError): void {
-    this.ended ??= { error };
-  }
 }
 
 describe("WeightedHistogram", () => {
@@ -101,9 +84,9 @@ describe("AppMetrics", () => {
       const owner = { id: newId(), username: "metrics" };
       const { groupId } = await store.createGroup({ id: newId(), name: "g", epoch: newId(), createdAt: Date.now(), owner });
       const principal = (): Principal => ({ userId: owner.id, username: owner.username, sessionId: newId(), expiresAt: Date.now() + 3_600_000 });
-      const fast = new Sink();
-      const slow = new Sink();
-      const stale = new Sink();
+      const fast = new RecordingSink();
+      const slow = new RecordingSink();
+      const stale = new RecordingSink();
       await hub.open(principal(), new Map(), fast);
       await hub.open(principal(), new Map(), slow);
       await hub.open(principal(), new Map([[groupId, { seq: 1, epoch: "another-epoch" }]]), stale);

@@ -2,6 +2,8 @@
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
 import { type Store, systemClock } from "../core/ports.js";
+import type { ChatError } from "../core/errors.js";
+import type { OutboundItem, StreamSink } from "./outbound.js";
 import { type HubSettings, StreamHub } from "./stream-hub.js";
 
 /** HubFixture is what createHubFixture returns. */
@@ -31,4 +33,25 @@ export function createHubFixture(settings: Partial<HubSettings> = {}): HubFixtur
       await store.close();
     },
   };
+}
+
+/** RecordingSink keeps what the hub wrote, like a client that reads instantly. */
+export class RecordingSink implements StreamSink {
+  readonly items: OutboundItem[] = [];
+  ended: { error: ChatError | undefined } | undefined;
+  bufferedBytes = 0;
+  write(item: OutboundItem): void {
+    if (!this.ended) this.items.push(item);
+  }
+  drained(): Promise<void> {
+    return Promise.resolve();
+  }
+  end(error?: ChatError): void {
+    this.ended ??= { error };
+  }
+  eventSeqs(groupId: string): number[] {
+    return this.items.flatMap((i) =>
+      i.message.payload.case === "event" && i.message.payload.value.groupId === groupId ? [Number(i.message.payload.value.seq)] : [],
+    );
+  }
 }

@@ -2,34 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import type { Principal } from "../auth/access-tokens.js";
-import type { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { GroupEvent, UserRef } from "../core/model.js";
 import { type Store, systemClock } from "../core/ports.js";
-import type { OutboundItem, StreamSink } from "./outbound.js";
-import { type HubFixture, createHubFixture } from "./hub-fixture.js";
+import { type HubFixture, RecordingSink, createHubFixture } from "./hub-fixture.js";
 import { StreamHub } from "./stream-hub.js";
-
-/** RecordingSink keeps what the hub wrote, like a client that reads instantly. */
-class RecordingSink implements StreamSink {
-  readonly items: OutboundItem[] = [];
-  ended: { error: ChatError | undefined } | undefined;
-  bufferedBytes = 0;
-  write(item: OutboundItem): void {
-    if (!this.ended) this.items.push(item);
-  }
-  drained(): Promise<void> {
-    return Promise.resolve();
-  }
-  end(error?: ChatError): void {
-    this.ended ??= { error };
-  }
-  eventSeqs(groupId: string): number[] {
-    return this.items.flatMap((i) =>
-      i.message.payload.case === "event" && i.message.payload.value.groupId === groupId ? [Number(i.message.payload.value.seq)] : [],
-    );
-  }
-}
 
 function principal(user: UserRef): Principal {
   return { userId: user.id, username: user.username, sessionId: newId(), expiresAt: Date.now() + 3_600_000 };
