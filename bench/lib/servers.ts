@@ -1,0 +1,343 @@
+/**
+ * The server under test: the embedded all-in-one process, the production
+ * topology (one process per service on Cassandra + NATS JetStream + Redis),
+ * or an already running server given by URL.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Managed, spawnGuarded, stopChild } from "./children.js";
+import { pidListeningOn } from "./procstat.js";
+
+const REPO = join(import.meta.dirname, "../..");
+const MAIN = join(REPO, "services/main.ts");
+
+/** Endpoints are where each kind of call goes. */
+export interface Endpoints {
+  readonly auth: string;
+  readonly group: string;
+  readonly message: string;
+  /** Every message process (the sender spreads its calls over them). */
+  readonly messageAll: readonly string[];
+  /** Stream processes; subscribers are spread over them round-robin. */
+  readonly stream: readonly string[];
+}
+
+/** ServerProc is one server process. */
+export interface ServerProc {
+  readonly name: string;
+  readonly services: string;
+  readonly url: string;
+  readonly pid: number;
+  readonly managed: Managed;
+}
+
+/** Target is a running server under test. */
+export interface Target {
+  readonly kind: "embedded" | "production" | "url";
+  readonly endpoints: Endpoints;
+  /** Processes whose CPU and memory are the server's (empty for a URL target unless --server-pid). */
+  readonly processes: readonly ServerProc[];
+  /** Extra pids measured as server (e.g. --server-pid for a url target). */
+  readonly extraPids: readonly number[];
+  /** Backend processes (production: Cassandra, NATS, Redis; shared with other users of the machine), measured separately. */
+  readonly backends: readonly { name: string; pid: number }[];
+  /** Settings the server was started with (for the report). */
+  readonly settings: Record<string, string>;
+  /** restart stops every server process and starts it again on the same data (history mode's cold reads). */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** TargetOptions are the flags that shape the server. */
+export interface TargetOptions {
+  kind: "embedded" | "production" | "url";
+  url?: string;
+  serverPids?: number[];
+  /** Extra environment for every server process (--server-env KEY=VALUE). */
+  serverEnv: Record<string, string>;
+  /** node flags for every server process (e.g. --cpu-prof). */
+  serverNodeArgs: string[];
+  maxGroupMembers: number;
+  streamProcs: number;
+  messageProcs: number;
+  /** Production backends. */
+  cassandraUrl: string;
+  natsUrl: string;
+  redisUrl: string;
+  /** Keep the data directory / keyspace after the run. */
+  keep: boolean;
+  /** Where server logs go (one file per process). */
+  logDir?: string;
+  /** Listen addresses for stream processes (production): 127.0.0.x, round-robin. */
+  streamHosts: string[];
+}
+
+/** BENCH_SERVER_ENV are the settings the bench gives every server it starts: limits that would throttle the bench itself. */
+export const BENCH_SERVER_ENV: Record<string, string> = {
+  REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "1000000",
+  LOGIN_ATTEMPTS_PER_MINUTE: "1000000",
+  LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "1000000",
+  SENDS_PER_SECOND: "1000000",
+  SEND_BURST: "1000000",
+  ACCESS_TOKEN_TTL: "12h",
+  SHUTDOWN_GRACE: "2s",
+  LOG_LEVEL: "info",
+};
+
+const LISTENING = "chat server listening";
+
+async function startServerProc(
+  name: string,
+  services: string | undefined,
+  env: Record<string, string>,
+  opts: TargetOptions,
+): Promise<ServerProc> {
+  let port = 0;
+  let failed = "";
+  const managed = await spawnGuarded(name, [...opts.serverNodeArgs, "--import", "tsx", MAIN, ...(services ? [`--services=${services}`] : [])], {
+    cwd: REPO,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
+    ...(opts.logDir ? { logFile: join(opts.logDir, `${name}.log`) } : {}),
+    onLine: (line) => {
+      if (port === 0 && line.includes(LISTENING)) {
+        try {
+          port = Number((JSON.parse(line) as { port?: number }).port ?? 0);
+        } catch {
+          failed = `cannot read the port from: ${line}`;
+        }
+      }
+    },
+  });
+  const deadline = Date.now() + 120_000;
+  while (port === 0 && failed === "") {
+    if (managed.child.exitCode !== null) throw new Error(`${name} exited:\n${managed.tail()}`);
+    if (Date.now() > deadline) throw new Error(`${name} did not start within 120 s:\n${managed.tail()}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  if (failed) throw new Error(`${name}: ${failed}`);
+  const host = env.HOST ?? "127.0.0.1";
+  return { name, services: services ?? "all", url: `http://${host}:${port}`, pid: managed.pid, managed };
+}
+
+/** startTarget starts (or attaches to) the server under test. */
+export async function startTarget(opts: TargetOptions): Promise<Target> {
+  if (opts.kind === "url") return urlTarget(opts);
+  if (opts.kind === "embedded") return embeddedTarget(opts);
+  return productionTarget(opts);
+}
+
+function urlTarget(opts: TargetOptions): Target {
+  if (!opts.url) throw new Error("--target url needs --url http://host:port");
+  const url = opts.url.replace(/\/+$/, "");
+  return {
+    kind: "url",
+    endpoints: { auth: url, group: url, message: url, messageAll: [url], stream: [url] },
+    processes: [],
+    extraPids: opts.serverPids ?? [],
+    backends: [],
+    settings: { url },
+    restart: () => Promise.reject(new Error("cannot restart a --target url server")),
+    stop: async () => {},
+  };
+}
+
+async function embeddedTarget(opts: TargetOptions): Promise<Target> {
+  const dataDir = await mkdtemp(join(tmpdir(), "chat-bench-"));
+  const env: Record<string, string> = {
+    ...BENCH_SERVER_ENV,
+    HOST: "127.0.0.1",
+    PORT: "0",
+    DATA_DIR: dataDir,
+    STORE_URL: `sqlite:${join(dataDir, "chat.db")}`,
+    MAX_GROUP_MEMBERS: String(Math.max(1000, opts.maxGroupMembers)),
+    ...opts.serverEnv,
+  };
+  let proc = await startServerProc("server", undefined, env, opts);
+  let stopped = false;
+  const target: Target = {
+    kind: "embedded",
+    get endpoints() {
+      return { auth: proc.url, group: proc.url, message: proc.url, messageAll: [proc.url], stream: [proc.url] };
+    },
+    get processes() {
+      return [proc];
+    },
+    extraPids: [],
+    backends: [],
+    settings: { ...env, DATA_DIR: "<tmp>", STORE_URL: "sqlite:<tmp>/chat.db" },
+    async restart() {
+      await stopChild(proc.managed.child, 15_000);
+      // Same data directory and port, so clients' URLs stay valid.
+      const port = new URL(proc.url).port;
+      proc = await startServerProc("server", undefined, { ...env, PORT: port }, opts);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await stopChild(proc.managed.child, 15_000);
+      if (!opts.keep) await rm(dataDir, { recursive: true, force: true });
+      else process.stderr.write(`bench: kept the data directory ${dataDir}\n`);
+    },
+  };
+  return target;
+}
+
+async function productionTarget(opts: TargetOptions): Promise<Target> {
+  const id = randomBytes(4).toString("hex");
+  const namespace = `bench${id}`;
+  const base = new URL(opts.cassandraUrl.replace(/^cassandra:/, "http:"));
+  const keyspaceBase = base.pathname.replace(/^\//, "") || "bench";
+  const keyspace = `${keyspaceBase.slice(0, 30)}_${id}`;
+  const storeUrl = `cassandra://${base.host}/${keyspace}${base.search}`;
+  const dataDir = await mkdtemp(join(tmpdir(), "chat-bench-prod-"));
+  const common: Record<string, string> = {
+    ...BENCH_SERVER_ENV,
+    HOST: "127.0.0.1",
+    PORT: "0",
+    DATA_DIR: dataDir,
+    STORE_URL: storeUrl,
+    MIGRATE: "true",
+    BUS_URL: opts.natsUrl,
+    CACHE_URL: opts.redisUrl,
+    NAMESPACE: namespace,
+    MAX_GROUP_MEMBERS: String(Math.max(1000, opts.maxGroupMembers)),
+    ...opts.serverEnv,
+  };
+  const procs: ServerProc[] = [];
+  const layout: { name: string; services: string; host?: string }[] = [];
+  const start = async (name: string, services: string, env: Record<string, string>) => {
+    const p = await startServerProc(name, services, env, opts);
+    procs.push(p);
+    return p;
+  };
+  let stopped = false;
+  const cleanup = async () => {
+    await Promise.all(procs.map((p) => stopChild(p.managed.child, 15_000)));
+    if (opts.keep) {
+      process.stderr.write(`bench: kept keyspace ${keyspace}, namespace ${namespace}, data ${dataDir}\n`);
+      return;
+    }
+    await dropProductionState({ cassandraUrl: opts.cassandraUrl, keyspace, natsUrl: opts.natsUrl, redisUrl: opts.redisUrl, namespace }).catch((e: unknown) =>
+      process.stderr.write(`bench: cleanup of keyspace ${keyspace} / namespace ${namespace} failed: ${String(e)}\n`),
+    );
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    // Auth first: it migrates the keyspace and serves the JWKS the others verify tokens with.
+    const auth = await start("auth", "auth", common);
+    const withJwks = { ...common, AUTH_JWKS_URL: `${auth.url}/.well-known/jwks.json` };
+    layout.push({ name: "group", services: "group" });
+    for (let i = 1; i <= opts.messageProcs; i++) layout.push({ name: `message-${i}`, services: "message" });
+    for (let i = 1; i <= opts.streamProcs; i++) {
+      const host = opts.streamHosts[(i - 1) % opts.streamHosts.length] ?? "127.0.0.1";
+      layout.push({ name: `stream-${i}`, services: "stream", host });
+    }
+    await Promise.all(layout.map((l) => start(l.name, l.services, l.host ? { ...withJwks, HOST: l.host } : withJwks)));
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+  const byName = (n: string) => procs.find((p) => p.name === n);
+  const messageUrls = procs.filter((p) => p.services === "message").map((p) => p.url);
+  return {
+    kind: "production",
+    endpoints: {
+      auth: byName("auth")?.url ?? "",
+      group: byName("group")?.url ?? "",
+      message: messageUrls[0] ?? "",
+      messageAll: messageUrls,
+      stream: procs.filter((p) => p.services === "stream").map((p) => p.url),
+    },
+    processes: procs,
+    extraPids: [],
+    backends: findBackends(opts),
+    settings: { ...common, DATA_DIR: "<tmp>", layout: procs.map((p) => `${p.name}(${p.services})`).join(" ") },
+    restart: () => Promise.reject(new Error("restart of the production topology is not implemented; cold reads use deep pages")),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await cleanup();
+    },
+  };
+}
+
+/** dropProductionState deletes what a production run created: the keyspace, the JetStream stream and the Redis keys of its namespace. */
+async function dropProductionState(o: { cassandraUrl: string; keyspace: string; natsUrl: string; redisUrl: string; namespace: string }): Promise<void> {
+  const errors: string[] = [];
+  try {
+    const { default: cassandra } = await import("cassandra-driver");
+    const u = new URL(o.cassandraUrl.replace(/^cassandra:/, "http:"));
+    const dc = u.searchParams.get("dc") ?? "datacenter1";
+    const client = new cassandra.Client({
+      contactPoints: u.hostname.split(","),
+      protocolOptions: { port: Number(u.port || 9042) },
+      localDataCenter: dc,
+    });
+    await client.connect();
+    try {
+      await client.execute(`DROP KEYSPACE IF EXISTS ${o.keyspace}`);
+    } finally {
+      await client.shutdown();
+    }
+  } catch (e) {
+    errors.push(`cassandra: ${String(e)}`);
+  }
+  try {
+    const { connect } = await import("@nats-io/transport-node");
+    const { jetstreamManager } = await import("@nats-io/jetstream");
+    const nc = await connect({ servers: o.natsUrl.replace(/^nats:\/\//, "").split(","), timeout: 5000 });
+    try {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(`${o.namespace.toUpperCase()}_TIMELINE`).catch(() => false);
+    } finally {
+      await nc.close();
+    }
+  } catch (e) {
+    errors.push(`nats: ${String(e)}`);
+  }
+  try {
+    const { Redis } = await import("ioredis");
+    const redis = new Redis(o.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+    await redis.connect();
+    try {
+      let cursor = "0";
+      for (let i = 0; i < 100_000; i++) {
+        const [next, keys] = await redis.scan(cursor, "MATCH", `${o.namespace}:*`, "COUNT", 1000);
+        if (keys.length > 0) await redis.del(...keys);
+        cursor = next;
+        if (cursor === "0") break;
+      }
+    } finally {
+      redis.disconnect();
+    }
+  } catch (e) {
+    errors.push(`redis: ${String(e)}`);
+  }
+  if (errors.length > 0) throw new Error(errors.join("; "));
+}
+
+/** findBackends finds the pids of the production backends by their listening ports (those on this machine). */
+function findBackends(opts: TargetOptions): { name: string; pid: number }[] {
+  const out: { name: string; pid: number }[] = [];
+  const portOf = (url: string, fallback: number) => {
+    try {
+      const u = new URL(url.replace(/^[a-z]+:/, "http:"));
+      if (u.hostname !== "127.0.0.1" && u.hostname !== "localhost") return undefined;
+      return Number(u.port || fallback);
+    } catch {
+      return undefined;
+    }
+  };
+  for (const [name, url, port] of [
+    ["cassandra", opts.cassandraUrl, 9042],
+    ["nats", opts.natsUrl, 4222],
+    ["redis", opts.redisUrl, 6379],
+  ] as const) {
+    const p = portOf(url, port);
+    const pid = p === undefined ? undefined : pidListeningOn(p);
+    if (pid !== undefined) out.push({ name, pid });
+  }
+  return out;
+}

@@ -1,0 +1,117 @@
+/**
+ * What every mode's result carries (command line, machine, load shape,
+ * server settings) and the shared table rows.
+ */
+import type { Bench, PhaseResult, Window } from "../lib/bench.js";
+import type { WorkerTotals } from "../lib/protocol.js";
+import { type Latency, fmt, machineInfo, table } from "../lib/report.js";
+
+/** commandLine is the command as typed (argv of this process). */
+export function commandLine(): string {
+  const args = process.argv.slice(2).map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`));
+  return `node --import tsx bench/run.ts ${args.join(" ")}`.trim();
+}
+
+/** header is the common head of every result file. */
+export function header(bench: Bench, extraShape: Record<string, unknown>): Record<string, unknown> {
+  const o = bench.opts;
+  const { given: _given, serverEnv, ...flags } = o;
+  return {
+    mode: o.mode,
+    target: o.target,
+    label: o.label || undefined,
+    startedAt: bench.startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    command: commandLine(),
+    machine: { ...machineInfo(), loadAverageAtStart: bench.loadAtStart },
+    shape: { ...extraShape },
+    flags: { ...flags, serverEnv },
+    server: {
+      settings: bench.target?.settings,
+      processes: bench.target?.processes.map((p) => ({ name: p.name, services: p.services, pid: p.pid, url: p.url })),
+    },
+    setup: bench.population
+      ? {
+          users: bench.population.users.length,
+          groups: bench.population.groups.length,
+          registerSeconds: round(bench.population.registerSeconds),
+          groupSeconds: round(bench.population.groupSeconds),
+        }
+      : undefined,
+  };
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+/** latencyText prints p50 / p90 / p99 / p99.9 / max in ms. */
+export function latencyText(l: Latency): string {
+  if (l.count === 0) return "(no samples)";
+  return `p50 ${fmt(l.p50, 2)}  p90 ${fmt(l.p90, 2)}  p99 ${fmt(l.p99, 2)}  p99.9 ${fmt(l.p999, 2)}  max ${fmt(l.max, 2)} ms  (${fmt(l.count)} samples)`;
+}
+
+/** cpuRows describes a window's CPU and memory. */
+export function cpuRows(w: Window, deliveries?: number): [string, string][] {
+  const rows: [string, string][] = [];
+  rows.push(["server CPU", `${fmt(w.serverCpuSeconds, 2)} s over ${fmt(w.seconds, 1)} s = ${fmt(w.serverCores, 2)} cores`]);
+  if (w.server.length > 1) {
+    for (const p of w.server) rows.push([`  ${p.name}`, `${fmt(p.cpuSeconds, 2)} s (${fmt(p.cores, 2)} cores), RSS ${fmt(p.rssMiB, 1)} MiB (peak ${fmt(p.peakRssMiB, 1)})`]);
+  }
+  if (deliveries !== undefined && deliveries > 0) {
+    rows.push(["server CPU per delivery", `${fmt((w.serverCpuSeconds * 1e6) / deliveries, 2)} µs`]);
+  }
+  if (w.backends.length > 0) {
+    rows.push([
+      "backend CPU (shared)",
+      `${fmt(w.backendCpuSeconds, 2)} s = ${fmt(w.backendCores, 2)} cores (${w.backends.map((b) => `${b.name} ${fmt(b.cores, 2)}`).join(", ")})`,
+    ]);
+    if (deliveries !== undefined && deliveries > 0) {
+      rows.push(["server + backends CPU per delivery", `${fmt(((w.serverCpuSeconds + w.backendCpuSeconds) * 1e6) / deliveries, 2)} µs`]);
+    }
+  }
+  const rss = w.server.reduce((s, p) => s + p.rssMiB, 0);
+  const peak = w.server.reduce((s, p) => s + p.peakRssMiB, 0);
+  rows.push(["server RSS", `${fmt(rss, 1)} MiB (peak ${fmt(peak, 1)} MiB)`]);
+  rows.push([
+    "load generator CPU",
+    `${fmt(w.generatorCpuSeconds, 2)} s = ${fmt(w.generatorCores, 2)} cores (${w.generators.map((g) => `${g.name} ${fmt(g.cores, 2)}`).join(", ")})`,
+  ]);
+  rows.push([
+    "machine busy",
+    `${fmt(w.machineBusyCores, 2)} cores (other processes: ${fmt(w.otherCores, 2)}${w.disturbed ? " — DISTURBED: other work ran during the measurement" : ""})`,
+  ]);
+  rows.push(["load generator bound", w.generatorBound.length === 0 ? "no" : `YES: ${w.generatorBound.join("; ")}`]);
+  return rows;
+}
+
+/** lossOf computes loss from the sender's expectation and the subscribers' seq checks. */
+export function lossOf(expected: number, received: number, totals: WorkerTotals): { loss: number; countShortfall: number; seqMissing: number } {
+  const countShortfall = Math.max(0, expected - received);
+  const seqMissing = totals.gapSeqs + totals.behindSeqs + totals.resetSeqs;
+  return { loss: Math.max(countShortfall, seqMissing), countShortfall, seqMissing };
+}
+
+/** deliveryRows are the delivery-correctness rows of a phase. */
+export function deliveryRows(r: PhaseResult, totals: WorkerTotals): [string, string][] {
+  const l = lossOf(r.sender.expectedDeliveries, r.deliveries, totals);
+  const errors = Object.entries(r.sender.errors)
+    .map(([c, n]) => `${n} × code ${c}`)
+    .join(", ");
+  return [
+    ["messages sent", `${fmt(r.sender.ok)} ok of ${fmt(r.sender.issued)} issued${errors ? `, errors: ${errors}` : ""}${r.sender.skipped ? `, ${fmt(r.sender.skipped)} SKIPPED (in-flight cap)` : ""}`],
+    ["deliveries expected", fmt(r.sender.expectedDeliveries)],
+    ["deliveries received", fmt(r.deliveries)],
+    [
+      "loss",
+      `${fmt(l.loss)}${l.loss === 0 ? " (zero)" : ` (count shortfall ${fmt(l.countShortfall)}; by seq: ${fmt(totals.gapSeqs)} gap, ${fmt(totals.behindSeqs)} behind head on ${fmt(totals.behindStreams)} streams, ${fmt(totals.resetSeqs)} reset)`}`,
+    ],
+    ["duplicates", fmt(totals.duplicates)],
+    [
+      "stream ends / reconnects",
+      `${fmt(Object.values(totals.ends).reduce((a, b) => a + b, 0))} / ${fmt(totals.reconnects)}${Object.keys(totals.ends).length ? ` (${Object.entries(totals.ends).map(([c, n]) => `code ${c}: ${n}`).join(", ")})` : ""}`,
+    ],
+  ];
+}
+
+export { table };

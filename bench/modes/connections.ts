@@ -1,0 +1,195 @@
+/**
+ * connections: ramp live subscriber connections toward --connections
+ * (100,000) in groups of --group-size (10), --step-connections (10,000) at a
+ * time, spread over several client processes (≤ 16,000 connections each:
+ * one process may hold ~20,000 open files here) and, on the production
+ * topology, several stream processes (--stream-procs, on --hosts addresses).
+ * After each step: the server memory added per idle connection (RSS of the
+ * stream processes after the new connections settled, minus before), then a
+ * light message rate (default: 10,000 deliveries/s) to the groups whose
+ * members are all connected, measured like fixed (p99, loss).
+ */
+import type { Bench } from "../lib/bench.js";
+import type { SenderPeer } from "../lib/bench.js";
+import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
+import { header, latencyText, lossOf, table } from "./common.js";
+
+const PER_CLIENT_PROC = 16_000;
+
+export async function runConnections(bench: Bench): Promise<number> {
+  const o = bench.opts;
+  const n = o.connections;
+  const S = o.groupSize;
+  const d = o.devicesPerUser;
+  const users = Math.ceil(n / d);
+  // Every user in exactly one group (users are assigned group-major), unless --groups says otherwise.
+  const groups = o.given.has("groups") ? o.groups : Math.max(1, Math.floor(users / S));
+  const perGroup = S * d; // connections per group
+  const rate = o.given.has("rate") ? o.rate : Math.max(1, Math.round(10_000 / perGroup));
+  const clientProcs = o.clientProcs || Math.max(1, Math.ceil(n / PER_CLIENT_PROC));
+  if (n / clientProcs > 18_000) throw new Error(`${n} connections over ${clientProcs} client processes is more than ~18,000 each: raise --client-procs`);
+  const target = await bench.startTarget();
+  const streamProcs = target.processes.filter((p) => p.services === "stream" || p.services === "all");
+  if (streamProcs.length > 0 && n / streamProcs.length > 18_000) {
+    bench.log(`warning: ${fmt(n)} connections over ${streamProcs.length} stream process(es) exceed ~18,000 open files each; expect failures past that (use --target production --stream-procs ${Math.ceil(n / 16_000)})`);
+  }
+  const pop = await bench.populate({ groups, members: S, users, registerConcurrency: o.registerConcurrency, groupConcurrency: 32 });
+  const specs = bench.streamSpecs(d).slice(0, n);
+  const steps = [];
+  let opened = 0;
+  let sender: SenderPeer | undefined;
+  let prevTotals = bench.mergedTotals();
+  let stopReason = "";
+  const streamRss = () => {
+    const s = bench.sample();
+    const names = new Set(streamProcs.map((p) => p.name));
+    const stream = s.server.filter((p) => names.has(p.name)).reduce((a, p) => a + p.sample.rssBytes, 0);
+    const all = s.server.reduce((a, p) => a + p.sample.rssBytes, 0);
+    return { stream, all };
+  };
+  // Baseline: the stream processes with no connection (after setup), so per-connection memory excludes the process itself.
+  await new Promise((r) => setTimeout(r, 2000));
+  const baseline = streamRss();
+  bench.log(`baseline: stream processes RSS ${fmt(baseline.stream / 2 ** 20, 1)} MiB with no connection`);
+  for (let k = 1; opened < specs.length && k <= 1000; k++) {
+    const upTo = Math.min(specs.length, opened + o.stepConnections);
+    const before = streamRss();
+    bench.log(`step ${k}: opening connections ${fmt(opened + 1)}–${fmt(upTo)}`);
+    const res = await bench.openStreams(specs.slice(opened, upTo), clientProcs);
+    const added = res.ready;
+    opened = upTo;
+    // Let allocations settle (and a heartbeat interval pass at most) before reading memory.
+    await new Promise((r) => setTimeout(r, 5000));
+    const after = streamRss();
+    const perConnKiB = added > 0 ? (after.stream - before.stream) / added / 1024 : 0;
+    const fullGroups = pop.groups.filter((g) => (g.index + 1) * perGroup <= opened);
+    const step: Record<string, unknown> = {
+      step: k,
+      connections: opened,
+      openedThisStep: added,
+      failedThisStep: res.failed,
+      openSeconds: Math.round(res.seconds * 10) / 10,
+      streamRssMiB: Math.round((after.stream / 2 ** 20) * 10) / 10,
+      serverRssMiB: Math.round((after.all / 2 ** 20) * 10) / 10,
+      serverKiBPerConnectionAdded: Math.round(perConnKiB * 10) / 10,
+      serverKiBPerConnectionTotal: Math.round(((after.stream - baseline.stream) / Math.max(1, opened) / 1024) * 10) / 10,
+      activeGroups: fullGroups.length,
+    };
+    if (res.failed > 0) {
+      steps.push(step);
+      stopReason = `${res.failed} connections failed to open`;
+      break;
+    }
+    if (fullGroups.length > 0 && o.stepDuration > 0) {
+      if (sender) await sender.request({ type: "close" }, "closed", 5000).catch(() => undefined);
+      sender = await bench.startSender({
+        url: [...target.endpoints.messageAll],
+        groups: fullGroups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") })),
+        textBytes: o.textBytes,
+        sessions: o.senderConnections,
+        timeoutMs: o.timeout * 1000,
+        maxInFlight: o.maxInFlight,
+        op: "send",
+        listLimit: 0,
+        listAnchor: "newest",
+      });
+      bench.log(`  traffic: ${fmt(rate)} msg/s to ${fmt(fullGroups.length)} groups (${fmt(rate * perGroup)} deliveries/s) for ${o.stepDuration} s`);
+      const [r] = await bench.runPhases(sender, [{ phase: k, rate, durationMs: o.stepDuration * 1000 }], { collect: true });
+      if (!r) throw new Error("no step result");
+      const now = bench.mergedTotals();
+      const delta = { ...now, duplicates: now.duplicates - prevTotals.duplicates, gapSeqs: now.gapSeqs - prevTotals.gapSeqs, resetSeqs: now.resetSeqs - prevTotals.resetSeqs };
+      prevTotals = now;
+      const l = lossOf(r.sender.expectedDeliveries, r.deliveries, delta);
+      // Deliveries go to devices: the sender counts members, each has d devices.
+      const expected = r.sender.expectedDeliveries * d;
+      const loss = Math.max(l.seqMissing, expected - r.deliveries);
+      Object.assign(step, {
+        rate,
+        deliveriesPerSecond: Math.round(r.deliveries / o.stepDuration),
+        expected,
+        received: r.deliveries,
+        loss,
+        duplicates: delta.duplicates,
+        sendErrors: Object.values(r.sender.errors).reduce((a, b) => a + b, 0),
+        deliveryLatencyMs: r.deliveryLatency,
+        sendLatencyMs: r.sendLatency,
+        serverCores: r.window.serverCores,
+        generatorCores: r.window.generatorCores,
+        generatorBound: r.window.generatorBound,
+        disturbed: r.window.disturbed,
+        window: r.window,
+      });
+      bench.log(`  ${latencyText(r.deliveryLatency)}; loss ${loss}; server ${fmt(r.window.serverCores, 2)} cores`);
+      steps.push(step);
+      if (loss > 0 || delta.duplicates > 0) {
+        stopReason = `loss ${loss}, duplicates ${delta.duplicates}`;
+        break;
+      }
+      if (r.deliveryLatency.p99 > o.p99Limit) {
+        stopReason = `p99 ${r.deliveryLatency.p99} ms > ${o.p99Limit} ms`;
+        break;
+      }
+    } else {
+      steps.push(step);
+    }
+    bench.log(`  ${fmt(opened)} connections: stream processes RSS ${fmt(after.stream / 2 ** 20, 1)} MiB, +${fmt(perConnKiB, 1)} KiB per added connection`);
+  }
+  if (!stopReason) stopReason = opened >= specs.length ? `reached ${fmt(opened)} connections` : "step limit";
+  const s = (x: Record<string, unknown>, k: string) => x[k] as number | undefined;
+  process.stdout.write(
+    `\nconnections on ${target.kind}: up to ${fmt(n)} connections in groups of ${S} (${d} device(s) per user), ${streamProcs.length} stream process(es), ${clientProcs} client process(es)\n`,
+  );
+  process.stdout.write(
+    `${gridTable(
+      ["step", "connections", "open s", "stream RSS MiB", "KiB/conn added", "KiB/conn total", "groups", "deliv/s", "p50 ms", "p99 ms", "max ms", "loss", "srv cores"],
+      steps.map((x) => {
+        const lat = x.deliveryLatencyMs as { p50: number; p99: number; max: number } | undefined;
+        return [
+          String(x.step),
+          fmt(s(x, "connections") ?? 0),
+          fmt(s(x, "openSeconds") ?? 0, 1),
+          fmt(s(x, "streamRssMiB") ?? 0, 1),
+          fmt(s(x, "serverKiBPerConnectionAdded") ?? 0, 1),
+          fmt(s(x, "serverKiBPerConnectionTotal") ?? 0, 1),
+          fmt(s(x, "activeGroups") ?? 0),
+          fmt(s(x, "deliveriesPerSecond") ?? 0),
+          lat ? fmt(lat.p50, 2) : "-",
+          lat ? fmt(lat.p99, 2) : "-",
+          lat ? fmt(lat.max, 1) : "-",
+          fmt(s(x, "loss") ?? 0),
+          fmt(s(x, "serverCores") ?? 0, 2),
+        ];
+      }),
+    )}\n`,
+  );
+  process.stdout.write(`${table([["stopped", stopReason]])}\n`);
+  const result = {
+    ...header(bench, { connections: n, groupSize: S, devicesPerUser: d, users, groups, stepConnections: o.stepConnections, rate, stepSeconds: o.stepDuration, clientProcs, streamProcs: streamProcs.length, hosts: o.hosts }),
+    results: { reached: opened, stopReason, baselineStreamRssMiB: Math.round((baseline.stream / 2 ** 20) * 10) / 10, steps },
+  };
+  if (o.write) {
+    const svg = lineChart({
+      title: `Live connections on ${target.kind}: server memory per connection and p99`,
+      subtitle: `groups of ${S}, ${fmt(rate)} msg/s to fully connected groups; ${stopReason}`,
+      xLabel: "live subscriber connections",
+      yLabel: "KiB of stream-process RSS per connection",
+      series: [{ label: "KiB per connection ((RSS − RSS with none) / connections)", color: "#1f77b4", points: steps.map((x) => [s(x, "connections") ?? 0, s(x, "serverKiBPerConnectionTotal") ?? 0]), dots: true }],
+      right: {
+        label: "delivery p99 (ms)",
+        series: [
+          {
+            label: "delivery p99 ms (right axis)",
+            color: "#d62728",
+            dashed: true,
+            dots: true,
+            points: steps.filter((x) => x.deliveryLatencyMs).map((x) => [s(x, "connections") ?? 0, (x.deliveryLatencyMs as { p99: number }).p99]),
+          },
+        ],
+      },
+      hlines: [{ y: 16, label: "16 KiB target", color: "#2ca02c" }],
+    });
+    const files = writeResults("connections", target.kind, result, svg);
+    process.stdout.write(`\nwrote ${files.json}${files.svg ? ` and ${files.svg}` : ""}\n`);
+  }
+  return stopReason.startsWith("reached") ? 0 : 3;
+}
