@@ -35,6 +35,9 @@ export interface AccessTokenSettings {
 
 const ALG = "EdDSA";
 
+/** VERIFIED_CACHE_SIZE bounds the remembered tokens (about 0.5 KB each); the cache starts over when full. */
+const VERIFIED_CACHE_SIZE = 20_000;
+
 /**
  * AccessTokens issues and verifies access tokens: JWTs signed with EdDSA
  * (Ed25519), carrying iss, aud, sub, exp, iat, jti, plus `name` (username)
@@ -43,6 +46,9 @@ const ALG = "EdDSA";
  * another algorithm, a tampered or expired token) fails Unauthenticated.
  */
 export class AccessTokens {
+  /** Tokens that verified, by their text, with their principal (see verify). */
+  private readonly verified = new Map<string, Principal>();
+
   private constructor(
     /** The signing key and its public JWK; absent in processes that only verify. */
     private readonly signer: { readonly privateKey: CryptoKey; readonly publicJwk: JWK } | undefined,
@@ -117,8 +123,25 @@ export class AccessTokens {
     return { token, expiresAt: exp * 1000 };
   }
 
-  /** verify checks a token and returns its principal; throws ChatError Unauthenticated with the reason. */
+  /**
+   * verify checks a token and returns its principal; throws ChatError
+   * Unauthenticated with the reason. A token that verified once is
+   * remembered (by its exact text) until it expires, so a client's repeated
+   * calls cost one signature check per token, not one per call; the answer
+   * is the same as a fresh check's, since nothing but `exp` can change it
+   * (the tokens carry no `nbf`, and revocation ends sessions through their
+   * refresh tokens and live streams, not through access-token checks).
+   */
   async verify(token: string, now: number): Promise<Principal> {
+    const known = this.verified.get(token);
+    if (known && now < known.expiresAt) return known;
+    const principal = await this.verifyOnce(token, now);
+    if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.clear();
+    this.verified.set(token, principal);
+    return principal;
+  }
+
+  private async verifyOnce(token: string, now: number): Promise<Principal> {
     try {
       const options = {
         algorithms: [ALG],
