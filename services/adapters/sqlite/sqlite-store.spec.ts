@@ -23,6 +23,29 @@ function freshPath(): string {
 storeContract("sqlite", async (opts) => createSqliteStore({ path: freshPath(), ...opts }));
 
 describe("SqliteStore", () => {
+  it("commits the appends of one turn together: each stands or fails alone, and a later group change applies after them", async () => {
+    const store = createSqliteStore({ path: freshPath(), retentionMs: 60_000, clock: systemClock });
+    try {
+      const owner = { id: newId(), username: "olga" };
+      const stranger = { id: newId(), username: "sam" };
+      const groupId = newId();
+      await store.createGroup({ id: groupId, name: "g", epoch: "e", createdAt: Date.now(), owner });
+      await store.changeGroup(groupId, [stranger.id], owner, Date.now(), () => ({ type: "add", member: stranger, role: "member" }));
+      const draft = (sender: typeof owner, c: string) => ({ id: newId(), groupId, sender, text: c, clientMessageId: c, sentAt: Date.now() });
+      // One turn: three appends (one a retry of another), then stranger is removed, then stranger sends again.
+      const calls = [store.appendMessage(draft(owner, "a")), store.appendMessage(draft(stranger, "b")), store.appendMessage(draft(owner, "a"))];
+      const removal = store.changeGroup(groupId, [stranger.id], owner, Date.now(), () => ({ type: "remove", member: stranger }));
+      const late = store.appendMessage(draft(stranger, "c"));
+      const [a, b, retry] = await Promise.all(calls);
+      assert.deepEqual([a?.event.seq, b?.event.seq, retry?.event.seq, retry?.duplicate], [3, 4, 3, true]);
+      assert.equal((await removal).seq, 5, "the change applied after the appends called before it");
+      await assert.rejects(late, /not found/i, "the append called after the removal is refused");
+      assert.deepEqual((await store.readEvents(groupId, 0, 10)).map((e) => e.seq), [1, 2, 3, 4, 5]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("keeps data across close and reopen of the same file", async () => {
     const path = freshPath();
     const owner = { id: newId(), username: "alice" };

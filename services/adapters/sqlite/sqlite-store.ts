@@ -182,9 +182,16 @@ type Statements = ReturnType<typeof prepareStatements>;
 /**
  * SqliteStore implements Store on one SQLite database.
  *
- * Guarantees (beyond the Store contract): every write commits in one
+ * Guarantees (beyond the Store contract): every write commits in an
  * IMMEDIATE transaction and is fsynced (WAL + synchronous=FULL) before its
- * promise resolves; within one process, calls are applied in call order.
+ * promise resolves; within one process, writes are applied in call order.
+ *
+ * Group commit: appendMessage calls made in one event-loop turn are applied
+ * together, each in its own savepoint of one transaction, so a burst of
+ * sends pays one fsync (which blocks the event loop) instead of one each.
+ * A call that fails (NotFound) rolls back only its savepoint; the others
+ * commit. A group change or creation first applies the appends queued
+ * before it, so writes keep their call order.
  */
 export class SqliteStore implements Store {
   private readonly stmts: Statements;
@@ -196,7 +203,10 @@ export class SqliteStore implements Store {
     at: number,
     decide: (snapshot: GroupSnapshot) => GroupChange,
   ) => GroupEvent;
-  private readonly appendTx: (draft: MessageDraft) => AppendResult;
+  private readonly appendBatchTx: (drafts: readonly MessageDraft[]) => (AppendResult | ChatError)[];
+  /** Appends waiting for the end of this event-loop turn (group commit). */
+  private pending: { draft: MessageDraft; resolve: (r: AppendResult) => void; reject: (e: unknown) => void }[] = [];
+  private flushScheduled: NodeJS.Immediate | undefined;
 
   /** constructor takes an open, migrated database; prefer createSqliteStore. */
   constructor(
@@ -215,10 +225,27 @@ export class SqliteStore implements Store {
         decide: (snapshot: GroupSnapshot) => GroupChange,
       ) => this.changeGroupInTx(groupId, userIds, actor, at, decide),
     );
+    // Called inside appendBatch's transaction, each append is a savepoint of its own.
     const append = db.transaction((d: MessageDraft) => this.appendInTx(d));
-    this.createGroupTx = (g) => createGroup.immediate(g);
-    this.changeGroupTx = (...args) => changeGroup.immediate(...args);
-    this.appendTx = (d) => append.immediate(d);
+    const appendBatch = db.transaction((drafts: readonly MessageDraft[]) =>
+      drafts.map((d) => {
+        try {
+          return append(d);
+        } catch (e) {
+          if (e instanceof ChatError) return e;
+          throw e;
+        }
+      }),
+    );
+    this.createGroupTx = (g) => {
+      this.flushAppends();
+      return createGroup.immediate(g);
+    };
+    this.changeGroupTx = (...args) => {
+      this.flushAppends();
+      return changeGroup.immediate(...args);
+    };
+    this.appendBatchTx = (drafts) => appendBatch.immediate(drafts);
   }
 
   // ---- users ----
@@ -300,8 +327,32 @@ export class SqliteStore implements Store {
     return this.changeGroupTx(groupId, userIds, actor, at, decide);
   }
 
-  async appendMessage(draft: MessageDraft): Promise<AppendResult> {
-    return this.appendTx(draft);
+  appendMessage(draft: MessageDraft): Promise<AppendResult> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ draft, resolve, reject });
+      this.flushScheduled ??= setImmediate(() => this.flushAppends());
+    });
+  }
+
+  /** flushAppends applies the queued appends in one transaction and settles their promises. */
+  private flushAppends(): void {
+    if (this.flushScheduled) clearImmediate(this.flushScheduled);
+    this.flushScheduled = undefined;
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    let results: (AppendResult | ChatError)[];
+    try {
+      results = this.appendBatchTx(batch.map((p) => p.draft));
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const r = results[i]!;
+      if (r instanceof ChatError) p.reject(r);
+      else p.resolve(r);
+    });
   }
 
   async readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
@@ -337,6 +388,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.db.open) this.flushAppends();
     if (this.db.open) this.db.close();
   }
 
