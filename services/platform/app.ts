@@ -20,6 +20,7 @@ import { GroupService } from "../group/group-service.js";
 import { messageRoutes } from "../message/message-rpc.js";
 import { MessageService } from "../message/message-service.js";
 import { streamRoutes } from "../stream/stream-rpc.js";
+import { fastSendProtocol, serveFastSend } from "../message/fast-send.js";
 import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
@@ -164,7 +165,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const rpc = connectNodeAdapter({
     readMaxBytes: config.maxRequestBytes,
     interceptors: [
-      sendResultInterceptor((code) => metrics.sendResult("rpc", code)),
+      sendResultInterceptor((code) => metrics.sendResult("rpc", code)), // SendMessage over Connect unary or JSON
       errorInterceptor(logger),
       authInterceptor(tokens, clock),
     ],
@@ -201,7 +202,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   let server: OnePortServer;
   try {
     const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes, onStreamSend };
+    const onSend = (code: Code | undefined) => metrics.sendResult("rpc", code);
     const api = withCors((req, res) => {
+      if (serves("message")) {
+        const send = fastSendProtocol(req);
+        if (send) return serveFastSend(send, req, res, { ...fastPath, onResult: onSend });
+      }
       if (serves("stream")) {
         const subscribe = fastSubscribeProtocol(req);
         if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);

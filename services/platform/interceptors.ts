@@ -44,7 +44,7 @@ export function authInterceptor(tokens: AccessTokens, clock: Clock): Interceptor
 /** kRequestId carries the request id (from `x-request-id`, e.g. set by Envoy, or a new one). */
 export const kRequestId = createContextKey<string>("", { description: "request id" });
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+export const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
  * errorInterceptor gives every call a request id (the client's or Envoy's

@@ -128,11 +128,11 @@ export class FrameWriter implements StreamSink {
     const message = error?.rawMessage;
     switch (this.protocol) {
       case "grpc":
-        (res as http2.Http2ServerResponse).addTrailers(grpcStatus(code, message));
+        (res as http2.Http2ServerResponse).addTrailers(grpcStatus(code, message, error?.metadata));
         res.end();
         break;
       case "grpc-web": {
-        const lines = Object.entries(grpcStatus(code, message))
+        const lines = Object.entries(grpcStatus(code, message, error?.metadata))
           .map(([k, v]) => `${k}: ${v}\r\n`)
           .join("");
         res.end(envelope(0x80, Buffer.from(lines, "latin1")));
@@ -208,8 +208,13 @@ export function envelope(flags: number, payload: Buffer): Buffer {
   return frame;
 }
 
-function grpcStatus(code: number, message: string | undefined): Record<string, string> {
-  const status: Record<string, string> = { "grpc-status": String(code) };
+/** grpcStatus is the trailers of a gRPC status: code, message and the error's metadata (e.g. retry-after). */
+function grpcStatus(code: number, message: string | undefined, metadata?: Headers): Record<string, string> {
+  const status: Record<string, string> = {};
+  metadata?.forEach((value, key) => {
+    status[key] = value;
+  });
+  status["grpc-status"] = String(code);
   if (message) status["grpc-message"] = percentEncode(message);
   return status;
 }

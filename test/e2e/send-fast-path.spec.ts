@@ -1,0 +1,112 @@
+/**
+ * SendMessage over gRPC and gRPC-Web is served by a fast path
+ * (services/message/fast-send.ts) rather than connect-node: the same
+ * answers, request ids, and refusals of malformed frames, from raw HTTP/2
+ * and from the grpc-js reference client.
+ */
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import { after, before, describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { MessageService, SendMessageRequestSchema } from "../../gen/chat/v1/message_service_pb.js";
+import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
+import { type Clients, type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+
+const PATH = "/chat.v1.MessageService/SendMessage";
+
+function frame(payload: Uint8Array, flags = 0): Buffer {
+  const out = Buffer.alloc(5 + payload.length);
+  out.writeUInt8(flags, 0);
+  out.writeUInt32BE(payload.length, 1);
+  out.set(payload, 5);
+  return out;
+}
+
+/** rawGrpc posts `body` as a gRPC call over h2c and returns the response headers, body and trailers. */
+async function rawGrpc(baseUrl: string, token: string, body: Buffer, extra: Record<string, string> = {}) {
+  const session = http2.connect(baseUrl);
+  try {
+    return await new Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+      const req = session.request({ ":method": "POST", ":path": PATH, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}`, ...extra });
+      let headers: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders = {};
+      const chunks: Buffer[] = [];
+      req.on("response", (h) => (headers = h));
+      req.on("trailers", (t) => (trailers = t));
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => resolve({ headers, trailers, body: Buffer.concat(chunks) }));
+      req.on("error", reject);
+      req.end(body);
+    });
+  } finally {
+    session.close();
+  }
+}
+
+describe("SendMessage fast path (e2e)", () => {
+  let server: TestServer;
+  let alice: Clients;
+  let groupId: string;
+  before(async () => {
+    server = await startTestServer();
+    alice = await registerUser(server.baseUrl, "grpc", "fast");
+    const { group } = await alice.groups.createGroup({ name: "fast" });
+    groupId = group?.groupId ?? "";
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  const request = (clientMessageId: string) => toBinary(SendMessageRequestSchema, create(SendMessageRequestSchema, { groupId, text: "hi", clientMessageId }));
+
+  it("stores and answers a send, echoing a well-formed x-request-id and making one otherwise", async () => {
+    const given = await rawGrpc(server.baseUrl, alice.token ?? "", frame(request("r1")), { "x-request-id": "trace-123" });
+    assert.equal(given.trailers["grpc-status"], "0");
+    assert.equal(given.headers["x-request-id"], "trace-123");
+    assert.ok(given.body.length > 5, "one framed SendMessageResponse");
+    const made = await rawGrpc(server.baseUrl, alice.token ?? "", frame(request("r2")), { "x-request-id": "bad id with spaces" });
+    assert.match(String(made.headers["x-request-id"]), /^[0-9a-f-]{36}$/);
+    const page = await alice.messages.listMessages({ groupId });
+    assert.deepEqual(page.messages.map((m) => m.clientMessageId), ["r1", "r2"]);
+  });
+
+  it("refuses two messages, an undecodable one, a compressed one and a truncated one, storing nothing", async () => {
+    const token = alice.token ?? "";
+    const cases: [Buffer, number, RegExp][] = [
+      [Buffer.concat([frame(request("x1")), frame(request("x2"))]), grpc.status.INVALID_ARGUMENT, /exactly one message/],
+      [frame(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])), grpc.status.INVALID_ARGUMENT, /not a valid chat.v1.SendMessageRequest/],
+      [frame(request("x3"), 0x01), grpc.status.UNIMPLEMENTED, /compressed/],
+      [frame(request("x4")).subarray(0, 8), grpc.status.INVALID_ARGUMENT, /exactly one message/],
+    ];
+    for (const [body, code, message] of cases) {
+      const res = await rawGrpc(server.baseUrl, token, body);
+      assert.equal(res.trailers["grpc-status"], String(code), `${message}`);
+      assert.match(decodeURIComponent(String(res.trailers["grpc-message"])), message);
+    }
+    const page = await alice.messages.listMessages({ groupId });
+    assert.ok(page.messages.every((m) => !/^x/.test(m.clientMessageId)));
+  });
+
+  it("serves the grpc-js reference client: a send, its retry, and UNAUTHENTICATED without a token", async () => {
+    const client = grpcJsClient(server.port, MessageService);
+    try {
+      const call = (md: grpc.Metadata) =>
+        new Promise<{ message?: { seq?: string }; duplicate?: boolean }>((resolve, reject) =>
+          (client.sendMessage as (r: unknown, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: never) => void) => void)(
+            { groupId, text: "from grpc-js", clientMessageId: "js-1" },
+            md,
+            (e, r) => (e ? reject(e) : resolve(r)),
+          ),
+        );
+      const first = await call(authMetadata(alice.token));
+      const again = await call(authMetadata(alice.token));
+      assert.equal(first.duplicate, false);
+      assert.equal(again.duplicate, true);
+      assert.equal(again.message?.seq, first.message?.seq);
+      await assert.rejects(call(new grpc.Metadata()), (e: grpc.ServiceError) => e.code === grpc.status.UNAUTHENTICATED && /authorization/.test(e.details));
+    } finally {
+      client.close();
+    }
+  });
+});
