@@ -164,6 +164,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
   const rpc = connectNodeAdapter({
     readMaxBytes: config.maxRequestBytes,
+    // No compression, as on the fast paths: gzip of a history page cost more CPU than the rest of the call, and
+    // the payloads are small. Compressed requests are refused with a clear status; clients fall back to identity.
+    acceptCompression: [],
     interceptors: [
       sendResultInterceptor((code) => metrics.sendResult("rpc", code)), // SendMessage over Connect unary or JSON
       errorInterceptor(logger),
