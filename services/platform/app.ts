@@ -20,7 +20,7 @@ import { GroupService } from "../group/group-service.js";
 import { messageRoutes } from "../message/message-rpc.js";
 import { MessageService } from "../message/message-service.js";
 import { streamRoutes } from "../stream/stream-rpc.js";
-import { fastSendProtocol, serveFastSend } from "../message/fast-send.js";
+import { messageFastRoutes } from "../message/fast-message.js";
 import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
@@ -31,6 +31,7 @@ import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
 import { authInterceptor, errorInterceptor, kClientAddress, sendResultInterceptor } from "./interceptors.js";
 import { type Logger, createLogger } from "./logger.js";
 import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
+import { fastUnaryRoute, serveFastUnary } from "./fast-unary.js";
 import { type OnePortServer, listenOnePort } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
 
@@ -205,12 +206,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   let server: OnePortServer;
   try {
     const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes, onStreamSend };
-    const onSend = (code: Code | undefined) => metrics.sendResult("rpc", code);
+    // Hot unary RPCs over gRPC / gRPC-Web skip connect-node (fast-unary.ts); Connect and JSON calls still use it.
+    const unaryRoutes = new Map(
+      (serves("message") ? messageFastRoutes(messages, (code) => metrics.sendResult("rpc", code)) : []).map((r) => [`/${r.rpc}`, r]),
+    );
     const api = withCors((req, res) => {
-      if (serves("message")) {
-        const send = fastSendProtocol(req);
-        if (send) return serveFastSend(send, req, res, { ...fastPath, onResult: onSend });
-      }
+      const unary = fastUnaryRoute(req, unaryRoutes);
+      if (unary) return serveFastUnary(unary.route, unary.protocol, req, res, fastPath);
       if (serves("stream")) {
         const subscribe = fastSubscribeProtocol(req);
         if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);

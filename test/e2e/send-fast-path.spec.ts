@@ -1,6 +1,6 @@
 /**
- * SendMessage over gRPC and gRPC-Web is served by a fast path
- * (services/message/fast-send.ts) rather than connect-node: the same
+ * SendMessage and ListMessages over gRPC and gRPC-Web are served by a fast path
+ * (services/platform/fast-unary.ts, services/message/fast-message.ts) rather than connect-node: the same
  * answers, request ids, and refusals of malformed frames, from raw HTTP/2
  * and from the grpc-js reference client.
  */
@@ -11,7 +11,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { MessageService, SendMessageRequestSchema } from "../../gen/chat/v1/message_service_pb.js";
 import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
-import { type Clients, type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+import { historySnapshot, sendMany } from "../support/helpers.js";
+import { type Clients, type Protocol, type TestServer, clientsFor, registerUser, startTestServer } from "../support/test-server.js";
 
 const PATH = "/chat.v1.MessageService/SendMessage";
 
@@ -86,6 +87,19 @@ describe("SendMessage fast path (e2e)", () => {
     }
     const page = await alice.messages.listMessages({ groupId });
     assert.ok(page.messages.every((m) => !/^x/.test(m.clientMessageId)));
+  });
+
+  it("answers ListMessages with the same pages over gRPC and gRPC-Web (fast path) as over Connect (connect-node)", async () => {
+    await sendMany(alice, groupId, 7, { concurrency: 1, prefix: "page" });
+    const head = Number((await alice.messages.listMessages({ groupId })).headSeq);
+    const via = (protocol: Protocol) => {
+      const c = clientsFor(server.baseUrl, protocol);
+      c.token = alice.token;
+      return historySnapshot(c, groupId, head, [1, 4]);
+    };
+    const connect = await via("connect-binary");
+    assert.deepEqual(await via("grpc"), connect);
+    assert.deepEqual(await via("grpc-web"), connect);
   });
 
   it("serves the grpc-js reference client: a send, its retry, and UNAUTHENTICATED without a token", async () => {

@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { MessageSchema } from "../../gen/chat/v1/message_pb.js";
+import { ListMessagesResponseSchema } from "../../gen/chat/v1/message_service_pb.js";
+import { encodeListMessagesResponse } from "./fast-message.js";
+
+describe("encodeListMessagesResponse", () => {
+  it("writes the bytes protobuf-es writes, for empty and full pages and numbers across varint widths", () => {
+    const messages = [0, 1, 3].map((n) =>
+      Array.from({ length: n }, (_, i) =>
+        create(MessageSchema, {
+          messageId: `m${i}`,
+          groupId: "g",
+          seq: BigInt(i + 1),
+          sender: { userId: "u", username: "ann" },
+          text: "é".repeat(i * 70), // crosses the one-byte length at i >= 1
+          sentAt: timestampFromMs(1_700_000_000_123 + i),
+          clientMessageId: `c${i}`,
+        }),
+      ),
+    );
+    for (const page of messages) {
+      for (const [hasMore, headSeq, firstRetainedSeq] of [
+        [false, 0, 0],
+        [true, 1, 1],
+        [false, 127, 128],
+        [true, 2 ** 31 + 5, 16_384],
+        [false, Number.MAX_SAFE_INTEGER, 300],
+      ] as const) {
+        const want = toBinary(ListMessagesResponseSchema, create(ListMessagesResponseSchema, { messages: page, hasMore, headSeq: BigInt(headSeq), firstRetainedSeq: BigInt(firstRetainedSeq) }));
+        const got = encodeListMessagesResponse(page.map((m) => toBinary(MessageSchema, m)), hasMore, headSeq, firstRetainedSeq);
+        assert.deepEqual(Buffer.from(got), Buffer.from(want), `${page.length} messages, ${hasMore}, ${headSeq}, ${firstRetainedSeq}`);
+      }
+    }
+  });
+});

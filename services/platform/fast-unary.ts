@@ -1,0 +1,115 @@
+import { Code, type ConnectError } from "@connectrpc/connect";
+import type { AccessTokens, Principal } from "../auth/access-tokens.js";
+import { ChatError } from "../core/errors.js";
+import { newId } from "../core/ids.js";
+import type { Clock } from "../core/ports.js";
+import { type AnyRequest, type AnyResponse, type Frame, FrameReader, FrameWriter, binaryStreamProtocol, envelope } from "../stream/wire.js";
+import { verifyBearer } from "./bearer.js";
+import { toConnectError } from "./errors.js";
+import { REQUEST_ID_RE } from "./interceptors.js";
+import type { Logger } from "./logger.js";
+
+/** FastUnaryRoute is one authenticated unary RPC served by the fast path. */
+export interface FastUnaryRoute {
+  /** rpc is "package.Service/Method"; the path is "/" + rpc. */
+  readonly rpc: string;
+  /** handle decodes the request bytes, runs the use-case and returns the encoded response (throwing ChatError on refusal). */
+  handle(principal: Principal, request: Buffer): Promise<Uint8Array>;
+  /** onResult hears each call's outcome: undefined for OK, else the status code (metrics). */
+  readonly onResult?: (code: Code | undefined) => void;
+}
+
+/** FastUnaryDeps are what the unary fast path needs from the app. */
+export interface FastUnaryDeps {
+  readonly tokens: AccessTokens;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly maxRequestBytes: number;
+}
+
+/**
+ * fastUnaryRoute returns the route and protocol of a request the fast path
+ * serves: one of `routes` over gRPC (HTTP/2) or gRPC-Web with the binary
+ * codec. Connect unary (unframed) and JSON go to connect-node.
+ */
+export function fastUnaryRoute(
+  req: AnyRequest,
+  routes: ReadonlyMap<string, FastUnaryRoute>,
+): { route: FastUnaryRoute; protocol: "grpc" | "grpc-web" } | undefined {
+  const route = req.url === undefined ? undefined : routes.get(req.url);
+  if (!route) return undefined;
+  const protocol = binaryStreamProtocol(req, req.url!);
+  return protocol === "grpc" || protocol === "grpc-web" ? { route, protocol } : undefined;
+}
+
+/**
+ * serveFastUnary serves a hot unary RPC over gRPC and gRPC-Web without
+ * connect-node's per-call machinery (for SendMessage it was the largest CPU
+ * cost after the store): one framed request in, the route's handler, one
+ * framed response out. It keeps what the interceptors give the other RPCs:
+ * bearer authentication, the same status codes and messages (with
+ * retry-after on RESOURCE_EXHAUSTED), an `x-request-id` echoed or made, and
+ * the same log lines (Internal at error, Unavailable at warn, the rest at
+ * debug; never the token). It does not enforce `grpc-timeout`: a call that
+ * outlives the client's deadline still completes (sends are durable and
+ * idempotent, so a retry with the same client_message_id returns the
+ * message).
+ */
+export function serveFastUnary(
+  route: FastUnaryRoute,
+  protocol: "grpc" | "grpc-web",
+  req: AnyRequest,
+  res: AnyResponse,
+  deps: FastUnaryDeps,
+): void {
+  const started = Date.now();
+  const given = req.headers["x-request-id"];
+  const requestId = typeof given === "string" && REQUEST_ID_RE.test(given) ? given : newId();
+  const reader = new FrameReader(deps.maxRequestBytes);
+  const frames: Frame[] = [];
+  const writer = new FrameWriter(protocol, res);
+  let principal: Principal | undefined;
+  let done = false;
+
+  const finish = (error: ConnectError | undefined, reply?: Uint8Array) => {
+    if (done) return;
+    done = true;
+    route.onResult?.(error?.code);
+    const line = { rpc: route.rpc, code: error ? Code[error.code] : "OK", requestId, userId: principal?.userId, durationMs: Date.now() - started };
+    const err = error?.cause instanceof Error ? error.cause : undefined;
+    if (!error) deps.logger.debug(line, "rpc done");
+    else if (error.code === Code.Internal) deps.logger.error({ ...line, err }, error.rawMessage);
+    else if (error.code === Code.Unavailable) deps.logger.warn({ ...line, err }, error.rawMessage);
+    else deps.logger.debug(line, error.rawMessage);
+    if (res.destroyed) return;
+    res.setHeader("x-request-id", requestId);
+    if (reply) {
+      writer.start();
+      writer.writeFrame(envelope(0, Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)));
+    }
+    writer.finish(error);
+  };
+  const fail = (e: unknown) => finish(toConnectError(e));
+  const oneMessage = () => new ChatError("InvalidArgument", `a ${route.rpc.split("/")[1]} request must carry exactly one message`);
+
+  req.on("error", () => {});
+  res.on("error", () => {});
+  req.on("data", (chunk: Buffer) => {
+    if (done) return;
+    try {
+      frames.push(...reader.push(chunk));
+      if (frames.length > 1) throw oneMessage();
+    } catch (e) {
+      fail(e);
+    }
+  });
+  req.on("end", () => {
+    if (done) return;
+    void (async () => {
+      const frame = frames[0];
+      if (!frame || frames.length > 1 || reader.leftover > 0) throw oneMessage();
+      principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
+      finish(undefined, await route.handle(principal, frame.payload));
+    })().catch(fail);
+  });
+}
