@@ -4,6 +4,7 @@ import { type SubscribeResponse, SubscribeResponseSchema } from "../../gen/chat/
 import type { ChatError } from "../core/errors.js";
 import type { GroupEvent } from "../core/model.js";
 import { eventToProto } from "../platform/proto-convert.js";
+import { encodeEventFrame } from "./event-frame.js";
 
 /**
  * OutboundItem is one stream item, encoded once: `bytes` is the binary
@@ -42,9 +43,14 @@ class EncodedItem implements OutboundItem {
   }
 
   get connectFrame(): Buffer {
-    this.connect ??= grpcFrame(Buffer.concat([CONNECT_ITEM_TAG, varint(this.bytes.length), this.bytes]));
+    this.connect ??= connectFrameOf(this.bytes);
     return this.connect;
   }
+}
+
+/** connectFrameOf frames SubscribeResponse bytes as ConnectResponse `{ item }`. */
+function connectFrameOf(bytes: Uint8Array): Buffer {
+  return grpcFrame(Buffer.concat([CONNECT_ITEM_TAG, varint(bytes.length), bytes]));
 }
 
 /** CONNECT_ITEM_TAG is the key of ConnectResponse.item (field 2, length-delimited). */
@@ -70,9 +76,39 @@ export function grpcFrame(bytes: Uint8Array): Buffer {
   return frame;
 }
 
-/** eventItem encodes a group event. */
+/**
+ * eventItem encodes a group event. The frame is written by the hand-written
+ * encoder (event-frame.ts), the only encoding on the fan-out path; the
+ * SubscribeResponse object is built only if a transport asks for it
+ * (connect-node's JSON and grpc-web-text streams), once, and then shared.
+ */
 export function eventItem(event: GroupEvent): OutboundItem {
-  return outbound({ case: "event", value: eventToProto(event) });
+  const frame = encodeEventFrame(event);
+  return frame ? new EventItem(event, frame) : outbound({ case: "event", value: eventToProto(event) });
+}
+
+/** EventItem is an event's OutboundItem around its pre-encoded frame; `message` is built on first use. */
+class EventItem implements OutboundItem {
+  readonly bytes: Uint8Array;
+  private msg: SubscribeResponse | undefined;
+  private connect: Buffer | undefined;
+
+  constructor(
+    private readonly event: GroupEvent,
+    readonly grpcFrame: Buffer,
+  ) {
+    this.bytes = grpcFrame.subarray(5);
+  }
+
+  get message(): SubscribeResponse {
+    this.msg ??= create(SubscribeResponseSchema, { payload: { case: "event", value: eventToProto(this.event) } });
+    return this.msg;
+  }
+
+  get connectFrame(): Buffer {
+    this.connect ??= connectFrameOf(this.bytes);
+    return this.connect;
+  }
 }
 
 /** heartbeatItem encodes a heartbeat with the server's time. */

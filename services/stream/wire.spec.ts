@@ -8,7 +8,7 @@ import { newId } from "../core/ids.js";
 import type { Store } from "../core/ports.js";
 import { equals, fromBinary } from "@bufbuild/protobuf";
 import { ConnectResponseSchema, SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
-import { heartbeatItem } from "./outbound.js";
+import { type OutboundItem, heartbeatItem } from "./outbound.js";
 import { FrameReader, FrameWriter, type WireProtocol } from "./wire.js";
 import { type HubFixture, createHubFixture } from "./hub-fixture.js";
 import type { StreamHub } from "./stream-hub.js";
@@ -47,6 +47,8 @@ function writer(protocol: WireProtocol): { res: FakeResponse; sink: FrameWriter 
   return { res, sink };
 }
 
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 describe("FrameWriter", () => {
   let fixture: HubFixture;
   let store: Store;
@@ -67,11 +69,38 @@ describe("FrameWriter", () => {
     const id = newId();
     const { event } = await store.appendMessage({ id, groupId, sender: owner, text: "hi", clientMessageId: id, sentAt: Date.now() });
     await bus.publishEvent(event);
+    await nextTurn(); // the hub's items go out once per loop turn
     const frames = writers.map((w) => w.res.chunks.at(-1));
     assert.ok(frames[0] && frames[0].length > 5);
     for (const f of frames) assert.equal(f, frames[0], "one Buffer object for all");
     assert.equal(frames[0]?.readUInt8(0), 0, "uncompressed message frame");
     assert.equal(frames[0]?.readUInt32BE(1), (frames[0]?.length ?? 0) - 5);
+  });
+
+  it("hands a turn's items to the response in one write, in order, counting them as buffered meanwhile", async () => {
+    const { res, sink } = writer("grpc");
+    const items = [1, 2, 3].map((i) => heartbeatItem(1_700_000_000_000 + i));
+    const before = res.chunks.length;
+    for (const item of items) sink.write(item);
+    assert.equal(res.chunks.length, before, "nothing written yet");
+    const bytes = items.reduce((n, i) => n + i.grpcFrame.length, 0);
+    assert.equal(sink.bufferedBytes, bytes, "queued items count against the buffer cap");
+    await nextTurn();
+    assert.equal(res.chunks.length, before + 1, "one write");
+    assert.deepEqual(res.chunks.at(-1), Buffer.concat(items.map((i) => i.grpcFrame)));
+    assert.equal(sink.bufferedBytes, 0);
+
+    // A frame of the handler's own goes out at once, after what was queued; so does the end.
+    sink.write(items[0] as OutboundItem);
+    sink.writeFrame(Buffer.from("reply"));
+    assert.deepEqual(res.chunks.slice(-2), [items[0]?.grpcFrame, Buffer.from("reply")]);
+    sink.write(items[1] as OutboundItem);
+    sink.finish(undefined);
+    assert.equal(res.chunks.at(-1), items[1]?.grpcFrame, "queued items are written before the end");
+    assert.deepEqual(res.trailers, { "grpc-status": "0" });
+    sink.write(items[2] as OutboundItem);
+    await nextTurn();
+    assert.equal(res.chunks.at(-1), items[1]?.grpcFrame, "nothing after the end");
   });
 
   it("ends each protocol its own way", () => {
