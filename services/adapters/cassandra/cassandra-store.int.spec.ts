@@ -25,7 +25,8 @@ import { JetStreamSequencer, messageMsgId, storePublishesEvents } from "../nats/
 import { createNatsEventBus } from "../nats/nats-event-bus.js";
 import { NatsNames } from "../nats/subjects.js";
 import { CassandraStore, createCassandraStore } from "./cassandra-store.js";
-import { CassandraTables } from "./cassandra-tables.js";
+import { CassandraTables, bucketOf } from "./cassandra-tables.js";
+import { EVENT_COLUMN_NAMES, encodeEvent as encodeCassandraEvent } from "./event-codec.js";
 import { startPersister } from "./persister.js";
 import { openTestKeyspace } from "./test-keyspace.js";
 import type { TestKeyspace } from "./test-keyspace.js";
@@ -47,11 +48,21 @@ function testKeyspace(): Promise<TestKeyspace> {
 }
 
 /** open connects a new store (its own Cassandra client and NATS connection: like a separate process). */
-async function open({ retentionMs, clock }: { retentionMs: number; clock: Clock }): Promise<CassandraStore> {
+async function open({ retentionMs, clock }: { retentionMs: number; clock: Clock }, natsPrefix = prefix): Promise<CassandraStore> {
   const ks = await testKeyspace();
   const url = `cassandra://${ks.url.contactPoints.join(",")}/${ks.keyspace}?dc=${ks.url.localDataCenter}`;
   // migrate: false: the keyspace is migrated with a 30-day TTL; short retentions only hide events by the clock.
-  return createCassandraStore({ url, retentionMs, clock, nats: { servers: NATS_URL ?? "" }, prefix, migrate: false });
+  return createCassandraStore({ url, retentionMs, clock, nats: { servers: NATS_URL ?? "" }, prefix: natsPrefix, migrate: false });
+}
+
+/** deleteStream removes the timeline stream of a NATS prefix (tests that use a prefix of their own). */
+async function deleteStream(natsPrefix: string): Promise<void> {
+  const nc = await connect({ servers: NATS_URL ?? "", name: "chat-test-cleanup" });
+  try {
+    await (await jetstreamManager(nc)).streams.delete(new NatsNames(natsPrefix).timelineStream).catch(() => false);
+  } finally {
+    await nc.close();
+  }
 }
 
 after(async () => {
@@ -296,7 +307,8 @@ describe("CassandraStore (integration)", { skip }, () => {
     });
     try {
       await waitUntil("the persister to write seqs 2 and 3", async () => seqs(await b.readEvents(groupId, 0, 10)).length === 3);
-      await waitUntil("afterWrite to see them", async () => written.includes(2) && written.includes(3));
+      await waitUntil("afterWrite to see the change", async () => written.includes(2));
+      assert.ok(!written.includes(3), "afterWrite is for changes, not messages");
       assert.deepEqual(await b.readEvents(groupId, 1, 10), [added, message]);
       assert.equal((await b.getMember(groupId, carol.id))?.role, "member");
       const g = await b.getGroup(groupId);
@@ -304,6 +316,114 @@ describe("CassandraStore (integration)", { skip }, () => {
       assert.equal(g?.memberCount, 2);
       assert.ok(persister.stats().persisted >= 2);
       assert.equal(persister.stats().undecodable, 0);
+    } finally {
+      await persister.stop();
+    }
+  });
+
+  it("two message processes sending to the same groups keep them dense and unique; their persisters check, not write", async () => {
+    // A stream (and persister consumer) of its own, so the persisters see only this test's events.
+    const own = `${prefix}mp`;
+    const x = await open({ retentionMs: 30 * DAY, clock }, own);
+    const y = await open({ retentionMs: 30 * DAY, clock }, own);
+    const changesSeen: string[] = [];
+    const persisters = await Promise.all(
+      [x, y].map((s) =>
+        startPersister({
+          nc: s.nc,
+          names: s.names,
+          tables: s.tables,
+          settleMs: 100,
+          afterWrite: (e) => void changesSeen.push(`${e.groupId}/${e.seq}`),
+        }),
+      ),
+    );
+    try {
+      const groups = await Promise.all(range(1, 3).map(() => newGroup(x)));
+      const rounds = 40;
+      const sent: number[][] = groups.map(() => []);
+      for (let r = 0; r < rounds; r++) {
+        // Each round, both processes send to every group at once: true races on each group's compare-and-set.
+        await Promise.all(
+          groups.flatMap(({ owner, groupId }, g) =>
+            [x, y].map(async (store) => {
+              const res = await store.appendMessage(draft(groupId, owner));
+              assert.equal(res.duplicate, false);
+              sent[g]?.push(res.event.seq);
+            }),
+          ),
+        );
+      }
+      for (const [g, { groupId }] of groups.entries()) {
+        assert.deepEqual(
+          [...(sent[g] ?? [])].sort((p, q) => p - q),
+          range(2, 2 * rounds + 1),
+          "every send got its own seq, with no gap",
+        );
+        assert.deepEqual(seqs(await y.readEvents(groupId, 0, 1000)), range(1, 2 * rounds + 1));
+        assert.equal((await x.getGroup(groupId))?.headSeq, 2 * rounds + 1);
+      }
+      const total = groups.length * (2 * rounds + 1);
+      await waitUntil("the persisters to settle every event", async () =>
+        persisters.reduce((n, p) => n + p.stats().persisted, 0) >= total,
+      );
+      const stats = persisters.map((p) => p.stats());
+      const written = stats.reduce((n, st) => n + st.written, 0);
+      assert.ok(written <= groups.length, `the persisters wrote ${written} events again (at most the creations, read afresh)`);
+      assert.equal(stats.reduce((n, st) => n + st.failures, 0), 0);
+      assert.ok(stats.every((st) => st.local > 0), "each persister skipped its own process's writes");
+      assert.ok(
+        stats.some((st) => st.peer > 0),
+        `a persister skipped the other process's writes, as that one said (notes): ${JSON.stringify(stats)}`,
+      );
+      assert.deepEqual(
+        [...new Set(changesSeen)].sort(),
+        groups.map((g) => `${g.groupId}/1`).sort(),
+        "afterWrite saw each group's creation (a change), and no message",
+      );
+    } finally {
+      await Promise.all(persisters.map((p) => p.stop()));
+      await x.close();
+      await y.close();
+      await deleteStream(own);
+    }
+  });
+
+  it("a sender removed through another process cannot send again, though this one checked them before", async () => {
+    const { owner, groupId } = await newGroup(a);
+    const bob = userRef();
+    await a.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "add", member: bob, role: "member" }));
+    await a.appendMessage(draft(groupId, bob));
+    await a.appendMessage(draft(groupId, bob));
+    await b.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "remove", member: bob }));
+    await assert.rejects(a.appendMessage(draft(groupId, bob)), (e) => isChatError(e, "NotFound"));
+    const other = await a.appendMessage(draft(groupId, owner));
+    assert.equal(other.event.seq, 6);
+    await b.changeGroup(groupId, [bob.id], owner, Date.now(), () => ({ type: "add", member: bob, role: "member" }));
+    const back = await a.appendMessage(draft(groupId, bob));
+    assert.equal(back.event.seq, 8, "re-added: sends again, right after the add");
+    assert.deepEqual(seqs(await a.readEvents(groupId, 0, 100)), range(1, 8));
+  });
+
+  it("the persister finds an event another process stored and writes the index its writer left behind", async () => {
+    const { owner, groupId } = await newGroup();
+    const message = await appendToJetStreamOnly(a, (seq) => messageAt(groupId, owner, seq), `test:${newId()}`);
+    // Its writer stored the event row and died before the rest of its writes: no bucket index, head_seq stays at 1.
+    const ks = await testKeyspace();
+    const cols = encodeCassandraEvent(message);
+    await ks.client.execute(
+      `INSERT INTO ${ks.keyspace}.events_by_group (group_id, bucket, seq, ${EVENT_COLUMN_NAMES.join(", ")})
+       VALUES (?, ?, ?, ${EVENT_COLUMN_NAMES.map(() => "?").join(", ")})`,
+      [groupId, bucketOf(message.at), message.seq, ...EVENT_COLUMN_NAMES.map((c) => cols[c] ?? null)],
+      { prepare: true },
+    );
+    assert.equal((await b.getGroup(groupId))?.headSeq, 1);
+    assert.deepEqual(await b.readEvents(groupId, 1, 10), [], "not found without its bucket index");
+    const persister = await startPersister({ nc: b.nc, names: b.names, tables: b.tables, settleMs: 100 });
+    try {
+      await waitUntil("the persister to write head_seq", async () => (await b.getGroup(groupId))?.headSeq === 2);
+      assert.deepEqual(await b.readEvents(groupId, 1, 10), [message]);
+      assert.ok(persister.stats().alreadyStored >= 1);
     } finally {
       await persister.stop();
     }

@@ -4,13 +4,15 @@
  * compare-and-set sequencer (docs/production.md, "Sequencing without LWT on
  * the hot path"):
  *
- * 1. read the group's last event on its subject (stream seq S, group seq N;
- *    an empty subject means N = head_seq in Cassandra and S = 0; head_seq,
- *    read alongside, is also a floor for N, should JetStream ever lose a
- *    tail of acknowledged events that Cassandra holds);
+ * 1. know the group's last event on its subject (stream seq S, group seq N):
+ *    the sequencer's remembered tail, or read (an empty subject means N =
+ *    head_seq in Cassandra and S = 0; head_seq, read alongside, is also a
+ *    floor for N, should JetStream ever lose a tail of acknowledged events
+ *    that Cassandra holds);
  * 2. publish the event with seq N + 1 expecting S (a lost race retries from
  *    1; a duplicate Nats-Msg-Id returns the original);
- * 3. write it to Cassandra (idempotent, seq-stamped: CassandraTables);
+ * 3. write it to Cassandra (idempotent, seq-stamped: CassandraTables; a
+ *    message is one unlogged batch);
  * 4. return. The publish of step 2 already reached every stream process, so
  *    the services' own `bus.publishEvent` must be a no-op
  *    (`storePublishesEvents`, wired in platform/backends.ts).
@@ -19,7 +21,11 @@
  * by the next membership change of the group (below).
  *
  * - appendMessage dedupes by (group, sender, client message id) in Cassandra
- *   first, then checks membership, then sequences with Nats-Msg-Id
+ *   and checks membership (both in one round trip; the check is made as of
+ *   the group's latest change and reused while it stays the latest, see
+ *   memberAsOf), then sequences (on the group's remembered tail, or reading
+ *   the stream's last event and head_seq together when there is none) with
+ *   Nats-Msg-Id
  *   `msg:<group>:<sender>:<client message id>`, so a retry racing the
  *   original (or following a crash after the publish) is deduped by
  *   JetStream within its duplicate window.
@@ -54,8 +60,8 @@ import type {
   NewGroup,
   Store,
 } from "../../core/ports.js";
-import { JetStreamSequencer, messageMsgId } from "../nats/jetstream-sequencer.js";
-import type { Proposal, SequencedEvent, SequencerOptions } from "../nats/jetstream-sequencer.js";
+import { JetStreamSequencer, messageMsgId, sameChange } from "../nats/jetstream-sequencer.js";
+import type { ChangeRef, Proposal, SequencedEvent, SequencerOptions, Tail } from "../nats/jetstream-sequencer.js";
 import { ensureTimelineStream } from "../nats/nats-event-bus.js";
 import type { TimelineOptions } from "../nats/nats-event-bus.js";
 import { NatsNames } from "../nats/subjects.js";
@@ -64,7 +70,7 @@ import type { GroupCounts, GroupState, MessageEvent } from "./cassandra-tables.j
 import { cassandraClientOptions, parseCassandraUrl } from "./cassandra-url.js";
 import { createKeyspace, migrate } from "./migrations.js";
 import type { MigrateResult } from "./migrations.js";
-import { persistEvent } from "./persister.js";
+import { noteWritten, persistEvent } from "./persister.js";
 
 /** CassandraStoreOptions configures createCassandraStore. */
 export interface CassandraStoreOptions {
@@ -103,6 +109,19 @@ export interface CassandraStoreParts {
 /** Largest number of events a change writes from JetStream before deciding (a longer gap is the persister's). */
 const MAX_CATCH_UP = 10_000;
 
+/** How long a sender's membership check is reused for later sends (if no change was sequenced meanwhile), ms. */
+const MEMBER_CHECK_TTL_MS = 30_000;
+
+/** How many senders' membership checks are kept. */
+const MEMBER_CHECKS = 100_000;
+
+/** MemberCheck is a sender found to be a member of a group as of `change` (the group's latest change then). */
+interface MemberCheck {
+  readonly change: ChangeRef | undefined;
+  /** When it was read (ms). */
+  readonly at: number;
+}
+
 /** CassandraStore implements Store on Cassandra + the JetStream sequencer (see the module comment). */
 export class CassandraStore implements Store {
   readonly tables: CassandraTables;
@@ -115,6 +134,8 @@ export class CassandraStore implements Store {
   private readonly release: () => Promise<void>;
   /** Cassandra writes in progress, by group: a change waits for this process's own before it decides. */
   private readonly writing = new Map<string, Set<Promise<void>>>();
+  /** Recent membership checks of senders, by `<group>/<user>` (see memberAsOf). */
+  private readonly memberChecks = new Map<string, MemberCheck>();
   private closing: Promise<void> | undefined;
 
   constructor(parts: CassandraStoreParts) {
@@ -179,6 +200,7 @@ export class CassandraStore implements Store {
       const outcome = await this.sequencer.append(event, 0, msgId, { counts });
       switch (outcome.status) {
         case "appended":
+          noteWritten(this.tables, outcome.stored);
           return event;
         case "duplicate":
           return outcome.original.event;
@@ -228,7 +250,10 @@ export class CassandraStore implements Store {
     // One key per call: a retry after a lost ack is recognised as this call's own event.
     const msgId = `chg:${groupId}:${randomUUID()}`;
     const asked = new Set(userIds);
-    const propose = async (last: SequencedEvent | undefined): Promise<Proposal> => {
+    const propose = async (tail: Tail | undefined): Promise<Proposal> => {
+      // fresh: the sequencer read the last event from the stream, so it is a whole SequencedEvent.
+      const last = tail as SequencedEvent | undefined;
+      if (last && !("event" in last)) throw new ChatError("Internal", "a change was proposed on a remembered tail");
       await this.settle(groupId);
       let state = await this.tables.getGroupState(groupId);
       if (!state) throw groupNotFound(groupId);
@@ -257,17 +282,28 @@ export class CassandraStore implements Store {
   async appendMessage(draft: MessageDraft): Promise<AppendResult> {
     const { groupId, sender, clientMessageId } = draft;
     this.names.group(groupId);
-    const previous = await this.tables.findMessageByClientId(groupId, sender.id, clientMessageId);
+    // The dedupe read and (unless known) the membership check go out together. A retry is answered with
+    // the original whatever the membership says now.
+    const [previous, first] = await Promise.all([
+      this.tables.findMessageByClientId(groupId, sender.id, clientMessageId),
+      this.memberAsOf(groupId, sender.id, this.sequencer.tailOf(groupId)?.change),
+    ]);
     if (previous) return { event: previous, duplicate: true };
-    // head_seq is read alongside the membership (no added latency): it is the seq when the subject is
-    // empty, and a floor should JetStream ever have lost acknowledged events Cassandra holds.
-    const [member, headSeq] = await Promise.all([this.tables.getMember(groupId, sender.id), this.tables.headSeq(groupId)]);
-    if (!member || headSeq === undefined) throw groupNotFound(groupId);
+    if (!first) throw groupNotFound(groupId);
+    let checkedAt = first;
     const baseMsgId = messageMsgId(groupId, sender.id, clientMessageId);
     let msgId = baseMsgId;
     const result = await this.sequencer.sequence(
       groupId,
-      (last) => ({ event: messageEvent(draft, Math.max(last?.groupSeq ?? 0, headSeq) + 1), msgId }),
+      async (last, floor) => {
+        // The check must hold at the event's place in the timeline: if a change was sequenced since, check again.
+        if (!sameChange(checkedAt.change, last?.change)) {
+          const again = await this.memberAsOf(groupId, sender.id, last?.change);
+          if (!again) throw groupNotFound(groupId);
+          checkedAt = again;
+        }
+        return { event: messageEvent(draft, Math.max(last?.groupSeq ?? 0, floor) + 1), msgId };
+      },
       (original) => {
         const b = original.event.body;
         if (b.type !== "message" || b.message.sender.id !== sender.id || b.message.clientMessageId !== clientMessageId) {
@@ -278,6 +314,10 @@ export class CassandraStore implements Store {
         msgId = `${baseMsgId}:${original.streamSeq}`;
         return false;
       },
+      // head_seq is read (alongside the stream's last event) whenever the sequencer has no tail of the group:
+      // it is the seq when the subject is empty, and a floor should JetStream ever have lost acknowledged
+      // events Cassandra holds (that also breaks a remembered tail's compare-and-set, forcing this read).
+      { floor: () => this.headFloor(groupId) },
     );
     await this.persist(groupId, result.stored);
     return { event: result.stored.event as MessageEvent, duplicate: result.duplicate };
@@ -313,6 +353,7 @@ export class CassandraStore implements Store {
           if (pending.length === 0) break;
           await Promise.allSettled(pending);
         }
+        this.sequencer.close();
         await this.release();
       })();
     }
@@ -323,6 +364,52 @@ export class CassandraStore implements Store {
 
   private cutoff(): number {
     return this.clock.now() - this.retentionMs;
+  }
+
+  /**
+   * memberAsOf checks that the user is a member of the group as of `change`,
+   * the group's latest membership event or rename (from the sequencer's tail
+   * of the group; undefined if none is known). A check this process made for
+   * the same change in the last MEMBER_CHECK_TTL_MS is reused: membership
+   * only changes with a change event, and an append proposed on a tail whose
+   * latest change is `change` lands right after that tail (compare-and-set),
+   * so the check holds at the event's place in the timeline. Otherwise reads
+   * the member row, and (if `change` is known) the group's change stamp, to
+   * keep the check only if Cassandra holds that change already. Returns
+   * undefined for a non-member.
+   */
+  private async memberAsOf(groupId: string, userId: string, change: ChangeRef | undefined): Promise<MemberCheck | undefined> {
+    const key = `${groupId}/${userId}`;
+    const now = Date.now();
+    const known = this.memberChecks.get(key);
+    if (known && sameChange(known.change, change) && now - known.at < MEMBER_CHECK_TTL_MS) return known;
+    const [member, stamp] = await Promise.all([
+      this.tables.getMember(groupId, userId),
+      change ? this.tables.changeStamp(groupId) : undefined,
+    ]);
+    if (!member) {
+      this.memberChecks.delete(key);
+      return undefined;
+    }
+    const check: MemberCheck = { change, at: now };
+    // A change published but not stored yet (its writer is between the two, or died) may not be in the
+    // member row: the check then counts for this append only, as the store's read before sequencing always did.
+    if (change === undefined || (stamp !== undefined && stamp >= change.groupSeq)) {
+      this.memberChecks.delete(key);
+      this.memberChecks.set(key, check);
+      if (this.memberChecks.size > MEMBER_CHECKS) {
+        const oldest = this.memberChecks.keys().next().value;
+        if (oldest !== undefined) this.memberChecks.delete(oldest);
+      }
+    }
+    return check;
+  }
+
+  /** headFloor is the group's head_seq in Cassandra; NotFound if the group does not exist. */
+  private async headFloor(groupId: string): Promise<number> {
+    const head = await this.tables.headSeq(groupId);
+    if (head === undefined) throw groupNotFound(groupId);
+    return head;
   }
 
   /** persist writes a sequenced event to Cassandra, tracked so that changes of the group wait for it. */

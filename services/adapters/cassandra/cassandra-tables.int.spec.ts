@@ -414,6 +414,56 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       assert.ok(seconds > RETENTION_MS / 1000 - 60 && seconds <= RETENTION_MS / 1000, `event row ttl ${seconds}`);
     });
 
+    it("writes a message with a long text (its event row beside the batch) like any other", async () => {
+      const { id, owner } = await newGroup();
+      const e = messageEvent(id, 2, clock.now(), owner);
+      // 4,000 characters of 3 UTF-8 bytes: 12 KB, above the small-batch bound.
+      const long: MessageEvent = { ...e, body: { type: "message", message: { ...e.body.message, text: "\u20ac".repeat(4000) } } };
+      await t.writeEvent(long);
+      assert.deepEqual(await t.readEvents(id, 1, 10), [long]);
+      assert.equal(await t.headSeq(id), 2);
+      assert.deepEqual(await t.findMessageByClientId(id, owner.id, long.body.message.clientMessageId), long);
+      assert.deepEqual((await t.listMessages(id, {}, 10)).messages, [long.body.message]);
+    });
+
+    it("storedSeqs tells which seqs of a range have an event row; repairIndex only widens the index", async () => {
+      const { id, owner } = await newGroup();
+      const at = clock.now();
+      for (const seq of [2, 3, 5]) await t.writeEvent(messageEvent(id, seq, at, owner));
+      assert.deepEqual([...(await t.storedSeqs(id, bucketOf(at), 2, 6))].sort(), [2, 3, 5]);
+      assert.deepEqual([...(await t.storedSeqs(id, bucketOf(at) - 1, 1, 6))], [], "another bucket");
+      assert.deepEqual([...(await t.storedSeqs(id, bucketOf(at), 6, 2))], [], "an empty range");
+      const index = async () => {
+        const rs = await client.execute(
+          `SELECT first_seq, last_seq FROM ${ks.keyspace}.group_buckets WHERE group_id = ? AND bucket = ?`,
+          [id, bucketOf(at)],
+          { prepare: true },
+        );
+        return [Number(rs.rows[0]?.get("first_seq")), Number(rs.rows[0]?.get("last_seq")), await t.headSeq(id)];
+      };
+      assert.deepEqual(await index(), [1, 5, 5]);
+      await t.repairIndex(id, bucketOf(at), 3, 9);
+      assert.deepEqual(await index(), [1, 9, 9]);
+      await t.repairIndex(id, bucketOf(at), 2, 7);
+      assert.deepEqual(await index(), [1, 9, 9], "never lowered");
+    });
+
+    it("changeStamp is the seq of the latest membership event or rename stored", async () => {
+      const { id, owner } = await newGroup();
+      const at = clock.now();
+      assert.equal(await t.changeStamp(id), 1, "the creation");
+      await t.writeEvent(messageEvent(id, 2, at, owner));
+      assert.equal(await t.changeStamp(id), 1, "messages are not changes");
+      await t.writeEvent(memberEvent(id, 3, at, owner, { type: "member_added", member: userRef(), role: "member" }), {
+        memberCount: 2,
+        ownerCount: 1,
+      });
+      assert.equal(await t.changeStamp(id), 3);
+      await t.writeEvent(memberEvent(id, 4, at, owner, { type: "group_renamed", name: "n" }));
+      assert.equal(await t.changeStamp(id), 4);
+      assert.equal(await t.changeStamp(newId()), undefined);
+    });
+
     it("keeps the highest head_seq when events are written out of order or concurrently", async () => {
       const { id, owner } = await newGroup();
       const at = clock.now();

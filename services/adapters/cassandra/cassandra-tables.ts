@@ -293,6 +293,23 @@ export class CassandraTables {
     return { group, ownerCount: optNum(row, "owner_count") ?? 0 };
   }
 
+  /**
+   * changeStamp returns the seq of the latest membership event or rename
+   * stored for the group (the write timestamps of member_count and name,
+   * which those events stamp with their seq; 1 for the creation), or
+   * undefined if the group does not exist. Changes are stored in seq order
+   * (each is decided on a snapshot that holds the one before), so every
+   * change up to the stamp is stored.
+   */
+  async changeStamp(groupId: string): Promise<number | undefined> {
+    const row = (await this.run(this.q.groupChangeStamp, [groupId], true)).rows[0];
+    if (!row) return undefined;
+    const counts = optNum(row, "counts_at");
+    const name = optNum(row, "name_at");
+    if (counts === null && name === null) return undefined;
+    return Math.max(counts ?? 0, name ?? 0);
+  }
+
   /** headSeq returns the group's head_seq (the highest seq written), or undefined if the group does not exist. */
   async headSeq(groupId: string): Promise<number | undefined> {
     return (await this.getGroup(groupId))?.headSeq;
@@ -383,10 +400,16 @@ export class CassandraTables {
    * writeEvent stores an event whose seq is already assigned, idempotently
    * (writing it again, or replaying older events after it, changes nothing).
    *
-   * - A message: the event row, its message_ids row and its group_buckets
-   *   entry in parallel, then head_seq. When this resolves, head_seq >= seq
-   *   and the event is readable. No batch: a crash half-way is repaired by
-   *   writing the event again (the persister does).
+   * - A message: its message_ids row, its group_buckets entry, the event
+   *   row and head_seq in one unlogged batch (one request, four partitions:
+   *   on the send path every round trip costs as much CPU as the write).
+   *   When this resolves, head_seq >= seq and the event is readable. A text
+   *   too long for a small batch (see SMALL_BATCH_BYTES) has its event row
+   *   written on its own, after the other rows and before head_seq. A batch
+   *   that failed half-way may have written some rows without the others:
+   *   writing the event again repairs it (a retried send, the persister, see
+   *   repairIndex), as with a membership event's logged batch, which holds
+   *   head_seq too.
    * - A membership event or rename: one logged batch with the event row, the
    *   bucket entry, head_seq, the membership rows in both directions
    *   (member_added inserts with joined_at = at, member_removed deletes,
@@ -401,12 +424,22 @@ export class CassandraTables {
       const m = event.body.message;
       const cols = encodeEvent(event);
       const bucket = bucketOf(event.at);
-      await Promise.all([
-        this.run(this.q.insertEvent, this.eventParams(event, cols), true),
-        this.run(this.q.insertMessageId, [event.groupId, m.sender.id, m.clientMessageId, event.seq, bucket, event.at, event.seq], true),
-        this.batch(this.bucketWrites(event.groupId, bucket, event.seq), true, false),
-      ]);
-      await this.run(this.q.setHead, [event.seq, event.seq, event.groupId], true);
+      const rows: [string, Params][] = [
+        [this.q.insertMessageId, [event.groupId, m.sender.id, m.clientMessageId, event.seq, bucket, event.at, event.seq]],
+        ...this.bucketWrites(event.groupId, bucket, event.seq),
+        [this.q.setHead, [event.seq, event.seq, event.groupId]],
+      ];
+      const eventRow: [string, Params] = [this.q.insertEvent, this.eventParams(event, cols)];
+      if (isSmall(m.text)) {
+        await this.batch([eventRow, ...rows], true, false);
+      } else {
+        // Cassandra warns about (and past 50 KiB refuses) large batches: the big row goes on its own, after the
+        // rows that find it (an event row is only ever stored with or after them) and before head_seq.
+        const head = rows.pop() as [string, Params];
+        await this.batch(rows, true, false);
+        await this.run(eventRow[0], eventRow[1], true);
+        await this.run(head[0], head[1], true);
+      }
       return;
     }
     const type = event.body.type;
@@ -414,6 +447,42 @@ export class CassandraTables {
       throw new ChatError("Internal", `${type} event ${event.groupId}/${event.seq} written without group counts`);
     }
     await this.batch(this.membershipWrites(event, counts), true);
+  }
+
+  /**
+   * repairIndex writes what finds the stored message events of one bucket
+   * with seqs in [fromSeq, toSeq], whose rows are known to exist: the
+   * bucket's first and last seq, and head_seq. For the persister, which
+   * checks the events other processes wrote instead of writing them again:
+   * a writer whose batch was applied only in part (or whose long text was
+   * written row by row) may have died before these. One batch, idempotent
+   * (seq-stamped).
+   */
+  async repairIndex(groupId: string, bucket: number, fromSeq: number, toSeq: number): Promise<void> {
+    const q = this.q;
+    await this.batch(
+      [
+        [q.bucketFirst, [FIRST_SEQ_TIMESTAMP_BASE - fromSeq, fromSeq, groupId, bucket]],
+        [q.bucketLast, [toSeq, toSeq, groupId, bucket]],
+        [q.setHead, [toSeq, toSeq, groupId]],
+      ],
+      true,
+      false,
+    );
+  }
+
+  /**
+   * storedSeqs returns which seqs in [fromSeq, toSeq] have an event row in
+   * the group's bucket `bucket` (expired rows do not count). One
+   * single-partition read; for the persister, which checks what the writers
+   * already stored instead of writing it again.
+   */
+  async storedSeqs(groupId: string, bucket: number, fromSeq: number, toSeq: number): Promise<Set<number>> {
+    const out = new Set<number>();
+    if (toSeq < fromSeq) return out;
+    const rows = await this.fetch(this.q.seqsInRange, [groupId, bucket, fromSeq, toSeq], toSeq - fromSeq + 1);
+    for (const r of rows) out.add(num(r, "seq"));
+    return out;
   }
 
   /** readEvents returns up to `limit` retained events with seq > afterSeq, ascending, across buckets. */
@@ -641,7 +710,38 @@ export class CassandraTables {
   }
 
   /** run executes one prepared statement at LOCAL_QUORUM (LWTs: LOCAL_SERIAL for their Paxos phase). */
+  /**
+   * Requests made during one turn of the event loop are sent together, in
+   * the check phase (setImmediate), so the driver writes them to the socket
+   * with one syscall: it coalesces only what is queued before its own
+   * nextTick, which under load is one request per HTTP request callback. On
+   * this machine a socket write to Cassandra costs about as much CPU as the
+   * driver's own work for the request (issue 4).
+   */
+  private readonly deferred: (() => void)[] = [];
+  private deferScheduled = false;
+  private readonly flushDeferred = (): void => {
+    this.deferScheduled = false;
+    for (const send of this.deferred.splice(0)) send();
+  };
+
+  /** soon runs `call` in this turn's check phase, with every other request of the turn. */
+  private soon<T>(call: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.deferred.push(() => void call().then(resolve, reject));
+      if (!this.deferScheduled) {
+        this.deferScheduled = true;
+        setImmediate(this.flushDeferred);
+      }
+    });
+  }
+
+  /** run executes one prepared statement at LOCAL_QUORUM (LWTs: LOCAL_SERIAL for their Paxos phase). */
   private run(cql: string, params: Params, idempotent: boolean, consistency = CL_LOCAL_QUORUM): Promise<types.ResultSet> {
+    return this.soon(() => this.execute(cql, params, idempotent, consistency));
+  }
+
+  private execute(cql: string, params: Params, idempotent: boolean, consistency: number): Promise<types.ResultSet> {
     return this.client
       .execute(cql, params, {
         prepare: true,
@@ -654,6 +754,10 @@ export class CassandraTables {
 
   /** batch executes prepared statements as one batch at LOCAL_QUORUM (logged unless told otherwise). */
   private batch(queries: [string, Params][], idempotent: boolean, logged = true): Promise<types.ResultSet> {
+    return this.soon(() => this.sendBatch(queries, idempotent, logged));
+  }
+
+  private sendBatch(queries: [string, Params][], idempotent: boolean, logged: boolean): Promise<types.ResultSet> {
     return this.client
       .batch(
         queries.map(([query, params]) => ({ query, params })),
@@ -757,6 +861,7 @@ function statements(ks: string) {
     insertGroup: `INSERT INTO ${ks}.groups (group_id, name, epoch, created_at, head_seq, member_count, owner_count)
       VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`,
     groupById: `SELECT name, epoch, created_at, head_seq, member_count, owner_count FROM ${ks}.groups WHERE group_id = ?`,
+    groupChangeStamp: `SELECT WRITETIME(member_count) AS counts_at, WRITETIME(name) AS name_at FROM ${ks}.groups WHERE group_id = ?`,
     setHead: `UPDATE ${ks}.groups USING TIMESTAMP ? SET head_seq = ? WHERE group_id = ?`,
     setCounts: `UPDATE ${ks}.groups USING TIMESTAMP ? SET member_count = ?, owner_count = ? WHERE group_id = ?`,
     renameGroup: `UPDATE ${ks}.groups USING TIMESTAMP ? SET name = ? WHERE group_id = ?`,
@@ -779,6 +884,7 @@ function statements(ks: string) {
 
     insertEvent: `INSERT INTO ${ks}.events_by_group (group_id, bucket, seq, ${ev}) VALUES (?, ?, ?, ${evMarks})`,
     eventAt: `SELECT seq, ${ev} FROM ${ks}.events_by_group WHERE group_id = ? AND bucket = ? AND seq = ?`,
+    seqsInRange: `SELECT seq FROM ${ks}.events_by_group WHERE group_id = ? AND bucket = ? AND seq >= ? AND seq <= ?`,
     eventsAsc: `SELECT seq, ${ev} FROM ${ks}.events_by_group
       WHERE group_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
     eventsDesc: `SELECT seq, ${ev} FROM ${ks}.events_by_group
@@ -798,6 +904,19 @@ function statements(ks: string) {
 }
 
 // ------------------------------------------------------------ row helpers
+
+/**
+ * SMALL_BATCH_BYTES bounds the text of a message whose event row goes into
+ * the message's batch: Cassandra logs a warning for every batch above
+ * `batch_size_warn_threshold` (5 KiB by default) and refuses one above 50 KiB.
+ */
+const SMALL_BATCH_BYTES = 3072;
+
+/** isSmall tells whether a text's UTF-8 length is at most SMALL_BATCH_BYTES (without encoding short ones). */
+function isSmall(text: string): boolean {
+  if (text.length * 3 <= SMALL_BATCH_BYTES) return true;
+  return text.length <= SMALL_BATCH_BYTES && Buffer.byteLength(text, "utf8") <= SMALL_BATCH_BYTES;
+}
 
 function clampLimit(limit: number): number {
   return Number.isFinite(limit) ? Math.max(0, Math.floor(limit)) : 0;

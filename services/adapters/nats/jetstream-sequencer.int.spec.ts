@@ -65,7 +65,7 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     assert.deepEqual(last?.change, { groupSeq: 1, streamSeq: first.stored.streamSeq });
     assert.deepEqual(last?.counts, { memberCount: 1, ownerCount: 1 });
 
-    assert.deepEqual(await b.append(message(g, 1), 0, "k2"), { status: "conflict" });
+    assert.deepEqual(await b.append(message(g, 1), 0, "k2"), { status: "conflict", lastStreamSeq: first.stored.streamSeq }, "the refusal names the real last sequence");
     const dup = await b.append(message(g, 2), first.stored.streamSeq, "k1");
     assert.equal(dup.status, "duplicate");
     assert.ok(dup.status === "duplicate");
@@ -101,6 +101,56 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
       e = e && e.prevStreamSeq > 0 ? await a.get(g, e.prevStreamSeq) : undefined;
     }
     assert.equal(e, undefined);
+  });
+
+  it("the stream republishes each event's headers, with its stream sequence, on the group's tail subject", async () => {
+    const g = newId();
+    const seen: { seq: string; type: string; streamSeq: string }[] = [];
+    const sub = ncB.subscribe(names.tail(g), {
+      callback: (_err, m) => {
+        seen.push({ seq: m.headers?.get("Chat-Seq") ?? "", type: m.headers?.get("Chat-Type") ?? "", streamSeq: m.headers?.get("Nats-Sequence") ?? "" });
+      },
+    });
+    await ncB.flush();
+    const one = await a.append(added(g, 1), 0, newId(), { counts: { memberCount: 1, ownerCount: 1 } });
+    assert.ok(one.status === "appended");
+    const two = await a.append(message(g, 2), one.stored.streamSeq, newId(), { change: one.stored.change });
+    assert.ok(two.status === "appended");
+    for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    sub.unsubscribe();
+    assert.deepEqual(seen, [
+      { seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq) },
+      { seq: "2", type: "message", streamSeq: String(two.stored.streamSeq) },
+    ]);
+  });
+
+  it("writers taking turns on a group follow each other's tails after the first conflict, instead of conflicting", async () => {
+    const g = newId();
+    const c = await createJetStreamSequencer(ncA, prefix);
+    const d = await createJetStreamSequencer(ncB, prefix);
+    try {
+      const turns = 30;
+      for (let i = 0; i < turns; i++) {
+        const w = i % 2 ? c : d;
+        const r = await w.sequence(g, (last) => ({ event: message(g, (last?.groupSeq ?? 0) + 1), msgId: newId() }));
+        assert.equal(r.stored.groupSeq, i + 1);
+        // The other writer's tail arrives within moments (a core NATS message): give it those.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const [sc, sd] = [c.stats(), d.stats()];
+      assert.equal(sc.appended + sd.appended, turns);
+      assert.ok(sc.conflicts + sd.conflicts <= 4, `conflicts: ${sc.conflicts} + ${sd.conflicts}`);
+      assert.ok(sc.tailUpdates + sd.tailUpdates >= turns - 6, `tails taken: ${sc.tailUpdates} + ${sd.tailUpdates}`);
+      assert.ok(sc.lastReads + sd.lastReads <= 6, `reads of the last event: ${sc.lastReads} + ${sd.lastReads}`);
+    } finally {
+      c.close();
+      d.close();
+    }
+    await assert.rejects(
+      c.sequence(g, (last) => ({ event: message(g, (last?.groupSeq ?? 0) + 1), msgId: newId() })),
+      (e) => e instanceof Error,
+      "a closed sequencer appends nothing",
+    );
   });
 
   it("returns the original for a retried msgId and passes proposal errors through", async () => {

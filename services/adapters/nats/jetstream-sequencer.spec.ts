@@ -5,7 +5,18 @@ import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus } from "../../core/ports.js";
 import { encodeEvent } from "./event-codec.js";
-import { CHANGE_HEADER, COUNTS_HEADER, PREV_HEADER, SEQ_HEADER, messageMsgId, parseSequenced, storePublishesEvents } from "./jetstream-sequencer.js";
+import {
+  CHANGE_HEADER,
+  COUNTS_HEADER,
+  PREV_HEADER,
+  SEQ_HEADER,
+  TYPE_HEADER,
+  messageMsgId,
+  parseSequenced,
+  parseTail,
+  sameChange,
+  storePublishesEvents,
+} from "./jetstream-sequencer.js";
 import { NatsNames } from "./subjects.js";
 
 const names = new NatsNames("t");
@@ -71,6 +82,35 @@ describe("parseSequenced", () => {
     assert.equal(parseSequenced(names, names.group(newId()), 1, undefined, encodeEvent(message(g, 1))), undefined);
     assert.equal(parseSequenced(names, names.group(g), 1, hdrs({ [SEQ_HEADER]: "2" }), encodeEvent(message(g, 1))), undefined);
     assert.equal(parseSequenced(names, names.group(g), 1, undefined, new TextEncoder().encode("{")), undefined);
+  });
+});
+
+describe("parseTail", () => {
+  it("reads a message's tail from republished headers, with the latest change it names", () => {
+    const h = hdrs({ [SEQ_HEADER]: "7", [TYPE_HEADER]: "message", [CHANGE_HEADER]: "5:30", "Nats-Sequence": "40" });
+    assert.deepEqual(parseTail(h, 40), { streamSeq: 40, groupSeq: 7, change: { groupSeq: 5, streamSeq: 30 } });
+    assert.deepEqual(parseTail(hdrs({ [SEQ_HEADER]: "7", [TYPE_HEADER]: "message" }), 40), { streamSeq: 40, groupSeq: 7, change: undefined });
+  });
+
+  it("makes a change its own latest change", () => {
+    const h = hdrs({ [SEQ_HEADER]: "3", [TYPE_HEADER]: "member_removed", [CHANGE_HEADER]: "1:2" });
+    assert.deepEqual(parseTail(h, 9), { streamSeq: 9, groupSeq: 3, change: { groupSeq: 3, streamSeq: 9 } });
+  });
+
+  it("says nothing without the seq or the type (an event from an older writer), or with a change that cannot be right", () => {
+    assert.equal(parseTail(hdrs({ [TYPE_HEADER]: "message" }), 9), undefined);
+    assert.equal(parseTail(hdrs({ [SEQ_HEADER]: "3" }), 9), undefined);
+    assert.equal(parseTail(hdrs({ [SEQ_HEADER]: "3", [TYPE_HEADER]: "message", [CHANGE_HEADER]: "3:2" }), 9)?.change, undefined);
+  });
+});
+
+describe("sameChange", () => {
+  it("compares change references by value; two unknown ones are the same", () => {
+    assert.equal(sameChange(undefined, undefined), true);
+    assert.equal(sameChange({ groupSeq: 2, streamSeq: 9 }, { groupSeq: 2, streamSeq: 9 }), true);
+    assert.equal(sameChange({ groupSeq: 2, streamSeq: 9 }, { groupSeq: 2, streamSeq: 10 }), false);
+    assert.equal(sameChange({ groupSeq: 2, streamSeq: 9 }, undefined), false);
+    assert.equal(sameChange(undefined, { groupSeq: 2, streamSeq: 9 }), false);
   });
 });
 

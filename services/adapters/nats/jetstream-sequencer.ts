@@ -24,22 +24,38 @@
  * | `Chat-Change` | `<groupSeq>:<streamSeq>` of the latest membership/rename event before it |
  * | `Chat-Counts` | `<memberCount>:<ownerCount>` after a member_* event                  |
  *
+ * | `Chat-Type`   | the event's type (`message`, `member_added`, ...)                    |
+ *
  * `Chat-Prev` lets a writer find events JetStream holds but the store lacks
  * (walking back from the last one); `Chat-Change` lets it check, with one
  * read, that the store holds the latest membership event (the snapshot a
  * change is decided on depends on it); `Chat-Counts` lets anyone (the
- * persister) write a member_* event with its counts.
+ * persister) write a member_* event with its counts; `Chat-Type` lets a
+ * reader of the headers alone (the tails below) tell a change from a message.
+ *
+ * Cost on the hot path (issue 4). A sequencer remembers each group's last
+ * event (its "tail": stream seq, group seq, latest change) and proposes on it
+ * without reading it; the timeline stream republishes the headers of every
+ * stored event on `<prefix>.tail.<groupId>` (with `Nats-Sequence`), and once
+ * the sequencer sees contention (a conflict) it follows those for a minute
+ * (renewed while others keep appending to its groups), keeping the tails of
+ * the groups it writes current, so an append by another process costs no
+ * conflict unless the two race within a round trip. A conflict answer names the subject's real last sequence: if
+ * the tail has caught up with it, the retry goes at once, without a read.
+ * Publishes and direct gets go through JsRequests (one inbox subscription,
+ * no per-request timers or stack traces).
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { createHash } from "node:crypto";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
-import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
-import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { Msg, MsgHdrs, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
 import { decodeEvent, encodeEvent } from "./event-codec.js";
+import { JsRequests } from "./js-requests.js";
 import { NatsNames } from "./subjects.js";
 
 /** Header names of a sequenced event (see the module comment). */
@@ -47,9 +63,14 @@ export const SEQ_HEADER = "Chat-Seq";
 export const PREV_HEADER = "Chat-Prev";
 export const CHANGE_HEADER = "Chat-Change";
 export const COUNTS_HEADER = "Chat-Counts";
+export const TYPE_HEADER = "Chat-Type";
 
 /** JetStream API error code for "wrong last sequence" (Nats-Expected-Last-Subject-Sequence did not match). */
 const WRONG_LAST_SEQUENCE = 10071;
+/** The JetStream API subject prefix (no JetStream domain). */
+const JS_API = "$JS.API";
+const EMPTY = new Uint8Array(0);
+const TEXT = new TextDecoder();
 
 /** EventCounts are a group's member and owner counts after a member_* event. */
 export interface EventCounts {
@@ -63,17 +84,23 @@ export interface ChangeRef {
   readonly streamSeq: number;
 }
 
-/** SequencedEvent is a group event as stored in the timeline stream. */
-export interface SequencedEvent {
-  readonly event: GroupEvent;
+/** Tail is what a writer needs to know of a group's last event to append after it. */
+export interface Tail {
   /** The message's stream sequence. */
   readonly streamSeq: number;
+  /** The event's group seq. */
+  readonly groupSeq: number;
+  /** The latest membership/rename event at or before this one (itself if it is one); undefined if unknown. */
+  readonly change: ChangeRef | undefined;
+}
+
+/** SequencedEvent is a group event as stored in the timeline stream. */
+export interface SequencedEvent extends Tail {
+  readonly event: GroupEvent;
   /** The event's group seq (= event.seq). */
   readonly groupSeq: number;
   /** Stream sequence of the previous event on the subject; 0 if none or unknown. */
   readonly prevStreamSeq: number;
-  /** The latest membership/rename event at or before this one (itself if it is one); undefined if unknown. */
-  readonly change: ChangeRef | undefined;
   /** Counts after the event (member_* events published by the sequencer). */
   readonly counts: EventCounts | undefined;
   /** The message's Nats-Msg-Id, if any. */
@@ -92,8 +119,11 @@ export interface AppendExtras {
 export type AppendOutcome =
   /** Stored as the subject's new last message. */
   | { readonly status: "appended"; readonly stored: SequencedEvent }
-  /** Another writer appended first (wrong last sequence): read the last message again and retry. */
-  | { readonly status: "conflict" }
+  /**
+   * Another writer appended first (wrong last sequence): retry on the real last message.
+   * `lastStreamSeq` is the subject's last stream sequence, as the server named it (if it did).
+   */
+  | { readonly status: "conflict"; readonly lastStreamSeq?: number }
   /** The Nats-Msg-Id was stored before within the duplicate window: `original` is that message. */
   | { readonly status: "duplicate"; readonly original: SequencedEvent }
   /** No answer (timeout, connection lost): the publish may or may not have been stored; retry with the same msgId. */
@@ -130,40 +160,71 @@ export interface SequencerOptions {
 /** JetStreamSequencerParts is what the sequencer is built on. */
 export interface JetStreamSequencerParts {
   readonly nc: NatsConnection;
-  readonly jsm: JetStreamManager;
+  /** Kept for callers that have one; the sequencer talks to JetStream through its own requests. */
+  readonly jsm?: JetStreamManager;
   readonly names: NatsNames;
+}
+
+/** SequencerStats counts what the sequencer did since it was built (for tests and profiling). */
+export interface SequencerStats {
+  /** Events appended. */
+  readonly appended: number;
+  /** Publishes refused because another writer appended first. */
+  readonly conflicts: number;
+  /** Retries after a conflict made on the republished tail, without reading the last event. */
+  readonly tailRetries: number;
+  /** Reads of a group's last event (direct get). */
+  readonly lastReads: number;
+  /** Tails taken from the republished headers. */
+  readonly tailUpdates: number;
 }
 
 /** How many groups' last events the sequencer remembers. */
 const LAST_CACHE_SIZE = 4096;
 
+/** How long the sequencer follows the tails after it last saw contention (a conflict, another writer's append), ms. */
+const TAILS_WANTED_MS = 60_000;
+
 /**
  * JetStreamSequencer appends group events by compare-and-set on the group's
  * subject. Within one instance, sequence() calls for one group run one at a
  * time (a local queue), so compare-and-set conflicts only arise between
- * processes; the instance also remembers the last event it appended per
- * group, saving the read of the last message while it stays current (a stale
- * entry only costs one conflict).
+ * processes; the instance also remembers the tail (last event) of each group
+ * it appends to, kept current from the stream's republished headers, saving
+ * the read of the last message while it stays current (a stale tail only
+ * costs one conflict).
  */
 export class JetStreamSequencer {
   readonly names: NatsNames;
-  private readonly js: JetStreamClient;
-  private readonly jsm: JetStreamManager;
+  private readonly nc: NatsConnection;
+  private readonly api: JsRequests;
   private readonly maxAttempts: number;
   private readonly timeoutMs: number;
-  private readonly requestTimeoutMs: number;
   private readonly maxJitterMs: number;
-  private readonly tails = new Map<string, Promise<void>>();
-  private readonly lastAppended = new Map<string, SequencedEvent>();
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly tails = new Map<string, Tail>();
+  /** The Nats-Msg-Id of this instance's publish in flight, by group (to tell its own tails from others'). */
+  private readonly publishing = new Map<string, string>();
+  private tailSub: NatsSubscription | undefined;
+  /** Until when the tail subscription is wanted (extended by contention: conflicts, others' appends). */
+  private tailsWantedUntil = 0;
+  private tailTimer: NodeJS.Timeout | undefined;
+  private statusWatch: { stop(): void } | undefined;
+  private closed = false;
+  private readonly counters = { appended: 0, conflicts: 0, tailRetries: 0, lastReads: 0, tailUpdates: 0 };
 
   constructor(parts: JetStreamSequencerParts, opts: SequencerOptions = {}) {
     this.names = parts.names;
-    this.jsm = parts.jsm;
-    this.js = parts.jsm.jetstream();
+    this.nc = parts.nc;
     this.maxAttempts = opts.maxAttempts ?? 64;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
     this.maxJitterMs = opts.maxJitterMs ?? 50;
+    this.api = new JsRequests(parts.nc, opts.requestTimeoutMs ?? 5000);
+  }
+
+  /** stats returns the sequencer's counters. */
+  stats(): SequencerStats {
+    return { ...this.counters };
   }
 
   /**
@@ -174,12 +235,8 @@ export class JetStreamSequencer {
    */
   async last(groupId: string): Promise<SequencedEvent | undefined> {
     const subject = this.names.group(groupId);
-    let msg;
-    try {
-      msg = await this.jsm.direct.getMessage(this.names.timelineStream, { last_by_subj: subject });
-    } catch (e) {
-      throw new ChatError("Unavailable", "the sequencer could not read the group's last event", { cause: e });
-    }
+    this.counters.lastReads++;
+    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}.${subject}`, EMPTY, "the sequencer could not read the group's last event");
     if (!msg) return undefined;
     const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
     if (!stored || stored.event.groupId !== groupId) {
@@ -195,12 +252,8 @@ export class JetStreamSequencer {
    */
   async get(groupId: string, streamSeq: number): Promise<SequencedEvent | undefined> {
     if (!Number.isSafeInteger(streamSeq) || streamSeq < 1) return undefined;
-    let msg;
-    try {
-      msg = await this.jsm.direct.getMessage(this.names.timelineStream, { seq: streamSeq });
-    } catch (e) {
-      throw new ChatError("Unavailable", "the sequencer could not read a stored event", { cause: e });
-    }
+    const body = new TextEncoder().encode(JSON.stringify({ seq: streamSeq }));
+    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event");
     if (!msg || msg.subject !== this.names.group(groupId)) return undefined;
     const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
     return stored?.event.groupId === groupId ? stored : undefined;
@@ -219,22 +272,31 @@ export class JetStreamSequencer {
     const h = natsHeaders();
     h.set(SEQ_HEADER, String(event.seq));
     h.set(PREV_HEADER, String(expectedLastStreamSeq));
+    h.set(TYPE_HEADER, event.body.type);
     if (extras.change) h.set(CHANGE_HEADER, `${extras.change.groupSeq}:${extras.change.streamSeq}`);
     if (extras.counts) h.set(COUNTS_HEADER, `${extras.counts.memberCount}:${extras.counts.ownerCount}`);
-    let ack;
+    h.set("Nats-Msg-Id", msgId);
+    h.set("Nats-Expected-Last-Subject-Sequence", String(expectedLastStreamSeq));
+    let reply: Msg;
     try {
-      ack = await this.js.publish(subject, encodeEvent(event), {
-        msgID: msgId,
-        expect: { lastSubjectSequence: expectedLastStreamSeq },
-        headers: h,
-        timeout: this.requestTimeoutMs,
-      });
+      reply = await this.api.request(subject, encodeEvent(event), h);
     } catch (e) {
-      if (e instanceof JetStreamApiError) {
-        if (e.code === WRONG_LAST_SEQUENCE) return { status: "conflict" };
-        throw new ChatError("Unavailable", "the timeline stream refused the event", { cause: e });
-      }
       return { status: "unknown", cause: e };
+    }
+    const ack = readPubAck(reply);
+    switch (ack.kind) {
+      case "unknown":
+        return { status: "unknown", cause: ack.cause };
+      case "error":
+        if (ack.errCode === WRONG_LAST_SEQUENCE) {
+          const m = /wrong last sequence: (\d{1,15})/.exec(ack.description);
+          return m ? { status: "conflict", lastStreamSeq: Number(m[1]) } : { status: "conflict" };
+        }
+        throw new ChatError("Unavailable", "the timeline stream refused the event", {
+          cause: new Error(`JetStream error ${ack.errCode}: ${ack.description}`),
+        });
+      case "ok":
+        break;
     }
     if (ack.duplicate) {
       const original = await this.get(event.groupId, ack.seq);
@@ -259,51 +321,68 @@ export class JetStreamSequencer {
 
   /**
    * sequence appends one event to the group by compare-and-set, retrying
-   * until it is stored: `propose` is called with the group's last event
-   * (undefined if the subject is empty) and returns the event to append
-   * after it (its seq must be above the last one's: normally + 1); it may be called more
-   * than once and may throw (the error is passed through, nothing is
-   * appended). On a duplicate msgId, `acceptDuplicate(original)` decides:
-   * true returns the original (default), false retries (the next proposal
-   * should carry another msgId).
+   * until it is stored: `propose` is called with the group's last event (its
+   * tail; undefined if the subject is empty) and a floor for the next seq,
+   * and returns the event to append after it (its seq must be above the
+   * last one's: normally max(last, floor) + 1); it may be called more than
+   * once and may throw (the error is passed through, nothing is appended).
+   * The floor is what `opts.floor` resolved to when the last event had to be
+   * read from the stream (read at the same time), and 0 when the proposal is
+   * made on a remembered tail (a tail this instance appended or saw stored).
+   * On a duplicate msgId, `acceptDuplicate(original)` decides: true returns
+   * the original (default), false retries (the next proposal should carry
+   * another msgId).
    *
    * Calls for one group are queued within this instance. The first
-   * proposal may be made on the last event this instance appended, which
-   * another process may have followed already (the compare-and-set then
-   * fails and the next proposal sees the real last event); pass
-   * `fresh: true` when a proposal may fail on what it is shown (a change
-   * decided on a snapshot), so that it always sees the real last event.
-   * Gives up with ChatError Unavailable after `maxAttempts` attempts or
-   * `timeoutMs`.
+   * proposal may be made on a remembered tail, which another process may
+   * have followed already (the compare-and-set then fails and the next
+   * proposal sees the real last event); pass `fresh: true` when a proposal
+   * may fail on what it is shown (a change decided on a snapshot), so that
+   * it always sees the real last event, read from the stream (a
+   * SequencedEvent). Gives up with ChatError Unavailable after `maxAttempts`
+   * attempts or `timeoutMs`.
    */
   async sequence(
     groupId: string,
-    propose: (last: SequencedEvent | undefined) => Promise<Proposal> | Proposal,
+    propose: (last: Tail | undefined, floor: number) => Promise<Proposal> | Proposal,
     acceptDuplicate: (original: SequencedEvent) => boolean | Promise<boolean> = () => true,
-    opts: { readonly fresh?: boolean } = {},
+    opts: { readonly fresh?: boolean; readonly floor?: () => Promise<number> } = {},
   ): Promise<SequenceResult> {
+    this.names.group(groupId);
+    this.watchStatus();
     return this.queued(groupId, async () => {
       const deadline = Date.now() + this.timeoutMs;
-      const cached = opts.fresh ? undefined : this.lastAppended.get(groupId);
-      let last = cached ?? (await this.last(groupId));
+      const read = async (): Promise<{ last: Tail | undefined; floor: number }> => {
+        const [last, floor] = await Promise.all([this.last(groupId), opts.floor ? opts.floor() : 0]);
+        return { last, floor };
+      };
+      const cached = opts.fresh ? undefined : this.tails.get(groupId);
+      let { last, floor } = cached ? { last: cached as Tail | undefined, floor: 0 } : await read();
       let lastCause: unknown;
       // An "unknown" answer (timeout, reconnect) may hide a publish that was
       // stored: the same proposal is sent again (same event, expected
       // sequence and msgId), so JetStream answers "duplicate" with the original
       // instead of the proposal being decided anew on its own outcome.
-      let resend: { p: Proposal; expected: number; change: SequencedEvent["change"] } | undefined;
+      let resend: { p: Proposal; expected: number; change: Tail["change"] } | undefined;
       for (let attempt = 0; attempt < this.maxAttempts && Date.now() < deadline; attempt++) {
         const expected = resend?.expected ?? last?.streamSeq ?? 0;
         const change = resend ? resend.change : last?.change;
-        const p = resend?.p ?? (await propose(last));
+        const p = resend?.p ?? (await propose(last, floor));
         const isResend = resend !== undefined;
         resend = undefined;
         if (p.event.groupId !== groupId || p.event.seq <= (last?.groupSeq ?? 0)) {
           throw new ChatError("Internal", `proposed seq ${p.event.seq} does not follow the last event`);
         }
-        const outcome = await this.append(p.event, expected, p.msgId, { change, counts: p.counts });
+        this.publishing.set(groupId, p.msgId);
+        let outcome: AppendOutcome;
+        try {
+          outcome = await this.append(p.event, expected, p.msgId, { change, counts: p.counts });
+        } finally {
+          this.publishing.delete(groupId);
+        }
         switch (outcome.status) {
           case "appended":
+            this.counters.appended++;
             this.remember(groupId, outcome.stored);
             return { stored: outcome.stored, duplicate: false };
           case "duplicate":
@@ -315,18 +394,30 @@ export class JetStreamSequencer {
             if (await acceptDuplicate(outcome.original)) return { stored: outcome.original, duplicate: true };
             // JetStream checks the msgId before the expected sequence: `last` may still be current.
             continue;
-          case "conflict":
+          case "conflict": {
+            this.counters.conflicts++;
             lastCause = new Error(`wrong last sequence ${expected}`);
+            // Another process appends to this group: follow the tails for a while (changes read afresh anyway).
+            if (!opts.fresh) this.wantTails();
+            // The republished tail usually arrives before the refusal: retry on it at once.
+            const known = opts.fresh ? undefined : this.tails.get(groupId);
+            if (known && outcome.lastStreamSeq !== undefined && known.streamSeq >= outcome.lastStreamSeq && known.streamSeq !== expected) {
+              this.counters.tailRetries++;
+              last = known;
+              floor = 0;
+              continue;
+            }
             break;
+          }
           case "unknown":
             lastCause = outcome.cause;
             resend = { p, expected, change };
             await sleep(Math.random() * Math.min(this.maxJitterMs, 2 ** attempt) + 50);
             continue;
         }
-        this.lastAppended.delete(groupId);
+        this.tails.delete(groupId);
         if (attempt > 0) await sleep(Math.random() * Math.min(this.maxJitterMs, 2 ** attempt));
-        last = await this.last(groupId);
+        ({ last, floor } = await read());
       }
       throw new ChatError("Unavailable", `could not sequence an event of group ${groupId}: too much contention or JetStream unreachable`, {
         cause: lastCause,
@@ -334,37 +425,193 @@ export class JetStreamSequencer {
     });
   }
 
-  /** forget drops what the instance remembers of the group's last event (e.g. after an outside write). */
-  forget(groupId: string): void {
-    this.lastAppended.delete(groupId);
+  /**
+   * tailOf returns the group's last event as this instance remembers it
+   * (what the next append will be proposed on), or undefined. A guess: the
+   * compare-and-set decides.
+   */
+  tailOf(groupId: string): Tail | undefined {
+    return this.tails.get(groupId);
   }
 
-  private remember(groupId: string, stored: SequencedEvent): void {
-    this.lastAppended.delete(groupId);
-    this.lastAppended.set(groupId, stored);
-    if (this.lastAppended.size > LAST_CACHE_SIZE) {
-      const oldest = this.lastAppended.keys().next().value;
-      if (oldest !== undefined) this.lastAppended.delete(oldest);
+  /** forget drops what the instance remembers of the group's last event (e.g. after an outside write). */
+  forget(groupId: string): void {
+    this.tails.delete(groupId);
+  }
+
+  /** close stops listening for tails and fails pending requests; appends after it fail. Idempotent; leaves the connection open. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.api.close();
+    this.statusWatch?.stop();
+    this.dropTailSubscription();
+    this.tails.clear();
+  }
+
+  private remember(groupId: string, stored: Tail): void {
+    this.tails.delete(groupId);
+    this.tails.set(groupId, { streamSeq: stored.streamSeq, groupSeq: stored.groupSeq, change: stored.change });
+    if (this.tails.size > LAST_CACHE_SIZE) {
+      const oldest = this.tails.keys().next().value;
+      if (oldest !== undefined) this.tails.delete(oldest);
     }
+  }
+
+  /**
+   * wantTails makes sure the instance follows the republished headers of
+   * every stored event (the tails) for the next TAILS_WANTED_MS. Only wanted
+   * under contention (another process appends to the same groups): a lone
+   * writer never conflicts and would only pay for reading its own tails.
+   */
+  private wantTails(): void {
+    if (this.closed) return;
+    this.tailsWantedUntil = Date.now() + TAILS_WANTED_MS;
+    if (this.tailSub) return;
+    this.tailSub = this.nc.subscribe(this.names.allTails, {
+      callback: (err, m) => {
+        if (!err) this.onTail(m);
+      },
+    });
+    this.tailTimer = setInterval(() => {
+      if (Date.now() > this.tailsWantedUntil) this.dropTailSubscription();
+    }, TAILS_WANTED_MS / 4);
+    this.tailTimer.unref();
+  }
+
+  private dropTailSubscription(): void {
+    clearInterval(this.tailTimer);
+    this.tailTimer = undefined;
+    const sub = this.tailSub;
+    this.tailSub = undefined;
+    try {
+      sub?.unsubscribe();
+    } catch {
+      // The connection is closed already.
+    }
+  }
+
+  /**
+   * watchStatus forgets every tail when the connection drops (once started,
+   * on the first append): a server that lost its unsynced tail reuses stream
+   * sequences, so a remembered one could name another message.
+   */
+  private watchStatus(): void {
+    if (this.statusWatch || this.closed) return;
+    const status = this.nc.status();
+    // nats.js's status iterator can be stopped (QueuedIterator), though its type does not say so.
+    this.statusWatch = { stop: () => (status as { stop?: () => void }).stop?.() };
+    void (async () => {
+      try {
+        for await (const s of status) {
+          if (this.closed) return;
+          if (s.type === "disconnect" || s.type === "reconnect") this.tails.clear();
+        }
+      } catch {
+        // The connection closed: nothing to watch.
+      }
+    })();
+  }
+
+  /** onTail takes a republished event's headers as the new tail of its group, if this instance follows the group. */
+  private onTail(m: Msg): void {
+    const groupId = this.names.groupIdOfTail(m.subject);
+    if (groupId === undefined) return;
+    const current = this.tails.get(groupId);
+    if (!current) return;
+    const h = m.headers;
+    const streamSeq = positive(h?.get("Nats-Sequence") ?? "");
+    if (streamSeq === undefined || streamSeq < current.streamSeq) return;
+    const tail = h && parseTail(h, streamSeq);
+    if (tail && streamSeq === current.streamSeq && tail.groupSeq === current.groupSeq) return;
+    this.counters.tailUpdates++;
+    // Another process appended to a group this one writes: contention goes on.
+    if (h?.get("Nats-Msg-Id") !== this.publishing.get(groupId)) this.tailsWantedUntil = Date.now() + TAILS_WANTED_MS;
+    // Map.set on a present key keeps its place: a tail seen does not make the group recently used.
+    if (tail) this.tails.set(groupId, tail);
+    else this.tails.delete(groupId);
+  }
+
+  /** directGet asks the stream for one message; undefined if it has none (404). */
+  private async directGet(
+    subject: string,
+    body: Uint8Array,
+    failure: string,
+  ): Promise<{ subject: string; seq: number; header: MsgHdrs; data: Uint8Array } | undefined> {
+    let reply: Msg;
+    try {
+      reply = await this.api.request(subject, body);
+    } catch (e) {
+      throw new ChatError("Unavailable", failure, { cause: e });
+    }
+    const header = reply.headers;
+    if (header?.code === 404) return undefined;
+    if (!header || header.code !== 0) {
+      throw new ChatError("Unavailable", failure, { cause: new Error(`direct get answered ${header?.code ?? "without headers"} ${header?.description ?? ""}`) });
+    }
+    const seq = positive(header.get("Nats-Sequence"));
+    const msgSubject = header.get("Nats-Subject");
+    if (seq === undefined || msgSubject === "") {
+      throw new ChatError("Unavailable", failure, { cause: new Error("direct get answered without Nats-Sequence or Nats-Subject") });
+    }
+    return { subject: msgSubject, seq, header, data: reply.data };
   }
 
   /** queued runs `fn` after every earlier queued call for `key` has finished. */
   private async queued<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
+    const prev = this.queues.get(key) ?? Promise.resolve();
     let release: () => void = () => {};
     const mine = new Promise<void>((resolve) => {
       release = resolve;
     });
     const tail = prev.then(() => mine);
-    this.tails.set(key, tail);
+    this.queues.set(key, tail);
     try {
       await prev;
       return await fn();
     } finally {
       release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
+      if (this.queues.get(key) === tail) this.queues.delete(key);
     }
   }
+}
+
+/** PubAck is what a JetStream publish was answered with. */
+type PubAck =
+  | { readonly kind: "ok"; readonly seq: number; readonly duplicate: boolean }
+  | { readonly kind: "error"; readonly errCode: number; readonly description: string }
+  | { readonly kind: "unknown"; readonly cause: unknown };
+
+/** readPubAck interprets the reply to a JetStream publish (503: no JetStream listening, so nothing was stored). */
+function readPubAck(reply: Msg): PubAck {
+  const code = reply.headers?.code ?? 0;
+  if (code !== 0) return { kind: "unknown", cause: new Error(`JetStream publish answered ${code} ${reply.headers?.description ?? ""}`) };
+  let body: unknown;
+  try {
+    body = JSON.parse(TEXT.decode(reply.data));
+  } catch (e) {
+    return { kind: "unknown", cause: e };
+  }
+  const b = body as { seq?: unknown; duplicate?: unknown; error?: { err_code?: unknown; code?: unknown; description?: unknown } };
+  if (b.error) {
+    const errCode = typeof b.error.err_code === "number" ? b.error.err_code : typeof b.error.code === "number" ? b.error.code : 0;
+    return { kind: "error", errCode, description: typeof b.error.description === "string" ? b.error.description : "" };
+  }
+  if (typeof b.seq !== "number" || !Number.isSafeInteger(b.seq) || b.seq < 1) {
+    return { kind: "unknown", cause: new Error("JetStream publish answered without a sequence") };
+  }
+  return { kind: "ok", seq: b.seq, duplicate: b.duplicate === true };
+}
+
+/** parseTail reads a group's tail from a republished event's headers; undefined if they do not say enough. */
+export function parseTail(h: MsgHdrs, streamSeq: number): Tail | undefined {
+  const groupSeq = positive(h.get(SEQ_HEADER));
+  const type = h.get(TYPE_HEADER);
+  if (groupSeq === undefined || type === "") return undefined;
+  if (type !== "message") return { streamSeq, groupSeq, change: { groupSeq, streamSeq } };
+  const c = pair(h.get(CHANGE_HEADER));
+  const change = c && c[0] >= 1 && c[0] < groupSeq && c[1] >= 1 && c[1] < streamSeq ? { groupSeq: c[0], streamSeq: c[1] } : undefined;
+  return { streamSeq, groupSeq, change };
 }
 
 /**
@@ -378,6 +625,11 @@ export async function createJetStreamSequencer(
 ): Promise<JetStreamSequencer> {
   const jsm = await jetstreamManager(nc, { timeout: opts.requestTimeoutMs ?? 5000 });
   return new JetStreamSequencer({ nc, jsm, names: new NatsNames(prefix) }, opts);
+}
+
+/** sameChange tells whether two change references name the same event (both undefined: no change known). */
+export function sameChange(a: ChangeRef | undefined, b: ChangeRef | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.streamSeq === b.streamSeq && a.groupSeq === b.groupSeq);
 }
 
 /** isChange tells whether an event changes membership or the group (anything but a message). */

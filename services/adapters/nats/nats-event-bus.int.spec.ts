@@ -19,7 +19,7 @@ import { eventBusContract } from "../../../test/contract/event-bus.contract.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
-import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus } from "./nats-event-bus.js";
+import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus, timelineStreamConfig } from "./nats-event-bus.js";
 import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
 import { NatsNames } from "./subjects.js";
 
@@ -105,6 +105,7 @@ describe("NatsEventBus on the shared server", { skip }, () => {
       assert.equal(info.config.storage, "file");
       assert.equal(info.config.duplicate_window, 120e9);
       assert.equal(info.config.max_age, 24 * 3600e9);
+      assert.deepEqual(info.config.republish, { src: `${prefix}.group.>`, dest: `${prefix}.tail.>`, headers_only: true });
     } finally {
       await nc.close();
     }
@@ -120,6 +121,24 @@ describe("NatsEventBus on the shared server", { skip }, () => {
     }
     const e = await createNatsEventBus({ servers: url, prefix, name: "adapter-e" });
     await e.close();
+  });
+
+  it("takes over a timeline stream made before tails were republished (the server may not add them)", async () => {
+    const older = runPrefix("o");
+    const nc = await connect({ servers: url });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const { republish: _republish, ...config } = timelineStreamConfig(new NatsNames(older));
+      await jsm.streams.add(config);
+      const bus = await createNatsEventBus({ servers: url, prefix: older, name: "adapter-older" });
+      await bus.close();
+      // nats-server 2.9 cannot add RePublish to a stream (2.10 can): either way the bus starts and the stream stays.
+      const info = await jsm.streams.info(new NatsNames(older).timelineStream);
+      assert.deepEqual(info.config.subjects, [`${older}.group.>`]);
+    } finally {
+      await nc.close();
+      await deleteStreams(url, [older]);
+    }
   });
 
   it("reads the timeline back from JetStream: after a seq, limited, each seq once", async () => {

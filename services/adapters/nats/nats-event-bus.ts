@@ -114,7 +114,10 @@ const RETRY_PAUSE_MS = 100;
 /**
  * timelineStreamConfig is the configuration of the timeline stream for
  * `names`: file storage, limits retention (old events fall off after
- * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed.
+ * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed, and the
+ * headers of every stored event republished on `<prefix>.tail.<groupId>`
+ * (with `Nats-Sequence`, its stream sequence), from which sequencers keep
+ * each group's last event current without reading it (JetStreamSequencer).
  */
 export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {}): Partial<StreamConfig> & { name: string } {
   return {
@@ -138,12 +141,14 @@ export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {
     deny_delete: false,
     deny_purge: false,
     allow_rollup_hdrs: false,
+    republish: { src: names.allGroups, dest: names.allTails, headers_only: true },
   };
 }
 
 /**
  * ensureTimelineStream creates the timeline stream, or updates it to
- * {@link timelineStreamConfig} if it exists with another configuration.
+ * {@link timelineStreamConfig} if it exists with another configuration
+ * (keeping its republish setting where the server cannot change it).
  * Idempotent and safe to race: concurrent callers with the same options all
  * succeed.
  */
@@ -154,7 +159,16 @@ export async function ensureTimelineStream(jsm: JetStreamManager, names: NatsNam
   } catch (e) {
     if (!(e instanceof JetStreamApiError) || e.code !== STREAM_NAME_IN_USE) throw e;
     const { name, storage: _storage, ...mutable } = cfg;
-    await jsm.streams.update(name, mutable);
+    try {
+      await jsm.streams.update(name, mutable);
+    } catch (refused) {
+      // nats-server before 2.10 cannot add or change RePublish on an existing stream: keep the stream's own
+      // (without tails, sequencers read a group's last event when they need it; see JetStreamSequencer).
+      if (!(refused instanceof JetStreamApiError)) throw refused;
+      const current = (await jsm.streams.info(name)).config.republish;
+      if (JSON.stringify(current ?? null) === JSON.stringify(mutable.republish ?? null)) throw refused;
+      await jsm.streams.update(name, { ...mutable, republish: current });
+    }
   }
 }
 

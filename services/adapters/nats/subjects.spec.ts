@@ -16,6 +16,9 @@ describe("NatsNames", () => {
     assert.equal(n.timelineStream, "CHAT_TIMELINE");
     assert.equal(n.allGroups, "chat.group.>");
     assert.equal(n.allUsers, "chat.user.>");
+    assert.equal(n.tail(g), `chat.tail.${g}`);
+    assert.equal(n.allTails, "chat.tail.>");
+    assert.equal(n.persisted, "chat.persisted");
     assert.equal(n.msgId(g, 42), `${g}:42`);
     assert.deepEqual(
       DURABLE_CONSUMERS.map((c) => n.durable(c)),
@@ -64,5 +67,15 @@ describe("NatsNames", () => {
     assert.equal(n.groupIdOf(n.user(u)), undefined);
     assert.equal(n.groupIdOf(new NatsNames("q").group(g)), undefined);
     assert.equal(n.groupIdOf(`p.group.${g}.x`), undefined);
+    assert.equal(n.groupIdOf(n.tail(g)), undefined);
+  });
+
+  it("reads the group id back from a tail subject only", () => {
+    const n = new NatsNames("p");
+    assert.equal(n.groupIdOfTail(n.tail(g)), g);
+    assert.equal(n.groupIdOfTail(n.group(g)), undefined);
+    assert.equal(n.groupIdOfTail(new NatsNames("q").tail(g)), undefined);
+    assert.equal(n.groupIdOfTail(`p.tail.${g}.x`), undefined);
+    assert.throws(() => n.tail("a.b"), (e) => isChatError(e, "InvalidArgument"));
   });
 });

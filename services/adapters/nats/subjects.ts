@@ -9,6 +9,8 @@
  * |--------------------------|---------------------------------------------------|----------------------|
  * | `chat.group.<groupId>`   | one group's timeline events (GroupEvent, JSON)    | JetStream + core     |
  * | `chat.user.<userId>`     | per-user control notices (UserNotice, JSON)       | core NATS only       |
+ * | `chat.tail.<groupId>`    | headers of each stored timeline event (republish) | core NATS only       |
+ * | `chat.persisted`         | notes: timeline events a process stored in the DB | core NATS only       |
  * | `CHAT_TIMELINE`          | stream over `chat.group.>` (replay buffer)        | JetStream            |
  * | `notifier`, ...          | durable consumers on CHAT_TIMELINE                | JetStream            |
  *
@@ -71,6 +73,20 @@ export class NatsNames {
   readonly allGroups: string;
   /** allUsers is the subject filter matching every user notice subject, `<prefix>.user.>` (never stored). */
   readonly allUsers: string;
+  /**
+   * allTails is the subject filter matching every tail subject,
+   * `<prefix>.tail.>`: the timeline stream republishes the headers of each
+   * event it stores there (with its stream sequence), so sequencers learn a
+   * group's last event without asking (never stored).
+   */
+  readonly allTails: string;
+  /**
+   * persisted is the subject on which message processes tell each other
+   * which timeline events they stored in the database,
+   * `<prefix>.persisted` (core NATS only), so their persisters need not
+   * check those (see the Cassandra persister).
+   */
+  readonly persisted: string;
 
   /**
    * Creates the names for `prefix` (default "chat"). Throws ChatError
@@ -85,6 +101,8 @@ export class NatsNames {
     this.timelineStream = `${prefix.toUpperCase()}_TIMELINE`;
     this.allGroups = `${prefix}.group.>`;
     this.allUsers = `${prefix}.user.>`;
+    this.allTails = `${prefix}.tail.>`;
+    this.persisted = `${prefix}.persisted`;
   }
 
   /**
@@ -112,6 +130,27 @@ export class NatsNames {
    */
   groupIdOf(subject: string): string | undefined {
     const head = `${this.prefix}.group.`;
+    if (!subject.startsWith(head)) return undefined;
+    const id = subject.slice(head.length);
+    return isId(id) ? id : undefined;
+  }
+
+  /**
+   * tail is the subject on which the timeline stream republishes the headers
+   * of each stored event of a group, `<prefix>.tail.<groupId>` (core NATS
+   * only). Throws ChatError InvalidArgument unless `groupId` is a lower-case
+   * UUID.
+   */
+  tail(groupId: string): string {
+    return `${this.prefix}.tail.${token("group id", groupId)}`;
+  }
+
+  /**
+   * groupIdOfTail returns the group id of a tail subject built by
+   * {@link tail} with this prefix, or undefined for any other subject.
+   */
+  groupIdOfTail(subject: string): string | undefined {
+    const head = `${this.prefix}.tail.`;
     if (!subject.startsWith(head)) return undefined;
     const id = subject.slice(head.length);
     return isId(id) ? id : undefined;
