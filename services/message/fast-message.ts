@@ -14,6 +14,7 @@ import type { HistoryAnchor } from "../core/recent-history.js";
 import { checkSeq } from "../core/validate.js";
 import type { FastUnaryRoute } from "../platform/fast-unary.js";
 import { messageToProto } from "../platform/proto-convert.js";
+import { encodeMessage } from "../stream/event-frame.js";
 import type { MessageService } from "./message-service.js";
 
 /**
@@ -23,7 +24,7 @@ import type { MessageService } from "./message-service.js";
  * connect-node (e2e tests compare them).
  */
 export function messageFastRoutes(messages: MessageService, onSendResult?: (code: Code | undefined) => void): FastUnaryRoute[] {
-  const encoded = new EncodedMessages(20_000);
+  const encoded = new EncodedMessages(100_000);
   return [
     {
       rpc: "chat.v1.MessageService/SendMessage",
@@ -57,10 +58,11 @@ function decode<T>(parse: () => T, type: string): T {
 }
 
 /**
- * EncodedMessages remembers each message's chat.v1.Message encoding (by
- * protobuf-es, so it is the very encoding connect-node would write) by
- * message id, so a history page costs one copy per message instead of a
- * reflective encode (~17 µs each here). Messages are immutable once stored;
+ * EncodedMessages remembers each message's chat.v1.Message encoding (the
+ * hand encoder of stream/event-frame.ts, checked byte for byte against
+ * protobuf-es, else protobuf-es itself) by message id, so a history page
+ * costs one copy per message instead of a reflective encode (~17 µs each
+ * here). Messages are immutable once stored;
  * edits (roadmap) must change the key or drop the entry. Bounded: the map
  * starts over when full.
  */
@@ -72,7 +74,7 @@ class EncodedMessages {
   get(m: ChatMessage): Uint8Array {
     const known = this.byId.get(m.id);
     if (known && known.seq === m.seq) return known.bytes;
-    const bytes = toBinary(MessageSchema, messageToProto(m));
+    const bytes = encodeMessage(m) ?? toBinary(MessageSchema, messageToProto(m));
     if (this.byId.size >= this.max) this.byId.clear();
     this.byId.set(m.id, { seq: m.seq, bytes });
     return bytes;

@@ -3,8 +3,9 @@ import { describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import type { EventBody, GroupEvent, Role, UserRef } from "../core/model.js";
-import { eventToProto } from "../platform/proto-convert.js";
-import { encodeEventFrame } from "./event-frame.js";
+import { MessageSchema } from "../../gen/chat/v1/message_pb.js";
+import { eventToProto, messageToProto } from "../platform/proto-convert.js";
+import { encodeEventFrame, encodeMessage } from "./event-frame.js";
 import { eventItem, grpcFrame } from "./outbound.js";
 
 /** generic is the reference: protobuf-es's toBinary of SubscribeResponse { event }, framed. */
@@ -87,5 +88,22 @@ describe("encodeEventFrame", () => {
     assert.deepEqual(item.message, expected);
     assert.equal(item.message, item.message, "built once and shared");
     assert.deepEqual(Buffer.from(toBinary(SubscribeResponseSchema, item.message)), Buffer.from(item.bytes));
+  });
+});
+
+describe("encodeMessage", () => {
+  it("writes the same bytes as protobuf-es for every message case, and declines numbers it does not handle", () => {
+    let n = 0;
+    for (const [name, e] of cases()) {
+      if (e.body.type !== "message") continue;
+      n++;
+      const got = encodeMessage(e.body.message);
+      assert.ok(got, name);
+      assert.deepEqual(got, Buffer.from(toBinary(MessageSchema, messageToProto(e.body.message))), name);
+    }
+    assert.ok(n > 10, `${n} message cases`);
+    const m = message("t", { sentAt: -1000 });
+    assert.ok(m.type === "message");
+    assert.equal(encodeMessage(m.message), undefined);
   });
 });

@@ -12,7 +12,7 @@
  * strings, zero numbers) are left out, as protobuf-es does; message fields
  * (timestamps, user refs, the oneof member) are always written.
  */
-import type { GroupEvent, UserRef } from "../core/model.js";
+import type { ChatMessage, GroupEvent, UserRef } from "../core/model.js";
 import { roleToProto } from "../platform/proto-convert.js";
 
 // Keys (field number << 3 | wire type): 0 varint, 2 length-delimited.
@@ -59,36 +59,14 @@ export function encodeEventFrame(event: GroupEvent): Buffer | undefined {
   const actor = userRefSize(event.actor);
   let kind: number;
   let kindKey: number;
-  let text = 0;
-  let messageId = 0;
-  let messageGroupId = 0;
-  let clientMessageId = 0;
-  let sender = 0;
-  let sentAt = 0;
+  let message: MessageSizes | undefined;
   let member = 0;
   let role = 0;
   let name = 0;
   switch (body.type) {
     case "message": {
-      const m = body.message;
-      messageId = utf8Length(m.id);
-      messageGroupId = utf8Length(m.groupId);
-      text = utf8Length(m.text);
-      clientMessageId = utf8Length(m.clientMessageId);
-      sender = userRefSize(m.sender);
-      sentAt = timestampSize(m.sentAt);
-      kind =
-        stringFieldSize(messageId) +
-        stringFieldSize(messageGroupId) +
-        (m.seq === 0 ? 0 : 1 + varintSize(m.seq)) +
-        1 +
-        varintSize(sender) +
-        sender +
-        stringFieldSize(text) +
-        1 +
-        varintSize(sentAt) +
-        sentAt +
-        stringFieldSize(clientMessageId);
+      message = messageSizes(body.message);
+      kind = message.total;
       kindKey = EVENT_MESSAGE;
       break;
     }
@@ -144,24 +122,9 @@ export function encodeEventFrame(event: GroupEvent): Buffer | undefined {
   buf[p++] = kindKey;
   p = writeVarint(buf, p, kind);
   switch (body.type) {
-    case "message": {
-      const m = body.message;
-      p = writeString(buf, p, MESSAGE_ID, m.id, messageId);
-      p = writeString(buf, p, MESSAGE_GROUP_ID, m.groupId, messageGroupId);
-      if (m.seq !== 0) {
-        buf[p++] = MESSAGE_SEQ;
-        p = writeVarint(buf, p, m.seq);
-      }
-      buf[p++] = MESSAGE_SENDER;
-      p = writeVarint(buf, p, sender);
-      p = writeUserRef(buf, p, m.sender);
-      p = writeString(buf, p, MESSAGE_TEXT, m.text, text);
-      buf[p++] = MESSAGE_SENT_AT;
-      p = writeVarint(buf, p, sentAt);
-      p = writeTimestamp(buf, p, m.sentAt);
-      p = writeString(buf, p, MESSAGE_CLIENT_MESSAGE_ID, m.clientMessageId, clientMessageId);
+    case "message":
+      p = writeMessage(buf, p, body.message, message!);
       break;
-    }
     case "member_added":
     case "member_role_changed":
     case "member_removed":
@@ -179,6 +142,70 @@ export function encodeEventFrame(event: GroupEvent): Buffer | undefined {
   }
   if (p !== buf.length) throw new Error(`event frame: wrote ${p} of ${buf.length} bytes`);
   return buf;
+}
+
+/**
+ * encodeMessage returns chat.v1.Message as protobuf-es writes it (history
+ * pages reuse it), or undefined for numbers outside what this encoder
+ * handles; the caller then uses the generic encoder.
+ */
+export function encodeMessage(m: ChatMessage): Buffer | undefined {
+  if (!isUint(m.seq) || !isUint(m.sentAt)) return undefined;
+  const sizes = messageSizes(m);
+  const buf = Buffer.allocUnsafe(sizes.total);
+  const p = writeMessage(buf, 0, m, sizes);
+  if (p !== buf.length) throw new Error(`message: wrote ${p} of ${buf.length} bytes`);
+  return buf;
+}
+
+/** MessageSizes are a Message's encoded field sizes (strings' UTF-8 lengths measured once) and its total. */
+interface MessageSizes {
+  readonly id: number;
+  readonly groupId: number;
+  readonly text: number;
+  readonly clientMessageId: number;
+  readonly sender: number;
+  readonly sentAt: number;
+  readonly total: number;
+}
+
+function messageSizes(m: ChatMessage): MessageSizes {
+  const id = utf8Length(m.id);
+  const groupId = utf8Length(m.groupId);
+  const text = utf8Length(m.text);
+  const clientMessageId = utf8Length(m.clientMessageId);
+  const sender = userRefSize(m.sender);
+  const sentAt = timestampSize(m.sentAt);
+  const total =
+    stringFieldSize(id) +
+    stringFieldSize(groupId) +
+    (m.seq === 0 ? 0 : 1 + varintSize(m.seq)) +
+    1 +
+    varintSize(sender) +
+    sender +
+    stringFieldSize(text) +
+    1 +
+    varintSize(sentAt) +
+    sentAt +
+    stringFieldSize(clientMessageId);
+  return { id, groupId, text, clientMessageId, sender, sentAt, total };
+}
+
+function writeMessage(buf: Buffer, p: number, m: ChatMessage, s: MessageSizes): number {
+  p = writeString(buf, p, MESSAGE_ID, m.id, s.id);
+  p = writeString(buf, p, MESSAGE_GROUP_ID, m.groupId, s.groupId);
+  if (m.seq !== 0) {
+    buf[p++] = MESSAGE_SEQ;
+    p = writeVarint(buf, p, m.seq);
+  }
+  buf[p++] = MESSAGE_SENDER;
+  p = writeVarint(buf, p, s.sender);
+  p = writeUserRef(buf, p, m.sender);
+  p = writeString(buf, p, MESSAGE_TEXT, m.text, s.text);
+  buf[p++] = MESSAGE_SENT_AT;
+  p = writeVarint(buf, p, s.sentAt);
+  p = writeTimestamp(buf, p, m.sentAt);
+  return writeString(buf, p, MESSAGE_CLIENT_MESSAGE_ID, m.clientMessageId, s.clientMessageId);
 }
 
 function isUint(n: number): boolean {
