@@ -9,7 +9,7 @@
 import type http2 from "node:http2";
 import * as hdr from "hdr-histogram-js";
 import { type LeanStream, connectSession, leanSubscribe } from "./lib/lean-reader.js";
-import type { FromWorker, PhaseStats, StreamSpec, ToWorker, WorkerTotals } from "./lib/protocol.js";
+import { type FromWorker, type PhaseStats, type StreamSpec, type ToWorker, type WorkerTotals, emptyTotals } from "./lib/protocol.js";
 import { type LeanItem, type Stamp, nowUs, readStamp } from "./lib/wire-lite.js";
 
 function send(msg: FromWorker): void {
@@ -30,24 +30,7 @@ function newHistogram(): hdr.Histogram {
 const histograms = new Map<number, hdr.Histogram>();
 const phaseCounts = new Map<number, number>();
 const perSecond = new Map<number, [number, number]>();
-const totals: WorkerTotals = {
-  streams: 0,
-  ready: 0,
-  failedToOpen: 0,
-  messageEvents: 0,
-  otherEvents: 0,
-  heartbeats: 0,
-  duplicates: 0,
-  gapSeqs: 0,
-  cursorResets: 0,
-  resetSeqs: 0,
-  reconnects: 0,
-  ends: {},
-  endMessages: [],
-  behindStreams: 0,
-  behindSeqs: 0,
-  perSecond: {},
-};
+const totals: WorkerTotals = emptyTotals();
 
 /** Sub is one stream's state. */
 class Sub {

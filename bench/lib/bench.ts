@@ -11,16 +11,17 @@ import { forkWorker } from "./children.js";
 import type { Options } from "./options.js";
 import { Peer } from "./peer.js";
 import { type ProcSample, sampleTree, systemCpuSeconds } from "./procstat.js";
-import type {
-  FromSender,
-  FromWorker,
-  PhaseStats,
-  SenderPhase,
-  SenderPhaseStats,
-  StreamSpec,
-  ToSender,
-  ToWorker,
-  WorkerTotals,
+import {
+  type FromSender,
+  type FromWorker,
+  type PhaseStats,
+  type SenderPhase,
+  type SenderPhaseStats,
+  type StreamSpec,
+  type ToSender,
+  type ToWorker,
+  type WorkerTotals,
+  emptyTotals,
 } from "./protocol.js";
 import { type Latency, RESULTS_DIR, mergeHistograms, percentileCurve, summarize } from "./report.js";
 import { type Population, type PopulationShape, buildPopulation } from "./setup.js";
@@ -362,24 +363,7 @@ export class Bench {
 
   /** totals merges the workers' counters from the last collect. */
   mergedTotals(): WorkerTotals {
-    const t: WorkerTotals = {
-      streams: 0,
-      ready: 0,
-      failedToOpen: 0,
-      messageEvents: 0,
-      otherEvents: 0,
-      heartbeats: 0,
-      duplicates: 0,
-      gapSeqs: 0,
-      cursorResets: 0,
-      resetSeqs: 0,
-      reconnects: 0,
-      ends: {},
-      endMessages: [],
-      behindStreams: 0,
-      behindSeqs: 0,
-      perSecond: {},
-    };
+    const t = emptyTotals();
     for (const w of this.lastTotals) {
       for (const k of ["streams", "ready", "failedToOpen", "messageEvents", "otherEvents", "heartbeats", "duplicates", "gapSeqs", "cursorResets", "resetSeqs", "reconnects", "behindStreams", "behindSeqs"] as const) {
         t[k] += w[k];

@@ -69,6 +69,28 @@ export interface WorkerTotals {
   perSecond: Record<string, [number, number]>;
 }
 
+/** emptyTotals is a WorkerTotals with every counter at zero. */
+export function emptyTotals(): WorkerTotals {
+  return {
+    streams: 0,
+    ready: 0,
+    failedToOpen: 0,
+    messageEvents: 0,
+    otherEvents: 0,
+    heartbeats: 0,
+    duplicates: 0,
+    gapSeqs: 0,
+    cursorResets: 0,
+    resetSeqs: 0,
+    reconnects: 0,
+    ends: {},
+    endMessages: [],
+    behindStreams: 0,
+    behindSeqs: 0,
+    perSecond: {},
+  };
+}
+
 /** FromWorker is a worker's report. */
 export type FromWorker =
   | { type: "progress"; opened: number; ready: number; failed: number }

@@ -3,8 +3,51 @@
  * server settings) and the shared table rows.
  */
 import type { Bench, PhaseResult, Window } from "../lib/bench.js";
-import type { WorkerTotals } from "../lib/protocol.js";
+import type { SenderGroup, WorkerTotals } from "../lib/protocol.js";
+import type { Target } from "../lib/servers.js";
+import type { Population } from "../lib/setup.js";
 import { type Latency, fmt, machineInfo, table } from "../lib/report.js";
+
+/** populateShape registers the run's users and creates its --groups × --members groups. */
+export function populateShape(bench: Bench, users = bench.opts.users): Promise<Population> {
+  const o = bench.opts;
+  return bench.populate({
+    groups: o.groups,
+    members: o.members,
+    ...(users !== undefined ? { users } : {}),
+    registerConcurrency: o.registerConcurrency,
+    groupConcurrency: 16,
+  });
+}
+
+/** openShapeStreams opens every member's stream over --workers workers and returns how many; one that fails ends the run. */
+export async function openShapeStreams(bench: Bench): Promise<number> {
+  const specs = bench.streamSpecs();
+  const opened = await bench.openStreams(specs, Math.max(1, bench.opts.workers));
+  if (opened.failed > 0) throw new Error(`${opened.failed} streams failed to open`);
+  return specs.length;
+}
+
+/** senderGroups lists groups with their members' tokens, as a sender needs them. */
+export function senderGroups(pop: Population, groups: Population["groups"] = pop.groups): SenderGroup[] {
+  return groups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") }));
+}
+
+/** senderInit is a sender's configuration for `groups` on every message endpoint, posting SendMessage unless changed. */
+export function senderInit(bench: Bench, target: Target, groups: SenderGroup[]) {
+  const o = bench.opts;
+  return {
+    url: [...target.endpoints.messageAll],
+    groups,
+    textBytes: o.textBytes,
+    sessions: o.senderConnections,
+    timeoutMs: o.timeout * 1000,
+    maxInFlight: o.maxInFlight,
+    op: "send" as "send" | "list",
+    listLimit: 0,
+    listAnchor: "newest" as "newest" | "deep",
+  };
+}
 
 /** commandLine is the command as typed (argv of this process). */
 export function commandLine(): string {

@@ -12,7 +12,7 @@
 import type { Bench } from "../lib/bench.js";
 import type { SenderPeer } from "../lib/bench.js";
 import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
-import { header, latencyText, lossOf, table } from "./common.js";
+import { header, latencyText, lossOf, senderGroups, senderInit, table } from "./common.js";
 
 const PER_CLIENT_PROC = 16_000;
 
@@ -82,17 +82,7 @@ export async function runConnections(bench: Bench): Promise<number> {
     }
     if (fullGroups.length > 0 && o.stepDuration > 0) {
       if (sender) await sender.request({ type: "close" }, "closed", 5000).catch(() => undefined);
-      sender = await bench.startSender({
-        url: [...target.endpoints.messageAll],
-        groups: fullGroups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") })),
-        textBytes: o.textBytes,
-        sessions: o.senderConnections,
-        timeoutMs: o.timeout * 1000,
-        maxInFlight: o.maxInFlight,
-        op: "send",
-        listLimit: 0,
-        listAnchor: "newest",
-      });
+      sender = await bench.startSender(senderInit(bench, target, senderGroups(pop, fullGroups)));
       bench.log(`  traffic: ${fmt(rate)} msg/s to ${fmt(fullGroups.length)} groups (${fmt(rate * perGroup)} deliveries/s) for ${o.stepDuration} s`);
       const [r] = await bench.runPhases(sender, [{ phase: k, rate, durationMs: o.stepDuration * 1000 }], { collect: true });
       if (!r) throw new Error("no step result");

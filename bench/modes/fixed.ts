@@ -5,32 +5,14 @@
  */
 import type { Bench } from "../lib/bench.js";
 import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
-import { cpuRows, deliveryRows, header, latencyText, lossOf, table } from "./common.js";
+import { cpuRows, deliveryRows, header, latencyText, lossOf, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 export async function runFixed(bench: Bench): Promise<number> {
   const o = bench.opts;
   const target = await bench.startTarget();
-  const pop = await bench.populate({
-    groups: o.groups,
-    members: o.members,
-    ...(o.users !== undefined ? { users: o.users } : {}),
-    registerConcurrency: o.registerConcurrency,
-    groupConcurrency: 16,
-  });
-  const specs = bench.streamSpecs();
-  const opened = await bench.openStreams(specs, Math.max(1, o.workers));
-  if (opened.failed > 0) throw new Error(`${opened.failed} streams failed to open`);
-  const sender = await bench.startSender({
-    url: [...target.endpoints.messageAll],
-    groups: pop.groups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") })),
-    textBytes: o.textBytes,
-    sessions: o.senderConnections,
-    timeoutMs: o.timeout * 1000,
-    maxInFlight: o.maxInFlight,
-    op: "send",
-    listLimit: 0,
-    listAnchor: "newest",
-  });
+  const pop = await populateShape(bench);
+  const streams = await openShapeStreams(bench);
+  const sender = await bench.startSender(senderInit(bench, target, senderGroups(pop)));
   // Idle baseline: the server with every stream open and nothing sent (heartbeats only).
   const idle0 = bench.sample();
   await new Promise((r) => setTimeout(r, 2000));
@@ -49,7 +31,7 @@ export async function runFixed(bench: Bench): Promise<number> {
   const w = r.window;
   const cpuPerDeliveryUs = r.deliveries > 0 ? (w.serverCpuSeconds * 1e6) / r.deliveries : 0;
 
-  const title = `fixed on ${target.kind}: ${o.groups} groups × ${o.members} members (${fmt(specs.length)} streams), ${fmt(o.rate)} msg/s × ${o.duration} s, ${o.textBytes}-byte texts`;
+  const title = `fixed on ${target.kind}: ${o.groups} groups × ${o.members} members (${fmt(streams)} streams), ${fmt(o.rate)} msg/s × ${o.duration} s, ${o.textBytes}-byte texts`;
   const rows: [string, string][] = [
     ...deliveryRows(r, totals),
     ["deliveries/s", fmt(deliveriesPerSecond)],
@@ -81,7 +63,7 @@ export async function runFixed(bench: Bench): Promise<number> {
     perSecond.push({ second: t - t0, deliveries: x?.deliveries ?? 0, maxLatencyMs: x?.maxLatencyMs ?? 0 });
   }
   const result = {
-    ...header(bench, { groups: o.groups, members: o.members, streams: specs.length, rate: o.rate, durationSeconds: o.duration, warmupSeconds: o.warmup, textBytes: o.textBytes, workers: o.workers }),
+    ...header(bench, { groups: o.groups, members: o.members, streams: streams, rate: o.rate, durationSeconds: o.duration, warmupSeconds: o.warmup, textBytes: o.textBytes, workers: o.workers }),
     results: {
       messagesSent: r.sender.ok,
       sendErrors: r.sender.errors,

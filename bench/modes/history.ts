@@ -10,34 +10,19 @@
  *   group after the restart), then deep pages again.
  */
 import type { Bench, PhaseResult } from "../lib/bench.js";
-import type { SenderGroup } from "../lib/protocol.js";
 import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
-import { cpuRows, header, latencyText, table } from "./common.js";
+import { cpuRows, header, latencyText, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 export async function runHistory(bench: Bench): Promise<number> {
   const o = bench.opts;
   const target = await bench.startTarget();
-  const pop = await bench.populate({
-    groups: o.groups,
-    members: o.members,
-    ...(o.users !== undefined ? { users: o.users } : {}),
-    registerConcurrency: o.registerConcurrency,
-    groupConcurrency: 16,
-  });
-  const groups: SenderGroup[] = pop.groups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") }));
-  const senderInit = (url: string[]) => ({
-    url,
-    groups,
-    textBytes: o.textBytes,
-    sessions: o.senderConnections,
-    timeoutMs: o.timeout * 1000,
-    maxInFlight: o.maxInFlight,
-  });
+  const pop = await populateShape(bench);
+  const base = senderInit(bench, target, senderGroups(pop));
   // Fill: every group gets about --history-messages messages (random groups, open loop).
   const total = o.groups * o.historyMessages;
   const fillRate = Math.min(2000, Math.max(100, total / 10));
   bench.log(`filling: ${fmt(total)} messages (${o.historyMessages} per group on average) at ${fmt(fillRate)}/s`);
-  const writer = await bench.startSender({ ...senderInit([...target.endpoints.messageAll]), op: "send", listLimit: 0, listAnchor: "newest" }, "writer");
+  const writer = await bench.startSender({ ...base, op: "send", listLimit: 0, listAnchor: "newest" }, "writer");
   const [fill] = await bench.runPhases(writer, [{ phase: 900, rate: fillRate, durationMs: (total / fillRate) * 1000 }], { collect: false });
   if (!fill) throw new Error("no fill result");
   const fillErrors = Object.values(fill.sender.errors).reduce((a, b) => a + b, 0);
@@ -48,7 +33,7 @@ export async function runHistory(bench: Bench): Promise<number> {
 
   const phases: { name: string; result: PhaseResult }[] = [];
   const duration = o.duration * 1000;
-  const reader = await bench.startSender({ ...senderInit([...target.endpoints.messageAll]), op: "list", listLimit: o.pageSize, listAnchor: "newest" }, "reader");
+  const reader = await bench.startSender({ ...base, op: "list", listLimit: o.pageSize, listAnchor: "newest" }, "reader");
   if (o.warmup > 0) {
     bench.log(`warm-up: ${o.rate} reads/s for ${o.warmup} s`);
     await bench.runPhases(reader, [{ phase: 0, rate: o.rate, durationMs: o.warmup * 1000 }], { collect: false });
@@ -67,7 +52,7 @@ export async function runHistory(bench: Bench): Promise<number> {
   if (warm) phases.push({ name: "warm (newest page, groups being written)", result: warm });
 
   const deepReader = await bench.startSender(
-    { ...senderInit([...target.endpoints.messageAll]), op: "list", listLimit: o.pageSize, listAnchor: "deep", groupHeads: heads },
+    { ...base, op: "list", listLimit: o.pageSize, listAnchor: "deep", groupHeads: heads },
     "deep-reader",
   );
   bench.log(`deep: ${o.rate} reads/s of older pages for ${o.duration} s`);
@@ -78,7 +63,7 @@ export async function runHistory(bench: Bench): Promise<number> {
     bench.log("restarting the server (same data) for cold reads");
     await target.restart();
     const coldReader = await bench.startSender(
-      { ...senderInit([...target.endpoints.messageAll]), op: "list", listLimit: o.pageSize, listAnchor: "newest", pick: "sequential", sessions: 1 },
+      { ...base, op: "list", listLimit: o.pageSize, listAnchor: "newest", pick: "sequential", sessions: 1 },
       "cold-reader",
     );
     const coldRate = Math.min(o.rate, o.groups);
@@ -86,7 +71,7 @@ export async function runHistory(bench: Bench): Promise<number> {
     const [cold] = await bench.runPhases(coldReader, [{ phase: 3, rate: coldRate, durationMs: (o.groups / coldRate) * 1000 }], { collect: false });
     if (cold) phases.push({ name: "cold: first newest-page read per group after restart", result: cold });
     const coldDeep = await bench.startSender(
-      { ...senderInit([...target.endpoints.messageAll]), op: "list", listLimit: o.pageSize, listAnchor: "deep", groupHeads: heads },
+      { ...base, op: "list", listLimit: o.pageSize, listAnchor: "deep", groupHeads: heads },
       "cold-deep-reader",
     );
     const [cd] = await bench.runPhases(coldDeep, [{ phase: 4, rate: o.rate, durationMs: duration }], { collect: false });

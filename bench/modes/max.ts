@@ -8,7 +8,7 @@
  */
 import type { Bench, PhaseResult } from "../lib/bench.js";
 import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
-import { cpuRows, header, latencyText, lossOf, table } from "./common.js";
+import { cpuRows, header, latencyText, lossOf, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 interface Step {
   step: number;
@@ -39,27 +39,9 @@ interface Step {
 export async function runMax(bench: Bench): Promise<number> {
   const o = bench.opts;
   const target = await bench.startTarget();
-  const pop = await bench.populate({
-    groups: o.groups,
-    members: o.members,
-    ...(o.users !== undefined ? { users: o.users } : {}),
-    registerConcurrency: o.registerConcurrency,
-    groupConcurrency: 16,
-  });
-  const specs = bench.streamSpecs();
-  const opened = await bench.openStreams(specs, Math.max(1, o.workers));
-  if (opened.failed > 0) throw new Error(`${opened.failed} streams failed to open`);
-  const sender = await bench.startSender({
-    url: [...target.endpoints.messageAll],
-    groups: pop.groups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") })),
-    textBytes: o.textBytes,
-    sessions: o.senderConnections,
-    timeoutMs: o.timeout * 1000,
-    maxInFlight: o.maxInFlight,
-    op: "send",
-    listLimit: 0,
-    listAnchor: "newest",
-  });
+  const pop = await populateShape(bench);
+  const streams = await openShapeStreams(bench);
+  const sender = await bench.startSender(senderInit(bench, target, senderGroups(pop)));
   if (o.warmup > 0) {
     bench.log(`warm-up: ${o.rate} msg/s for ${o.warmup} s`);
     await bench.runPhases(sender, [{ phase: 0, rate: o.rate, durationMs: o.warmup * 1000 }], { collect: true });
@@ -129,7 +111,7 @@ export async function runMax(bench: Bench): Promise<number> {
   const best = passing.at(-1);
   const last = steps.at(-1);
   const stoppedBy = !last ? "no steps" : !last.pass ? last.why : last.generatorBound.length ? `load generator bound: ${last.generatorBound.join("; ")}` : `--max-steps ${o.maxSteps} reached`;
-  const title = `max on ${target.kind}: ${o.groups} groups × ${o.members} members (${fmt(specs.length)} streams), ×${o.factor} per ${o.stepDuration} s step, pass = p99 ≤ ${o.p99Limit} ms and no loss`;
+  const title = `max on ${target.kind}: ${o.groups} groups × ${o.members} members (${fmt(streams)} streams), ×${o.factor} per ${o.stepDuration} s step, pass = p99 ≤ ${o.p99Limit} ms and no loss`;
   process.stdout.write(`\n${title}\n`);
   process.stdout.write(
     `${gridTable(
@@ -165,7 +147,7 @@ export async function runMax(bench: Bench): Promise<number> {
   }
   process.stdout.write(`${table(rows)}\n`);
   const result = {
-    ...header(bench, { groups: o.groups, members: o.members, streams: specs.length, startRate: o.rate, factor: o.factor, stepSeconds: o.stepDuration, p99LimitMs: o.p99Limit, textBytes: o.textBytes, workers: o.workers }),
+    ...header(bench, { groups: o.groups, members: o.members, streams: streams, startRate: o.rate, factor: o.factor, stepSeconds: o.stepDuration, p99LimitMs: o.p99Limit, textBytes: o.textBytes, workers: o.workers }),
     results: {
       best: best ? { rate: best.rate, deliveriesPerSecond: best.deliveriesPerSecond, p99Ms: best.p99, serverCpuPerDeliveryUs: best.serverCpuPerDeliveryUs } : null,
       stoppedBy,

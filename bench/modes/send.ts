@@ -8,37 +8,15 @@
  */
 import type { Bench } from "../lib/bench.js";
 import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
-import { cpuRows, header, latencyText, table } from "./common.js";
+import { cpuRows, header, latencyText, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 export async function runSend(bench: Bench): Promise<number> {
   const o = bench.opts;
   const target = await bench.startTarget();
   const users = o.users ?? (o.subscribe ? o.groups * o.members : Math.min(o.groups * o.members, Math.max(o.members, 200)));
-  const pop = await bench.populate({
-    groups: o.groups,
-    members: o.members,
-    users,
-    registerConcurrency: o.registerConcurrency,
-    groupConcurrency: 16,
-  });
-  let streams = 0;
-  if (o.subscribe) {
-    const specs = bench.streamSpecs();
-    const opened = await bench.openStreams(specs, Math.max(1, o.workers));
-    if (opened.failed > 0) throw new Error(`${opened.failed} streams failed to open`);
-    streams = specs.length;
-  }
-  const sender = await bench.startSender({
-    url: [...target.endpoints.messageAll],
-    groups: pop.groups.map((g) => ({ groupId: g.groupId, tokens: g.members.map((m) => pop.users[m]?.token ?? "") })),
-    textBytes: o.textBytes,
-    sessions: o.senderConnections,
-    timeoutMs: o.timeout * 1000,
-    maxInFlight: o.maxInFlight,
-    op: "send",
-    listLimit: 0,
-    listAnchor: "newest",
-  });
+  const pop = await populateShape(bench, users);
+  const streams = o.subscribe ? await openShapeStreams(bench) : 0;
+  const sender = await bench.startSender(senderInit(bench, target, senderGroups(pop)));
   if (o.warmup > 0) {
     bench.log(`warm-up: ${o.rate} msg/s for ${o.warmup} s`);
     await bench.runPhases(sender, [{ phase: 0, rate: o.rate, durationMs: o.warmup * 1000 }], { collect: o.subscribe });
