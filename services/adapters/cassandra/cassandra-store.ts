@@ -109,8 +109,14 @@ export interface CassandraStoreParts {
 /** Largest number of events a change writes from JetStream before deciding (a longer gap is the persister's). */
 const MAX_CATCH_UP = 10_000;
 
-/** How long a sender's membership check is reused for later sends (if no change was sequenced meanwhile), ms. */
-const MEMBER_CHECK_TTL_MS = 30_000;
+/**
+ * How long a sender's membership check is reused for later sends (if no
+ * change was sequenced meanwhile), ms. It also bounds how long a check read
+ * while a removal's batch was half applied (batches are not isolated) can
+ * let the removed member send: kept short for that reason; a busy sender
+ * still skips most member reads.
+ */
+const MEMBER_CHECK_TTL_MS = 2_000;
 
 /** How many senders' membership checks are kept. */
 const MEMBER_CHECKS = 100_000;
