@@ -36,6 +36,7 @@ import type {
   Store,
 } from "../../core/ports.js";
 import { migrate } from "./schema.js";
+import { WalCheckpointer } from "./wal-checkpointer.js";
 
 /** SqliteStoreOptions configures createSqliteStore. */
 export interface SqliteStoreOptions {
@@ -213,6 +214,8 @@ export class SqliteStore implements Store {
     private readonly db: Db,
     private readonly retentionMs: number,
     private readonly clock: Clock,
+    /** Checkpoints the WAL off the event loop; closed with the store. */
+    private readonly checkpointer?: WalCheckpointer,
   ) {
     this.stmts = prepareStatements(db);
     const createGroup = db.transaction((g: NewGroup) => this.createGroupInTx(g));
@@ -389,6 +392,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.db.open) this.flushAppends();
+    await this.checkpointer?.stop();
     if (this.db.open) this.db.close();
   }
 
@@ -529,6 +533,7 @@ export class SqliteStore implements Store {
  * createSqliteStore opens (creating if missing, with its parent directory)
  * the database at `opts.path`, sets WAL, synchronous=FULL, foreign_keys=ON
  * and busy_timeout=5000, applies pending migrations and returns the store.
+ * A file database checkpoints its WAL from a worker thread (WalCheckpointer).
  * Throws if the file cannot be opened or migrated.
  */
 export function createSqliteStore(opts: SqliteStoreOptions): SqliteStore {
@@ -540,7 +545,8 @@ export function createSqliteStore(opts: SqliteStoreOptions): SqliteStore {
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
     migrate(db);
-    return new SqliteStore(db, opts.retentionMs, opts.clock);
+    const inFile = opts.path !== ":memory:" && opts.path !== "";
+    return new SqliteStore(db, opts.retentionMs, opts.clock, inFile ? new WalCheckpointer(db, opts.path) : undefined);
   } catch (e) {
     db.close();
     throw e;

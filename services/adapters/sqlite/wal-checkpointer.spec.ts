@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import Database from "better-sqlite3";
+import { DEFAULT_AUTOCHECKPOINT_PAGES, WalCheckpointer } from "./wal-checkpointer.js";
+
+const dir = mkdtempSync(join(tmpdir(), "wal-checkpointer-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let files = 0;
+function openWal(): { db: Database.Database; path: string } {
+  files += 1;
+  const path = join(dir, `db-${files}.sqlite`);
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)");
+  return { db, path };
+}
+
+/** writeRows commits `n` rows of 1 KiB, one transaction each. */
+function writeRows(db: Database.Database, n: number): void {
+  const insert = db.prepare("INSERT INTO t (body) VALUES (?)");
+  for (let i = 0; i < n; i++) insert.run("x".repeat(1024));
+}
+
+const autocheckpoint = (db: Database.Database) => db.pragma("wal_autocheckpoint", { simple: true });
+
+async function until(what: string, check: () => boolean, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("WalCheckpointer", () => {
+  it("takes checkpointing off the main connection and copies committed pages into the database file from its worker", async () => {
+    const { db, path } = openWal();
+    const c = new WalCheckpointer(db, path, 20);
+    try {
+      assert.equal(await c.ready, true);
+      assert.equal(autocheckpoint(db), 0, "the main connection no longer checkpoints");
+      const before = statSync(path).size;
+      writeRows(db, 2_000); // ~2 MiB of WAL: the main connection alone would leave it all there
+      await until("the database file to receive the WAL's pages", () => statSync(path).size > before + 1_000_000);
+      const reader = new Database(path, { readonly: true });
+      assert.equal((reader.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n, 2_000, "every committed row is readable");
+      reader.close();
+    } finally {
+      await c.stop();
+      db.close();
+    }
+  });
+
+  it("gives checkpointing back to the main connection when stopped, or when its worker dies", async () => {
+    const first = openWal();
+    const stopped = new WalCheckpointer(first.db, first.path, 20);
+    assert.equal(await stopped.ready, true);
+    await stopped.stop();
+    assert.equal(autocheckpoint(first.db), DEFAULT_AUTOCHECKPOINT_PAGES);
+    first.db.close();
+
+    const second = openWal();
+    const killed = new WalCheckpointer(second.db, second.path, 20);
+    assert.equal(await killed.ready, true);
+    assert.equal(autocheckpoint(second.db), 0);
+    await killed.worker.terminate();
+    await until("the fallback", () => autocheckpoint(second.db) === DEFAULT_AUTOCHECKPOINT_PAGES);
+    second.db.close();
+  });
+
+  it("leaves the main connection checkpointing itself when the worker cannot open the database", async () => {
+    const { db } = openWal();
+    const c = new WalCheckpointer(db, join(dir, "missing", "nothing.sqlite"), 20);
+    assert.equal(await c.ready, false);
+    assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
+    await c.stop();
+    db.close();
+  });
+});

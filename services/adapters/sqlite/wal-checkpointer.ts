@@ -1,0 +1,76 @@
+/**
+ * WalCheckpointer: SQLite WAL checkpoints off the event loop.
+ *
+ * better-sqlite3 runs SQLite on the calling thread, and by default the commit
+ * that grows the WAL past 1,000 pages also checkpoints it: copies those pages
+ * into the database file and fsyncs it, 10-40 ms during which the event loop
+ * (every stream, every send) stands still. The checkpointer turns that off on
+ * the main connection and checkpoints from a worker thread instead.
+ *
+ * Guarantees:
+ * - Durability is unchanged: every commit is still fsynced in the WAL
+ *   (synchronous=FULL) before it returns; a checkpoint only moves committed
+ *   pages into the database file.
+ * - The WAL stays bounded: while the worker runs it checkpoints every
+ *   `intervalMs`; if it fails or exits on its own, the main connection goes
+ *   back to checkpointing itself (wal_autocheckpoint = 1000).
+ */
+import { Worker } from "node:worker_threads";
+import type { Database as Db } from "better-sqlite3";
+
+/** SQLite's default wal_autocheckpoint, restored when the worker is gone. */
+export const DEFAULT_AUTOCHECKPOINT_PAGES = 1000;
+
+export class WalCheckpointer {
+  /** The worker thread; exposed for tests. */
+  readonly worker: Worker;
+  private stopping = false;
+  private readonly exited: Promise<void>;
+  /** ready resolves once the worker has taken over checkpointing (true) or could not (false). */
+  readonly ready: Promise<boolean>;
+
+  /**
+   * The constructor starts the worker on `path` (a WAL database that `db` has
+   * open). Once the worker is ready, `db` stops checkpointing on its own; until
+   * then, and if the worker cannot start, `db` keeps doing it.
+   */
+  constructor(
+    private readonly db: Db,
+    path: string,
+    intervalMs = 250,
+  ) {
+    this.worker = new Worker(new URL("./wal-checkpoint-worker.mjs", import.meta.url), {
+      workerData: { path, intervalMs },
+    });
+    this.ready = new Promise((resolve) => {
+      this.worker.once("message", (m) => {
+        const ok = m === "ready" && !this.stopping && db.open;
+        if (ok) db.pragma("wal_autocheckpoint = 0");
+        // Once running, the worker does not hold the process open: every commit
+        // is already durable and SQLite survives a checkpoint cut short.
+        this.worker.unref();
+        resolve(ok);
+      });
+      this.worker.once("exit", () => resolve(false));
+    });
+    this.exited = new Promise((resolve) => {
+      this.worker.once("exit", () => {
+        this.fallBack();
+        resolve();
+      });
+    });
+    this.worker.on("error", () => this.fallBack());
+  }
+
+  /** stop ends the worker and gives checkpointing back to the main connection. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.worker.ref();
+    this.worker.postMessage("stop");
+    await this.exited;
+  }
+
+  private fallBack(): void {
+    if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${DEFAULT_AUTOCHECKPOINT_PAGES}`);
+  }
+}
