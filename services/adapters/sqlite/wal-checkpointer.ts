@@ -47,8 +47,9 @@ export class WalCheckpointer {
         const ok = m === "ready" && !this.stopping && db.open;
         if (ok) db.pragma("wal_autocheckpoint = 0");
         // Once running, the worker does not hold the process open: every commit
-        // is already durable and SQLite survives a checkpoint cut short.
-        this.worker.unref();
+        // is already durable and SQLite survives a checkpoint cut short. (A
+        // stop() already under way holds it open until the worker exits.)
+        if (!this.stopping) this.worker.unref();
         resolve(ok);
       });
       this.worker.once("exit", () => resolve(false));
