@@ -96,6 +96,17 @@ export interface AppendResult {
   readonly duplicate: boolean;
 }
 
+/**
+ * RetainedEdge is a group's oldest retained event. Events with a lower seq
+ * are past retention and never come back, so the edge stays exactly this
+ * event through `retainedUntil`.
+ */
+export interface RetainedEdge {
+  readonly seq: number;
+  /** The last instant this event is retained (its time + the retention period), ms since the epoch. */
+  readonly retainedUntil: number;
+}
+
 /** MessagePage is a page of history, ascending by seq. */
 export interface MessagePage {
   readonly messages: readonly ChatMessage[];
@@ -161,8 +172,11 @@ export interface GroupStore {
    * with seq > afterSeq; with neither, the newest. Always ascending.
    */
   listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage>;
-  /** firstRetainedSeq returns the oldest retained event's seq, or 0 if none is retained. */
-  firstRetainedSeq(groupId: string): Promise<number>;
+  /**
+   * firstRetained returns the group's oldest retained event (the lowest seq
+   * not yet past retention), or undefined if none is retained.
+   */
+  firstRetained(groupId: string): Promise<RetainedEdge | undefined>;
   /** ackMember raises the member's acked seq to `seq` (never lowers it); no-op for non-members. */
   ackMember(groupId: string, userId: string, seq: number): Promise<void>;
   /** purgeExpired deletes events older than the retention period; returns how many. */

@@ -7,6 +7,7 @@ import type { Fanout } from "../core/fanout.js";
 import type { Clock, GroupStore, RateLimit, RateLimiter, RecentMessages } from "../core/ports.js";
 import { takeToken } from "../core/rate-limit.js";
 import { type HistoryAnchor, pageFromRecent, recentScanFor } from "../core/recent-history.js";
+import { RetentionEdges } from "../core/retention-edges.js";
 import { checkClientMessageId, checkId, checkText, pageSize } from "../core/validate.js";
 
 /** MessageSettings are the message use-cases' limits. */
@@ -31,6 +32,8 @@ export interface HistoryPage {
  * (sender, group, client_message_id).
  */
 export class MessageService {
+  private readonly retentionEdges: RetentionEdges;
+
   constructor(
     private readonly deps: {
       store: GroupStore;
@@ -46,7 +49,9 @@ export class MessageService {
       clock: Clock;
       settings: MessageSettings;
     },
-  ) {}
+  ) {
+    this.retentionEdges = new RetentionEdges({ store: deps.store, clock: deps.clock });
+  }
 
   /**
    * send stores and publishes a message; ResourceExhausted (with a retry
@@ -94,7 +99,7 @@ export class MessageService {
         return undefined;
       }),
       this.deps.store.getGroup(groupId),
-      this.deps.store.firstRetainedSeq(groupId),
+      this.retentionEdges.firstRetainedSeq(groupId),
     ]);
     const headSeq = group?.headSeq ?? 0;
     const cached = scan && pageFromRecent(anchor, limit, scan, { headSeq, firstRetainedSeq });

@@ -193,7 +193,7 @@ export class StreamHub {
     const { id, headSeq, epoch } = m.group;
     if (!cursor) return headSeq;
     if (cursor.epoch !== "" && cursor.epoch !== epoch) {
-      const first = await this.deps.store.firstRetainedSeq(id);
+      const first = (await this.deps.store.firstRetained(id))?.seq ?? 0;
       const start = first === 0 ? headSeq : first - 1;
       resets.push({ item: resetItem(id, cursor.seq, start + 1, epoch), reason: "epoch" });
       return start;
@@ -314,7 +314,7 @@ export class StreamHub {
    * true is returned; otherwise the gap is transient and false is returned.
    */
   private async skipExpired(feed: GroupFeed, nextSeq: number): Promise<boolean> {
-    const first = await this.deps.store.firstRetainedSeq(feed.channel.groupId);
+    const first = (await this.deps.store.firstRetained(feed.channel.groupId))?.seq ?? 0;
     if (!feed.attached || first === 0 || feed.cursor + 1 >= first || nextSeq !== first) return false;
     this.jump(feed, first - 1);
     return true;
@@ -327,7 +327,7 @@ export class StreamHub {
    * the feed jumps to the head.
    */
   private async skipAllExpired(feed: GroupFeed): Promise<boolean> {
-    const first = await this.deps.store.firstRetainedSeq(feed.channel.groupId);
+    const first = (await this.deps.store.firstRetained(feed.channel.groupId))?.seq ?? 0;
     if (!feed.attached || first !== 0) return false;
     this.jump(feed, feed.channel.lastSeq);
     return true;

@@ -236,7 +236,7 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         assert.equal(m?.groupId, g.id);
         assert.equal(m?.joinedAt, g.createdAt);
         assert.deepEqual(await store.readEvents(g.id, 0, 10), [expected]);
-        assert.equal(await store.firstRetainedSeq(g.id), 1);
+        assert.equal((await store.firstRetained(g.id))?.seq, 1);
       });
 
       it("returns undefined for an unknown group or non-member", async () => {
@@ -244,7 +244,7 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         assert.equal(await store.getGroup(newId()), undefined);
         assert.equal(await store.getMember(group.id, newId()), undefined);
         assert.deepEqual(await store.readEvents(newId(), 0, 10), []);
-        assert.equal(await store.firstRetainedSeq(newId()), 0);
+        assert.equal(await store.firstRetained(newId()), undefined);
       });
 
       it("changeGroup add / set_role / rename / remove each take the next seq and update state", async () => {
@@ -614,12 +614,13 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         return { clock: c, store: s, owner, group, old };
       }
 
-      it("hides expired events from every read and moves firstRetainedSeq", async () => {
+      it("hides expired events from every read and moves the retained edge", async () => {
         const { clock: c, store: s, group } = await oldTimeline();
-        assert.equal(await s.firstRetainedSeq(group.id), 1);
+        const t0 = c.now() - 600; // seq 1 (the group's creation) is at t0, seq 4 at t0 + 600
+        assert.deepEqual(await s.firstRetained(group.id), { seq: 1, retainedUntil: t0 + RETENTION });
         c.advance(500); // seqs 1..3 are now older than the retention period
         assert.deepEqual(seqs(await s.readEvents(group.id, 0, 10)), [4, 5]);
-        assert.equal(await s.firstRetainedSeq(group.id), 4);
+        assert.deepEqual(await s.firstRetained(group.id), { seq: 4, retainedUntil: t0 + 600 + RETENTION });
         const newest = await s.listMessages(group.id, {}, 10);
         assert.deepEqual(
           newest.messages.map((m) => m.seq),
@@ -633,7 +634,7 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
           [4, 5],
         );
         c.advance(1000);
-        assert.equal(await s.firstRetainedSeq(group.id), 0, "nothing retained");
+        assert.equal(await s.firstRetained(group.id), undefined, "nothing retained");
         assert.deepEqual(await s.readEvents(group.id, 0, 10), []);
       });
 
@@ -668,7 +669,7 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         else assert.ok(purged >= 3, `purged ${purged}, expected at least this group's 3 expired events`);
         assert.deepEqual(seqs(await s.readEvents(group.id, 0, 10)), [4, 5]);
         assert.deepEqual(seqs((await s.listMessages(group.id, { afterSeq: 0 }, 10)).messages), [4, 5]);
-        assert.equal(await s.firstRetainedSeq(group.id), 4);
+        assert.equal((await s.firstRetained(group.id))?.seq, 4);
         assert.equal((await s.getGroup(group.id))?.headSeq, 5);
       });
     });

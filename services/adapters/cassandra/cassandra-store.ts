@@ -58,6 +58,7 @@ import type {
   MessageDraft,
   MessagePage,
   NewGroup,
+  RetainedEdge,
   Store,
 } from "../../core/ports.js";
 import { JetStreamSequencer, messageMsgId, sameChange } from "../nats/jetstream-sequencer.js";
@@ -337,8 +338,8 @@ export class CassandraStore implements Store {
     return this.tables.listMessages(groupId, anchor, limit);
   }
 
-  firstRetainedSeq(groupId: string): Promise<number> {
-    return this.tables.firstRetainedSeq(groupId);
+  firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
+    return this.tables.firstRetained(groupId);
   }
 
   ackMember(groupId: string, userId: string, seq: number): Promise<void> {

@@ -539,7 +539,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         assert.deepEqual(seqs(await t.readEvents(id, 11, 10)), [12, 13]);
         assert.deepEqual(await t.readEvents(id, 13, 10), []);
         assert.deepEqual(await t.readEvents(id, 0, 0), []);
-        assert.equal(await t.firstRetainedSeq(id), 1);
+        assert.equal((await t.firstRetained(id))?.seq, 1);
       });
 
       async function page(anchor: { beforeSeq?: number; afterSeq?: number }, limit: number) {
@@ -585,7 +585,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       c.t += 600;
       // seq 1 (a day old) is expired already; 2..5 are retained.
       assert.deepEqual(seqs(await r.readEvents(id, 0, 10)), [2, 3, 4, 5]);
-      assert.equal(await r.firstRetainedSeq(id), 2);
+      assert.equal((await r.firstRetained(id))?.seq, 2);
       assert.deepEqual(
         await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId),
         old,
@@ -594,7 +594,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       c.t += 500; // 2 and 3 expire now (same bucket as 4 and 5)
       assert.deepEqual(seqs(await r.readEvents(id, 0, 10)), [4, 5]);
       assert.deepEqual(seqs(await r.readEvents(id, 0, 1)), [4], "expired rows do not eat the limit");
-      assert.equal(await r.firstRetainedSeq(id), 4);
+      assert.equal((await r.firstRetained(id))?.seq, 4);
       const newest = await r.listMessages(id, {}, 10);
       assert.deepEqual([newest.messages.map((m) => m.seq), newest.hasMore], [[4, 5], false]);
       const beforeFive = await r.listMessages(id, { beforeSeq: 5 }, 1);
@@ -606,7 +606,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       assert.equal((await r.getGroup(id))?.headSeq, 5, "the group outlives its events");
 
       c.t += 1000;
-      assert.equal(await r.firstRetainedSeq(id), 0);
+      assert.equal(await r.firstRetained(id), undefined);
       assert.deepEqual(await r.readEvents(id, 0, 10), []);
       assert.deepEqual(await r.listMessages(id, {}, 10), { messages: [], hasMore: false });
 

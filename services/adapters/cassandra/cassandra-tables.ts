@@ -38,7 +38,7 @@ import type {
   User,
   UserCredentials,
 } from "../../core/model.js";
-import type { Clock, MessagePage, NewGroup } from "../../core/ports.js";
+import type { Clock, MessagePage, NewGroup, RetainedEdge } from "../../core/ports.js";
 import { isCqlIdentifier } from "./cassandra-url.js";
 import { EVENT_COLUMN_NAMES, decodeEvent, encodeEvent } from "./event-codec.js";
 import type { EventColumns } from "./event-codec.js";
@@ -527,10 +527,10 @@ export class CassandraTables {
     return { messages, hasMore: found.length > n };
   }
 
-  /** firstRetainedSeq returns the oldest retained event's seq, or 0 if none is retained. */
-  async firstRetainedSeq(groupId: string): Promise<number> {
-    for await (const e of this.scan(groupId, "asc", 0, 1)) return e.seq;
-    return 0;
+  /** firstRetained returns the oldest retained event's seq and when it leaves retention, or undefined if none is retained. */
+  async firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
+    for await (const e of this.scan(groupId, "asc", 0, 1)) return { seq: e.seq, retainedUntil: e.cols.at + this.opts.retentionMs };
+    return undefined;
   }
 
   /**

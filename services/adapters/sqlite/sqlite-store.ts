@@ -33,6 +33,7 @@ import type {
   MessageDraft,
   MessagePage,
   NewGroup,
+  RetainedEdge,
   Store,
 } from "../../core/ports.js";
 import { migrate } from "./schema.js";
@@ -171,9 +172,9 @@ function prepareStatements(db: Db) {
       `SELECT ${EVENT_COLUMNS} FROM events
        WHERE group_id = ? AND type = 'message' AND seq > ? AND seq < ? AND at >= ? ORDER BY seq LIMIT ?`,
     ),
-    firstRetained: db
-      .prepare<[string, number], number | null>("SELECT MIN(seq) FROM events WHERE group_id = ? AND at >= ?")
-      .pluck(),
+    firstRetained: db.prepare<[string, number], { seq: number; at: number }>(
+      "SELECT seq, at FROM events WHERE group_id = ? AND at >= ? ORDER BY seq LIMIT 1",
+    ),
     purge: db.prepare<[number]>("DELETE FROM events WHERE at < ?"),
   };
 }
@@ -378,8 +379,9 @@ export class SqliteStore implements Store {
     return { messages: rows.slice(0, n).reverse().map(toMessage), hasMore: rows.length > n };
   }
 
-  async firstRetainedSeq(groupId: string): Promise<number> {
-    return this.stmts.firstRetained.get(groupId, this.cutoff()) ?? 0;
+  async firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
+    const row = this.stmts.firstRetained.get(groupId, this.cutoff());
+    return row && { seq: row.seq, retainedUntil: row.at + this.retentionMs };
   }
 
   async ackMember(groupId: string, userId: string, seq: number): Promise<void> {

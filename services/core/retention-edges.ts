@@ -1,0 +1,55 @@
+/**
+ * RetentionEdges: each group's oldest retained event, read from the store
+ * once and then remembered until that event itself leaves retention.
+ *
+ * Exact, not a stale cache: events below the edge are already past retention
+ * and never come back, and the edge event stays retained until its
+ * `retainedUntil`, so until then the store would answer the same seq. A group
+ * with nothing retained is never remembered (its next event becomes the edge).
+ * Concurrent misses for one group share one store read. At most `maxGroups`
+ * edges are kept; past that the oldest-remembered is forgotten.
+ */
+import type { Clock, GroupStore, RetainedEdge } from "./ports.js";
+
+export class RetentionEdges {
+  private readonly edges = new Map<string, RetainedEdge>();
+  private readonly reads = new Map<string, Promise<RetainedEdge | undefined>>();
+
+  constructor(
+    private readonly deps: {
+      store: Pick<GroupStore, "firstRetained">;
+      clock: Clock;
+      maxGroups?: number;
+    },
+  ) {}
+
+  /** firstRetainedSeq returns the group's oldest retained seq, or 0 if none is retained. */
+  async firstRetainedSeq(groupId: string): Promise<number> {
+    const known = this.edges.get(groupId);
+    if (known && this.deps.clock.now() <= known.retainedUntil) return known.seq;
+    if (known) this.edges.delete(groupId);
+    return (await this.read(groupId))?.seq ?? 0;
+  }
+
+  private read(groupId: string): Promise<RetainedEdge | undefined> {
+    const inFlight = this.reads.get(groupId);
+    if (inFlight) return inFlight;
+    const read = this.deps.store
+      .firstRetained(groupId)
+      .then((edge) => {
+        if (edge) this.remember(groupId, edge);
+        return edge;
+      })
+      .finally(() => this.reads.delete(groupId));
+    this.reads.set(groupId, read);
+    return read;
+  }
+
+  private remember(groupId: string, edge: RetainedEdge): void {
+    if (this.edges.size >= (this.deps.maxGroups ?? 100_000)) {
+      const oldest = this.edges.keys().next().value;
+      if (oldest !== undefined) this.edges.delete(oldest);
+    }
+    this.edges.set(groupId, edge);
+  }
+}
