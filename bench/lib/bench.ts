@@ -235,6 +235,12 @@ export class Bench {
     return s;
   }
 
+  /** closeSender closes a sender before the run ends (its CPU is no longer sampled). */
+  async closeSender(sender: SenderPeer): Promise<void> {
+    this.senders = this.senders.filter((s) => s !== sender);
+    await sender.request({ type: "close" }, "closed", 5000).catch(() => undefined);
+  }
+
   sample(): Sample {
     const server = (this.target?.processes ?? []).map((p) => ({ name: p.name, sample: sampleTree(p.pid) }));
     for (const pid of this.target?.extraPids ?? []) server.push({ name: `pid ${pid}`, sample: sampleTree(pid) });

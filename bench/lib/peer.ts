@@ -75,6 +75,7 @@ export class Peer<In extends { type: string }, Out extends { type: string }> {
 
   /** request sends a command and waits for the reply of `type`. */
   request<T extends Out["type"]>(msg: In, type: T, timeoutMs: number): Promise<Extract<Out, { type: T }>> {
+    if (this.dead) return Promise.reject(this.dead);
     const p = this.waitFor(type, timeoutMs);
     this.send(msg);
     return p;

@@ -81,7 +81,7 @@ export async function runConnections(bench: Bench): Promise<number> {
       break;
     }
     if (fullGroups.length > 0 && o.stepDuration > 0) {
-      if (sender) await sender.request({ type: "close" }, "closed", 5000).catch(() => undefined);
+      if (sender) await bench.closeSender(sender);
       sender = await bench.startSender(senderInit(bench, target, senderGroups(pop, fullGroups)));
       bench.log(`  traffic: ${fmt(rate)} msg/s to ${fmt(fullGroups.length)} groups (${fmt(rate * perGroup)} deliveries/s) for ${o.stepDuration} s`);
       const [r] = await bench.runPhases(sender, [{ phase: k, rate, durationMs: o.stepDuration * 1000 }], { collect: true });
