@@ -1,4 +1,4 @@
-import { Code, type ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { AccessTokens, Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
@@ -50,10 +50,12 @@ export function fastUnaryRoute(
  * bearer authentication, the same status codes and messages (with
  * retry-after on RESOURCE_EXHAUSTED), an `x-request-id` echoed or made, and
  * the same log lines (Internal at error, Unavailable at warn, the rest at
- * debug; never the token). It does not enforce `grpc-timeout`: a call that
- * outlives the client's deadline still completes (sends are durable and
- * idempotent, so a retry with the same client_message_id returns the
- * message).
+ * debug; never the token). It keeps the client's `grpc-timeout`: a call
+ * whose deadline has passed when its request is complete is not run, and a
+ * call still running at its deadline is answered DEADLINE_EXCEEDED then
+ * (its work may still finish: sends are durable and idempotent, so a retry
+ * with the same client_message_id returns the message if it was stored). A
+ * malformed `grpc-timeout` is INVALID_ARGUMENT.
  */
 export function serveFastUnary(
   route: FastUnaryRoute,
@@ -63,6 +65,7 @@ export function serveFastUnary(
   deps: FastUnaryDeps,
 ): void {
   const started = Date.now();
+  const startedPrecise = performance.now();
   const given = req.headers["x-request-id"];
   const requestId = typeof given === "string" && REQUEST_ID_RE.test(given) ? given : newId();
   const reader = new FrameReader(deps.maxRequestBytes);
@@ -71,9 +74,11 @@ export function serveFastUnary(
   let principal: Principal | undefined;
   let done = false;
 
+  let deadlineTimer: NodeJS.Timeout | undefined;
   const finish = (error: ConnectError | undefined, reply?: Uint8Array) => {
     if (done) return;
     done = true;
+    clearTimeout(deadlineTimer);
     route.onResult?.(error?.code);
     const line = { rpc: route.rpc, code: error ? Code[error.code] : "OK", requestId, userId: principal?.userId, durationMs: Date.now() - started };
     const err = error?.cause instanceof Error ? error.cause : undefined;
@@ -90,10 +95,21 @@ export function serveFastUnary(
     writer.finish(error);
   };
   const fail = (e: unknown) => finish(toConnectError(e));
+  const deadlinePassed = () =>
+    finish(new ConnectError(`the call's deadline (grpc-timeout) passed before it completed; a retry is safe`, Code.DeadlineExceeded));
   const oneMessage = () => new ChatError("InvalidArgument", `a ${route.rpc.split("/")[1]} request must carry exactly one message`);
 
   req.on("error", () => {});
   res.on("error", () => {});
+  let timeoutMs: number | undefined;
+  try {
+    timeoutMs = grpcTimeoutMs(req.headers["grpc-timeout"]);
+  } catch (e) {
+    fail(e);
+    return;
+  }
+  // (A deadline beyond setTimeout's range, ~24 days, is no deadline for this call.)
+  if (timeoutMs !== undefined && timeoutMs < 2 ** 31 - 1) deadlineTimer = setTimeout(deadlinePassed, Math.ceil(timeoutMs));
   req.on("data", (chunk: Buffer) => {
     if (done) return;
     try {
@@ -108,8 +124,23 @@ export function serveFastUnary(
     void (async () => {
       const frame = frames[0];
       if (!frame || frames.length > 1 || reader.leftover > 0) throw oneMessage();
+      if (timeoutMs !== undefined && performance.now() - startedPrecise >= timeoutMs) return deadlinePassed();
       principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
       finish(undefined, await route.handle(principal, frame.payload));
     })().catch(fail);
   });
+}
+
+const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
+
+/**
+ * grpcTimeoutMs reads a `grpc-timeout` header (1 to 8 digits and a unit:
+ * H, M, S, m, u or n) as milliseconds; undefined when absent, ChatError
+ * InvalidArgument when malformed.
+ */
+export function grpcTimeoutMs(header: string | string[] | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const m = typeof header === "string" ? /^(\d{1,8})([HMSmun])$/.exec(header) : null;
+  if (!m) throw new ChatError("InvalidArgument", `grpc-timeout ${JSON.stringify(header)} is malformed: 1 to 8 digits and a unit (H, M, S, m, u, n), e.g. "10S"`);
+  return Number(m[1]) * TIMEOUT_UNIT_MS[m[2]!]!;
 }

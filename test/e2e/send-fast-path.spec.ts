@@ -89,6 +89,35 @@ describe("SendMessage fast path (e2e)", () => {
     assert.ok(page.messages.every((m) => !/^x/.test(m.clientMessageId)));
   });
 
+  it("keeps grpc-timeout: a malformed one is INVALID_ARGUMENT, a passed one is not run, a generous one is served", async () => {
+    const token = alice.token ?? "";
+    const malformed = await rawGrpc(server.baseUrl, token, frame(request("t1")), { "grpc-timeout": "10 seconds" });
+    assert.equal(malformed.trailers["grpc-status"] ?? malformed.headers["grpc-status"], String(grpc.status.INVALID_ARGUMENT));
+    assert.match(decodeURIComponent(String(malformed.trailers["grpc-message"] ?? malformed.headers["grpc-message"])), /grpc-timeout "10 seconds" is malformed/);
+    // 1 ns has passed by the time the request is read: the send is refused before it runs.
+    const passed = await rawGrpc(server.baseUrl, token, frame(request("t2")), { "grpc-timeout": "1n" });
+    assert.equal(passed.trailers["grpc-status"] ?? passed.headers["grpc-status"], String(grpc.status.DEADLINE_EXCEEDED));
+    const served = await rawGrpc(server.baseUrl, token, frame(request("t3")), { "grpc-timeout": "10S" });
+    assert.equal(served.trailers["grpc-status"], "0");
+    const stored = (await alice.messages.listMessages({ groupId })).messages.map((m) => m.clientMessageId).filter((c) => c.startsWith("t"));
+    assert.deepEqual(stored, ["t3"], "neither refused send was stored");
+    // The reference client's deadline maps to the same status.
+    const client = grpcJsClient(server.port, MessageService);
+    try {
+      const code = await new Promise<number>((resolve) =>
+        (client.sendMessage as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void)(
+          { groupId, text: "late", clientMessageId: "t4" },
+          authMetadata(alice.token),
+          { deadline: new Date(Date.now() + 60_000) },
+          (e) => resolve(e ? e.code : grpc.status.OK),
+        ),
+      );
+      assert.equal(code, grpc.status.OK, "a deadline a minute away is served");
+    } finally {
+      client.close();
+    }
+  });
+
   it("answers ListMessages with the same pages over gRPC and gRPC-Web (fast path) as over Connect (connect-node)", async () => {
     await sendMany(alice, groupId, 7, { concurrency: 1, prefix: "page" });
     const head = Number((await alice.messages.listMessages({ groupId })).headSeq);
