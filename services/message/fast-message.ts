@@ -6,7 +6,6 @@ import {
   ListMessagesRequestSchema,
   type SendMessageRequest,
   SendMessageRequestSchema,
-  SendMessageResponseSchema,
 } from "../../gen/chat/v1/message_service_pb.js";
 import { ChatError } from "../core/errors.js";
 import type { ChatMessage } from "../core/model.js";
@@ -32,7 +31,7 @@ export function messageFastRoutes(messages: MessageService, onSendResult?: (code
       async handle(principal, request) {
         const req = decode<SendMessageRequest>(() => fromBinary(SendMessageRequestSchema, request), "SendMessageRequest");
         const { message, duplicate } = await messages.send(principal, req.groupId, req.text, req.clientMessageId);
-        return toBinary(SendMessageResponseSchema, { $typeName: "chat.v1.SendMessageResponse", message: messageToProto(message), duplicate });
+        return encodeSendMessageResponse(encoded.get(message), duplicate);
       },
     },
     {
@@ -119,6 +118,33 @@ export function encodeListMessagesResponse(messages: readonly Uint8Array[], hasM
   if (firstRetainedSeq > 0) {
     out[at++] = 4 << 3;
     varint(firstRetainedSeq);
+  }
+  return out;
+}
+
+/**
+ * encodeSendMessageResponse writes chat.v1.SendMessageResponse from the
+ * encoded message: message = 1 (length-delimited), duplicate = 2 (left out
+ * when false), as protobuf-es does (fast-message.spec.ts compares it with
+ * toBinary). The message's encoding is the one history pages reuse.
+ */
+export function encodeSendMessageResponse(message: Uint8Array, duplicate: boolean): Uint8Array {
+  const lengthBytes = varintSize(message.length);
+  const out = new Uint8Array(1 + lengthBytes + message.length + (duplicate ? 2 : 0));
+  out[0] = (1 << 3) | 2;
+  let at = 1;
+  for (let n = message.length; ; n = Math.floor(n / 0x80)) {
+    if (n < 0x80) {
+      out[at++] = n;
+      break;
+    }
+    out[at++] = (n % 0x80) | 0x80;
+  }
+  out.set(message, at);
+  at += message.length;
+  if (duplicate) {
+    out[at++] = 2 << 3;
+    out[at++] = 1;
   }
   return out;
 }
