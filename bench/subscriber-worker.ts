@@ -7,6 +7,7 @@
  * histogram per phase. Driven by the parent over IPC (lib/protocol.ts).
  */
 import type http2 from "node:http2";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import * as hdr from "hdr-histogram-js";
 import { type LeanStream, connectSession, leanSubscribe } from "./lib/lean-reader.js";
 import { type FromWorker, type PhaseStats, type StreamSpec, type ToWorker, type WorkerTotals, emptyTotals } from "./lib/protocol.js";
@@ -28,6 +29,9 @@ function newHistogram(): hdr.Histogram {
 }
 
 const histograms = new Map<number, hdr.Histogram>();
+/** This worker's own event-loop delay since its streams opened or the last collect (reported with it). */
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
 const phaseCounts = new Map<number, number>();
 const perSecond = new Map<number, [number, number]>();
 const totals: WorkerTotals = emptyTotals();
@@ -213,6 +217,7 @@ async function open(cmd: Extract<ToWorker, { type: "open" }>): Promise<void> {
   while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   clearInterval(progress);
   const ready = totals.ready - readyBefore;
+  loopDelay.reset(); // measure the traffic, not the opening
   send({ type: "opened", ready, failed: batch.length - ready, errors, openSeconds: (performance.now() - t0) / 1000 });
 }
 
@@ -252,7 +257,10 @@ async function collect(cmd: Extract<ToWorker, { type: "collect" }>): Promise<voi
     if (lastPhase === p) lastHist = undefined;
   }
   totals.perSecond = Object.fromEntries([...perSecond].map(([s, v]) => [String(s), v]));
-  send({ type: "collected", phases, totals, waitedMs: Date.now() - t0 });
+  const ms = (ns: number) => Math.round(ns / 1e4) / 100;
+  const delay = { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) };
+  loopDelay.reset();
+  send({ type: "collected", phases, totals, waitedMs: Date.now() - t0, loopDelay: delay });
 }
 
 function closeAll(): void {

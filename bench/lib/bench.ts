@@ -14,6 +14,7 @@ import { type ProcSample, sampleTree, systemCpuSeconds } from "./procstat.js";
 import {
   type FromSender,
   type FromWorker,
+  type LoopDelay,
   type PhaseStats,
   type SenderPhase,
   type SenderPhaseStats,
@@ -87,6 +88,8 @@ export interface PhaseResult {
   deliveryCurve: [number, number][];
   sendCurve: [number, number][];
   window: Window;
+  /** The subscriber workers' event-loop delay over the collected phases (the worst worker's p99 and max). */
+  subscriberLoopDelay: LoopDelay | undefined;
 }
 
 const CORES = os.cpus().length;
@@ -340,7 +343,7 @@ export class Bench {
     for (let i = 0; i < samples.length; i++) samples[i] ??= this.sample();
     if (result.firstError) this.log(`  first sender error: ${result.firstError}`);
     this.lastHeads = result.heads;
-    let collected: { phases: Record<number, PhaseStats>; totals: WorkerTotals; waitedMs: number }[] = [];
+    let collected: { phases: Record<number, PhaseStats>; totals: WorkerTotals; waitedMs: number; loopDelay: LoopDelay }[] = [];
     if (opts.collect && this.workers.length > 0) {
       const waitMs = this.opts.drain * 1000;
       collected = await Promise.all(
@@ -363,6 +366,14 @@ export class Bench {
         deliveryCurve: percentileCurve(deliveryHist),
         sendCurve: percentileCurve(sendHist),
         window: this.window(samples[i] as Sample, samples[i + 1] as Sample),
+        subscriberLoopDelay:
+          collected.length === 0
+            ? undefined
+            : {
+                p50: Math.max(...collected.map((c) => c.loopDelay.p50)),
+                p99: Math.max(...collected.map((c) => c.loopDelay.p99)),
+                max: Math.max(...collected.map((c) => c.loopDelay.max)),
+              },
       };
     });
   }

@@ -34,6 +34,17 @@ export type ToWorker =
   | { type: "snapshot" }
   | { type: "close" };
 
+/**
+ * LoopDelay is how late a worker's event loop ran (ms) since its streams
+ * opened or the previous collect: a delivery arriving during such a stall is timestamped late, so
+ * delivery latencies near these values may be the reader's, not the server's.
+ */
+export interface LoopDelay {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
 /** PhaseStats are the deliveries of one phase seen by one worker (or merged). */
 export interface PhaseStats {
   deliveries: number;
@@ -95,7 +106,7 @@ export function emptyTotals(): WorkerTotals {
 export type FromWorker =
   | { type: "progress"; opened: number; ready: number; failed: number }
   | { type: "opened"; ready: number; failed: number; errors: string[]; openSeconds: number }
-  | { type: "collected"; phases: Record<number, PhaseStats>; totals: WorkerTotals; waitedMs: number }
+  | { type: "collected"; phases: Record<number, PhaseStats>; totals: WorkerTotals; waitedMs: number; loopDelay: LoopDelay }
   | { type: "snapshot"; deliveries: number; ready: number }
   | { type: "closed" }
   | { type: "error"; message: string };
