@@ -16,7 +16,11 @@ function counted(clock: FakeClock) {
     counts.reads += 1;
     return store.firstRetained(groupId);
   };
-  return { store, counts, edges: (maxGroups?: number) => new RetentionEdges({ store: { firstRetained }, clock, maxGroups }) };
+  return {
+    store,
+    counts,
+    edges: (maxGroups?: number, maxAgeMs?: number) => new RetentionEdges({ store: { firstRetained }, clock, maxGroups, maxAgeMs }),
+  };
 }
 
 async function groupOf(store: ReturnType<typeof createSqliteStore>, clock: FakeClock) {
@@ -43,6 +47,21 @@ describe("RetentionEdges", () => {
     assert.equal(await e.firstRetainedSeq(g.id), 2);
     assert.equal(counts.reads, 2);
     assert.equal(await e.firstRetainedSeq(g.id), (await store.firstRetained(g.id))?.seq, "agrees with the store");
+    await store.close();
+  });
+
+  it("reads the edge again after maxAgeMs even while the edge event is retained (a gap below it may have been filled)", async () => {
+    const clock = new FakeClock(Date.UTC(2030, 0, 1));
+    const { store, counts, edges } = counted(clock);
+    const e = edges(undefined, 100);
+    const g = await groupOf(store, clock);
+    assert.equal(await e.firstRetainedSeq(g.id), 1);
+    clock.advance(100);
+    assert.equal(await e.firstRetainedSeq(g.id), 1);
+    assert.equal(counts.reads, 1, "remembered for maxAgeMs");
+    clock.advance(1);
+    assert.equal(await e.firstRetainedSeq(g.id), 1);
+    assert.equal(counts.reads, 2, "read again once maxAgeMs has passed, though seq 1 is still retained");
     await store.close();
   });
 

@@ -1,18 +1,23 @@
 /**
  * RetentionEdges: each group's oldest retained event, read from the store
- * once and then remembered until that event itself leaves retention.
+ * and remembered for at most `maxAgeMs` (default 10 s), and never past the
+ * moment that event itself leaves retention.
  *
- * Exact, not a stale cache: events below the edge are already past retention
- * and never come back, and the edge event stays retained until its
- * `retainedUntil`, so until then the store would answer the same seq. A group
- * with nothing retained is never remembered (its next event becomes the edge).
+ * Why it can be remembered: events below the edge are past retention and
+ * never come back, and the edge event stays retained until its
+ * `retainedUntil`, so the store keeps answering the same seq. The one way the
+ * edge can move down is a gap below it being filled late (on Cassandra the
+ * persister writes an event whose writer died, within seconds): `maxAgeMs`
+ * bounds how long a page may still start above such an event. A group with
+ * nothing retained is never remembered (its next event becomes the edge).
  * Concurrent misses for one group share one store read. At most `maxGroups`
  * edges are kept; past that the oldest-remembered is forgotten.
  */
 import type { Clock, GroupStore, RetainedEdge } from "./ports.js";
 
 export class RetentionEdges {
-  private readonly edges = new Map<string, RetainedEdge>();
+  /** Each remembered edge with the time until which it is used. */
+  private readonly edges = new Map<string, { seq: number; until: number }>();
   private readonly reads = new Map<string, Promise<RetainedEdge | undefined>>();
 
   constructor(
@@ -20,13 +25,14 @@ export class RetentionEdges {
       store: Pick<GroupStore, "firstRetained">;
       clock: Clock;
       maxGroups?: number;
+      maxAgeMs?: number;
     },
   ) {}
 
   /** firstRetainedSeq returns the group's oldest retained seq, or 0 if none is retained. */
   async firstRetainedSeq(groupId: string): Promise<number> {
     const known = this.edges.get(groupId);
-    if (known && this.deps.clock.now() <= known.retainedUntil) return known.seq;
+    if (known && this.deps.clock.now() <= known.until) return known.seq;
     if (known) this.edges.delete(groupId);
     return (await this.read(groupId))?.seq ?? 0;
   }
@@ -50,6 +56,7 @@ export class RetentionEdges {
       const oldest = this.edges.keys().next().value;
       if (oldest !== undefined) this.edges.delete(oldest);
     }
-    this.edges.set(groupId, edge);
+    const until = Math.min(edge.retainedUntil, this.deps.clock.now() + (this.deps.maxAgeMs ?? 10_000));
+    this.edges.set(groupId, { seq: edge.seq, until });
   }
 }
