@@ -98,8 +98,9 @@ export interface AppendResult {
 
 /**
  * RetainedEdge is a group's oldest retained event. Events with a lower seq
- * are past retention and never come back, so the edge stays exactly this
- * event through `retainedUntil`.
+ * are past retention or missing: the expired never come back, so the edge
+ * stays this event through `retainedUntil` unless a missing one is written
+ * late (a store whose writes can leave gaps that are filled afterwards).
  */
 export interface RetainedEdge {
   readonly seq: number;
