@@ -39,10 +39,10 @@ async function until(what: string, check: () => boolean, ms = 5_000): Promise<vo
 describe("WalCheckpointer", () => {
   it("takes checkpointing off the main connection and copies committed pages into the database file from its worker", async () => {
     const { db, path } = openWal();
-    const c = new WalCheckpointer(db, path, 20);
+    const c = new WalCheckpointer(db, path, { intervalMs: 20, backstopPages: 100_000 });
     try {
       assert.equal(await c.ready, true);
-      assert.equal(autocheckpoint(db), 0, "the main connection no longer checkpoints");
+      assert.equal(autocheckpoint(db), 100_000, "the main connection checkpoints only past the backstop");
       const before = statSync(path).size;
       writeRows(db, 2_000); // ~2 MiB of WAL: the main connection alone would leave it all there
       await until("the database file to receive the WAL's pages", () => statSync(path).size > before + 1_000_000);
@@ -55,18 +55,39 @@ describe("WalCheckpointer", () => {
     }
   });
 
+  it("keeps the WAL bounded under back-to-back commits: past the backstop the main connection finishes the checkpoint and the WAL rewinds", async () => {
+    const { db, path } = openWal();
+    const c = new WalCheckpointer(db, path, { intervalMs: 5, backstopPages: 64 });
+    try {
+      assert.equal(await c.ready, true);
+      const insert = db.prepare("INSERT INTO t (body) VALUES (?)");
+      let largest = 0;
+      for (let i = 0; i < 3_000; i++) {
+        insert.run("x".repeat(1024)); // ~3,000 commits of a page or two: ~12-24 MB of WAL frames in all
+        if (i % 50 === 0) largest = Math.max(largest, statSync(`${path}-wal`).size);
+        if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+      }
+      largest = Math.max(largest, statSync(`${path}-wal`).size);
+      assert.ok(largest < 1_000_000, `the WAL grew to ${largest} bytes (backstop: 64 pages of 4 KiB)`);
+      assert.equal((db.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n, 3_000);
+    } finally {
+      await c.stop();
+      db.close();
+    }
+  });
+
   it("gives checkpointing back to the main connection when stopped, or when its worker dies", async () => {
     const first = openWal();
-    const stopped = new WalCheckpointer(first.db, first.path, 20);
+    const stopped = new WalCheckpointer(first.db, first.path, { intervalMs: 20 });
     assert.equal(await stopped.ready, true);
     await stopped.stop();
     assert.equal(autocheckpoint(first.db), DEFAULT_AUTOCHECKPOINT_PAGES);
     first.db.close();
 
     const second = openWal();
-    const killed = new WalCheckpointer(second.db, second.path, 20);
+    const killed = new WalCheckpointer(second.db, second.path, { intervalMs: 20 });
     assert.equal(await killed.ready, true);
-    assert.equal(autocheckpoint(second.db), 0);
+    assert.equal(autocheckpoint(second.db), 4_000, "the default backstop");
     await killed.worker.terminate();
     await until("the fallback", () => autocheckpoint(second.db) === DEFAULT_AUTOCHECKPOINT_PAGES);
     second.db.close();
@@ -74,7 +95,7 @@ describe("WalCheckpointer", () => {
 
   it("leaves the main connection checkpointing itself when the worker cannot open the database", async () => {
     const { db } = openWal();
-    const c = new WalCheckpointer(db, join(dir, "missing", "nothing.sqlite"), 20);
+    const c = new WalCheckpointer(db, join(dir, "missing", "nothing.sqlite"), { intervalMs: 20 });
     assert.equal(await c.ready, false);
     assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
     await c.stop();
