@@ -23,7 +23,7 @@ import type { MessageService } from "./message-service.js";
  * connect-node (e2e tests compare them).
  */
 export function messageFastRoutes(messages: MessageService, onSendResult?: (code: Code | undefined) => void): FastUnaryRoute[] {
-  const encoded = new EncodedMessages(100_000);
+  const encoded = new EncodedMessages(32 * 2 ** 20);
   return [
     {
       rpc: "chat.v1.MessageService/SendMessage",
@@ -61,21 +61,27 @@ function decode<T>(parse: () => T, type: string): T {
  * hand encoder of stream/event-frame.ts, checked byte for byte against
  * protobuf-es, else protobuf-es itself) by message id, so a history page
  * costs one copy per message instead of a reflective encode (~17 µs each
- * here). Messages are immutable once stored;
- * edits (roadmap) must change the key or drop the entry. Bounded: the map
- * starts over when full.
+ * here). Messages are immutable once stored; edits (roadmap) must change the
+ * key or drop the entry. Bounded by bytes: the map starts over past
+ * `maxBytes`. Each entry is copied into memory of its own, so it never keeps
+ * a shared 8 KiB Buffer pool slab alive.
  */
 class EncodedMessages {
   private readonly byId = new Map<string, { seq: number; bytes: Uint8Array }>();
+  private bytesHeld = 0;
 
-  constructor(private readonly max: number) {}
+  constructor(private readonly maxBytes: number) {}
 
   get(m: ChatMessage): Uint8Array {
     const known = this.byId.get(m.id);
     if (known && known.seq === m.seq) return known.bytes;
-    const bytes = encodeMessage(m) ?? toBinary(MessageSchema, messageToProto(m));
-    if (this.byId.size >= this.max) this.byId.clear();
+    const bytes = new Uint8Array(encodeMessage(m) ?? toBinary(MessageSchema, messageToProto(m)));
+    if (this.bytesHeld + bytes.length > this.maxBytes) {
+      this.byId.clear();
+      this.bytesHeld = 0;
+    }
     this.byId.set(m.id, { seq: m.seq, bytes });
+    this.bytesHeld += bytes.length;
     return bytes;
   }
 }
