@@ -78,12 +78,13 @@ describe("RetentionEdges", () => {
     await store.close();
   });
 
-  it("shares one store read between concurrent misses and keeps at most maxGroups edges", async () => {
+  it("keeps at most maxGroups edges, forgetting the oldest remembered", async () => {
     const clock = new FakeClock(Date.UTC(2030, 0, 1));
     const { store, counts, edges } = counted(clock);
     const e = edges(2);
     const [a, b, c] = [await groupOf(store, clock), await groupOf(store, clock), await groupOf(store, clock)];
-    assert.deepEqual(await Promise.all([1, 2, 3].map(() => e.firstRetainedSeq(a.id))), [1, 1, 1]);
+    await e.firstRetainedSeq(a.id);
+    await e.firstRetainedSeq(a.id);
     assert.equal(counts.reads, 1);
     await e.firstRetainedSeq(b.id);
     await e.firstRetainedSeq(c.id); // a, the oldest remembered, is forgotten

@@ -10,7 +10,7 @@
  * persister writes an event whose writer died, within seconds): `maxAgeMs`
  * bounds how long a page may still start above such an event. A group with
  * nothing retained is never remembered (its next event becomes the edge).
- * Concurrent misses for one group share one store read. At most `maxGroups`
+ * At most `maxGroups`
  * edges are kept; past that the oldest-remembered is forgotten.
  */
 import type { Clock, GroupStore, RetainedEdge } from "./ports.js";
@@ -18,7 +18,6 @@ import type { Clock, GroupStore, RetainedEdge } from "./ports.js";
 export class RetentionEdges {
   /** Each remembered edge with the time until which it is used. */
   private readonly edges = new Map<string, { seq: number; until: number }>();
-  private readonly reads = new Map<string, Promise<RetainedEdge | undefined>>();
 
   constructor(
     private readonly deps: {
@@ -37,18 +36,15 @@ export class RetentionEdges {
     return (await this.read(groupId))?.seq ?? 0;
   }
 
-  private read(groupId: string): Promise<RetainedEdge | undefined> {
-    const inFlight = this.reads.get(groupId);
-    if (inFlight) return inFlight;
-    const read = this.deps.store
-      .firstRetained(groupId)
-      .then((edge) => {
-        if (edge) this.remember(groupId, edge);
-        return edge;
-      })
-      .finally(() => this.reads.delete(groupId));
-    this.reads.set(groupId, read);
-    return read;
+  /**
+   * read asks the store. Concurrent misses do not share a read: one that
+   * started before a caller's own acknowledged write could answer "nothing
+   * retained" for a group that now holds that write.
+   */
+  private async read(groupId: string): Promise<RetainedEdge | undefined> {
+    const edge = await this.deps.store.firstRetained(groupId);
+    if (edge) this.remember(groupId, edge);
+    return edge;
   }
 
   private remember(groupId: string, edge: RetainedEdge): void {
