@@ -101,6 +101,18 @@ export function serveFastUnary(
 
   req.on("error", () => {});
   res.on("error", () => {});
+  // A call the client cancels (stream reset, connection gone) ends here: no
+  // deadline timer outlives it, and it is counted as cancelled, not as a
+  // malformed request (the request's end that follows the reset) or a timeout.
+  const cancelled = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(deadlineTimer);
+    route.onResult?.(Code.Canceled);
+    deps.logger.debug({ rpc: route.rpc, code: "Canceled", requestId, userId: principal?.userId, durationMs: Date.now() - started }, "client cancelled the call");
+  };
+  (req as unknown as NodeJS.EventEmitter).once("aborted", cancelled);
+  res.once("close", cancelled);
   let timeoutMs: number | undefined;
   try {
     timeoutMs = grpcTimeoutMs(req.headers["grpc-timeout"]);

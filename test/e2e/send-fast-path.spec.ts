@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { MessageService, SendMessageRequestSchema } from "../../gen/chat/v1/message_service_pb.js";
 import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
 import { historySnapshot, sendMany } from "../support/helpers.js";
+import { scrape } from "../support/metrics-scrape.js";
 import { type Clients, type Protocol, type TestServer, clientsFor, registerUser, startTestServer } from "../support/test-server.js";
 
 const PATH = "/chat.v1.MessageService/SendMessage";
@@ -115,6 +116,30 @@ describe("SendMessage fast path (e2e)", () => {
       assert.equal(code, grpc.status.OK, "a deadline a minute away is served");
     } finally {
       client.close();
+    }
+  });
+
+  it("counts a send whose client goes away before sending its request as CANCELLED, not as a timeout later", async () => {
+    const before = await scrape(server);
+    const session = http2.connect(server.baseUrl);
+    try {
+      const req = session.request({ ":method": "POST", ":path": PATH, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${alice.token}`, "grpc-timeout": "1S" });
+      req.on("error", () => {});
+      req.write(frame(request("c1")).subarray(0, 3)); // part of the request, never finished
+      await new Promise((r) => setTimeout(r, 100));
+      session.destroy(); // the client goes away mid-request
+      const deadline = Date.now() + 5_000;
+      let cancelled = 0;
+      while (Date.now() < deadline && cancelled === 0) {
+        await new Promise((r) => setTimeout(r, 50));
+        cancelled = (await scrape(server)).get("chat_sends_total", { code: "CANCELED", via: "rpc" }) - before.get("chat_sends_total", { code: "CANCELED", via: "rpc" });
+      }
+      assert.equal(cancelled, 1);
+      await new Promise((r) => setTimeout(r, 1_200)); // past the 1 s deadline: no DEADLINE_EXCEEDED is recorded for it
+      const after = await scrape(server);
+      assert.equal(after.get("chat_sends_total", { code: "DEADLINE_EXCEEDED", via: "rpc" }), before.get("chat_sends_total", { code: "DEADLINE_EXCEEDED", via: "rpc" }));
+    } finally {
+      session.close();
     }
   });
 
