@@ -38,10 +38,14 @@ export interface RedisClientOptions {
  *   noticed and is never re-sent on reconnect (so a rate-limit take is
  *   never applied twice by the client);
  * - a command with no reply within `commandTimeoutMs` rejects (it may still
- *   have been executed by the server);
+ *   have been executed by the server); with auto-pipelining a command waits
+ *   for the batch before it to be written, so behind a hung batch it rejects
+ *   within about twice that;
  * - commands issued in one event-loop turn go out in one socket write
  *   (auto-pipelining): one write per command cost more CPU than the
- *   commands themselves under load (profiled on the production bench);
+ *   commands themselves under load (profiled on the production bench).
+ *   Adapters send plain commands (no explicit pipeline() or multi(), which
+ *   are written at once and could overtake auto-pipelined ones);
  * - the client reconnects forever with capped exponential backoff; the
  *   same client works again once the server is back (Lua scripts are
  *   re-sent by ioredis after a NOSCRIPT).

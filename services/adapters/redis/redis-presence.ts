@@ -68,12 +68,12 @@ export class RedisPresence implements Presence {
   }
 
   async setOffline(holder: string, userIds: readonly string[]): Promise<void> {
+    // Plain commands, not an explicit pipeline: the client auto-pipelines them
+    // behind the commands issued before (an explicit pipeline is written at
+    // once and could overtake an earlier setOnline still queued).
     for (let i = 0; i < userIds.length; i += BATCH) {
-      const pipeline = this.client.pipeline();
-      for (const u of userIds.slice(i, i + BATCH)) pipeline.zrem(this.key(u), holder);
-      const results = await this.call(() => pipeline.exec());
-      const failed = results?.find(([err]) => err);
-      if (failed?.[0]) throw redisUnavailable("presence", failed[0]);
+      const batch = userIds.slice(i, i + BATCH);
+      await this.call(() => Promise.all(batch.map((u) => this.client.zrem(this.key(u), holder))));
     }
   }
 
