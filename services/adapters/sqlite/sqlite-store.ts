@@ -547,8 +547,14 @@ export function createSqliteStore(opts: SqliteStoreOptions): SqliteStore {
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
     migrate(db);
-    const inFile = opts.path !== ":memory:" && opts.path !== "";
-    return new SqliteStore(db, opts.retentionMs, opts.clock, inFile ? new WalCheckpointer(db, opts.path) : undefined);
+    if (opts.path === ":memory:" || opts.path === "") return new SqliteStore(db, opts.retentionMs, opts.clock);
+    const checkpointer = new WalCheckpointer(db, opts.path);
+    try {
+      return new SqliteStore(db, opts.retentionMs, opts.clock, checkpointer);
+    } catch (e) {
+      void checkpointer.stop();
+      throw e;
+    }
   } catch (e) {
     db.close();
     throw e;
