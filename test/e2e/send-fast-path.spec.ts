@@ -98,10 +98,18 @@ describe("SendMessage fast path (e2e)", () => {
     // 1 ns has passed by the time the request is read: the send is refused before it runs.
     const passed = await rawGrpc(server.baseUrl, token, frame(request("t2")), { "grpc-timeout": "1n" });
     assert.equal(passed.trailers["grpc-status"] ?? passed.headers["grpc-status"], String(grpc.status.DEADLINE_EXCEEDED));
+    // gRPC-Web (HTTP/1.1) carries the same header: the status comes in the headers or the trailer frame.
+    const web = await fetch(`${server.baseUrl}${PATH}`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1", authorization: `Bearer ${token}`, "grpc-timeout": "1n" },
+      body: frame(request("t5")),
+    });
+    const webBody = Buffer.from(await web.arrayBuffer()).toString("latin1");
+    assert.equal(web.headers.get("grpc-status") ?? /grpc-status:\s*(\d+)/.exec(webBody)?.[1], String(grpc.status.DEADLINE_EXCEEDED));
     const served = await rawGrpc(server.baseUrl, token, frame(request("t3")), { "grpc-timeout": "10S" });
     assert.equal(served.trailers["grpc-status"], "0");
     const stored = (await alice.messages.listMessages({ groupId })).messages.map((m) => m.clientMessageId).filter((c) => c.startsWith("t"));
-    assert.deepEqual(stored, ["t3"], "neither refused send was stored");
+    assert.deepEqual(stored, ["t3"], "no refused send was stored");
     // The reference client's deadline maps to the same status.
     const client = grpcJsClient(server.port, MessageService);
     try {
