@@ -70,7 +70,13 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger)
       })
     : undefined;
   const store: Store =
-    cassandra ?? createSqliteStore({ path: config.storeUrl.slice("sqlite:".length), retentionMs: config.retentionMs, clock });
+    cassandra ??
+    createSqliteStore({
+      path: config.storeUrl.slice("sqlite:".length),
+      retentionMs: config.retentionMs,
+      clock,
+      onBackgroundError: (err) => logger.error({ err }, "sqlite background work failed"),
+    });
   try {
     if (cassandra) {
       checks.push({ name: "cassandra", critical: true, healthy: () => cassandra.isHealthy() });

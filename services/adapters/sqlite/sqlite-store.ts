@@ -47,6 +47,8 @@ export interface SqliteStoreOptions {
   readonly retentionMs: number;
   /** Source of "now" for retention. */
   readonly clock: Clock;
+  /** onBackgroundError hears failures of the store's background work (the WAL checkpoint worker); the store carries on. */
+  readonly onBackgroundError?: (e: Error) => void;
 }
 
 interface UserRow {
@@ -548,7 +550,7 @@ export function createSqliteStore(opts: SqliteStoreOptions): SqliteStore {
     db.pragma("busy_timeout = 5000");
     migrate(db);
     if (opts.path === ":memory:" || opts.path === "") return new SqliteStore(db, opts.retentionMs, opts.clock);
-    const checkpointer = new WalCheckpointer(db, opts.path);
+    const checkpointer = new WalCheckpointer(db, opts.path, opts.onBackgroundError ? { onFailure: opts.onBackgroundError } : {});
     try {
       return new SqliteStore(db, opts.retentionMs, opts.clock, checkpointer);
     } catch (e) {

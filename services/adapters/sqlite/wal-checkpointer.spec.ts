@@ -76,20 +76,24 @@ describe("WalCheckpointer", () => {
     }
   });
 
-  it("gives checkpointing back to the main connection when stopped, or when its worker dies", async () => {
+  it("gives checkpointing back to the main connection when stopped, or when its worker dies (and reports that)", async () => {
     const first = openWal();
-    const stopped = new WalCheckpointer(first.db, first.path, { intervalMs: 20 });
+    const reported: Error[] = [];
+    const stopped = new WalCheckpointer(first.db, first.path, { intervalMs: 20, onFailure: (e) => reported.push(e) });
     assert.equal(await stopped.ready, true);
     await stopped.stop();
     assert.equal(autocheckpoint(first.db), DEFAULT_AUTOCHECKPOINT_PAGES);
+    assert.deepEqual(reported, [], "a stop is not a failure");
     first.db.close();
 
     const second = openWal();
-    const killed = new WalCheckpointer(second.db, second.path, { intervalMs: 20 });
+    const failures: Error[] = [];
+    const killed = new WalCheckpointer(second.db, second.path, { intervalMs: 20, onFailure: (e) => failures.push(e) });
     assert.equal(await killed.ready, true);
     assert.equal(autocheckpoint(second.db), 4_000, "the default backstop");
     await killed.worker.terminate();
     await until("the fallback", () => autocheckpoint(second.db) === DEFAULT_AUTOCHECKPOINT_PAGES);
+    assert.match(String(failures[0]?.message), /checkpoint worker exited/, "the failure is reported");
     second.db.close();
   });
 

@@ -44,7 +44,12 @@ export class WalCheckpointer {
   constructor(
     private readonly db: Db,
     path: string,
-    opts: { intervalMs?: number; backstopPages?: number } = {},
+    opts: {
+      intervalMs?: number;
+      backstopPages?: number;
+      /** onFailure hears the worker failing or exiting on its own (the main connection then checkpoints itself). */
+      onFailure?: (e: Error) => void;
+    } = {},
   ) {
     const backstopPages = opts.backstopPages ?? 4_000;
     this.worker = new Worker(new URL("./wal-checkpoint-worker.mjs", import.meta.url), {
@@ -67,12 +72,16 @@ export class WalCheckpointer {
       this.worker.once("exit", () => resolve(false));
     });
     this.exited = new Promise((resolve) => {
-      this.worker.once("exit", () => {
+      this.worker.once("exit", (code) => {
         this.fallBack();
+        if (!this.stopping) opts.onFailure?.(new Error(`the WAL checkpoint worker exited (code ${code}); checkpoints run on the main thread again`));
         resolve();
       });
     });
-    this.worker.on("error", () => this.fallBack());
+    this.worker.on("error", (e) => {
+      this.fallBack();
+      opts.onFailure?.(e);
+    });
   }
 
   /** stop ends the worker and gives checkpointing back to the main connection. */
