@@ -13,7 +13,7 @@ import type { HistoryAnchor } from "../core/recent-history.js";
 import { checkSeq } from "../core/validate.js";
 import type { FastUnaryRoute } from "../platform/fast-unary.js";
 import { messageToProto } from "../platform/proto-convert.js";
-import { encodeMessage } from "../stream/event-frame.js";
+import { encodeMessage, varintSize, writeVarint } from "../stream/event-frame.js";
 import type { MessageService } from "./message-service.js";
 
 /**
@@ -100,16 +100,9 @@ export function encodeListMessagesResponse(messages: readonly Uint8Array[], hasM
   if (firstRetainedSeq > 0) size += 1 + varintSize(firstRetainedSeq);
   const out = new Uint8Array(size);
   let at = 0;
-  const varint = (n: number) => {
-    while (n >= 0x80) {
-      out[at++] = (n % 0x80) | 0x80;
-      n = Math.floor(n / 0x80);
-    }
-    out[at++] = n;
-  };
   for (const m of messages) {
     out[at++] = (1 << 3) | 2;
-    varint(m.length);
+    at = writeVarint(out, at, m.length);
     out.set(m, at);
     at += m.length;
   }
@@ -119,11 +112,11 @@ export function encodeListMessagesResponse(messages: readonly Uint8Array[], hasM
   }
   if (headSeq > 0) {
     out[at++] = 3 << 3;
-    varint(headSeq);
+    at = writeVarint(out, at, headSeq);
   }
   if (firstRetainedSeq > 0) {
     out[at++] = 4 << 3;
-    varint(firstRetainedSeq);
+    writeVarint(out, at, firstRetainedSeq);
   }
   return out;
 }
@@ -135,31 +128,14 @@ export function encodeListMessagesResponse(messages: readonly Uint8Array[], hasM
  * toBinary). The message's encoding is the one history pages reuse.
  */
 export function encodeSendMessageResponse(message: Uint8Array, duplicate: boolean): Uint8Array {
-  const lengthBytes = varintSize(message.length);
-  const out = new Uint8Array(1 + lengthBytes + message.length + (duplicate ? 2 : 0));
+  const out = new Uint8Array(1 + varintSize(message.length) + message.length + (duplicate ? 2 : 0));
   out[0] = (1 << 3) | 2;
-  let at = 1;
-  for (let n = message.length; ; n = Math.floor(n / 0x80)) {
-    if (n < 0x80) {
-      out[at++] = n;
-      break;
-    }
-    out[at++] = (n % 0x80) | 0x80;
-  }
+  let at = writeVarint(out, 1, message.length);
   out.set(message, at);
   at += message.length;
   if (duplicate) {
     out[at++] = 2 << 3;
-    out[at++] = 1;
+    out[at] = 1;
   }
   return out;
-}
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80);
-    size++;
-  }
-  return size;
 }

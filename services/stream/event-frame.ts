@@ -271,7 +271,7 @@ function writeString(buf: Buffer, p: number, key: number, s: string, bytes: numb
 }
 
 /** varintSize is the encoded size of a non-negative safe integer. */
-function varintSize(n: number): number {
+export function varintSize(n: number): number {
   let v = n;
   let size = 1;
   while (v >= 0x80) {
@@ -281,7 +281,8 @@ function varintSize(n: number): number {
   return size;
 }
 
-function writeVarint(buf: Buffer, p: number, n: number): number {
+/** writeVarint writes a non-negative safe integer at `p` and returns the position after it. */
+export function writeVarint(buf: Uint8Array, p: number, n: number): number {
   let v = n;
   let q = p;
   while (v >= 0x80) {
