@@ -10,8 +10,8 @@
  * persister writes an event whose writer died, within seconds): `maxAgeMs`
  * bounds how long a page may still start above such an event. A group with
  * nothing retained is never remembered (its next event becomes the edge).
- * At most `maxGroups`
- * edges are kept; past that the oldest-remembered is forgotten.
+ * At most `maxGroups` edges are kept; past that the oldest-remembered is
+ * forgotten.
  */
 import type { Clock, GroupStore, RetainedEdge } from "./ports.js";
 

@@ -188,12 +188,17 @@ export class StreamHub {
     this.scheduleExpiry(stream);
   }
 
+  /** firstRetainedSeq is the group's oldest retained seq in the store, or 0 if none is retained (read each time: resume must be exact). */
+  private async firstRetainedSeq(groupId: string): Promise<number> {
+    return (await this.deps.store.firstRetained(groupId))?.seq ?? 0;
+  }
+
   /** startPosition decides where a group's feed starts; a cursor it cannot honour adds a CursorReset. */
   private async startPosition(m: Membership, cursor: ClientCursor | undefined, resets: PendingReset[]): Promise<number> {
     const { id, headSeq, epoch } = m.group;
     if (!cursor) return headSeq;
     if (cursor.epoch !== "" && cursor.epoch !== epoch) {
-      const first = (await this.deps.store.firstRetained(id))?.seq ?? 0;
+      const first = await this.firstRetainedSeq(id);
       const start = first === 0 ? headSeq : first - 1;
       resets.push({ item: resetItem(id, cursor.seq, start + 1, epoch), reason: "epoch" });
       return start;
@@ -314,7 +319,7 @@ export class StreamHub {
    * true is returned; otherwise the gap is transient and false is returned.
    */
   private async skipExpired(feed: GroupFeed, nextSeq: number): Promise<boolean> {
-    const first = (await this.deps.store.firstRetained(feed.channel.groupId))?.seq ?? 0;
+    const first = await this.firstRetainedSeq(feed.channel.groupId);
     if (!feed.attached || first === 0 || feed.cursor + 1 >= first || nextSeq !== first) return false;
     this.jump(feed, first - 1);
     return true;
@@ -327,7 +332,7 @@ export class StreamHub {
    * the feed jumps to the head.
    */
   private async skipAllExpired(feed: GroupFeed): Promise<boolean> {
-    const first = (await this.deps.store.firstRetained(feed.channel.groupId))?.seq ?? 0;
+    const first = await this.firstRetainedSeq(feed.channel.groupId);
     if (!feed.attached || first !== 0) return false;
     this.jump(feed, feed.channel.lastSeq);
     return true;

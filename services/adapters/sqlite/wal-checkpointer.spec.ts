@@ -99,10 +99,12 @@ describe("WalCheckpointer", () => {
 
   it("leaves the main connection checkpointing itself when the worker cannot open the database", async () => {
     const { db } = openWal();
-    const c = new WalCheckpointer(db, join(dir, "missing", "nothing.sqlite"), { intervalMs: 20 });
+    const failures: Error[] = [];
+    const c = new WalCheckpointer(db, join(dir, "missing", "nothing.sqlite"), { intervalMs: 20, onFailure: (e) => failures.push(e) });
     assert.equal(await c.ready, false);
     assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
     await c.stop();
+    assert.equal(failures.length, 1, "reported once (its error, not again for the exit that follows)");
     db.close();
   });
 });

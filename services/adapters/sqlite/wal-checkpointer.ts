@@ -32,6 +32,8 @@ export class WalCheckpointer {
   /** The worker thread; exposed for tests. */
   readonly worker: Worker;
   private stopping = false;
+  /** A failure was reported already (an "error" is followed by "exit"). */
+  private reported = false;
   private readonly exited: Promise<void>;
   /** ready resolves once the worker has taken over checkpointing (true) or could not (false). */
   readonly ready: Promise<boolean>;
@@ -74,12 +76,13 @@ export class WalCheckpointer {
     this.exited = new Promise((resolve) => {
       this.worker.once("exit", (code) => {
         this.fallBack();
-        if (!this.stopping) opts.onFailure?.(new Error(`the WAL checkpoint worker exited (code ${code}); checkpoints run on the main thread again`));
+        if (!this.stopping && !this.reported) opts.onFailure?.(new Error(`the WAL checkpoint worker exited (code ${code}); checkpoints run on the main thread again`));
         resolve();
       });
     });
     this.worker.on("error", (e) => {
       this.fallBack();
+      this.reported = true;
       opts.onFailure?.(e);
     });
   }
