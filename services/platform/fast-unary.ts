@@ -3,7 +3,7 @@ import type { AccessTokens, Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { Clock } from "../core/ports.js";
-import { type AnyRequest, type AnyResponse, type Frame, FrameReader, FrameWriter, binaryStreamProtocol, envelope } from "../stream/wire.js";
+import { type AnyRequest, type AnyResponse, FrameWriter, binaryStreamProtocol, envelope, readOneFrame } from "../stream/wire.js";
 import { verifyBearer } from "./bearer.js";
 import { toConnectError } from "./errors.js";
 import { REQUEST_ID_RE } from "./interceptors.js";
@@ -68,8 +68,6 @@ export function serveFastUnary(
   const startedPrecise = performance.now();
   const given = req.headers["x-request-id"];
   const requestId = typeof given === "string" && REQUEST_ID_RE.test(given) ? given : newId();
-  const reader = new FrameReader(deps.maxRequestBytes);
-  const frames: Frame[] = [];
   const writer = new FrameWriter(protocol, res);
   let principal: Principal | undefined;
   let done = false;
@@ -97,7 +95,6 @@ export function serveFastUnary(
   const fail = (e: unknown) => finish(toConnectError(e));
   const deadlinePassed = () =>
     finish(new ConnectError(`the call's deadline (grpc-timeout) passed before it completed; a retry is safe`, Code.DeadlineExceeded));
-  const oneMessage = () => new ChatError("InvalidArgument", `a ${route.rpc.split("/")[1]} request must carry exactly one message`);
 
   req.on("error", () => {});
   res.on("error", () => {});
@@ -122,25 +119,13 @@ export function serveFastUnary(
   }
   // (A deadline beyond setTimeout's range, ~24 days, is no deadline for this call.)
   if (timeoutMs !== undefined && timeoutMs < 2 ** 31 - 1) deadlineTimer = setTimeout(deadlinePassed, Math.ceil(timeoutMs));
-  req.on("data", (chunk: Buffer) => {
-    if (done) return;
-    try {
-      frames.push(...reader.push(chunk));
-      if (frames.length > 1) throw oneMessage();
-    } catch (e) {
-      fail(e);
-    }
-  });
-  req.on("end", () => {
-    if (done) return;
+  const call = (payload: Buffer) =>
     void (async () => {
-      const frame = frames[0];
-      if (!frame || frames.length > 1 || reader.leftover > 0) throw oneMessage();
       if (timeoutMs !== undefined && performance.now() - startedPrecise >= timeoutMs) return deadlinePassed();
       principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
-      finish(undefined, await route.handle(principal, frame.payload));
+      finish(undefined, await route.handle(principal, payload));
     })().catch(fail);
-  });
+  readOneFrame(req, deps.maxRequestBytes, route.rpc.split("/")[1] ?? route.rpc, () => done, call, fail);
 }
 
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };

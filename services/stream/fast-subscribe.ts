@@ -10,7 +10,7 @@ import type { Logger } from "../platform/logger.js";
 import type { SendResultObserver } from "./connect-requests.js";
 import type { StreamHub } from "./stream-hub.js";
 import { parseCursors } from "./stream-rpc.js";
-import { type AnyRequest, type AnyResponse, type Frame, FrameReader, FrameWriter, type WireProtocol, binaryStreamProtocol } from "./wire.js";
+import { type AnyRequest, type AnyResponse, FrameWriter, type WireProtocol, binaryStreamProtocol, readOneFrame } from "./wire.js";
 
 /** SUBSCRIBE_PATH is the path of StreamService/Subscribe. */
 export const SUBSCRIBE_PATH = "/chat.v1.StreamService/Subscribe";
@@ -48,8 +48,6 @@ export interface FastPathDeps {
  * buffer).
  */
 export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res: AnyResponse, deps: FastPathDeps): void {
-  const reader = new FrameReader(deps.maxRequestBytes);
-  const frames: Frame[] = [];
   let failed = false;
   const writer = new FrameWriter(protocol, res);
   const fail = (e: unknown) => {
@@ -61,23 +59,9 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
   };
   req.on("error", () => {});
   res.on("error", () => {});
-  req.on("data", (chunk: Buffer) => {
-    if (failed) return;
-    try {
-      frames.push(...reader.push(chunk));
-      if (frames.length > 1) throw new ChatError("InvalidArgument", "a Subscribe request must carry exactly one message");
-    } catch (e) {
-      fail(e);
-    }
-  });
-  req.on("end", () => {
-    if (failed) return;
+  const subscribe = (payload: Buffer) =>
     void (async () => {
-      const frame = frames[0];
-      if (!frame || frames.length > 1 || reader.leftover > 0) {
-        throw new ChatError("InvalidArgument", "a Subscribe request must carry exactly one message");
-      }
-      const request = decode(frame.payload);
+      const request = decode(payload);
       const principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
       const cursors = parseCursors(request.cursors);
       if (res.destroyed) return;
@@ -87,7 +71,7 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
       if (res.destroyed || res.writableFinished) handle.close();
       else res.once("close", () => handle.close());
     })().catch(fail);
-  });
+  readOneFrame(req, deps.maxRequestBytes, "Subscribe", () => failed, subscribe, fail);
 }
 
 function decode(payload: Buffer) {

@@ -293,6 +293,41 @@ export class FrameReader {
   }
 }
 
+/**
+ * readOneFrame reads the body of a unary or server-streaming call: exactly
+ * one framed message, handed to `onFrame` at the body's end. A refusal (a
+ * second message, an incomplete one, one too large or compressed) goes to
+ * `onError` as soon as it is seen, InvalidArgument naming `method`. Once
+ * `answered()` is true (the caller has replied), the rest is ignored.
+ */
+export function readOneFrame(
+  req: AnyRequest,
+  maxBytes: number,
+  method: string,
+  answered: () => boolean,
+  onFrame: (payload: Buffer) => void,
+  onError: (e: unknown) => void,
+): void {
+  const reader = new FrameReader(maxBytes);
+  const frames: Frame[] = [];
+  const oneMessage = () => new ChatError("InvalidArgument", `a ${method} request must carry exactly one message`);
+  req.on("data", (chunk: Buffer) => {
+    if (answered()) return;
+    try {
+      frames.push(...reader.push(chunk));
+      if (frames.length > 1) throw oneMessage();
+    } catch (e) {
+      onError(e);
+    }
+  });
+  req.on("end", () => {
+    if (answered()) return;
+    const frame = frames[0];
+    if (!frame || frames.length > 1 || reader.leftover > 0) onError(oneMessage());
+    else onFrame(frame.payload);
+  });
+}
+
 /** envelope frames a payload with the given flags. */
 export function envelope(flags: number, payload: Buffer): Buffer {
   const frame = Buffer.allocUnsafe(5 + payload.length);
