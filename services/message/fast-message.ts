@@ -63,8 +63,8 @@ function decode<T>(parse: () => T, type: string): T {
  * costs one copy per message instead of a reflective encode (~17 µs each
  * here). Messages are immutable once stored; edits (roadmap) must change the
  * key or drop the entry. Bounded by bytes: the map starts over past
- * `maxBytes`. Each entry is copied into memory of its own, so it never keeps
- * a shared 8 KiB Buffer pool slab alive.
+ * `maxBytes`. Both encoders return memory of its own, so no entry keeps a
+ * shared 8 KiB Buffer pool slab alive.
  */
 class EncodedMessages {
   private readonly byId = new Map<string, { seq: number; bytes: Uint8Array }>();
@@ -75,7 +75,7 @@ class EncodedMessages {
   get(m: ChatMessage): Uint8Array {
     const known = this.byId.get(m.id);
     if (known && known.seq === m.seq) return known.bytes;
-    const bytes = new Uint8Array(encodeMessage(m) ?? toBinary(MessageSchema, messageToProto(m)));
+    const bytes = encodeMessage(m) ?? toBinary(MessageSchema, messageToProto(m));
     if (this.bytesHeld + bytes.length > this.maxBytes) {
       this.byId.clear();
       this.bytesHeld = 0;

@@ -147,12 +147,14 @@ export function encodeEventFrame(event: GroupEvent): Buffer | undefined {
 /**
  * encodeMessage returns chat.v1.Message as protobuf-es writes it (history
  * pages reuse it), or undefined for numbers outside what this encoder
- * handles; the caller then uses the generic encoder.
+ * handles; the caller then uses the generic encoder. The bytes are in memory
+ * of their own, not a slice of Buffer's shared pool, so a cache can keep them
+ * without keeping a pool slab alive.
  */
 export function encodeMessage(m: ChatMessage): Buffer | undefined {
   if (!isUint(m.seq) || !isUint(m.sentAt)) return undefined;
   const sizes = messageSizes(m);
-  const buf = Buffer.allocUnsafe(sizes.total);
+  const buf = Buffer.allocUnsafeSlow(sizes.total);
   const p = writeMessage(buf, 0, m, sizes);
   if (p !== buf.length) throw new Error(`message: wrote ${p} of ${buf.length} bytes`);
   return buf;
