@@ -11,7 +11,7 @@ import { Code } from "@connectrpc/connect";
 import { rejectsWith } from "../support/assertions.js";
 import { type Scrape, scrape } from "../support/metrics-scrape.js";
 import { freePort, historySnapshot, sendMany } from "../support/helpers.js";
-import { registerUser, startTestServer } from "../support/test-server.js";
+import { MovableClock, registerUser, startTestServer } from "../support/test-server.js";
 
 describe("history (e2e)", () => {
   it("gives the same pages from the warm cache as from the store, across capacity trims and membership events", async () => {
@@ -66,6 +66,32 @@ describe("send limit (e2e)", () => {
       await bob.messages.sendMessage({ groupId: g1.groupId, text: "bob has his own budget", clientMessageId: "b-1" });
       const history = await alice.messages.listMessages({ groupId: g2.groupId });
       assert.deepEqual(history.messages.map((m) => m.text), ["b 0"], "the refused message was not stored");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("history across retention (e2e)", () => {
+  it("never pages an expired message, from the warm cache either: the remembered retention edge moves when its event expires", async () => {
+    const clock = new MovableClock();
+    const server = await startTestServer({ RETENTION: "1h", ACCESS_TOKEN_TTL: "1d" }, { clock });
+    try {
+      const alice = await registerUser(server.baseUrl, "grpc", "edge");
+      const gid = (await alice.groups.createGroup({ name: "edge" })).group?.groupId ?? "";
+      await sendMany(alice, gid, 3, { concurrency: 1 }); // seqs 2..4
+      const first = await alice.messages.listMessages({ groupId: gid });
+      assert.equal(first.firstRetainedSeq, 1n, "the edge (the group's creation) is read and remembered");
+      clock.offsetMs += 40 * 60_000;
+      await sendMany(alice, gid, 2, { concurrency: 1 }); // seqs 5..6, 40 min later
+      clock.offsetMs += 30 * 60_000; // 2..4 and the creation are past the hour; 5..6 are not
+      const before = await scrape(server);
+      const page = await alice.messages.listMessages({ groupId: gid });
+      const after = await scrape(server);
+      assert.equal(after.get("chat_history_pages_total", { source: "cache" }) - before.get("chat_history_pages_total", { source: "cache" }), 1, "answered by the cache");
+      assert.equal(page.firstRetainedSeq, 5n);
+      assert.deepEqual(page.messages.map((m) => Number(m.seq)), [5, 6]);
+      assert.equal(page.hasMore, false);
     } finally {
       await server.stop();
     }
