@@ -6,8 +6,10 @@
  */
 import { ConfigError, argsToEnv, loadConfig } from "./platform/config.js";
 import { startApp } from "./platform/app.js";
+import { turnOffPretenuring } from "./platform/gc-tuning.js";
 
 async function main(): Promise<void> {
+  turnOffPretenuring();
   let config;
   try {
     config = loadConfig({ ...process.env, ...argsToEnv(process.argv.slice(2)) });

@@ -4,10 +4,12 @@
 // and, once its measured phase runs:
 //   node --experimental-websocket bench/tools/heap-sample.mjs 9339 10 /tmp/fixed.heapprofile
 // (port, seconds, output file: a .heapprofile Chrome DevTools opens). Sampling slows the server: it tells where the
-// allocations come from, not the latency.
+// allocations come from, not the latency. A fourth argument `survivors` leaves out the objects that died young
+// (collected by a scavenge): what remains is what the scavenges copy and promote, the objects that make them slow.
 import { writeFileSync } from "node:fs";
 
-const [port = "9339", seconds = "10", out = "server.heapprofile"] = process.argv.slice(2);
+const [port = "9339", seconds = "10", out = "server.heapprofile", which = "all"] = process.argv.slice(2);
+if (which !== "all" && which !== "survivors") throw new Error(`the fourth argument is "all" or "survivors", not ${which}`);
 const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
 const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
 await new Promise((resolve, reject) => {
@@ -29,7 +31,7 @@ const call = (method, params = {}) =>
   });
 
 await call("HeapProfiler.enable");
-await call("HeapProfiler.startSampling", { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+await call("HeapProfiler.startSampling", { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: which === "all" });
 await new Promise((r) => setTimeout(r, Number(seconds) * 1000));
 const { profile } = (await call("HeapProfiler.stopSampling")).result;
 ws.close();
