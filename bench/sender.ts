@@ -19,6 +19,11 @@ import {
   encodeSendMessageRequest,
   nowUs,
 } from "./lib/wire-lite.js";
+import { turnOffPretenuring } from "../services/platform/gc-tuning.js";
+
+// The same young-generation behaviour as the server (see gc-tuning.ts): the readers' and the sender's own stalls count in
+// the latencies they measure.
+turnOffPretenuring();
 
 function send(msg: FromSender): void {
   process.send?.(msg);

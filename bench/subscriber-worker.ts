@@ -12,6 +12,11 @@ import * as hdr from "hdr-histogram-js";
 import { type LeanStream, connectSession, leanSubscribe } from "./lib/lean-reader.js";
 import { type FromWorker, type PhaseStats, type StreamSpec, type ToWorker, type WorkerTotals, emptyTotals } from "./lib/protocol.js";
 import { type LeanItem, type Stamp, nowUs, readStamp } from "./lib/wire-lite.js";
+import { turnOffPretenuring } from "../services/platform/gc-tuning.js";
+
+// The same young-generation behaviour as the server (see gc-tuning.ts): the readers' and the sender's own stalls count in
+// the latencies they measure.
+turnOffPretenuring();
 
 function send(msg: FromWorker): void {
   process.send?.(msg);
