@@ -1,11 +1,13 @@
 // Prints the top functions of a V8 .cpuprofile (from node --cpu-prof, e.g.
 // `bench/run.ts --profile`) by self time and by inclusive time.
-// usage: node bench/tools/cpuprofile-top.mjs <file.cpuprofile> [n]
+// usage: node bench/tools/cpuprofile-top.mjs <file.cpuprofile> [n] [last-seconds]
+// With last-seconds, only the samples of the profile's last that many seconds count (e.g. a run's measured phase,
+// without its setup).
 import { readFileSync } from "node:fs";
 
-const [file, nArg] = process.argv.slice(2);
+const [file, nArg, lastArg] = process.argv.slice(2);
 if (!file) {
-  process.stderr.write("usage: node bench/tools/cpuprofile-top.mjs <file.cpuprofile> [n]\n");
+  process.stderr.write("usage: node bench/tools/cpuprofile-top.mjs <file.cpuprofile> [n] [last-seconds]\n");
   process.exit(2);
 }
 const n = Number(nArg ?? 30);
@@ -15,7 +17,13 @@ const parent = new Map();
 for (const x of prof.nodes) for (const c of x.children ?? []) parent.set(c, x.id);
 const self = new Map();
 const dt = prof.timeDeltas;
-for (let i = 0; i < prof.samples.length; i++) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (dt[i] ?? 0));
+// A sample's time is the profile's start plus the deltas up to it (µs).
+const from = lastArg === undefined ? -Infinity : prof.endTime - Number(lastArg) * 1e6;
+let at = prof.startTime;
+for (let i = 0; i < prof.samples.length; i++) {
+  at += dt[i] ?? 0;
+  if (at >= from) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (dt[i] ?? 0));
+}
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 const label = (x) => {
   const f = x.callFrame;

@@ -88,13 +88,34 @@ describe("WalCheckpointer", () => {
 
     const second = openWal();
     const failures: Error[] = [];
-    const killed = new WalCheckpointer(second.db, second.path, { intervalMs: 20, onFailure: (e) => failures.push(e) });
+    // A restart far away: this part looks at the fallback alone.
+    const killed = new WalCheckpointer(second.db, second.path, { intervalMs: 20, restartDelayMs: 60_000, onFailure: (e) => failures.push(e) });
     assert.equal(await killed.ready, true);
     assert.equal(autocheckpoint(second.db), 4_000, "the default backstop");
     await killed.worker.terminate();
     await until("the fallback", () => autocheckpoint(second.db) === DEFAULT_AUTOCHECKPOINT_PAGES);
-    assert.match(String(failures[0]?.message), /checkpoint worker exited/, "the failure is reported");
+    assert.match(String(failures[0]?.message), /checkpoint worker exited .*a new worker starts in 60000 ms/, "the failure is reported");
+    await killed.stop();
+    assert.equal(killed.started, 1, "stop cancels the pending restart");
+    assert.equal(failures.length, 1);
     second.db.close();
+  });
+
+  it("starts a new worker after its worker dies, which takes checkpointing back and checkpoints", async () => {
+    const { db, path } = openWal();
+    const failures: Error[] = [];
+    const c = new WalCheckpointer(db, path, { intervalMs: 20, restartDelayMs: 50, onFailure: (e) => failures.push(e) });
+    assert.equal(await c.ready, true);
+    await c.worker.terminate();
+    await until("the new worker", () => c.started === 2 && autocheckpoint(db) === 4_000);
+    assert.equal(failures.length, 1, "the death is reported once");
+    // The new worker does the work: committed pages reach the database file with no checkpoint on this connection.
+    const before = statSync(path).size;
+    writeRows(db, 200);
+    await until("pages checkpointed by the new worker", () => statSync(path).size >= before + 200 * 1024);
+    await c.stop();
+    assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
+    db.close();
   });
 
   it("leaves the main connection checkpointing itself when the worker cannot open the database", async () => {
@@ -105,6 +126,7 @@ describe("WalCheckpointer", () => {
     assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
     await c.stop();
     assert.equal(failures.length, 1, "reported once (its error, not again for the exit that follows)");
+    assert.equal(c.started, 1, "no restart after stop");
     db.close();
   });
 });

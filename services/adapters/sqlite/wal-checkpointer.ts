@@ -19,8 +19,11 @@
  *   past it, the committing connection checkpoints the few frames the worker
  *   has not copied yet, and the next write rewinds the WAL. The WAL file is
  *   truncated back to the backstop size after a rewind (journal_size_limit).
- *   If the worker fails or exits on its own, the main connection goes back to
- *   SQLite's default (wal_autocheckpoint = 1000).
+ * - If the worker fails or exits on its own, the main connection goes back to
+ *   SQLite's default (wal_autocheckpoint = 1000) at once, the failure is
+ *   reported, and a new worker is started after `restartDelayMs` (doubling
+ *   after each failure in a row, at most `maxRestartDelayMs`); once it is
+ *   ready it takes checkpointing back.
  */
 import { Worker } from "node:worker_threads";
 import type { Database as Db } from "better-sqlite3";
@@ -28,71 +31,114 @@ import type { Database as Db } from "better-sqlite3";
 /** SQLite's default wal_autocheckpoint, restored when the worker is gone. */
 export const DEFAULT_AUTOCHECKPOINT_PAGES = 1000;
 
+/** WalCheckpointerOptions tune a WalCheckpointer; every field has a default. */
+export interface WalCheckpointerOptions {
+  /** How often the worker checkpoints (default 250 ms). */
+  intervalMs?: number;
+  /** The main connection's wal_autocheckpoint while a worker runs (default 4,000 pages). */
+  backstopPages?: number;
+  /** Wait before starting a new worker after a failure (default 1 s), doubled per failure in a row. */
+  restartDelayMs?: number;
+  /** The longest wait between restarts (default 60 s). */
+  maxRestartDelayMs?: number;
+  /** onFailure hears each worker failing or exiting on its own (the main connection then checkpoints itself). */
+  onFailure?: (e: Error) => void;
+}
+
 export class WalCheckpointer {
-  /** The worker thread; exposed for tests. */
-  readonly worker: Worker;
+  private current!: Worker;
   private stopping = false;
-  /** A failure was reported already (an "error" is followed by "exit"). */
-  private reported = false;
-  private readonly exited: Promise<void>;
-  /** ready resolves once the worker has taken over checkpointing (true) or could not (false). */
+  private exited: Promise<void> = Promise.resolve();
+  private restartTimer: NodeJS.Timeout | undefined;
+  private failuresInARow = 0;
+  private readonly backstopPages: number;
+  /** ready resolves once the first worker has taken over checkpointing (true) or could not (false). */
   readonly ready: Promise<boolean>;
+  /** How many workers were started: 1, plus one per restart. */
+  started = 0;
 
   /**
    * The constructor starts the worker on `path` (a WAL database that `db` has
    * open). Once the worker is ready, `db` checkpoints only past the backstop;
-   * until then, and if the worker cannot start, it keeps SQLite's default.
+   * until then, and while no worker runs, it keeps SQLite's default.
    */
   constructor(
     private readonly db: Db,
-    path: string,
-    opts: {
-      intervalMs?: number;
-      backstopPages?: number;
-      /** onFailure hears the worker failing or exiting on its own (the main connection then checkpoints itself). */
-      onFailure?: (e: Error) => void;
-    } = {},
+    private readonly path: string,
+    private readonly opts: WalCheckpointerOptions = {},
   ) {
-    const backstopPages = opts.backstopPages ?? 4_000;
-    this.worker = new Worker(new URL("./wal-checkpoint-worker.mjs", import.meta.url), {
-      workerData: { path, intervalMs: opts.intervalMs ?? 250 },
+    this.backstopPages = opts.backstopPages ?? 4_000;
+    this.ready = this.start();
+  }
+
+  /** The running (or last) worker thread; exposed for tests. */
+  get worker(): Worker {
+    return this.current;
+  }
+
+  /** stop ends the worker (and any pending restart) and gives checkpointing back to the main connection. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    this.current.ref();
+    this.current.postMessage("stop");
+    await this.exited;
+    this.fallBack();
+  }
+
+  private start(): Promise<boolean> {
+    this.started += 1;
+    const worker = new Worker(new URL("./wal-checkpoint-worker.mjs", import.meta.url), {
+      workerData: { path: this.path, intervalMs: this.opts.intervalMs ?? 250 },
       execArgv: [], // plain JavaScript: no tsx loader needed
     });
-    this.ready = new Promise((resolve) => {
-      this.worker.once("message", (m) => {
-        const ok = m === "ready" && !this.stopping && db.open;
+    this.current = worker;
+    /** An "error" was reported already; the "exit" that follows is not reported again. */
+    let reported = false;
+    const ready = new Promise<boolean>((resolve) => {
+      worker.once("message", (m) => {
+        const ok = m === "ready" && !this.stopping && this.db.open;
         if (ok) {
-          db.pragma(`wal_autocheckpoint = ${backstopPages}`);
-          db.pragma(`journal_size_limit = ${backstopPages * (db.pragma("page_size", { simple: true }) as number)}`);
+          this.failuresInARow = 0;
+          this.db.pragma(`wal_autocheckpoint = ${this.backstopPages}`);
+          this.db.pragma(`journal_size_limit = ${this.backstopPages * (this.db.pragma("page_size", { simple: true }) as number)}`);
         }
         // Once running, the worker does not hold the process open: every commit
         // is already durable and SQLite survives a checkpoint cut short. (A
         // stop() already under way holds it open until the worker exits.)
-        if (!this.stopping) this.worker.unref();
+        if (!this.stopping) worker.unref();
         resolve(ok);
       });
-      this.worker.once("exit", () => resolve(false));
+      worker.once("exit", () => resolve(false));
     });
     this.exited = new Promise((resolve) => {
-      this.worker.once("exit", (code) => {
-        this.fallBack();
-        if (!this.stopping && !this.reported) opts.onFailure?.(new Error(`the WAL checkpoint worker exited (code ${code}); checkpoints run on the main thread again`));
+      worker.once("exit", (code) => {
+        if (!this.stopping) {
+          this.failed(reported ? undefined : new Error(`the WAL checkpoint worker exited (code ${code})`));
+        }
         resolve();
       });
     });
-    this.worker.on("error", (e) => {
+    worker.on("error", (e) => {
+      reported = true;
       this.fallBack();
-      this.reported = true;
-      opts.onFailure?.(e);
+      if (!this.stopping) this.opts.onFailure?.(e);
     });
+    return ready;
   }
 
-  /** stop ends the worker and gives checkpointing back to the main connection. */
-  async stop(): Promise<void> {
-    this.stopping = true;
-    this.worker.ref();
-    this.worker.postMessage("stop");
-    await this.exited;
+  /** failed hands checkpointing back to the main connection, reports, and schedules a new worker. */
+  private failed(e: Error | undefined): void {
+    this.fallBack();
+    const base = this.opts.restartDelayMs ?? 1_000;
+    const delay = Math.min(base * 2 ** this.failuresInARow, this.opts.maxRestartDelayMs ?? 60_000);
+    this.failuresInARow += 1;
+    if (e) this.opts.onFailure?.(new Error(`${e.message}; checkpoints run on the main thread until a new worker starts in ${delay} ms`));
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (!this.stopping && this.db.open) void this.start();
+    }, delay);
+    this.restartTimer.unref();
   }
 
   private fallBack(): void {
