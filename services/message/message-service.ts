@@ -16,6 +16,13 @@ export interface MessageSettings {
   readonly maxTextBytes: number;
   /** Sends per user (one bucket per user across groups and processes). */
   readonly sendsPerUser: RateLimit;
+  /**
+   * Sends this process works on at once (accepted, not yet answered). A send
+   * past it is refused at once with ResourceExhausted and a retry hint, so an
+   * overloaded process keeps answering promptly instead of queueing without
+   * bound; nothing of a refused send is written.
+   */
+  readonly maxSendsInFlight: number;
 }
 
 /** HistoryPage is a page of ListMessages. */
@@ -33,6 +40,7 @@ export interface HistoryPage {
  */
 export class MessageService {
   private readonly retentionEdges: RetentionEdges;
+  private inFlight = 0;
 
   constructor(
     private readonly deps: {
@@ -53,11 +61,19 @@ export class MessageService {
     this.retentionEdges = new RetentionEdges({ store: deps.store, clock: deps.clock });
   }
 
+  /** sendsInFlight is how many sends this process is working on. */
+  get sendsInFlight(): number {
+    return this.inFlight;
+  }
+
   /**
    * send stores and publishes a message; ResourceExhausted (with a retry
-   * hint) past the sender's rate limit. A duplicate is published again as
-   * well: subscribers drop seqs they have seen, and this heals a publish
-   * that was lost between the write and a crash.
+   * hint) past the sender's rate limit, or when this process already works
+   * on `maxSendsInFlight` sends (checked before anything is read or taken,
+   * so a refused send costs no rate-limit token and writes nothing). A
+   * duplicate is published again as well: subscribers drop seqs they have
+   * seen, and this heals a publish that was lost between the write and a
+   * crash.
    */
   async send(
     caller: Principal,
@@ -68,18 +84,24 @@ export class MessageService {
     checkId("group_id", groupId);
     checkText(text, this.deps.settings.maxTextBytes);
     checkClientMessageId(clientMessageId);
-    await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
-    await this.deps.membership.requireMember(groupId, caller.userId);
-    const { event, duplicate } = await this.deps.store.appendMessage({
-      id: newId(),
-      groupId,
-      sender: { id: caller.userId, username: caller.username },
-      text,
-      clientMessageId,
-      sentAt: this.deps.clock.now(),
-    });
-    await this.deps.fanout.event(event);
-    return { message: event.body.message, duplicate };
+    if (this.inFlight >= this.deps.settings.maxSendsInFlight) throw busy(this.deps.settings.maxSendsInFlight);
+    this.inFlight += 1;
+    try {
+      await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
+      await this.deps.membership.requireMember(groupId, caller.userId);
+      const { event, duplicate } = await this.deps.store.appendMessage({
+        id: newId(),
+        groupId,
+        sender: { id: caller.userId, username: caller.username },
+        text,
+        clientMessageId,
+        sentAt: this.deps.clock.now(),
+      });
+      await this.deps.fanout.event(event);
+      return { message: event.body.message, duplicate };
+    } finally {
+      this.inFlight -= 1;
+    }
   }
 
   /**
@@ -118,4 +140,15 @@ export class MessageService {
     }
     await this.deps.store.ackMember(groupId, caller.userId, seq);
   }
+}
+
+/**
+ * busy is the refusal of a send past the in-flight limit. Its retry hint is
+ * spread over 0.5-1.5 s so that refused clients do not all come back in the
+ * same instant.
+ */
+function busy(limit: number): ChatError {
+  return new ChatError("ResourceExhausted", `the server is busy (${limit} sends in progress); retry in about 1 s with the same client_message_id`, {
+    retryAfterMs: 500 + Math.floor(Math.random() * 1000),
+  });
 }

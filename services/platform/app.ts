@@ -129,8 +129,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     onCacheError: (err) => logger.debug({ err }, "recent-messages cache failed; using the store"),
     onHistoryPage: (source) => metrics.historyPage(source),
     clock,
-    settings: { maxTextBytes: config.maxTextBytes, sendsPerUser: { burst: config.sendBurst, perSecond: config.sendsPerSecond } },
+    settings: {
+      maxTextBytes: config.maxTextBytes,
+      sendsPerUser: { burst: config.sendBurst, perSecond: config.sendsPerSecond },
+      maxSendsInFlight: config.sendMaxInFlight,
+    },
   });
+  metrics.countSendsInFlightWith(() => messages.sendsInFlight);
   const onStreamSend = (code: Code | undefined) => metrics.sendResult("stream", code);
   const hub = new StreamHub({
     store,

@@ -32,6 +32,8 @@ export interface Config {
   /** Sustained sends per user per second, and the burst allowed above it. */
   readonly sendsPerSecond: number;
   readonly sendBurst: number;
+  /** Sends one process works on at once; past it SendMessage is RESOURCE_EXHAUSTED with a retry hint. */
+  readonly sendMaxInFlight: number;
   /** Newest messages per group kept for history reads by the recent-messages cache. */
   readonly recentMessagesPerGroup: number;
   /** How long a process's presence entries live unrefreshed (after a crash, its users look online this long). */
@@ -76,6 +78,7 @@ export const SETTINGS = {
   MAX_GROUP_MEMBERS: "largest group (default 1000)",
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
+  SEND_MAX_IN_FLIGHT: "sends one process works on at once; past it SendMessage answers RESOURCE_EXHAUSTED with retry-after (default 1000)",
   RECENT_MESSAGES_PER_GROUP: "newest messages per group the recent-messages cache keeps for history reads (default 100)",
   PRESENCE_TTL: "how long a process's presence entries live unless refreshed (every third of it); after a crash its users look online this long (default 30s)",
   HEARTBEAT_INTERVAL: "heartbeat period on streams (default 15s)",
@@ -163,6 +166,7 @@ export function loadConfig(env: Env): Config {
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
+    sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
     recentMessagesPerGroup: read.integer("RECENT_MESSAGES_PER_GROUP", 100, 1, 10_000),
     presenceTtlMs: read.duration("PRESENCE_TTL", "30s", 1_000, MAX_TIMER_MS),
     heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100, MAX_TIMER_MS),

@@ -42,6 +42,7 @@ export class AppMetrics {
   private readonly sends: Counter<"code" | "via">;
   private readonly historyPages: Counter<"source">;
   private activeStreams: () => number = () => 0;
+  private sendsInFlight: () => number = () => 0;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -117,6 +118,17 @@ export class AppMetrics {
         for (const [reason, n] of Object.entries(recorder.cursorResets)) this.inc({ reason }, n);
       },
     });
+    const sendsInFlight = () => this.sendsInFlight();
+    new Gauge({
+      name: "chat_sends_in_flight",
+      help:
+        "Sends this process is working on (accepted, not yet answered). At SEND_MAX_IN_FLIGHT further sends are refused with " +
+        'RESOURCE_EXHAUSTED (counted in chat_sends_total{code="RESOURCE_EXHAUSTED"}).',
+      registers,
+      collect() {
+        this.set(sendsInFlight());
+      },
+    });
     this.sends = new Counter({
       name: "chat_sends_total",
       help:
@@ -140,6 +152,11 @@ export class AppMetrics {
   /** countStreamsWith sets where chat_streams_active reads the number of open streams (at scrape time). */
   countStreamsWith(count: () => number): void {
     this.activeStreams = count;
+  }
+
+  /** countSendsInFlightWith sets where chat_sends_in_flight reads the number of sends in progress (at scrape time). */
+  countSendsInFlightWith(count: () => number): void {
+    this.sendsInFlight = count;
   }
 
   /** sendResult records the outcome of one send: undefined for OK, else the status code the client got. */
@@ -169,6 +186,7 @@ export class AppMetrics {
    */
   close(): void {
     this.activeStreams = () => 0;
+    this.sendsInFlight = () => 0;
     this.registry.clear();
   }
 }

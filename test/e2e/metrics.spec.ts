@@ -101,6 +101,7 @@ describe("metrics", () => {
       "chat_stream_buffer_overflows_total",
       "chat_stream_cursor_resets_total",
       "chat_sends_total",
+      "chat_sends_in_flight",
       "process_cpu_user_seconds_total",
       "nodejs_eventloop_lag_seconds",
     ]) {

@@ -1,0 +1,63 @@
+/**
+ * Load shedding (SEND_MAX_IN_FLIGHT): past the number of sends one process
+ * works on at once, SendMessage is refused at once with RESOURCE_EXHAUSTED
+ * and a retry-after hint, nothing of a refused send is written, and a retry
+ * with the same client_message_id goes through once the process has room.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { scrape } from "../support/metrics-scrape.js";
+import { type Clients, type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+
+describe("SendMessage load shedding (e2e)", () => {
+  let server: TestServer;
+  let alice: Clients;
+  let groupId: string;
+  before(async () => {
+    server = await startTestServer({ SEND_MAX_IN_FLIGHT: "1" });
+    alice = await registerUser(server.baseUrl, "grpc", "busy");
+    const { group } = await alice.groups.createGroup({ name: "busy" });
+    groupId = group?.groupId ?? "";
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("refuses sends past the in-flight limit with RESOURCE_EXHAUSTED and retry-after, writes none of them, and takes their retries", async () => {
+    const before = await scrape(server);
+    const ids = Array.from({ length: 40 }, (_, i) => `busy-${i}`);
+    // 40 sends at once on one HTTP/2 connection: the first holds the only slot until its commit (next loop turn).
+    const results = await Promise.allSettled(ids.map((id) => alice.messages.sendMessage({ groupId, text: id, clientMessageId: id })));
+    const accepted = ids.filter((_, i) => results[i]!.status === "fulfilled");
+    const refused = ids.filter((_, i) => results[i]!.status === "rejected");
+    assert.ok(accepted.length >= 1 && refused.length >= 1, `some accepted (${accepted.length}) and some refused (${refused.length})`);
+    for (const r of results) {
+      if (r.status === "fulfilled") continue;
+      const err = ConnectError.from(r.reason);
+      assert.equal(err.code, Code.ResourceExhausted, err.message);
+      assert.match(err.rawMessage, /server is busy \(1 sends in progress\); retry in about 1 s with the same client_message_id/);
+      const retryAfter = Number(err.metadata.get("retry-after"));
+      assert.ok(retryAfter >= 1 && retryAfter <= 2, `retry-after ${err.metadata.get("retry-after")}`);
+    }
+
+    // Nothing of a refused send was written: the history holds exactly the accepted ones.
+    const page = await alice.messages.listMessages({ groupId, limit: 100 });
+    assert.deepEqual(page.messages.map((m) => m.clientMessageId).sort(), [...accepted].sort());
+
+    // Retried one at a time, every refused send goes through, once each.
+    for (const id of refused) {
+      const res = await alice.messages.sendMessage({ groupId, text: id, clientMessageId: id });
+      assert.equal(res.message?.clientMessageId, id);
+    }
+    const all = await alice.messages.listMessages({ groupId, limit: 100 });
+    assert.deepEqual(all.messages.map((m) => m.clientMessageId).sort(), [...ids].sort());
+    assert.deepEqual(all.messages.map((m) => m.seq), all.messages.map((_, i) => all.messages[0]!.seq + BigInt(i)), "no seq skipped");
+
+    const afterwards = await scrape(server);
+    const delta = (code: string) => afterwards.get("chat_sends_total", { code, via: "rpc" }) - before.get("chat_sends_total", { code, via: "rpc" });
+    assert.equal(delta("RESOURCE_EXHAUSTED"), refused.length, "each refusal is counted");
+    assert.equal(delta("OK"), ids.length, "each accepted send and retry is counted once");
+    assert.equal(afterwards.get("chat_sends_in_flight"), 0, "no send left in flight");
+  });
+});
