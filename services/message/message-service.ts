@@ -41,6 +41,7 @@ export interface HistoryPage {
 export class MessageService {
   private readonly retentionEdges: RetentionEdges;
   private inFlight = 0;
+  private refused = 0;
 
   constructor(
     private readonly deps: {
@@ -66,6 +67,11 @@ export class MessageService {
     return this.inFlight;
   }
 
+  /** sendsShed counts the sends refused because `maxSendsInFlight` were in progress. */
+  get sendsShed(): number {
+    return this.refused;
+  }
+
   /**
    * send stores and publishes a message; ResourceExhausted (with a retry
    * hint) past the sender's rate limit, or when this process already works
@@ -84,7 +90,10 @@ export class MessageService {
     checkId("group_id", groupId);
     checkText(text, this.deps.settings.maxTextBytes);
     checkClientMessageId(clientMessageId);
-    if (this.inFlight >= this.deps.settings.maxSendsInFlight) throw busy(this.deps.settings.maxSendsInFlight);
+    if (this.inFlight >= this.deps.settings.maxSendsInFlight) {
+      this.refused += 1;
+      throw busy(this.deps.settings.maxSendsInFlight);
+    }
     this.inFlight += 1;
     try {
       await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
@@ -144,11 +153,11 @@ export class MessageService {
 
 /**
  * busy is the refusal of a send past the in-flight limit. Its retry hint is
- * spread over 0.5-1.5 s so that refused clients do not all come back in the
- * same instant.
+ * spread over 1-3 s (retry-after is in whole seconds: 1, 2 or 3), so that
+ * refused clients do not all come back at once.
  */
 function busy(limit: number): ChatError {
-  return new ChatError("ResourceExhausted", `the server is busy (${limit} sends in progress); retry in about 1 s with the same client_message_id`, {
-    retryAfterMs: 500 + Math.floor(Math.random() * 1000),
+  return new ChatError("ResourceExhausted", `the server is busy (${limit} sends in progress); retry in 1-3 s with the same client_message_id`, {
+    retryAfterMs: 1000 + Math.floor(Math.random() * 2000),
   });
 }

@@ -135,7 +135,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       maxSendsInFlight: config.sendMaxInFlight,
     },
   });
-  metrics.countSendsInFlightWith(() => messages.sendsInFlight);
+  metrics.countSendsWith({ inFlight: () => messages.sendsInFlight, shed: () => messages.sendsShed });
   const onStreamSend = (code: Code | undefined) => metrics.sendResult("stream", code);
   const hub = new StreamHub({
     store,

@@ -43,6 +43,7 @@ export class AppMetrics {
   private readonly historyPages: Counter<"source">;
   private activeStreams: () => number = () => 0;
   private sendsInFlight: () => number = () => 0;
+  private sendsShed: () => number = () => 0;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -129,6 +130,18 @@ export class AppMetrics {
         this.set(sendsInFlight());
       },
     });
+    const sendsShed = () => this.sendsShed();
+    new Counter({
+      name: "chat_sends_shed_total",
+      help:
+        "Sends refused because SEND_MAX_IN_FLIGHT sends were in progress on this process (overload, as opposed to a user's " +
+        'rate limit; both are also in chat_sends_total{code="RESOURCE_EXHAUSTED"}).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sendsShed());
+      },
+    });
     this.sends = new Counter({
       name: "chat_sends_total",
       help:
@@ -154,9 +167,10 @@ export class AppMetrics {
     this.activeStreams = count;
   }
 
-  /** countSendsInFlightWith sets where chat_sends_in_flight reads the number of sends in progress (at scrape time). */
-  countSendsInFlightWith(count: () => number): void {
-    this.sendsInFlight = count;
+  /** countSendsWith sets where chat_sends_in_flight and chat_sends_shed_total read their numbers (at scrape time). */
+  countSendsWith(counts: { inFlight: () => number; shed: () => number }): void {
+    this.sendsInFlight = counts.inFlight;
+    this.sendsShed = counts.shed;
   }
 
   /** sendResult records the outcome of one send: undefined for OK, else the status code the client got. */
@@ -187,6 +201,7 @@ export class AppMetrics {
   close(): void {
     this.activeStreams = () => 0;
     this.sendsInFlight = () => 0;
+    this.sendsShed = () => 0;
     this.registry.clear();
   }
 }

@@ -102,6 +102,7 @@ describe("metrics", () => {
       "chat_stream_cursor_resets_total",
       "chat_sends_total",
       "chat_sends_in_flight",
+      "chat_sends_shed_total",
       "process_cpu_user_seconds_total",
       "nodejs_eventloop_lag_seconds",
     ]) {

@@ -126,7 +126,25 @@ describe("WalCheckpointer", () => {
     assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
     await c.stop();
     assert.equal(failures.length, 1, "reported once (its error, not again for the exit that follows)");
+    assert.match(String(failures[0]?.message), /WAL checkpoint worker failed: .*; checkpoints run on the main thread until a new worker starts in 1000 ms/);
     assert.equal(c.started, 1, "no restart after stop");
+    db.close();
+  });
+
+  it("waits twice as long before each restart while its workers keep failing, up to the limit", async () => {
+    const { db } = openWal();
+    const failures: Error[] = [];
+    const c = new WalCheckpointer(db, join(dir, "missing", "again.sqlite"), {
+      intervalMs: 20,
+      restartDelayMs: 20,
+      maxRestartDelayMs: 80,
+      onFailure: (e) => failures.push(e),
+    });
+    await until("four failed workers", () => failures.length >= 4);
+    await c.stop();
+    const delays = failures.slice(0, 4).map((e) => Number(/starts in (\d+) ms/.exec(e.message)?.[1]));
+    assert.deepEqual(delays, [20, 40, 80, 80]);
+    assert.equal(autocheckpoint(db), DEFAULT_AUTOCHECKPOINT_PAGES);
     db.close();
   });
 });

@@ -21,9 +21,11 @@
  *   truncated back to the backstop size after a rewind (journal_size_limit).
  * - If the worker fails or exits on its own, the main connection goes back to
  *   SQLite's default (wal_autocheckpoint = 1000) at once, the failure is
- *   reported, and a new worker is started after `restartDelayMs` (doubling
- *   after each failure in a row, at most `maxRestartDelayMs`); once it is
- *   ready it takes checkpointing back.
+ *   reported (once per worker, with when the next one starts), and a new
+ *   worker is started after `restartDelayMs`, doubled after each failure in
+ *   a row (failures not separated by `maxRestartDelayMs` of a worker running
+ *   fine), at most `maxRestartDelayMs`; once ready it takes checkpointing
+ *   back.
  */
 import { Worker } from "node:worker_threads";
 import type { Database as Db } from "better-sqlite3";
@@ -51,6 +53,8 @@ export class WalCheckpointer {
   private exited: Promise<void> = Promise.resolve();
   private restartTimer: NodeJS.Timeout | undefined;
   private failuresInARow = 0;
+  /** When the running worker became ready (undefined while none is). */
+  private readySince: number | undefined;
   private readonly backstopPages: number;
   /** ready resolves once the first worker has taken over checkpointing (true) or could not (false). */
   readonly ready: Promise<boolean>;
@@ -93,13 +97,13 @@ export class WalCheckpointer {
       execArgv: [], // plain JavaScript: no tsx loader needed
     });
     this.current = worker;
-    /** An "error" was reported already; the "exit" that follows is not reported again. */
-    let reported = false;
+    /** The worker's own error, if it had one; reported with its exit. */
+    let error: Error | undefined;
     const ready = new Promise<boolean>((resolve) => {
       worker.once("message", (m) => {
         const ok = m === "ready" && !this.stopping && this.db.open;
         if (ok) {
-          this.failuresInARow = 0;
+          this.readySince = Date.now();
           this.db.pragma(`wal_autocheckpoint = ${this.backstopPages}`);
           this.db.pragma(`journal_size_limit = ${this.backstopPages * (this.db.pragma("page_size", { simple: true }) as number)}`);
         }
@@ -114,29 +118,36 @@ export class WalCheckpointer {
     this.exited = new Promise((resolve) => {
       worker.once("exit", (code) => {
         if (!this.stopping) {
-          this.failed(reported ? undefined : new Error(`the WAL checkpoint worker exited (code ${code})`));
+          this.failed(error ? new Error(`the WAL checkpoint worker failed: ${error.message}`, { cause: error }) : new Error(`the WAL checkpoint worker exited (code ${code})`));
         }
         resolve();
       });
     });
     worker.on("error", (e) => {
-      reported = true;
+      error = e;
       this.fallBack();
-      if (!this.stopping) this.opts.onFailure?.(e);
     });
     return ready;
   }
 
   /** failed hands checkpointing back to the main connection, reports, and schedules a new worker. */
-  private failed(e: Error | undefined): void {
+  private failed(e: Error): void {
     this.fallBack();
-    const base = this.opts.restartDelayMs ?? 1_000;
-    const delay = Math.min(base * 2 ** this.failuresInARow, this.opts.maxRestartDelayMs ?? 60_000);
+    const maxDelay = this.opts.maxRestartDelayMs ?? 60_000;
+    // A worker that ran fine for a while ends the run of failures.
+    if (this.readySince !== undefined && Date.now() - this.readySince >= maxDelay) this.failuresInARow = 0;
+    this.readySince = undefined;
+    const delay = Math.min((this.opts.restartDelayMs ?? 1_000) * 2 ** this.failuresInARow, maxDelay);
     this.failuresInARow += 1;
-    if (e) this.opts.onFailure?.(new Error(`${e.message}; checkpoints run on the main thread until a new worker starts in ${delay} ms`));
+    this.opts.onFailure?.(new Error(`${e.message}; checkpoints run on the main thread until a new worker starts in ${delay} ms`, { cause: e }));
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (!this.stopping && this.db.open) void this.start();
+      if (this.stopping || !this.db.open) return;
+      try {
+        void this.start();
+      } catch (err) {
+        this.failed(err instanceof Error ? err : new Error(String(err)));
+      }
     }, delay);
     this.restartTimer.unref();
   }
