@@ -147,7 +147,8 @@ export class AppMetrics {
       help:
         "SendMessage results by gRPC status code (OK, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNAUTHENTICATED, ...). " +
         "via=rpc: the unary MessageService/SendMessage RPC; via=stream: send_message items on a StreamService/Connect stream. " +
-        "A retry answered with the original message counts as OK.",
+        "A retry answered with the original message counts as OK. A send answered DEADLINE_EXCEEDED may still have been stored " +
+        "after its deadline (a retry with the same client_message_id then returns it as OK).",
       labelNames: ["code", "via"] as const,
       registers,
     });
