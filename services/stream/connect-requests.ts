@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { Code } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { type ConnectRequest, type ConnectResponse, ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
@@ -16,7 +17,9 @@ export type SendResultObserver = (code: Code | undefined) => void;
  * answerConnectRequest handles one client item of a Connect stream after
  * `subscribe` (both transports use it): a send gets a SendResult (message or
  * error), a failed ack an ack_error, a successful ack no answer. It never
- * throws: per-request failures are answers, and the stream goes on.
+ * throws: per-request failures are answers, and the stream goes on. An error
+ * with a retry hint (rate limit, overload) carries it as retry_after, as the
+ * unary RPCs carry it in a retry-after trailer.
  * `onSendResult` (metrics) hears the outcome of every send.
  */
 export async function answerConnectRequest(
@@ -48,7 +51,12 @@ export async function answerConnectRequest(
   } catch (e) {
     const err = toConnectError(e);
     if (payload.case === "sendMessage") onSendResult?.(err.code);
-    const error = { code: codeToString(err.code), message: err.rawMessage };
+    const retryAfterMs = e instanceof ChatError ? e.retryAfterMs : undefined;
+    const error = {
+      code: codeToString(err.code),
+      message: err.rawMessage,
+      ...(retryAfterMs !== undefined ? { retryAfter: durationFromMs(retryAfterMs) } : {}),
+    };
     return create(ConnectResponseSchema, {
       requestId,
       payload:

@@ -3,12 +3,17 @@
  * works on at once, SendMessage is refused at once with RESOURCE_EXHAUSTED
  * and a retry-after hint, nothing of a refused send is written, and a retry
  * with the same client_message_id goes through once the process has room.
+ * On a StreamService/Connect stream the same hint is the error's retry_after.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { durationMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { type ConnectResponse, ConnectRequestSchema, StreamService } from "../../gen/chat/v1/stream_service_pb.js";
 import { scrape } from "../support/metrics-scrape.js";
-import { type Clients, type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+import { type Clients, type TestServer, bearer, registerUser, startTestServer } from "../support/test-server.js";
 
 describe("SendMessage load shedding (e2e)", () => {
   let server: TestServer;
@@ -60,5 +65,43 @@ describe("SendMessage load shedding (e2e)", () => {
     assert.equal(afterwards.get("chat_sends_shed_total") - before.get("chat_sends_shed_total"), refused.length, "as shed, not rate-limited");
     assert.equal(delta("OK"), ids.length, "each accepted send and retry is counted once");
     assert.equal(afterwards.get("chat_sends_in_flight"), 0, "no send left in flight");
+  });
+
+  it("a send refused on a Connect stream carries the hint as retry_after (here a user's rate limit)", async () => {
+    const limited = await startTestServer({ SEND_BURST: "1", SENDS_PER_SECOND: "1" });
+    try {
+      const bob = await registerUser(limited.baseUrl, "grpc", "hint");
+      const { group } = await bob.groups.createGroup({ name: "hint" });
+      const gid = group?.groupId ?? "";
+      const streams = createClient(StreamService, createGrpcTransport({ baseUrl: limited.baseUrl, interceptors: [bearer(() => bob.token)] }));
+      const send = (id: string) =>
+        create(ConnectRequestSchema, { requestId: id, payload: { case: "sendMessage", value: { groupId: gid, text: id, clientMessageId: id } } });
+      let release = () => {};
+      const held = new Promise<void>((r) => (release = r));
+      async function* requests() {
+        yield create(ConnectRequestSchema, { requestId: "sub", payload: { case: "subscribe", value: {} } });
+        yield send("one");
+        yield send("two"); // the burst of 1 is spent: refused
+        await held;
+      }
+      const results: ConnectResponse[] = [];
+      for await (const r of streams.connect(requests())) {
+        if (r.payload.case === "sendResult") results.push(r);
+        if (results.length === 2) break;
+      }
+      release();
+      const outcome = (i: number) => (results[i]?.payload.case === "sendResult" ? results[i].payload.value.outcome : undefined);
+      assert.equal(outcome(0)?.case, "response");
+      const refused = outcome(1);
+      assert.equal(refused?.case, "error");
+      if (refused?.case !== "error") return;
+      assert.equal(refused.value.code, "resource_exhausted");
+      assert.match(refused.value.message, /too many messages; retry in 1 s/);
+      assert.ok(refused.value.retryAfter, "retry_after is set");
+      const ms = durationMs(refused.value.retryAfter);
+      assert.ok(ms > 0 && ms <= 1000, `retry_after ${ms} ms`);
+    } finally {
+      await limited.stop();
+    }
   });
 });
