@@ -55,7 +55,7 @@ export async function answerConnectRequest(
     const error = {
       code: codeToString(err.code),
       message: err.rawMessage,
-      ...(retryAfterMs !== undefined ? { retryAfter: durationFromMs(retryAfterMs) } : {}),
+      ...(retryAfterMs !== undefined ? { retryAfter: durationFromMs(Math.ceil(retryAfterMs)) } : {}),
     };
     return create(ConnectResponseSchema, {
       requestId,
