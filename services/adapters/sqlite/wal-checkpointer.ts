@@ -123,9 +123,9 @@ export class WalCheckpointer {
         resolve();
       });
     });
+    // An "exit" always follows: failed() (or stop()) falls back there.
     worker.on("error", (e) => {
       error = e;
-      this.fallBack();
     });
     return ready;
   }
