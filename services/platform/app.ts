@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import type http from "node:http";
 import type http2 from "node:http2";
+import type net from "node:net";
 import { type Code, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AuthService as AuthServiceDesc } from "../../gen/chat/v1/auth_service_pb.js";
@@ -25,6 +26,7 @@ import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
+import { wsSubscribeServer } from "../stream/ws-subscribe.js";
 import { openBackends } from "./backends.js";
 import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
@@ -231,7 +233,13 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       if (isMetricsRequest(req.url)) return serveMetrics(metrics, req, res, (err) => logger.error({ err }, "metrics collection failed"));
       api(req, res);
     };
-    server = await listenOnePort({ host: config.host, port: config.port, handler, logger });
+    // Subscribe over WebSocket (stream/ws-subscribe.ts) on processes that serve streams; other upgrades get 404.
+    const ws = serves("stream") ? wsSubscribeServer(fastPath) : undefined;
+    const onUpgrade = (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      if (ws) ws.handleUpgrade(req, socket, head);
+      else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    };
+    server = await listenOnePort({ host: config.host, port: config.port, handler, onUpgrade, logger });
   } catch (e) {
     clearInterval(retention);
     clearInterval(healthTimer);

@@ -39,12 +39,15 @@ export async function listenOnePort(opts: {
   host: string;
   port: number;
   handler: RequestHandler;
+  /** onUpgrade takes HTTP/1.1 upgrade requests (WebSocket); it owns the socket from then on. Without it they are plain requests. */
+  onUpgrade?: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
   logger: Logger;
 }): Promise<OnePortServer> {
-  const { handler, logger } = opts;
+  const { handler, logger, onUpgrade } = opts;
   const sockets = new Set<net.Socket>();
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
   const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler);
+  if (onUpgrade) h1.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => onUpgrade(req, socket, head));
   h2.on("sessionError", (err) => logger.debug({ err }, "http2 session error"));
   h1.on("clientError", (err, socket) => {
     logger.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, "bad HTTP/1.1 request");

@@ -66,7 +66,7 @@ export function binaryStreamProtocol(req: AnyRequest, path: string): WireProtoco
  * compat response (whose `write` adds only checks this class makes itself);
  * the headers and the end still go through the compat response.
  */
-export class FrameWriter implements StreamSink {
+export class FrameWriter implements StreamSink, Flushable {
   private started = false;
   private ended = false;
   /** h2 is the HTTP/2 stream the frames are written to, when the response is an HTTP/2 one. */
@@ -219,11 +219,25 @@ export class FrameWriter implements StreamSink {
   }
 }
 
-/** Writers with queued items; one process.nextTick flushes them all. */
-let toFlush: FrameWriter[] = [];
+/** Flushable is a sink that queues the items of a callback and hands them to its transport in one go. */
+export interface Flushable {
+  /** flush hands the queued items over; it may throw if the transport is broken. */
+  flush(): void;
+  /** abort drops the stream at once (its flush threw): the client resumes from its cursors. */
+  abort(): void;
+}
+
+/** Sinks with queued items; one process.nextTick flushes them all. */
+let toFlush: Flushable[] = [];
 let flushQueued = false;
 
-function queueFlush(writer: FrameWriter): void {
+/**
+ * queueFlush has `writer.flush()` called once the current callback's
+ * synchronous work is done (process.nextTick), with every other sink queued
+ * in the same callback: the items of one callback go to each stream in one
+ * transport write.
+ */
+export function queueFlush(writer: Flushable): void {
   toFlush.push(writer);
   if (flushQueued) return;
   flushQueued = true;

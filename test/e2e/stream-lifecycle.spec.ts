@@ -11,7 +11,7 @@ import { StreamService, SubscribeRequestSchema } from "../../gen/chat/v1/stream_
 import * as grpc from "@grpc/grpc-js";
 import { authMetadata, grpcJsClient } from "../support/grpc-js-client.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
-import { grpcJsSubscribe, seqs, subscribe } from "../support/stream-reader.js";
+import { WsStreamEnd, grpcJsSubscribe, seqs, subscribe, wsSubscribe } from "../support/stream-reader.js";
 import { type TestServer, clientsFor, registerUser, startTestServer } from "../support/test-server.js";
 
 async function until(pred: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
@@ -62,6 +62,37 @@ describe("slow clients", () => {
     assert.deepEqual(seqs(again.eventsOf(gid)), range(Number(cursor) + 1, head + sent.length));
     again.close();
     client.close();
+  });
+
+  it("ends a WebSocket stream that stops reading with close code 4008 (RESOURCE_EXHAUSTED), and the client resumes", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "ka");
+    const bob = await registerUser(server.baseUrl, "grpc", "kb");
+    const { group } = await alice.groups.createGroup({ name: "flood-ws", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const gid = group.groupId;
+    const slow = wsSubscribe(server.port, bob.token);
+    await slow.waitReady();
+    const openBefore = server.app.hub.size;
+    slow.ws.pause();
+
+    const text = "x".repeat(3000);
+    const sent = await sendMany(alice, gid, 1000, { text, concurrency: 20 });
+    await until(() => server.app.hub.size === openBefore - 1, 10_000, "the server to drop the slow stream");
+
+    slow.ws.resume();
+    await slow.waitDone(15_000);
+    assert.ok(slow.error instanceof WsStreamEnd, `closed with a status, got ${String(slow.error)}`);
+    assert.equal(slow.error.closeCode, 4008, slow.error.reason);
+    const got = seqs(slow.eventsOf(gid));
+    const head = Number(group.headSeq);
+    assert.ok(got.length < sent.length, "the slow stream did not get everything");
+    assert.deepEqual(got, range(head + 1, head + got.length), "what it got is a gap-free prefix");
+
+    const cursor = BigInt(got.at(-1) ?? head);
+    const again = wsSubscribe(server.port, bob.token, [{ groupId: gid, seq: cursor }]);
+    await again.waitForEvents(gid, sent.length - got.length, 20_000);
+    assert.deepEqual(seqs(again.eventsOf(gid)), range(Number(cursor) + 1, head + sent.length));
+    again.close();
   });
 
   it("ends a gRPC-Web (HTTP/1.1) stream whose client stops reading", async () => {
@@ -155,13 +186,14 @@ describe("small stream buffers", () => {
     await server.stop();
   });
 
-  for (const protocol of ["grpc", "grpc-web", "connect-binary", "connect"] as const) {
+  for (const protocol of ["grpc", "grpc-web", "connect-binary", "connect", "websocket"] as const) {
     it(`replays a backlog larger than the buffer cap to a client that reads (${protocol})`, async () => {
-      const alice = await registerUser(server.baseUrl, protocol, "sm");
+      const alice = await registerUser(server.baseUrl, protocol === "websocket" ? "grpc" : protocol, "sm");
       const { group } = await alice.groups.createGroup({ name: "small" });
       assert.ok(group);
       await sendMany(alice, group.groupId, 50, { text: "q".repeat(2000), concurrency: 5 });
-      const s = subscribe(alice, [{ groupId: group.groupId, seq: 1n }]);
+      const cursors = [{ groupId: group.groupId, seq: 1n }];
+      const s = protocol === "websocket" ? wsSubscribe(server.port, alice.token, cursors) : subscribe(alice, cursors);
       await s.waitForEvents(group.groupId, 50, 10_000);
       assert.deepEqual(seqs(s.eventsOf(group.groupId)), range(2, 51));
       s.close();
@@ -197,7 +229,8 @@ describe("graceful shutdown", () => {
       const { group } = await alice.groups.createGroup({ name: "bye" });
       assert.ok(group);
       const stream = subscribe(alice);
-      await stream.waitReady();
+      const wsStream = wsSubscribe(server.port, alice.token);
+      await Promise.all([stream.waitReady(), wsStream.waitReady()]);
       const sends = range(1, 30).map((i) =>
         alice.messages.sendMessage({ groupId: group.groupId, text: `m${i}`, clientMessageId: `inflight-${i}` }).then(
           (r) => r.message?.clientMessageId,
@@ -213,6 +246,9 @@ describe("graceful shutdown", () => {
       assert.equal(app.health.getStatus(""), 2, "NOT_SERVING as soon as shutdown starts");
       await stream.waitDone();
       assert.equal((stream.error as { code?: number }).code, Code.Unavailable);
+      await wsStream.waitDone();
+      assert.ok(wsStream.error instanceof WsStreamEnd);
+      assert.equal(wsStream.error.closeCode, 4000 + Code.Unavailable, wsStream.error.reason);
       await stopping;
       const acked = (await Promise.all(sends)).filter((id) => id !== undefined);
       assert.ok(acked.length >= 1, "some sends were acknowledged");

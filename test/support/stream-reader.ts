@@ -3,7 +3,9 @@
  * and lets a test wait for items with a timeout.
  */
 import type { GroupEvent } from "../../gen/chat/v1/message_pb.js";
-import type { GroupCursor, SubscribeResponse } from "../../gen/chat/v1/stream_service_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type GroupCursor, type SubscribeResponse, SubscribeRequestSchema, SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
+import WebSocket from "ws";
 import * as grpc from "@grpc/grpc-js";
 import type { GrpcJsClient } from "./grpc-js-client.js";
 import type { Clients } from "./test-server.js";
@@ -119,4 +121,86 @@ export function grpcJsSubscribe(client: GrpcJsClient, token: string | undefined,
   });
   if (!call) throw new Error("grpc-js call was not started");
   return Object.assign(reader, { call });
+}
+
+/** WsStreamEnd is how a WebSocket Subscribe ended: the close code, and the gRPC status it stands for (code - 4000). */
+export class WsStreamEnd extends Error {
+  constructor(
+    readonly closeCode: number,
+    readonly reason: string,
+  ) {
+    super(`websocket closed ${closeCode}: ${reason}`);
+  }
+
+  /** code is the gRPC status code of an error close (4000 + code), else undefined. */
+  get code(): number | undefined {
+    return this.closeCode >= 4000 && this.closeCode < 4100 ? this.closeCode - 4000 : undefined;
+  }
+}
+
+/** WsStreamReader is a StreamReader over Subscribe on WebSocket, which it exposes (e.g. to pause reading). */
+export interface WsStreamReader extends StreamReader {
+  readonly ws: WebSocket;
+}
+
+/**
+ * wsSubscribe opens Subscribe over WebSocket (services/stream/ws-subscribe.ts)
+ * as a client of the documented contract would: the token in the
+ * authorization header or, as browsers must, in a `bearer.<token>`
+ * subprotocol. A close other than 1000 ends the reader with a WsStreamEnd.
+ */
+export function wsSubscribe(
+  port: number,
+  token: string | undefined,
+  cursors: Partial<GroupCursor>[] = [],
+  opts: { via?: "header" | "protocol"; protocols?: string[] } = {},
+): WsStreamReader {
+  const via = opts.via ?? "header";
+  const protocols = opts.protocols ?? ["chat.v1.proto", ...(token && via === "protocol" ? [`bearer.${token}`] : [])];
+  const headers: Record<string, string> = token && via === "header" ? { authorization: `Bearer ${token}` } : {};
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/chat.v1.StreamService/Subscribe`, protocols, { headers, perMessageDeflate: false });
+  const request = toBinary(
+    SubscribeRequestSchema,
+    create(SubscribeRequestSchema, { cursors: cursors.map((x) => ({ groupId: x.groupId ?? "", seq: x.seq ?? 0n, epoch: x.epoch ?? "" })) }),
+  );
+  ws.on("open", () => ws.send(request));
+  const reader = new StreamReader((signal) => wsItems(ws, signal));
+  return Object.assign(reader, { ws });
+}
+
+async function* wsItems(ws: WebSocket, signal: AbortSignal): AsyncIterable<SubscribeResponse> {
+  const queue: SubscribeResponse[] = [];
+  let end: { error?: unknown } | undefined;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    wake?.();
+    wake = undefined;
+  };
+  ws.on("message", (data) => {
+    queue.push(fromBinary(SubscribeResponseSchema, data as Buffer));
+    notify();
+  });
+  ws.on("error", (e) => {
+    end ??= { error: e };
+    notify();
+  });
+  ws.on("close", (code, reason) => {
+    end ??= code === 1000 ? {} : { error: new WsStreamEnd(code, reason.toString()) };
+    notify();
+  });
+  signal.addEventListener("abort", () => ws.close(1000), { once: true });
+  for (;;) {
+    const item = queue.shift();
+    if (item) {
+      yield item;
+      continue;
+    }
+    if (end) {
+      if (end.error) throw end.error;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+  }
 }

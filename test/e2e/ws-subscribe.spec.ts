@@ -1,0 +1,127 @@
+/**
+ * Subscribe over WebSocket (services/stream/ws-subscribe.ts, docs/websocket.md):
+ * the same stream as over gRPC (DESIGN invariants 3 and 4: every event once,
+ * in seq order, resumable from cursors with no gap or duplicate), with its
+ * own handshake, authentication and close codes (4000 + gRPC status).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import WebSocket from "ws";
+import { StreamService } from "../../gen/chat/v1/stream_service_pb.js";
+import { grpcJsClient } from "../support/grpc-js-client.js";
+import { range, sendMany } from "../support/helpers.js";
+import { WsStreamEnd, grpcJsSubscribe, seqs, wsSubscribe } from "../support/stream-reader.js";
+import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+
+describe("Subscribe over WebSocket", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("delivers what the gRPC stream delivers, once and in order, and resumes from a cursor with no gap or duplicate", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "wsa");
+    const bob = await registerUser(server.baseUrl, "grpc", "wsb");
+    const { group } = await alice.groups.createGroup({ name: "ws", memberUsernames: [bob.username] });
+    assert.ok(group && bob.token);
+    const gid = group.groupId;
+    const head = Number(group.headSeq);
+    const ws = wsSubscribe(server.port, bob.token);
+    const client = grpcJsClient(server.port, StreamService);
+    const grpcStream = grpcJsSubscribe(client, bob.token);
+    await Promise.all([ws.waitReady(), grpcStream.waitReady()]);
+    assert.equal(ws.ws.protocol, "chat.v1.proto", "the server selects the chat.v1.proto subprotocol");
+
+    await sendMany(alice, gid, 50, { concurrency: 10 });
+    await Promise.all([ws.waitForEvents(gid, 50), grpcStream.waitForEvents(gid, 50)]);
+    assert.deepEqual(seqs(ws.eventsOf(gid)), range(head + 1, head + 50));
+    assert.deepEqual(ws.eventsOf(gid), grpcStream.eventsOf(gid), "the same events as on the gRPC stream");
+    grpcStream.close();
+    client.close();
+
+    ws.close();
+    await ws.waitDone();
+    assert.equal(ws.error, undefined, "a client's own close is a clean end");
+    await sendMany(alice, gid, 30, { concurrency: 5, prefix: "missed" });
+    // A browser sends its token as a subprotocol; the server must not echo it.
+    const again = wsSubscribe(server.port, bob.token, [{ groupId: gid, seq: BigInt(head + 50) }], { via: "protocol" });
+    await again.waitReady();
+    assert.equal(again.ws.protocol, "chat.v1.proto");
+    const live = sendMany(alice, gid, 10, { concurrency: 2, prefix: "live" });
+    await live;
+    await again.waitForEvents(gid, 40, 10_000);
+    assert.deepEqual(seqs(again.eventsOf(gid)), range(head + 51, head + 90));
+    again.close();
+  });
+
+  it("cuts a removed member's stream off the group at once", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "wra");
+    const bob = await registerUser(server.baseUrl, "grpc", "wrb");
+    const { group } = await alice.groups.createGroup({ name: "ws-removal", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const gid = group.groupId;
+    const ws = wsSubscribe(server.port, bob.token);
+    await ws.waitReady();
+    await alice.groups.removeMember({ groupId: gid, userId: bob.userId });
+    await ws.waitFor((r) => r.eventsOf(gid).some((e) => e.kind.case === "memberRemoved"), 5000, "member_removed");
+    await sendMany(alice, gid, 5, { concurrency: 1, prefix: "after" });
+    // A later event of another group of bob's proves the stream is still live and past alice's sends.
+    const { group: other } = await alice.groups.createGroup({ name: "ws-other", memberUsernames: [bob.username] });
+    assert.ok(other);
+    await ws.waitFor((r) => r.items.some((i) => i.payload.case === "groupJoined" || r.eventsOf(other.groupId).length > 0), 5000, "the new group");
+    assert.ok(!ws.eventsOf(gid).some((e) => e.kind.case === "message"), "no message after the removal reached bob");
+    ws.close();
+  });
+
+  it("ends with 4016 (UNAUTHENTICATED) without a valid token, in either place", async () => {
+    for (const [token, via] of [
+      [undefined, "header"],
+      ["not-a-jwt", "header"],
+      ["not-a-jwt", "protocol"],
+    ] as const) {
+      const ws = wsSubscribe(server.port, token, [], { via });
+      await ws.waitDone();
+      assert.ok(ws.error instanceof WsStreamEnd, `closed with a status (${via}): ${String(ws.error)}`);
+      assert.equal(ws.error.closeCode, 4016, `${token ?? "no token"} via ${via}: ${ws.error.reason}`);
+      assert.ok(ws.error.reason.length > 0);
+      assert.equal(ws.items.length, 0, "nothing is delivered");
+    }
+  });
+
+  it("ends with 4003 (INVALID_ARGUMENT) for a request that is not one binary SubscribeRequest", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "wia");
+    const cases: [string, (ws: WebSocket) => void, RegExp][] = [
+      ["a text message", (ws) => ws.send("{}"), /binary/],
+      ["bytes that are no protobuf", (ws) => ws.send(Buffer.from([0xff, 0xff, 0xff])), /SubscribeRequest/],
+      ["a second message", (ws) => (ws.send(Buffer.alloc(0)), ws.send(Buffer.alloc(0))), /one SubscribeRequest/],
+    ];
+    for (const [what, sendBad, reason] of cases) {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/chat.v1.StreamService/Subscribe`, ["chat.v1.proto"], {
+        headers: { authorization: `Bearer ${alice.token}` },
+      });
+      ws.on("open", () => sendBad(ws));
+      const [code, why] = await new Promise<[number, string]>((resolve) => ws.on("close", (c, r) => resolve([c, r.toString()])));
+      assert.equal(code, 4003, `${what}: ${why}`);
+      assert.match(why, reason, what);
+    }
+  });
+
+  it("refuses the handshake without the chat.v1.proto subprotocol (400) or at another path (404)", async () => {
+    const statusOf = (path: string, protocols: string[]) =>
+      new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${server.port}${path}`, protocols);
+        ws.on("unexpected-response", (_req, res) => {
+          resolve(res.statusCode ?? 0);
+          ws.terminate();
+        });
+        ws.on("open", () => reject(new Error(`${path} was upgraded`)));
+        ws.on("error", () => {});
+      });
+    assert.equal(await statusOf("/chat.v1.StreamService/Subscribe", []), 400);
+    assert.equal(await statusOf("/chat.v1.StreamService/Subscribe", ["json"]), 400);
+    assert.equal(await statusOf("/chat.v1.StreamService/Connect", ["chat.v1.proto"]), 404);
+  });
+});
