@@ -1,7 +1,7 @@
 /**
  * Subscriber worker: a load-generator process holding many live Subscribe
- * streams (each with its own HTTP/2 connection by default), reading them
- * with the lean reader. For every message event it checks the seq against
+ * streams (each with its own HTTP/2 connection by default, or each its own
+ * WebSocket with `--transport websocket`), reading them with the lean reader. For every message event it checks the seq against
  * the stream's cursor for that group (duplicates, gaps) and records the
  * send→receive latency (the send time is in the text) into one HDR
  * histogram per phase. Driven by the parent over IPC (lib/protocol.ts).
@@ -9,7 +9,7 @@
 import type http2 from "node:http2";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import * as hdr from "hdr-histogram-js";
-import { type LeanStream, connectSession, leanSubscribe } from "./lib/lean-reader.js";
+import { type LeanStream, type LeanSubscribeOptions, connectSession, leanSubscribe, leanWsSubscribe } from "./lib/lean-reader.js";
 import { type FromWorker, type PhaseStats, type StreamSpec, type ToWorker, type WorkerTotals, emptyTotals } from "./lib/protocol.js";
 import { type LeanItem, type Stamp, nowUs, readStamp } from "./lib/wire-lite.js";
 import { turnOffPretenuring } from "../services/platform/gc-tuning.js";
@@ -154,11 +154,8 @@ async function sessionFor(sub: Sub): Promise<http2.ClientHttp2Session> {
 }
 
 async function start(sub: Sub): Promise<void> {
-  const session = sub.session && !sub.session.closed && !sub.session.destroyed ? sub.session : await sessionFor(sub);
-  sub.session = session;
   const cursors = [...sub.cursors].map(([groupId, seq]) => ({ groupId, seq }));
-  sub.stream = leanSubscribe({
-    session,
+  const common: Omit<LeanSubscribeOptions, "session"> = {
     token: sub.spec.token,
     cursors,
     onChunk,
@@ -184,7 +181,14 @@ async function start(sub: Sub): Promise<void> {
         }, delay);
       }
     },
-  });
+  };
+  if (options?.transport === "websocket") {
+    sub.stream = leanWsSubscribe({ url: sub.spec.url, ...common });
+    return;
+  }
+  const session = sub.session && !sub.session.closed && !sub.session.destroyed ? sub.session : await sessionFor(sub);
+  sub.session = session;
+  sub.stream = leanSubscribe({ session, ...common });
 }
 
 async function open(cmd: Extract<ToWorker, { type: "open" }>): Promise<void> {

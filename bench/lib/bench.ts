@@ -213,6 +213,7 @@ export class Bench {
             type: "open",
             streams: per[i] ?? [],
             connectConcurrency: this.opts.connectConcurrency,
+            transport: this.opts.transport,
             streamsPerSession: this.opts.streamsPerConnection,
             maxReconnects: 20,
             openTimeoutMs,

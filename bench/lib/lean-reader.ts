@@ -7,6 +7,7 @@
  * bench/lean-reader.spec.ts).
  */
 import http2 from "node:http2";
+import WebSocket from "ws";
 import { LeanItem, decodeSubscribeResponse, encodeSubscribeRequest, grpcFrame, type CursorInit } from "./wire-lite.js";
 
 /** SUBSCRIBE_PATH is the gRPC path of StreamService/Subscribe. */
@@ -155,4 +156,50 @@ export function connectSession(url: string, options: http2.ClientSessionOptions 
       resolve(session);
     });
   });
+}
+
+/** LeanWsSubscribeOptions configure one lean Subscribe over WebSocket. */
+export interface LeanWsSubscribeOptions extends Omit<LeanSubscribeOptions, "session"> {
+  /** The server's base URL (http://host:port); the stream is ws://host:port/chat.v1.StreamService/Subscribe. */
+  url: string;
+}
+
+/**
+ * leanWsSubscribe opens Subscribe over WebSocket (docs/websocket.md): the
+ * token in the authorization header, one binary SubscribeRequest, then each
+ * binary message one SubscribeResponse, decoded in place by the same lean
+ * decoder. The end's code is the close code minus 4000 for a status close,
+ * 0 for a normal closure, else -1.
+ */
+export function leanWsSubscribe(opts: LeanWsSubscribeOptions): LeanStream {
+  const ws = new WebSocket(`${opts.url.replace(/^http/, "ws")}${SUBSCRIBE_PATH}`, ["chat.v1.proto"], {
+    headers: { authorization: `Bearer ${opts.token}` },
+    perMessageDeflate: false,
+  });
+  let ended = false;
+  const finish = (end: StreamEnd) => {
+    if (ended) return;
+    ended = true;
+    opts.onEnd(end);
+  };
+  const item = new LeanItem();
+  ws.on("open", () => ws.send(encodeSubscribeRequest(opts.cursors ?? [])));
+  ws.on("message", (data: Buffer) => {
+    if (ended) return;
+    try {
+      opts.onChunk?.();
+      opts.onItem(decodeSubscribeResponse(data, 0, data.length, item));
+    } catch (e) {
+      ws.terminate();
+      finish({ code: -1, message: "protocol error", error: e instanceof Error ? e : new Error(String(e)) });
+    }
+  });
+  ws.on("error", (err: Error) => finish({ code: -1, message: err.message, error: err }));
+  ws.on("close", (code: number, reason: Buffer) => {
+    const status = code >= 4000 && code < 4100 ? code - 4000 : code === 1000 ? 0 : -1;
+    finish({ code: status, message: reason.toString() || `closed with ${code}` });
+  });
+  return {
+    close: () => ws.close(1000),
+  };
 }

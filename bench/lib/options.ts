@@ -20,6 +20,7 @@ export const FLAGS = {
   warmup: ["5", "warm-up seconds at the same rate before measuring (not counted)"],
   "text-bytes": ["100", "message text size in bytes (starts with the send time)"],
   workers: ["2", "subscriber worker processes"],
+  transport: ["grpc", "subscribers' transport: grpc (Subscribe over HTTP/2, a lean gRPC reader) or websocket (Subscribe over WebSocket, docs/websocket.md)"],
   "streams-per-connection": ["1", "Subscribe streams sharing one HTTP/2 connection (1 = a connection per stream, as separate devices)"],
   "connect-concurrency": ["50", "streams each worker opens at once during setup"],
   "register-concurrency": ["8", "concurrent Register calls during setup (argon2id is slow)"],
@@ -77,6 +78,7 @@ export interface Options {
   warmup: number;
   textBytes: number;
   workers: number;
+  transport: "grpc" | "websocket";
   streamsPerConnection: number;
   connectConcurrency: number;
   registerConcurrency: number;
@@ -169,6 +171,11 @@ export function parseOptions(argv: string[]): Options {
     const x = v[name];
     return Array.isArray(x) ? x : typeof x === "string" ? [x] : [];
   };
+  const oneOf = <T extends string>(name: FlagName, values: readonly T[]): T => {
+    const x = str(name);
+    if (!(values as readonly string[]).includes(x)) throw new UsageError(`--${name} must be one of ${values.join(", ")} (got "${x}")`);
+    return x as T;
+  };
   const target = str("target");
   if (target !== "embedded" && target !== "production" && target !== "url") throw new UsageError(`--target must be embedded, production or url`);
   const serverEnv: Record<string, string> = {};
@@ -191,6 +198,7 @@ export function parseOptions(argv: string[]): Options {
     warmup: num("warmup", 0, 3600),
     textBytes: int("text-bytes", 1, 1 << 20),
     workers: int("workers", 0, 64, isSend && !bool("subscribe") ? "0" : undefined),
+    transport: oneOf("transport", ["grpc", "websocket"] as const),
     streamsPerConnection: int("streams-per-connection", 1, 1000),
     connectConcurrency: int("connect-concurrency", 1, 10_000),
     registerConcurrency: int("register-concurrency", 1, 256),
@@ -226,6 +234,7 @@ export function parseOptions(argv: string[]): Options {
     given,
   };
   for (const h of opts.hosts) if (!/^127\.\d+\.\d+\.\d+$/.test(h)) throw new UsageError(`--hosts: ${h} is not a loopback address (127.x.y.z)`);
+  if (opts.transport === "websocket" && opts.streamsPerConnection > 1) throw new UsageError("--streams-per-connection: a WebSocket carries one stream");
   if (opts.target === "url" && !opts.url) throw new UsageError("--target url needs --url");
   return opts;
 }

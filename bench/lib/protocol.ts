@@ -18,6 +18,8 @@ export type ToWorker =
       type: "open";
       streams: StreamSpec[];
       connectConcurrency: number;
+      /** How each stream is opened: Subscribe over HTTP/2 (gRPC) or over WebSocket (always a connection per stream). */
+      transport: "grpc" | "websocket";
       /** Share one HTTP/2 session among this many streams (1 = a connection per stream). */
       streamsPerSession: number;
       maxReconnects: number;

@@ -7,7 +7,7 @@
 import type http2 from "node:http2";
 import net from "node:net";
 import * as hdr from "hdr-histogram-js";
-import { FrameParser, connectSession, leanSubscribe } from "../lib/lean-reader.js";
+import { FrameParser, type StreamEnd, connectSession, leanSubscribe, leanWsSubscribe } from "../lib/lean-reader.js";
 import { LeanItem, type Stamp, decodeSubscribeResponse, nowUs, readStamp } from "../lib/wire-lite.js";
 
 export interface MicroSub {
@@ -15,8 +15,8 @@ export interface MicroSub {
   readonly groupId: string;
   /** The server of the sub's stack. */
   readonly url: string;
-  /** tcp: a bare TCP connection (token + newline, then gRPC frames), not an HTTP/2 Subscribe. */
-  readonly tcp: boolean;
+  /** h2: Subscribe over HTTP/2; ws: Subscribe over WebSocket; tcp: a bare TCP connection (token + newline, then gRPC frames). */
+  readonly transport: "h2" | "ws" | "tcp";
 }
 
 export type ToMicroWorker =
@@ -105,23 +105,24 @@ function counter(sub: MicroSub, onReady: () => void): (item: LeanItem) => void {
       };
 }
 
-function openOne(session: http2.ClientHttp2Session, sub: MicroSub): Promise<void> {
+function openOne(session: http2.ClientHttp2Session | undefined, sub: MicroSub): Promise<void> {
   return new Promise((resolve) => {
     let ready = false;
-    leanSubscribe({
-      session,
+    const options = {
       token: sub.token,
       onItem: counter(sub, () => {
         ready = true;
         resolve();
       }),
-      onEnd: (end) => {
+      onEnd: (end: StreamEnd) => {
         stats.ended++;
         const key = String(end.code);
         stats.endCodes[key] = (stats.endCodes[key] ?? 0) + 1;
         if (!ready) resolve();
       },
-    });
+    };
+    if (session) leanSubscribe({ session, ...options });
+    else leanWsSubscribe({ url: sub.url, ...options });
   });
 }
 
@@ -145,13 +146,13 @@ function openTcp(url: string, sub: MicroSub): Promise<void> {
 }
 
 async function open(subs: readonly MicroSub[], perConnection: number, concurrency: number): Promise<void> {
-  // Batches of up to perConnection streams of one server share a connection (tcp: one each).
+  // Batches of up to perConnection streams of one server share a connection (tcp, ws: one each).
   const batches: MicroSub[][] = [];
   const byServer = new Map<string, MicroSub[]>();
   for (const sub of subs) {
-    const key = `${sub.tcp ? "tcp" : "h2"} ${sub.url}`;
+    const key = `${sub.transport} ${sub.url}`;
     let open = byServer.get(key);
-    if (!open || open.length >= (sub.tcp ? 1 : perConnection)) {
+    if (!open || open.length >= (sub.transport === "h2" ? perConnection : 1)) {
       open = [];
       byServer.set(key, open);
       batches.push(open);
@@ -163,8 +164,12 @@ async function open(subs: readonly MicroSub[], perConnection: number, concurrenc
     while (next < batches.length) {
       const batch = batches[next++] as MicroSub[];
       const first = batch[0] as MicroSub;
-      if (first.tcp) {
+      if (first.transport === "tcp") {
         await openTcp(first.url, first);
+        continue;
+      }
+      if (first.transport === "ws") {
+        await openOne(undefined, first);
         continue;
       }
       const session = await connectSession(first.url);

@@ -21,6 +21,8 @@
  * - `raw`: the same listener, each Subscribe answered by writing the same
  *   pre-encoded frame with bare `ServerHttp2Stream.write` (no hub, no sink,
  *   no compat response): the node:http2 floor;
+ * - `ws`: the hub stack with Subscribe over WebSocket (ws-subscribe.ts), each
+ *   subscriber its own WebSocket read by the bench's lean WebSocket reader;
  * - `tcp`: each subscriber a bare TCP connection (it sends its token and a
  *   newline), each delivery one `net.Socket.write` of the same frame:
  *   libuv and the kernel, nothing else;
@@ -40,7 +42,7 @@
  * shell command when the measured phases start ({pid}: this process,
  * {seconds}: their planned length), e.g. `perf record -g -p {pid} -- sleep {seconds}`.
  *
- * usage: node --import tsx bench/tools/fanout-micro.ts [--stacks hub|raw|tcp,...] [--compare DIR]
+ * usage: node --import tsx bench/tools/fanout-micro.ts [--stacks hub|ws|raw|tcp,...] [--compare DIR]
  *          [--groups 100] [--members 20] [--rate 2000] [--tick-ms 2] [--warmup 2] [--duration 6] [--phase 2]
  *          [--workers 2] [--streams-per-connection 1] [--text-bytes 100] [--heartbeat-ms 60000]
  *          [--profile] [--on-measure CMD] [--json]
@@ -92,7 +94,7 @@ if (flags.help) {
   process.exit(0);
 }
 const kinds = flags.stacks.split(",").filter(Boolean);
-for (const k of kinds) if (k !== "hub" && k !== "raw" && k !== "tcp") throw new Error(`--stacks: unknown stack ${k} (hub, raw, tcp)`);
+for (const k of kinds) if (!["hub", "ws", "raw", "tcp"].includes(k)) throw new Error(`--stacks: unknown stack ${k} (hub, ws, raw, tcp)`);
 const G = Number(flags.groups);
 const S = Number(flags.members);
 const RATE = Number(flags.rate);
@@ -199,15 +201,18 @@ function varint(n: number): Buffer {
 interface Stack {
   readonly name: string;
   readonly url: string;
-  readonly tcp: boolean;
+  readonly transport: MicroSub["transport"];
   readonly groups: GroupInfo[];
   publish(g: GroupInfo): void;
   connections(): number;
   close(): Promise<void>;
 }
 
-/** hubStack is the product's fan-out: StreamHub + serveFastSubscribe from the checkout at `root`. */
-async function hubStack(name: string, root: string): Promise<Stack> {
+/**
+ * hubStack is the product's fan-out: StreamHub + serveFastSubscribe from the
+ * checkout at `root`, or with `websocket` StreamHub + Subscribe over WebSocket.
+ */
+async function hubStack(name: string, root: string, websocket = false): Promise<Stack> {
   const load = (path: string) => import(pathToFileURL(join(root, path)).href);
   const [{ MemoryEventBus }, { AppMetrics }, { StreamHub }, { fastSubscribeProtocol, serveFastSubscribe }] = await Promise.all([
     load("services/adapters/memory/memory-bus.ts"),
@@ -231,11 +236,12 @@ async function hubStack(name: string, root: string): Promise<Stack> {
     res.writeHead(404);
     res.end();
   };
-  const server = await listenOnePort({ host: "127.0.0.1", port: 0, handler, logger });
+  const ws = websocket ? (await load("services/stream/ws-subscribe.ts")).wsSubscribeServer(fastPath) : undefined;
+  const server = await listenOnePort({ host: "127.0.0.1", port: 0, handler, onUpgrade: ws?.handleUpgrade, logger });
   return {
     name,
     url: `http://127.0.0.1:${server.port}`,
-    tcp: false,
+    transport: websocket ? "ws" : "h2",
     groups: await groupsFor(name),
     publish: (g) => void bus.publishEvent(nextEvent(g)),
     connections: () => server.connections,
@@ -273,7 +279,7 @@ async function rawStack(): Promise<Stack> {
   return {
     name: "raw",
     url: `http://127.0.0.1:${server.port}`,
-    tcp: false,
+    transport: "h2",
     groups,
     publish(g) {
       const frame = eventItem(nextEvent(g)).grpcFrame;
@@ -316,7 +322,7 @@ async function tcpStack(): Promise<Stack> {
   return {
     name: "tcp",
     url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    tcp: true,
+    transport: "tcp",
     groups,
     publish(g) {
       const frame = eventItem(nextEvent(g)).grpcFrame;
@@ -332,7 +338,9 @@ async function tcpStack(): Promise<Stack> {
 
 const setupStart = performance.now();
 const stacks: Stack[] = [];
-for (const k of kinds) stacks.push(k === "hub" ? await hubStack("hub", ROOT) : k === "raw" ? await rawStack() : await tcpStack());
+for (const k of kinds) {
+  stacks.push(k === "hub" || k === "ws" ? await hubStack(k, ROOT, k === "ws") : k === "raw" ? await rawStack() : await tcpStack());
+}
 if (flags.compare) stacks.push(await hubStack("base", resolve(flags.compare)));
 if (flags.profile && stacks.length > 1) throw new Error("--profile takes one stack");
 log(`setup: ${stacks.length} stack(s) × ${G} groups × ${S} members in ${(performance.now() - setupStart).toFixed(0)} ms`);
@@ -369,7 +377,7 @@ const ask = (w: Worker, msg: ToMicroWorker) =>
   });
 
 const openStart = performance.now();
-const allSubs: MicroSub[] = stacks.flatMap((s) => s.groups.flatMap((g) => g.tokens.map((token) => ({ token, groupId: g.id, url: s.url, tcp: s.tcp }))));
+const allSubs: MicroSub[] = stacks.flatMap((s) => s.groups.flatMap((g) => g.tokens.map((token) => ({ token, groupId: g.id, url: s.url, transport: s.transport }))));
 // Each worker gets every WORKERS-th member, so a group's members are spread over the workers, as in the bench.
 await Promise.all(
   workers.map((w, i) => ask(w, { type: "open", subs: allSubs.filter((_, k) => k % WORKERS === i), streamsPerConnection: PER_CONN, concurrency: 50 })),

@@ -23,6 +23,12 @@ export interface OutboundItem {
    * bidirectional Connect RPC; built on first use, then shared like grpcFrame.
    */
   readonly connectFrame: Buffer;
+  /**
+   * wsFrame is `bytes` as one unmasked binary WebSocket frame (what a server
+   * sends, RFC 6455 section 5.2), for Subscribe over WebSocket; built on
+   * first use, then shared like grpcFrame.
+   */
+  readonly wsFrame: Buffer;
 }
 
 /** outbound encodes a SubscribeResponse into an OutboundItem. */
@@ -34,6 +40,7 @@ export function outbound(payload: SubscribeResponse["payload"]): OutboundItem {
 class EncodedItem implements OutboundItem {
   readonly grpcFrame: Buffer;
   private connect: Buffer | undefined;
+  private ws: Buffer | undefined;
 
   constructor(
     readonly message: SubscribeResponse,
@@ -46,6 +53,30 @@ class EncodedItem implements OutboundItem {
     this.connect ??= connectFrameOf(this.bytes);
     return this.connect;
   }
+
+  get wsFrame(): Buffer {
+    this.ws ??= wsBinaryFrame(this.bytes);
+    return this.ws;
+  }
+}
+
+/** wsBinaryFrame frames bytes as one final, unmasked binary WebSocket message (opcode 2). */
+export function wsBinaryFrame(bytes: Uint8Array): Buffer {
+  const n = bytes.length;
+  const header = n < 126 ? 2 : n < 65_536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(header + n);
+  frame[0] = 0x82; // FIN + binary
+  if (n < 126) {
+    frame[1] = n;
+  } else if (n < 65_536) {
+    frame[1] = 126;
+    frame.writeUInt16BE(n, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeBigUInt64BE(BigInt(n), 2);
+  }
+  frame.set(bytes, header);
+  return frame;
 }
 
 /** connectFrameOf frames SubscribeResponse bytes as ConnectResponse `{ item }`. */
@@ -92,6 +123,7 @@ class EventItem implements OutboundItem {
   readonly bytes: Uint8Array;
   private msg: SubscribeResponse | undefined;
   private connect: Buffer | undefined;
+  private ws: Buffer | undefined;
 
   constructor(
     private readonly event: GroupEvent,
@@ -108,6 +140,11 @@ class EventItem implements OutboundItem {
   get connectFrame(): Buffer {
     this.connect ??= connectFrameOf(this.bytes);
     return this.connect;
+  }
+
+  get wsFrame(): Buffer {
+    this.ws ??= wsBinaryFrame(this.bytes);
+    return this.ws;
   }
 }
 

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import type { Writable } from "node:stream";
+import * as ws from "ws";
+import { wsBinaryFrame } from "./outbound.js";
 import { closeReason } from "./ws-subscribe.js";
 
 describe("closeReason", () => {
@@ -16,5 +19,27 @@ describe("closeReason", () => {
     assert.ok(cut.endsWith("..."));
     assert.equal(cut.slice(0, -3), "é".repeat(60), "whole characters only");
     assert.equal(Buffer.from(cut, "utf8").toString("utf8"), cut, "valid UTF-8");
+  });
+});
+
+describe("wsBinaryFrame", () => {
+  it("frames payloads of every length class as one binary message a WebSocket client reads back", async () => {
+    for (const n of [0, 1, 125, 126, 65_535, 65_536, 200_000]) {
+      const payload = Buffer.alloc(n, n % 251);
+      const frame = wsBinaryFrame(payload);
+      assert.equal(frame[0], 0x82, "FIN + binary");
+      assert.equal(frame[1]! & 0x80, 0, "not masked (server to client)");
+      // ws's own parser, as a client: binary message, same bytes. (ws exports its Receiver; @types/ws does not declare it.)
+      const { Receiver } = ws as unknown as { Receiver: new (options: object) => Writable };
+      const receiver = new Receiver({ isServer: false, binaryType: "nodebuffer", maxPayload: 0 });
+      const got = new Promise<[Buffer, boolean]>((resolve, reject) => {
+        receiver.on("message", (data: Buffer, isBinary: boolean) => resolve([data, isBinary]));
+        receiver.on("error", reject);
+      });
+      receiver.write(frame);
+      const [data, isBinary] = await got;
+      assert.ok(isBinary, `${n} bytes: binary`);
+      assert.ok(data.equals(payload), `${n} bytes: payload`);
+    }
   });
 });

@@ -46,7 +46,6 @@ const REQUEST_TIMEOUT_MS = 10_000;
 const END_GRACE_MS = 10_000;
 /** A close reason is at most 123 bytes (RFC 6455 section 5.5: control frames carry at most 125). */
 const MAX_REASON_BYTES = 123;
-const SEND_OPTIONS = { binary: true, compress: false, fin: true } as const;
 
 /** WsSubscribeServer answers WebSocket upgrades for Subscribe on an HTTP/1.1 server's `upgrade` event. */
 export interface WsSubscribeServer {
@@ -115,12 +114,16 @@ function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefi
 
 /**
  * WebSocketSink is the hub's StreamSink for one WebSocket: each item is one
- * binary message holding the item's SubscribeResponse bytes, the same Buffer
- * for every recipient (ws frames it without copying: server frames are not
- * masked). Like the fast path's FrameWriter, the items of one callback are
- * written together: the socket is corked around them, so they leave in one
- * write. Its buffer is the socket's write buffer plus what ws and this sink
- * hold.
+ * binary message holding the item's SubscribeResponse bytes. As on the gRPC
+ * fast path, the frame is built once per event (OutboundItem.wsFrame: server
+ * frames are not masked, so every recipient gets the same bytes) and written
+ * to the socket as is; ws does the handshake, reads the client's frames and
+ * answers pings, and writes the close frame, after which nothing more is
+ * written here (writes happen only while the socket is OPEN, each one whole
+ * and synchronous, so they never split one of ws's frames). Like
+ * FrameWriter, the items of one callback are written together: the socket
+ * is corked around them, so they leave in one write. Its buffer is the
+ * socket's write buffer plus what ws and this sink hold.
  */
 class WebSocketSink implements StreamSink, Flushable {
   private queued: OutboundItem | OutboundItem[] | undefined;
@@ -159,16 +162,17 @@ class WebSocketSink implements StreamSink, Flushable {
     if (queued === undefined) return;
     this.queued = undefined;
     this.queuedBytes = 0;
-    if (this.ws.readyState !== 1 /* OPEN */) return;
+    const socket = this.socket;
+    if (this.ws.readyState !== 1 /* OPEN */ || !socket.writable) return;
     if (!Array.isArray(queued)) {
-      this.ws.send(queued.bytes, SEND_OPTIONS);
+      socket.write(queued.wsFrame);
       return;
     }
-    this.socket.cork();
+    socket.cork();
     try {
-      for (const item of queued) this.ws.send(item.bytes, SEND_OPTIONS);
+      for (const item of queued) socket.write(item.wsFrame);
     } finally {
-      this.socket.uncork();
+      socket.uncork();
     }
   }
 
