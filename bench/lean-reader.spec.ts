@@ -20,7 +20,7 @@ import { SubscribeRequestSchema, SubscribeResponseSchema, StreamService, type Su
 import { grpcJsClient } from "../test/support/grpc-js-client.js";
 import { grpcJsSubscribe } from "../test/support/stream-reader.js";
 import { type TestServer, registerUser, startTestServer } from "../test/support/test-server.js";
-import { FrameParser, connectSession, leanSubscribe, type StreamEnd } from "./lib/lean-reader.js";
+import { FrameParser, connectSession, leanSubscribe, leanWsSubscribe, type StreamEnd } from "./lib/lean-reader.js";
 import {
   LeanItem,
   type Stamp,
@@ -89,19 +89,20 @@ class LeanCollector {
   ended: StreamEnd | undefined;
   private readonly stream;
 
-  constructor(session: http2.ClientHttp2Session, token: string, cursors: { groupId: string; seq: number }[] = []) {
-    this.stream = leanSubscribe({
-      session,
+  /** `via` is an HTTP/2 session (Subscribe over gRPC) or the server's base URL (Subscribe over WebSocket). */
+  constructor(via: http2.ClientHttp2Session | string, token: string, cursors: { groupId: string; seq: number }[] = []) {
+    const options = {
       token,
       cursors,
-      onItem: (item) => {
+      onItem: (item: LeanItem) => {
         const s = fromLean(item);
         if (s) this.seen.push(s);
       },
-      onEnd: (end) => {
+      onEnd: (end: StreamEnd) => {
         this.ended = end;
       },
-    });
+    };
+    this.stream = typeof via === "string" ? leanWsSubscribe({ url: via, ...options }) : leanSubscribe({ session: via, ...options });
   }
 
   close(): void {
@@ -126,7 +127,7 @@ describe("bench lean reader", () => {
     await server.stop();
   });
 
-  it("sees the same items, in the same order, as a grpc-js client (live and resumed)", async () => {
+  for (const transport of ["grpc", "websocket"] as const) it(`sees the same items, in the same order, as a grpc-js client (live and resumed; ${transport})`, async () => {
     const alice = await registerUser(server.baseUrl, "grpc", "lean");
     const bob = await registerUser(server.baseUrl, "grpc", "leanb");
     const carol = await registerUser(server.baseUrl, "grpc", "leanc");
@@ -136,7 +137,7 @@ describe("bench lean reader", () => {
 
     const grpcJs = grpcJsClient(server.port, StreamService);
     const reference = grpcJsSubscribe(grpcJs, alice.token);
-    const session = await connectSession(server.baseUrl);
+    const session = transport === "grpc" ? await connectSession(server.baseUrl) : server.baseUrl;
     const lean = new LeanCollector(session, alice.token);
     await reference.waitReady();
     await until(() => lean.seen.some((s) => s.kind === "ready"), "lean ready");
@@ -205,7 +206,7 @@ describe("bench lean reader", () => {
     reference2.close();
     await until(() => lean.ended !== undefined && lean2.ended !== undefined, "lean end");
     await until(() => server.app.hub.size === 0, "server streams closed");
-    session.close();
+    if (typeof session !== "string") session.close();
     grpcJs.close();
   });
 

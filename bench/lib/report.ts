@@ -94,6 +94,11 @@ export function mib(bytes: number): string {
   return `${fmt(bytes / 2 ** 20, 1)} MiB`;
 }
 
+/** resultName names a result by its target, and by the subscribers' transport when it is not the default (fixed-embedded-websocket-…). */
+export function resultName(target: string, opts: { transport: string }): string {
+  return opts.transport === "grpc" ? target : `${target}-${opts.transport}`;
+}
+
 /** writeResults writes <mode>-<target>-<stamp>.json (+ .svg) and copies them to latest-<mode>-<target>.*. */
 export function writeResults(
   mode: string,

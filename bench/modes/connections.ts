@@ -11,7 +11,7 @@
  */
 import type { Bench } from "../lib/bench.js";
 import type { SenderPeer } from "../lib/bench.js";
-import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
+import { fmt, gridTable, lineChart, resultName, writeResults } from "../lib/report.js";
 import { header, latencyText, lossOf, senderGroups, senderInit, table } from "./common.js";
 
 const PER_CLIENT_PROC = 16_000;
@@ -178,7 +178,7 @@ export async function runConnections(bench: Bench): Promise<number> {
       },
       hlines: [{ y: 16, label: "16 KiB target", color: "#2ca02c" }],
     });
-    const files = writeResults("connections", target.kind, result, svg);
+    const files = writeResults("connections", resultName(target.kind, o), result, svg);
     process.stdout.write(`\nwrote ${files.json}${files.svg ? ` and ${files.svg}` : ""}\n`);
   }
   return stopReason.startsWith("reached") ? 0 : 3;

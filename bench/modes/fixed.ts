@@ -4,7 +4,7 @@
  * at R msg/s open loop for the warm-up, then for the measured duration.
  */
 import type { Bench } from "../lib/bench.js";
-import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
+import { fmt, gridTable, lineChart, resultName, writeResults } from "../lib/report.js";
 import { cpuRows, deliveryRows, header, latencyText, lossOf, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 export async function runFixed(bench: Bench): Promise<number> {
@@ -118,7 +118,7 @@ export async function runFixed(bench: Bench): Promise<number> {
       series: [{ label: "deliveries/s", color: "#1f77b4", points: perSecond.map((x) => [x.second, x.deliveries]) }],
       right: { label: "max latency in the second (ms)", series: [{ label: "max latency ms (right axis)", color: "#d62728", dashed: true, points: perSecond.map((x) => [x.second, x.maxLatencyMs]) }] },
     });
-    const files = writeResults("fixed", target.kind, result, svg, { timeline });
+    const files = writeResults("fixed", resultName(target.kind, o), result, svg, { timeline });
     process.stdout.write(`\nwrote ${files.json}${files.svg ? ` and ${files.svg}` : ""}${files.extra.length ? ` and ${files.extra.join(", ")}` : ""}\n`);
   }
   return loss.loss === 0 && totals.duplicates === 0 ? 0 : 3;

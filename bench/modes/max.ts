@@ -7,7 +7,7 @@
  * groups' heads (bounded by --drain) before the next step starts.
  */
 import type { Bench, PhaseResult } from "../lib/bench.js";
-import { fmt, gridTable, lineChart, writeResults } from "../lib/report.js";
+import { fmt, gridTable, lineChart, resultName, writeResults } from "../lib/report.js";
 import { cpuRows, header, latencyText, lossOf, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 interface Step {
@@ -174,7 +174,7 @@ export async function runMax(bench: Bench): Promise<number> {
       ],
       hlines: [{ y: o.p99Limit, label: `p99 limit ${o.p99Limit} ms`, color: "#d62728" }],
     });
-    const files = writeResults("max", target.kind, result, svg);
+    const files = writeResults("max", resultName(target.kind, o), result, svg);
     process.stdout.write(`\nwrote ${files.json}${files.svg ? ` and ${files.svg}` : ""}\n`);
   }
   return best ? 0 : 3;

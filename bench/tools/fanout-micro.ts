@@ -237,7 +237,7 @@ async function hubStack(name: string, root: string, websocket = false): Promise<
     res.end();
   };
   const ws = websocket ? (await load("services/stream/ws-subscribe.ts")).wsSubscribeServer(fastPath) : undefined;
-  const server = await listenOnePort({ host: "127.0.0.1", port: 0, handler, onUpgrade: ws?.handleUpgrade, logger });
+  const server = await listenOnePort({ host: "127.0.0.1", port: 0, handler, onWebSocket: ws?.handleUpgrade, logger });
   return {
     name,
     url: `http://127.0.0.1:${server.port}`,

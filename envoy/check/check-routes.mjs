@@ -1,8 +1,10 @@
 // Checks the routing and token rules of envoy.yaml (as JSON) against the API in proto/chat/v1:
 // every chat.v1 RPC must reach its service's cluster, Register/Login/RefreshToken must be open,
 // every other chat.v1 RPC must require the JWT provider, and the stream RPCs must have no route
-// timeout. It re-implements Envoy's prefix/path matching (case-sensitive, first match wins), so it
-// checks the intent of the config, not Envoy itself.
+// timeout; Subscribe over WebSocket (an upgrade request) must reach the HTTP/1.1 stream cluster
+// with upgrades enabled on that route only, and the token must also be read from the subprotocol.
+// It re-implements Envoy's prefix/path and exact header matching (case-sensitive paths, first
+// match wins), so it checks the intent of the config, not Envoy itself.
 //
 //   node envoy/check/check-routes.mjs <envoy.json>
 import { readFileSync, readdirSync } from "node:fs";
@@ -14,8 +16,16 @@ const hcm = config.static_resources.listeners[0].filter_chains[0].filters[0].typ
 const routes = hcm.route_config.virtual_hosts[0].routes;
 const jwt = hcm.http_filters.find((f) => f.name === "envoy.filters.http.jwt_authn").typed_config;
 
-const matches = (m, path) => (m.path !== undefined ? m.path === path : m.prefix !== undefined ? path.startsWith(m.prefix) : false);
-const routeFor = (path) => routes.find((r) => matches(r.match, path));
+const matchesPath = (m, path) => (m.path !== undefined ? m.path === path : m.prefix !== undefined ? path.startsWith(m.prefix) : false);
+const headerMatches = (h, headers) => {
+  const value = headers[h.name];
+  if (value === undefined) return false;
+  const want = h.string_match?.exact;
+  if (want === undefined) throw new Error(`check-routes.mjs understands only exact header matches (${h.name})`);
+  return h.string_match.ignore_case ? value.toLowerCase() === want.toLowerCase() : value === want;
+};
+const matches = (m, path, headers = {}) => matchesPath(m, path) && (m.headers ?? []).every((h) => headerMatches(h, headers));
+const routeFor = (path, headers = {}) => routes.find((r) => matches(r.match, path, headers));
 const ruleFor = (path) => jwt.rules.find((r) => matches(r.match, path));
 
 // Every RPC of every service in proto/chat/v1.
@@ -42,6 +52,26 @@ for (const { service, method } of rpcs) {
   if (route?.route?.cluster !== CLUSTER[service]) problems.push(`${path}: routed to ${route?.route?.cluster}, expected ${CLUSTER[service]}`);
   if (open === needsToken) problems.push(`${path}: ${needsToken ? "requires a token but must be open" : "open but must require a token"}`);
   if (service === "StreamService" && route?.route?.timeout !== "0s") problems.push(`${path}: stream route must have timeout 0s`);
+}
+// Subscribe over WebSocket: the upgrade goes to the HTTP/1.1 cluster, with upgrades enabled there
+// (and off at the HCM), no timeout, and the token also taken from a `bearer.` subprotocol.
+const wsPath = "/chat.v1.StreamService/Subscribe";
+const wsRoute = routeFor(wsPath, { upgrade: "WebSocket" });
+console.log(`${`${wsPath} (WebSocket)`.padEnd(44)} -> ${wsRoute?.route?.cluster ?? "NO ROUTE"}, ${ruleFor(wsPath)?.requires ? "token required" : "open"}`);
+const upgradeOn = (list) => (list ?? []).find((u) => u.upgrade_type === "websocket")?.enabled;
+if (wsRoute?.route?.cluster !== "stream_ws") problems.push(`${wsPath} (WebSocket): routed to ${wsRoute?.route?.cluster}, expected stream_ws`);
+if (upgradeOn(wsRoute?.route?.upgrade_configs) !== true) problems.push(`${wsPath} (WebSocket): the route must enable websocket upgrades`);
+if (wsRoute?.route?.timeout !== "0s") problems.push(`${wsPath} (WebSocket): stream route must have timeout 0s`);
+if (upgradeOn(hcm.upgrade_configs) !== false) problems.push("websocket upgrades must be disabled at the connection manager (enabled per route)");
+for (const r of routes) {
+  if (r !== wsRoute && upgradeOn(r.route?.upgrade_configs) === true) problems.push(`route ${r.name}: enables websocket upgrades`);
+}
+const cluster = config.static_resources.clusters.find((c) => c.name === "stream_ws");
+const opts = cluster?.typed_extension_protocol_options?.["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]?.explicit_http_config;
+if (!opts?.http_protocol_options) problems.push("cluster stream_ws: must speak HTTP/1.1 upstream (the services take WebSocket upgrades on HTTP/1.1 only)");
+const provider = jwt.providers.chat;
+if (!provider.from_headers.some((h) => h.name === "sec-websocket-protocol" && h.value_prefix === "bearer.")) {
+  problems.push("jwt provider: must also read the token from a `bearer.` WebSocket subprotocol (browsers cannot set headers)");
 }
 // Paths that are not RPCs.
 const jwks = "/.well-known/jwks.json";

@@ -235,11 +235,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     };
     // Subscribe over WebSocket (stream/ws-subscribe.ts) on processes that serve streams; other upgrades get 404.
     const ws = serves("stream") ? wsSubscribeServer(fastPath) : undefined;
-    const onUpgrade = (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const onWebSocket = (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
       if (ws) ws.handleUpgrade(req, socket, head);
       else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
     };
-    server = await listenOnePort({ host: config.host, port: config.port, handler, onUpgrade, logger });
+    server = await listenOnePort({ host: config.host, port: config.port, handler, onWebSocket, logger });
   } catch (e) {
     clearInterval(retention);
     clearInterval(healthTimer);

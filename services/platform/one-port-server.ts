@@ -39,21 +39,37 @@ export async function listenOnePort(opts: {
   host: string;
   port: number;
   handler: RequestHandler;
-  /** onUpgrade takes HTTP/1.1 upgrade requests (WebSocket); it owns the socket from then on. Without it they are plain requests. */
-  onUpgrade?: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
+  /**
+   * onWebSocket takes HTTP/1.1 requests to upgrade to WebSocket; it owns the
+   * socket from then on. Other upgrades (e.g. `Upgrade: h2c` from curl
+   * --http2) are served as plain HTTP/1.1 requests, as Node does when nobody
+   * listens for upgrades.
+   */
+  onWebSocket?: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
   logger: Logger;
 }): Promise<OnePortServer> {
-  const { handler, logger, onUpgrade } = opts;
+  const { handler, logger, onWebSocket } = opts;
   const sockets = new Set<net.Socket>();
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
   const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler);
-  if (onUpgrade) h1.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => onUpgrade(req, socket, head));
+  // A Node HTTP server with an "upgrade" listener hands it every upgrade request, parsed and detached from the
+  // server. Non-WebSocket ones are replayed to a second server without the listener, which serves them as usual.
+  const h1Plain = onWebSocket ? http.createServer({ keepAliveTimeout: 65_000 }, handler) : undefined;
+  const h1Servers = h1Plain ? [h1, h1Plain] : [h1];
+  if (onWebSocket && h1Plain) {
+    h1.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      if (req.headers.upgrade?.toLowerCase() === "websocket") onWebSocket(req, socket, head);
+      else replayRequest(req, socket, head, h1Plain);
+    });
+  }
   h2.on("sessionError", (err) => logger.debug({ err }, "http2 session error"));
-  h1.on("clientError", (err, socket) => {
-    logger.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, "bad HTTP/1.1 request");
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-    socket.destroy();
-  });
+  for (const server of h1Servers) {
+    server.on("clientError", (err, socket) => {
+      logger.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, "bad HTTP/1.1 request");
+      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      socket.destroy();
+    });
+  }
 
   const tcp = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => {
     sockets.add(socket);
@@ -76,7 +92,7 @@ export async function listenOnePort(opts: {
   // on. h1 never listens itself (sockets are handed to it), so start the
   // tracking here; without it, idle keep-alive sockets hold up close() for
   // the whole grace period and slow requests are never timed out.
-  h1.emit("listening");
+  for (const server of h1Servers) server.emit("listening");
 
   // A handler may answer before reading the whole request body (connect-node
   // does for a body over readMaxBytes, and stops reading). The HTTP/1.1
@@ -112,17 +128,31 @@ export async function listenOnePort(opts: {
     async close(graceMs: number) {
       tcp.close();
       for (const session of sessions) session.close();
-      h1.closeIdleConnections();
+      for (const server of h1Servers) server.closeIdleConnections();
       const deadline = Date.now() + graceMs;
       while (sockets.size > 0 && Date.now() < deadline) {
-        h1.closeIdleConnections();
+        for (const server of h1Servers) server.closeIdleConnections();
         await new Promise((r) => setTimeout(r, 20));
       }
       for (const socket of sockets) socket.destroy();
       h2.close();
-      h1.close();
+      for (const server of h1Servers) server.close();
     },
   };
+}
+
+/**
+ * replayRequest gives an already parsed HTTP/1.1 request back to `server` as
+ * if its socket had just connected: the request head is written out again
+ * from what was parsed (method, target, version, raw header lines) and put
+ * back in front of the bytes that followed it.
+ */
+function replayRequest(req: http.IncomingMessage, socket: net.Socket, head: Buffer, server: http.Server): void {
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+  socket.unshift(Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1"), head]));
+  server.emit("connection", socket);
+  socket.resume();
 }
 
 /**

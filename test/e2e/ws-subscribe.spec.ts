@@ -5,6 +5,7 @@
  * own handshake, authentication and close codes (4000 + gRPC status).
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import WebSocket from "ws";
 import { StreamService } from "../../gen/chat/v1/stream_service_pb.js";
@@ -107,6 +108,39 @@ describe("Subscribe over WebSocket", () => {
       assert.equal(code, 4003, `${what}: ${why}`);
       assert.match(why, reason, what);
     }
+  });
+
+  it("serves other upgrade requests (h2c, as curl --http2 sends) as plain HTTP/1.1, with their bodies", async () => {
+    const h2c = "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n";
+    /** exchange sends one request (its parts 50 ms apart) and reads until `until` shows up in the answer (or 5 s pass). */
+    const exchange = (parts: string[], until: RegExp) =>
+      new Promise<string>((resolve, reject) => {
+        let text = "";
+        const socket = net.connect(server.port, "127.0.0.1", () => {
+          parts.forEach((part, i) => setTimeout(() => socket.write(part), 50 * i));
+        });
+        const done = () => {
+          clearTimeout(timer);
+          socket.destroy();
+          resolve(text);
+        };
+        const timer = setTimeout(done, 5000);
+        socket.on("data", (d) => {
+          text += d.toString("latin1");
+          if (until.test(text)) done();
+        });
+        socket.on("close", done);
+        socket.on("error", reject);
+      });
+    const metrics = await exchange([`GET /metrics HTTP/1.1\r\nhost: x\r\n${h2c}\r\n`], /chat_streams_active/);
+    assert.match(metrics, /^HTTP\/1\.1 200 /, metrics.slice(0, 200));
+    assert.match(metrics, /chat_streams_active/, "the metrics page");
+    // The body follows the head in another packet, as a slow client would send it.
+    const body = "{}";
+    const head = `POST /grpc.health.v1.Health/Check HTTP/1.1\r\nhost: x\r\n${h2c}content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`;
+    const health = await exchange([head, body], /SERVING/);
+    assert.match(health, /^HTTP\/1\.1 200 /, health.slice(0, 200));
+    assert.match(health, /"status":"SERVING"/, "the health check, its body read in full");
   });
 
   it("refuses the handshake without the chat.v1.proto subprotocol (400) or at another path (404)", async () => {

@@ -17,7 +17,7 @@ import { type TestKeyspace, openTestKeyspace } from "../../services/adapters/cas
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
 import { PrivateRedis } from "../../services/adapters/redis/redis-test-helpers.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
-import { type StreamReader, seqs, subscribe } from "../support/stream-reader.js";
+import { type StreamReader, seqs, subscribe, wsSubscribe } from "../support/stream-reader.js";
 import { type Clients, clientsFor } from "../support/test-server.js";
 
 const MAIN = join(import.meta.dirname, "../../services/main.ts");
@@ -161,9 +161,12 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
       if (online.length < 2) await new Promise((r) => setTimeout(r, 50));
     }
     assert.deepEqual(online.slice().sort(), [alice.userId, bob.userId].sort(), "both members online, from two stream instances");
+    // Bob's second device holds Subscribe over WebSocket on the other stream instance.
+    const sw = wsSubscribe(p("stream-1").port, bob.token);
+    await sw.waitReady();
     await Promise.all([sendMany(aliceSend, gid, 30, { prefix: "a" }), sendMany(bobSend, gid, 30, { prefix: "b" })]);
     const head = Number(group.headSeq);
-    for (const s of [sa, sb]) {
+    for (const s of [sa, sb, sw]) {
       await s.waitForEvents(gid, 60, 15_000);
       assert.deepEqual(seqs(s.eventsOf(gid)), range(head + 1, head + 60), "in order, across instances");
     }
@@ -221,10 +224,13 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     }
     assert.ok(afterRestart.length > 0, "sends work again after NATS is back");
     const headNow = Number((await alice.groups.getGroup({ groupId: gid })).group?.headSeq ?? 0);
-    await sa.waitFor((r: StreamReader) => r.eventsOf(gid).some((e) => Number(e.seq) === headNow), 20_000, "alice's stream to catch up");
-    assert.deepEqual(seqs(sa.eventsOf(gid)), range(head + 1, headNow), "alice's stream: dense, no duplicate, across everything");
+    for (const [name, s] of [["alice's stream", sa], ["bob's WebSocket", sw]] as const) {
+      await s.waitFor((r: StreamReader) => r.eventsOf(gid).some((e) => Number(e.seq) === headNow), 20_000, `${name} to catch up`);
+      assert.deepEqual(seqs(s.eventsOf(gid)), range(head + 1, headNow), `${name}: dense, no duplicate, across everything`);
+    }
     assert.ok(beforeRestart.length === 5);
     sa.close();
     sb2.close();
+    sw.close();
   });
 });
