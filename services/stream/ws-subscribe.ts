@@ -1,6 +1,6 @@
 /**
  * StreamService/Subscribe over WebSocket: the cheapest delivery transport
- * (no HTTP/2 session per connection: about a third of the memory and less
+ * (no HTTP/2 session per connection: about a quarter of the memory and less
  * CPU per delivery than the gRPC fast path, see README "Performance"), and
  * the one browsers can hold open natively.
  *
