@@ -73,6 +73,7 @@ const provider = jwt.providers.chat;
 if (!provider.from_headers.some((h) => h.name === "sec-websocket-protocol" && h.value_prefix === "bearer.")) {
   problems.push("jwt provider: must also read the token from a `bearer.` WebSocket subprotocol (browsers cannot set headers)");
 }
+if (provider.forward !== true) problems.push("jwt provider: forward must be true (else jwt_authn deletes Sec-WebSocket-Protocol, chat.v1.proto included)");
 // Paths that are not RPCs.
 const jwks = "/.well-known/jwks.json";
 if (routeFor(jwks)?.route?.cluster !== "auth" || ruleFor(jwks)?.requires) problems.push(`${jwks}: must go to auth without a token`);

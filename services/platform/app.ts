@@ -26,7 +26,7 @@ import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
-import { wsSubscribeServer } from "../stream/ws-subscribe.js";
+import { refuseUpgrade, wsSubscribeServer } from "../stream/ws-subscribe.js";
 import { openBackends } from "./backends.js";
 import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
@@ -228,16 +228,20 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       }
       rpc(req, res);
     });
-    // GET /metrics on every process, outside CORS: a scraper is no browser, and no page elsewhere needs to read it.
+    const serving = () => health.getStatus("") === ServingStatus.SERVING;
+    // GET /metrics and GET /readyz on every process, outside CORS: a scraper or a proxy's health check is no browser.
     const handler = (req: AnyRequest, res: AnyResponse) => {
       if (isMetricsRequest(req.url)) return serveMetrics(metrics, req, res, (err) => logger.error({ err }, "metrics collection failed"));
+      if (req.url === READY_PATH) return serveReady(serving(), req, res);
       api(req, res);
     };
-    // Subscribe over WebSocket (stream/ws-subscribe.ts) on processes that serve streams; other upgrades get 404.
+    // Subscribe over WebSocket (stream/ws-subscribe.ts) on processes that serve streams, while serving (not while
+    // shutting down or cut off from a critical backend: the client goes to another instance); other upgrades get 404.
     const ws = serves("stream") ? wsSubscribeServer(fastPath) : undefined;
     const onWebSocket = (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-      if (ws) ws.handleUpgrade(req, socket, head);
-      else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      if (!ws) refuseUpgrade(socket, 404, "this process serves no streams");
+      else if (!serving()) refuseUpgrade(socket, 503, "not serving (shutting down or a backend is unreachable); connect to another instance");
+      else ws.handleUpgrade(req, socket, head);
     };
     server = await listenOnePort({ host: config.host, port: config.port, handler, onWebSocket, logger });
   } catch (e) {
@@ -279,6 +283,19 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
 
 type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** READY_PATH answers 200 while the process is SERVING (gRPC health ""), else 503: a readiness check for HTTP/1.1-only checkers. */
+export const READY_PATH = "/readyz";
+
+function serveReady(ready: boolean, req: AnyRequest, res: AnyResponse): void {
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain" });
+    res.end("use GET\n");
+    return;
+  }
+  res.writeHead(ready ? 200 : 503, { "content-type": "text/plain", "cache-control": "no-store" });
+  res.end(ready ? "ready\n" : "not serving\n");
+}
 
 /**
  * clientAddress is the socket's peer address or, behind a trusted proxy,

@@ -18,8 +18,9 @@ export class QueueSink<T> implements StreamSink, AsyncIterable<T> {
 
   constructor(private readonly wrap: (item: OutboundItem) => T) {}
 
+  /** Once ended nothing more is accepted, so nothing is waited for: 0 (what was queued before a clean end still goes out). */
   get bufferedBytes(): number {
-    return this.buffered;
+    return this.ended ? 0 : this.buffered;
   }
 
   /** isEnded is true once `end` was called. */

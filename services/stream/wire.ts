@@ -74,6 +74,8 @@ export class FrameWriter implements StreamSink, Flushable {
   /** queued holds the frames written by the current callback (one Buffer, or several), not yet given to the response. */
   private queued: Buffer | Buffer[] | undefined;
   private queuedBytes = 0;
+  /** The pending wait for the response's 'drain', shared by concurrent drained() calls. */
+  private draining: Promise<void> | undefined;
 
   constructor(
     private readonly protocol: WireProtocol,
@@ -84,7 +86,9 @@ export class FrameWriter implements StreamSink, Flushable {
     this.h2 = "stream" in res ? res.stream : undefined;
   }
 
+  /** Once the stream has ended or its response is gone nothing more is written, so nothing is waited for: 0. */
   get bufferedBytes(): number {
+    if (this.ended || this.res.destroyed) return 0;
     return (this.h2 ?? this.res).writableLength + this.queuedBytes;
   }
 
@@ -159,18 +163,22 @@ export class FrameWriter implements StreamSink, Flushable {
   drained(): Promise<void> {
     const res = this.res;
     this.flush();
-    if (this.ended || res.destroyed || res.writableLength === 0) return Promise.resolve();
+    if (this.bufferedBytes === 0) return Promise.resolve();
     const needDrain = "stream" in res ? res.stream.writableNeedDrain : res.writableNeedDrain;
     if (!needDrain) return new Promise((resolve) => setTimeout(resolve, 5));
-    return new Promise((resolve) => {
+    // Never resolved in this turn while bytes are buffered (callers loop on bufferedBytes: a loop on a resolved
+    // promise would starve I/O, the 'close' that ends it included); concurrent callers share one wait.
+    this.draining ??= new Promise<void>((resolve) => {
       const done = () => {
         res.off("drain", done);
         res.off("close", done);
-        resolve();
+        this.draining = undefined;
+        setImmediate(resolve);
       };
       res.on("drain", done);
       res.on("close", done);
     });
+    return this.draining;
   }
 
   end(error?: ChatError): void {

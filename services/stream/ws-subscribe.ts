@@ -65,9 +65,9 @@ export function wsSubscribeServer(deps: FastPathDeps): WsSubscribeServer {
   return {
     handleUpgrade(req, socket, head) {
       const path = req.url?.split("?")[0];
-      if (path !== SUBSCRIBE_PATH) return refuse(socket, 404, `no WebSocket endpoint at this path; Subscribe is at ${SUBSCRIBE_PATH}`);
+      if (path !== SUBSCRIBE_PATH) return refuseUpgrade(socket, 404, `no WebSocket endpoint at this path; Subscribe is at ${SUBSCRIBE_PATH}`);
       if (!offeredProtocols(req).includes(WS_SUBPROTOCOL)) {
-        return refuse(socket, 400, `offer the WebSocket subprotocol ${WS_SUBPROTOCOL} (binary protobuf messages)`);
+        return refuseUpgrade(socket, 400, `offer the WebSocket subprotocol ${WS_SUBPROTOCOL} (binary protobuf messages)`);
       }
       const authorization = req.headers.authorization ?? bearerFromProtocols(offeredProtocols(req));
       wss.handleUpgrade(req, socket, head, (ws) => serve(ws, socket, authorization, deps));
@@ -81,9 +81,12 @@ function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefi
   let handle: StreamHandle | undefined;
   let requested = false;
   const fail = (e: unknown) => {
+    if (sink.isEnded) return;
     const err = toConnectError(e);
     if (err.code === Code.Internal) deps.logger.error({ rpc: SUBSCRIBE_PATH, transport: "websocket", err: err.cause }, err.rawMessage);
     sink.finish(err);
+    // The hub forgets the stream now, not when the client has taken the close frame.
+    handle?.close();
   };
   const timer = setTimeout(() => fail(new ChatError("InvalidArgument", `send one SubscribeRequest within ${REQUEST_TIMEOUT_MS / 1000} s of connecting`)), REQUEST_TIMEOUT_MS);
   timer.unref();
@@ -96,6 +99,7 @@ function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefi
   const principal = verifyBearer(deps.tokens, deps.clock, authorization);
   principal.catch(fail);
   ws.on("message", (data, isBinary) => {
+    if (sink.isEnded) return;
     if (requested) return fail(new ChatError("InvalidArgument", "Subscribe takes one SubscribeRequest; send nothing after it"));
     requested = true;
     clearTimeout(timer);
@@ -129,13 +133,17 @@ class WebSocketSink implements StreamSink, Flushable {
   private queued: OutboundItem | OutboundItem[] | undefined;
   private queuedBytes = 0;
   private ended = false;
+  /** The pending wait for the socket's 'drain', shared by concurrent drained() calls. */
+  private draining: Promise<void> | undefined;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly socket: net.Socket,
   ) {}
 
+  /** Once the stream has ended or its socket is gone nothing more is written, so nothing is waited for: 0. */
   get bufferedBytes(): number {
+    if (this.ended || this.socket.destroyed) return 0;
     return this.ws.bufferedAmount + this.queuedBytes;
   }
 
@@ -183,21 +191,30 @@ class WebSocketSink implements StreamSink, Flushable {
     this.ws.terminate();
   }
 
+  /**
+   * drained resolves once the socket has taken the buffer (its 'drain'), or
+   * at once when nothing is buffered. Callers loop on bufferedBytes, so it
+   * never resolves in the same turn while bytes are still buffered: a loop
+   * on an already-resolved promise would starve I/O, including the 'close'
+   * that ends it. Concurrent callers share one wait.
+   */
   drained(): Promise<void> {
     this.flush();
+    if (this.bufferedBytes === 0) return Promise.resolve();
     const socket = this.socket;
-    if (this.ended || socket.destroyed || this.bufferedBytes === 0) return Promise.resolve();
     // Below the socket's high-water mark no 'drain' comes: look again in a moment.
     if (!socket.writableNeedDrain) return new Promise((resolve) => setTimeout(resolve, 5));
-    return new Promise((resolve) => {
+    this.draining ??= new Promise<void>((resolve) => {
       const done = () => {
         socket.off("drain", done);
         socket.off("close", done);
-        resolve();
+        this.draining = undefined;
+        setImmediate(resolve);
       };
       socket.on("drain", done);
       socket.on("close", done);
     });
+    return this.draining;
   }
 
   /**
@@ -259,12 +276,21 @@ function bearerFromProtocols(protocols: readonly string[]): string | undefined {
   return offered ? `Bearer ${offered.slice(WS_BEARER_PREFIX.length)}` : undefined;
 }
 
-function refuse(socket: net.Socket, status: 400 | 404, message: string): void {
+const REASONS = { 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable" } as const;
+
+/**
+ * refuseUpgrade answers an upgrade request with an HTTP error and a text
+ * body, then destroys the socket: once handed over for an upgrade it is no
+ * longer the HTTP server's, so nothing else would ever close it.
+ */
+export function refuseUpgrade(socket: net.Socket, status: keyof typeof REASONS, message: string): void {
   const body = `${message}\n`;
-  const reason = status === 400 ? "Bad Request" : "Not Found";
   socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${REASONS[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    () => socket.destroy(),
   );
+  // A client that never reads must not keep the socket either.
+  setTimeout(() => socket.destroy(), END_GRACE_MS).unref();
 }
 
 function decode(payload: Buffer) {

@@ -95,6 +95,34 @@ describe("slow clients", () => {
     again.close();
   });
 
+  it("drops a stuck WebSocket replay at once when its client breaks the protocol, and keeps serving", async () => {
+    const alice = await registerUser(server.baseUrl, "grpc", "xa");
+    const bob = await registerUser(server.baseUrl, "grpc", "xb");
+    const { group } = await alice.groups.createGroup({ name: "stuck-ws", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const gid = group.groupId;
+    // A backlog far larger than the socket buffers, replayed to a client that sends its request and stops reading:
+    // the replay waits for the socket to drain.
+    await sendMany(alice, gid, 1000, { text: "z".repeat(3000), concurrency: 20 });
+    const openBefore = server.app.hub.size;
+    const stuck = wsSubscribe(server.port, bob.token, [{ groupId: gid, seq: group.headSeq }]);
+    stuck.ws.on("open", () => stuck.ws.pause());
+    await until(() => server.app.hub.size === openBefore + 1, 10_000, "the stream to open");
+    await new Promise((r) => setTimeout(r, 500));
+    // A second message is a protocol error: the stream ends (4003) and the hub forgets it now, not once the client
+    // has read the close frame (it never will).
+    stuck.ws.send(Buffer.alloc(0));
+    await until(() => server.app.hub.size === openBefore, 3000, "the hub to drop the stream");
+    // After the 10 s grace the socket is dropped under the waiting replay; the process must still answer.
+    await new Promise((r) => setTimeout(r, 11_000));
+    const answered = await Promise.race([
+      alice.groups.listGroups({}).then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
+    ]);
+    assert.ok(answered, "the server still answers");
+    stuck.ws.terminate();
+  });
+
   it("ends a gRPC-Web (HTTP/1.1) stream whose client stops reading", async () => {
     const alice = await registerUser(server.baseUrl, "grpc", "wa");
     const bob = await registerUser(server.baseUrl, "grpc", "wb");

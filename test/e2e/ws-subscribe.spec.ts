@@ -72,7 +72,7 @@ describe("Subscribe over WebSocket", () => {
     // A later event of another group of bob's proves the stream is still live and past alice's sends.
     const { group: other } = await alice.groups.createGroup({ name: "ws-other", memberUsernames: [bob.username] });
     assert.ok(other);
-    await ws.waitFor((r) => r.items.some((i) => i.payload.case === "groupJoined" || r.eventsOf(other.groupId).length > 0), 5000, "the new group");
+    await ws.waitFor((r) => r.items.some((i) => i.payload.case === "groupJoined") || r.eventsOf(other.groupId).length > 0, 5000, "the new group");
     assert.ok(!ws.eventsOf(gid).some((e) => e.kind.case === "message"), "no message after the removal reached bob");
     ws.close();
   });
@@ -141,6 +141,28 @@ describe("Subscribe over WebSocket", () => {
     const health = await exchange([head, body], /SERVING/);
     assert.match(health, /^HTTP\/1\.1 200 /, health.slice(0, 200));
     assert.match(health, /"status":"SERVING"/, "the health check, its body read in full");
+  });
+
+  it("closes the socket of a refused handshake even if the client keeps its side open", async () => {
+    const socket = net.connect({ port: server.port, host: "127.0.0.1", allowHalfOpen: true });
+    const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+    socket.on("error", () => {});
+    let response = "";
+    socket.on("data", (d) => (response += d.toString("latin1")));
+    const ended = new Promise<void>((resolve) => socket.on("end", () => resolve()));
+    socket.write(
+      "GET /elsewhere HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n" +
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: chat.v1.proto\r\n\r\n",
+    );
+    await ended;
+    assert.match(response, /^HTTP\/1\.1 404 /);
+    // Our side stays open; a server that only half-closed would keep taking these bytes. One that closed resets us
+    // (seen on a later write: after the server's FIN our side no longer reads).
+    const writes = setInterval(() => socket.write("more bytes\r\n"), 100);
+    const gone = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
+    clearInterval(writes);
+    assert.ok(gone, "the server closed the socket");
+    socket.destroy();
   });
 
   it("refuses the handshake without the chat.v1.proto subprotocol (400) or at another path (404)", async () => {
