@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { freePort } from "../support/helpers.js";
+import { wsSubscribe } from "../support/stream-reader.js";
 import { clientsFor, registerUser } from "../support/test-server.js";
 
 const MAIN = join(import.meta.dirname, "../../services/main.ts");
@@ -67,6 +68,11 @@ describe("server process", () => {
     const { group } = await alice.groups.createGroup({ name: "persisted" });
     assert.ok(group);
     await alice.messages.sendMessage({ groupId: group.groupId, text: "still here?", clientMessageId: "p1" });
+    // Tokens offered as WebSocket subprotocols (as browsers must) stay out of the logs too, valid or not.
+    const ws = wsSubscribe(port, alice.token, [], { via: "protocol" });
+    await ws.waitReady();
+    const forged = wsSubscribe(port, "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln", [], { via: "protocol" });
+    await forged.waitDone();
     first.child.kill("SIGTERM");
     assert.equal(await first.exited, 0, first.output());
     assert.match(first.output(), /"msg":"stopped"/);

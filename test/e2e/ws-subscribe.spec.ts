@@ -141,6 +141,9 @@ describe("Subscribe over WebSocket", () => {
     const health = await exchange([head, body], /SERVING/);
     assert.match(health, /^HTTP\/1\.1 200 /, health.slice(0, 200));
     assert.match(health, /"status":"SERVING"/, "the health check, its body read in full");
+    // More header lines than the parser keeps: it cannot be replayed faithfully, so it is refused.
+    const crowded = await exchange([`GET /metrics HTTP/1.1\r\nhost: x\r\n${h2c}${"x-many: 1\r\n".repeat(2100)}\r\n`], /\r\n\r\n/);
+    assert.match(crowded, /^HTTP\/1\.1 431 /, crowded.slice(0, 200));
   });
 
   it("closes the socket of a refused handshake even if the client keeps its side open", async () => {
