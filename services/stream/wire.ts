@@ -3,6 +3,7 @@
  * protocol detection, the length-prefixed envelope, stream endings, and
  * FrameWriter, the StreamSink that writes pre-framed items to a response.
  */
+import type { EventEmitter } from "node:events";
 import type http from "node:http";
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -74,8 +75,7 @@ export class FrameWriter implements StreamSink, Flushable {
   /** queued holds the frames written by the current callback (one Buffer, or several), not yet given to the response. */
   private queued: Buffer | Buffer[] | undefined;
   private queuedBytes = 0;
-  /** The pending wait for the response's 'drain', shared by concurrent drained() calls. */
-  private draining: Promise<void> | undefined;
+  private readonly drain = new DrainWait();
 
   constructor(
     private readonly protocol: WireProtocol,
@@ -164,21 +164,7 @@ export class FrameWriter implements StreamSink, Flushable {
     const res = this.res;
     this.flush();
     if (this.bufferedBytes === 0) return Promise.resolve();
-    const needDrain = "stream" in res ? res.stream.writableNeedDrain : res.writableNeedDrain;
-    if (!needDrain) return new Promise((resolve) => setTimeout(resolve, 5));
-    // Never resolved in this turn while bytes are buffered (callers loop on bufferedBytes: a loop on a resolved
-    // promise would starve I/O, the 'close' that ends it included); concurrent callers share one wait.
-    this.draining ??= new Promise<void>((resolve) => {
-      const done = () => {
-        res.off("drain", done);
-        res.off("close", done);
-        this.draining = undefined;
-        setImmediate(resolve);
-      };
-      res.on("drain", done);
-      res.on("close", done);
-    });
-    return this.draining;
+    return this.drain.wait(res, "stream" in res ? res.stream.writableNeedDrain : res.writableNeedDrain);
   }
 
   end(error?: ChatError): void {
@@ -224,6 +210,33 @@ export class FrameWriter implements StreamSink, Flushable {
       timer.unref();
       res.once("close", () => clearTimeout(timer));
     }
+  }
+}
+
+/**
+ * DrainWait is a sink's wait for its writer to drain. Callers loop on the
+ * sink's bufferedBytes, so a wait never resolves in the turn it was asked
+ * for: a loop on an already-resolved promise would starve I/O, including
+ * the 'close' that ends it. Concurrent callers share one wait.
+ */
+export class DrainWait {
+  private pending: Promise<void> | undefined;
+
+  /** wait resolves once `writer` drains or closes or, when it asked for no drain (`needDrain` false), after a moment. */
+  wait(writer: EventEmitter, needDrain: boolean): Promise<void> {
+    // Below the high-water mark no 'drain' comes: look again in a moment.
+    if (!needDrain) return new Promise((resolve) => setTimeout(resolve, 5));
+    this.pending ??= new Promise<void>((resolve) => {
+      const done = () => {
+        writer.off("drain", done);
+        writer.off("close", done);
+        this.pending = undefined;
+        setImmediate(resolve);
+      };
+      writer.on("drain", done);
+      writer.on("close", done);
+    });
+    return this.pending;
   }
 }
 

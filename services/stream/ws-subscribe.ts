@@ -31,7 +31,7 @@ import { SUBSCRIBE_PATH } from "./fast-subscribe.js";
 import type { OutboundItem, StreamSink } from "./outbound.js";
 import type { StreamHandle } from "./stream-hub.js";
 import { parseCursors } from "./stream-rpc.js";
-import { type Flushable, queueFlush } from "./wire.js";
+import { DrainWait, type Flushable, queueFlush } from "./wire.js";
 
 /** WS_SUBPROTOCOL is the subprotocol a client must offer: binary protobuf messages of chat.v1. */
 export const WS_SUBPROTOCOL = "chat.v1.proto";
@@ -133,8 +133,7 @@ class WebSocketSink implements StreamSink, Flushable {
   private queued: OutboundItem | OutboundItem[] | undefined;
   private queuedBytes = 0;
   private ended = false;
-  /** The pending wait for the socket's 'drain', shared by concurrent drained() calls. */
-  private draining: Promise<void> | undefined;
+  private readonly drain = new DrainWait();
 
   constructor(
     private readonly ws: WebSocket,
@@ -191,30 +190,11 @@ class WebSocketSink implements StreamSink, Flushable {
     this.ws.terminate();
   }
 
-  /**
-   * drained resolves once the socket has taken the buffer (its 'drain'), or
-   * at once when nothing is buffered. Callers loop on bufferedBytes, so it
-   * never resolves in the same turn while bytes are still buffered: a loop
-   * on an already-resolved promise would starve I/O, including the 'close'
-   * that ends it. Concurrent callers share one wait.
-   */
+  /** drained resolves at once when nothing is buffered, else once the socket has taken the buffer (see DrainWait). */
   drained(): Promise<void> {
     this.flush();
     if (this.bufferedBytes === 0) return Promise.resolve();
-    const socket = this.socket;
-    // Below the socket's high-water mark no 'drain' comes: look again in a moment.
-    if (!socket.writableNeedDrain) return new Promise((resolve) => setTimeout(resolve, 5));
-    this.draining ??= new Promise<void>((resolve) => {
-      const done = () => {
-        socket.off("drain", done);
-        socket.off("close", done);
-        this.draining = undefined;
-        setImmediate(resolve);
-      };
-      socket.on("drain", done);
-      socket.on("close", done);
-    });
-    return this.draining;
+    return this.drain.wait(this.socket, this.socket.writableNeedDrain);
   }
 
   /**
