@@ -72,7 +72,9 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
   await mkdir(config.dataDir, { recursive: true });
-  const backends = await openBackends(config, clock, logger);
+  // The metrics are made once the backends are open; until then a commit has nowhere to be counted.
+  let onStoreCommit: ((seconds: number, appends: number) => void) | undefined;
+  const backends = await openBackends(config, clock, logger, { onStoreCommit: (s, n) => onStoreCommit?.(s, n) });
   const { store, bus, cache, recent, presence, limiter } = backends;
   const serves = (name: ServiceName) => config.services.includes(name);
   const served = config.services.map((name) => SERVICE_DESCS[name]);
@@ -122,6 +124,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       })
     : undefined;
   const metrics = new AppMetrics();
+  onStoreCommit = (seconds) => metrics.storeCommit(seconds);
   const messages = new MessageService({
     store,
     membership,

@@ -27,6 +27,12 @@ export interface BackendCheck {
 }
 
 /** Backends are the adapters behind every port, chosen from the config's URLs. */
+/** BackendObservers hear what the adapters measure (metrics). */
+export interface BackendObservers {
+  /** onStoreCommit hears each group commit of the embedded store: seconds, appends (SqliteStoreOptions.onCommit). */
+  readonly onStoreCommit?: (seconds: number, appends: number) => void;
+}
+
 export interface Backends {
   readonly store: Store;
   readonly bus: EventBus;
@@ -54,7 +60,7 @@ export interface Backends {
  * (storePublishesEvents); processes serving "message" also run the
  * persister. Migrations run first when config.migrate is set.
  */
-export async function openBackends(config: Config, clock: Clock, logger: Logger): Promise<Backends> {
+export async function openBackends(config: Config, clock: Clock, logger: Logger, observers: BackendObservers = {}): Promise<Backends> {
   let cacheRef: MembershipCache | undefined;
   const closers: (() => Promise<void>)[] = [];
   const checks: BackendCheck[] = [];
@@ -76,6 +82,7 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger)
       retentionMs: config.retentionMs,
       clock,
       onBackgroundError: (err) => logger.error({ err }, "sqlite background work failed"),
+      ...(observers.onStoreCommit ? { onCommit: observers.onStoreCommit } : {}),
     });
   try {
     if (cassandra) {

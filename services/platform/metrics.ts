@@ -41,6 +41,7 @@ export class AppMetrics {
   readonly hub: HubMetrics;
   private readonly sends: Counter<"code" | "via">;
   private readonly historyPages: Counter<"source">;
+  private readonly storeCommits: WeightedHistogram;
   private activeStreams: () => number = () => 0;
   private sendsInFlight: () => number = () => 0;
   private sendsShed: () => number = () => 0;
@@ -61,6 +62,14 @@ export class AppMetrics {
       "chat_bus_lag_seconds",
       "Time from a group event's `at` to its receipt from the event bus by this process's stream hub, one observation per event " +
         "(it includes making the event durable and publishing it). Clamped at 0 across processes whose clocks differ.",
+      LATENCY_BUCKETS,
+      this.registry,
+    );
+    this.storeCommits = new WeightedHistogram(
+      "chat_store_commit_seconds",
+      "Embedded store (SQLite) only: duration of each group commit of sent messages, one transaction including its WAL " +
+        "fsync, run on the event loop. Every stream and call of the process waits while it runs, so a slow disk shows " +
+        "here first. Not reported with the Cassandra store.",
       LATENCY_BUCKETS,
       this.registry,
     );
@@ -166,6 +175,11 @@ export class AppMetrics {
   /** countStreamsWith sets where chat_streams_active reads the number of open streams (at scrape time). */
   countStreamsWith(count: () => number): void {
     this.activeStreams = count;
+  }
+
+  /** storeCommit records one group commit of the embedded store that took `seconds`. */
+  storeCommit(seconds: number): void {
+    this.storeCommits.observe(seconds, 1);
   }
 
   /** countSendsWith sets where chat_sends_in_flight and chat_sends_shed_total read their numbers (at scrape time). */

@@ -176,6 +176,10 @@ describe("metrics", () => {
     assert.equal(delta("chat_sends_total", { code: "UNAUTHENTICATED", via: "rpc" }), 1);
     assert.equal(delta("chat_sends_total", { code: "OK", via: "stream" }), 1);
     assert.equal(delta("chat_sends_total", { code: "INVALID_ARGUMENT", via: "stream" }), 1);
+    // The two stored messages went through one or two group commits of the embedded store; refused sends never did.
+    const commits = delta("chat_store_commit_seconds_count");
+    assert.ok(commits >= 1 && commits <= 2, `store commits: ${commits}`);
+    assert.ok(delta("chat_store_commit_seconds_sum") > 0);
     // Two events, each received once from the bus and written to all four streams.
     assert.equal(delta("chat_bus_events_received_total"), 2);
     assert.equal(delta("chat_bus_lag_seconds_count"), 2);

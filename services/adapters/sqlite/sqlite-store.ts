@@ -49,6 +49,11 @@ export interface SqliteStoreOptions {
   readonly clock: Clock;
   /** onBackgroundError hears failures of the store's background work (the WAL checkpoint worker); the store carries on. */
   readonly onBackgroundError?: (e: Error) => void;
+  /**
+   * onCommit hears how long each group commit of appended messages took (seconds, one transaction with its WAL
+   * fsync, on the event loop) and how many appends it carried: a slow disk shows here first.
+   */
+  readonly onCommit?: (seconds: number, appends: number) => void;
 }
 
 interface UserRow {
@@ -219,6 +224,8 @@ export class SqliteStore implements Store {
     private readonly clock: Clock,
     /** Checkpoints the WAL off the event loop; closed with the store. */
     private readonly checkpointer?: WalCheckpointer,
+    /** Hears the duration of each group commit (SqliteStoreOptions.onCommit). */
+    private readonly onCommit?: (seconds: number, appends: number) => void,
   ) {
     this.stmts = prepareStatements(db);
     const createGroup = db.transaction((g: NewGroup) => this.createGroupInTx(g));
@@ -348,11 +355,14 @@ export class SqliteStore implements Store {
     if (batch.length === 0) return;
     this.pending = [];
     let results: (AppendResult | ChatError)[];
+    const started = performance.now();
     try {
       results = this.appendBatchTx(batch.map((p) => p.draft));
     } catch (e) {
       for (const p of batch) p.reject(e);
       return;
+    } finally {
+      this.onCommit?.((performance.now() - started) / 1000, batch.length);
     }
     batch.forEach((p, i) => {
       const r = results[i]!;
@@ -552,7 +562,7 @@ export function createSqliteStore(opts: SqliteStoreOptions): SqliteStore {
     if (opts.path === ":memory:" || opts.path === "") return new SqliteStore(db, opts.retentionMs, opts.clock);
     const checkpointer = new WalCheckpointer(db, opts.path, opts.onBackgroundError ? { onFailure: opts.onBackgroundError } : {});
     try {
-      return new SqliteStore(db, opts.retentionMs, opts.clock, checkpointer);
+      return new SqliteStore(db, opts.retentionMs, opts.clock, checkpointer, opts.onCommit);
     } catch (e) {
       void checkpointer.stop();
       throw e;
