@@ -26,7 +26,7 @@ import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
-import { refuseUpgrade, wsSubscribeServer } from "../stream/ws-subscribe.js";
+import { wsSubscribeServer } from "../stream/ws-subscribe.js";
 import { openBackends } from "./backends.js";
 import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
@@ -34,7 +34,7 @@ import { authInterceptor, errorInterceptor, kClientAddress, sendResultIntercepto
 import { type Logger, createLogger } from "./logger.js";
 import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
 import { fastUnaryRoute, serveFastUnary } from "./fast-unary.js";
-import { type OnePortServer, listenOnePort } from "./one-port-server.js";
+import { type OnePortServer, listenOnePort, refuseSocket } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
 
 /** SERVICE_DESCS maps each service name to its chat.v1 service. */
@@ -73,8 +73,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const logger = options.logger ?? createLogger(config.logLevel);
   await mkdir(config.dataDir, { recursive: true });
   // The metrics are made once the backends are open; until then a commit has nowhere to be counted.
-  let onStoreCommit: ((seconds: number, appends: number) => void) | undefined;
-  const backends = await openBackends(config, clock, logger, { onStoreCommit: (s, n) => onStoreCommit?.(s, n) });
+  let onStoreCommit: ((seconds: number) => void) | undefined;
+  const backends = await openBackends(config, clock, logger, { onStoreCommit: (seconds) => onStoreCommit?.(seconds) });
   const { store, bus, cache, recent, presence, limiter } = backends;
   const serves = (name: ServiceName) => config.services.includes(name);
   const served = config.services.map((name) => SERVICE_DESCS[name]);
@@ -242,8 +242,8 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     // shutting down or cut off from a critical backend: the client goes to another instance); other upgrades get 404.
     const ws = serves("stream") ? wsSubscribeServer(fastPath) : undefined;
     const onWebSocket = (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-      if (!ws) refuseUpgrade(socket, 404, "this process serves no streams");
-      else if (!serving()) refuseUpgrade(socket, 503, "not serving (shutting down or a backend is unreachable); connect to another instance");
+      if (!ws) refuseSocket(socket, 404, "this process serves no streams");
+      else if (!serving()) refuseSocket(socket, 503, "not serving (shutting down or a backend is unreachable); connect to another instance");
       else ws.handleUpgrade(req, socket, head);
     };
     server = await listenOnePort({ host: config.host, port: config.port, handler, onWebSocket, logger });

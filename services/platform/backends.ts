@@ -26,13 +26,13 @@ export interface BackendCheck {
   healthy(): boolean;
 }
 
-/** Backends are the adapters behind every port, chosen from the config's URLs. */
 /** BackendObservers hear what the adapters measure (metrics). */
 export interface BackendObservers {
-  /** onStoreCommit hears each group commit of the embedded store: seconds, appends (SqliteStoreOptions.onCommit). */
-  readonly onStoreCommit?: (seconds: number, appends: number) => void;
+  /** onStoreCommit hears how long each group commit of the embedded store took, in seconds (SqliteStoreOptions.onCommit). */
+  readonly onStoreCommit?: (seconds: number) => void;
 }
 
+/** Backends are the adapters behind every port, chosen from the config's URLs. */
 export interface Backends {
   readonly store: Store;
   readonly bus: EventBus;

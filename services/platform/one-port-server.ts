@@ -141,6 +141,26 @@ export async function listenOnePort(opts: {
   };
 }
 
+const REASONS = { 400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large", 503: "Service Unavailable" } as const;
+
+/** REFUSED_SOCKET_GRACE_MS is how long a refused client has to take the answer before its socket is dropped. */
+const REFUSED_SOCKET_GRACE_MS = 10_000;
+
+/**
+ * refuseSocket answers a request whose socket was handed over (an upgrade)
+ * with an HTTP error and a text body, then destroys the socket: it is no
+ * longer the HTTP server's, so nothing else would ever close it.
+ */
+export function refuseSocket(socket: net.Socket, status: keyof typeof REASONS, message: string): void {
+  const body = `${message}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${REASONS[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+  // A client that never reads must not keep the socket either.
+  setTimeout(() => socket.destroy(), REFUSED_SOCKET_GRACE_MS).unref();
+}
+
 /** MAX_REPLAY_HEADER_ENTRIES is the most raw header entries (names and values) a replayed request may have. */
 const MAX_REPLAY_HEADER_ENTRIES = 1900;
 
@@ -154,10 +174,7 @@ function replayRequest(req: http.IncomingMessage, socket: net.Socket, head: Buff
   // Node's parser hands over only the first ~2,000 raw header entries (about 1,000 lines; measured on Node 20) and
   // drops the rest: past that, the head written out again would not be the one parsed (a framing header could be
   // missing). Refuse instead.
-  if (req.rawHeaders.length >= MAX_REPLAY_HEADER_ENTRIES) {
-    socket.end("HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", () => socket.destroy());
-    return;
-  }
+  if (req.rawHeaders.length >= MAX_REPLAY_HEADER_ENTRIES) return refuseSocket(socket, 431, "too many header lines");
   const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
   socket.unshift(Buffer.concat([Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1"), head]));

@@ -61,7 +61,7 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
   res.on("error", () => {});
   const subscribe = (payload: Buffer) =>
     void (async () => {
-      const request = decode(payload);
+      const request = decodeSubscribeRequest(payload);
       const principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
       const cursors = parseCursors(request.cursors);
       if (res.destroyed) return;
@@ -74,7 +74,8 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
   readOneFrame(req, deps.maxRequestBytes, "Subscribe", () => failed, subscribe, fail);
 }
 
-function decode(payload: Buffer) {
+/** decodeSubscribeRequest parses a SubscribeRequest, or throws InvalidArgument (every transport's first message). */
+export function decodeSubscribeRequest(payload: Buffer) {
   try {
     return fromBinary(SubscribeRequestSchema, payload);
   } catch (e) {

@@ -19,15 +19,13 @@
  */
 import type http from "node:http";
 import type net from "node:net";
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { type WebSocket, WebSocketServer } from "ws";
-import { SubscribeRequestSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import { ChatError } from "../core/errors.js";
 import { verifyBearer } from "../platform/bearer.js";
+import { refuseSocket } from "../platform/one-port-server.js";
 import { toConnectError } from "../platform/errors.js";
-import type { FastPathDeps } from "./fast-subscribe.js";
-import { SUBSCRIBE_PATH } from "./fast-subscribe.js";
+import { type FastPathDeps, SUBSCRIBE_PATH, decodeSubscribeRequest } from "./fast-subscribe.js";
 import type { OutboundItem, StreamSink } from "./outbound.js";
 import type { StreamHandle } from "./stream-hub.js";
 import { parseCursors } from "./stream-rpc.js";
@@ -65,11 +63,12 @@ export function wsSubscribeServer(deps: FastPathDeps): WsSubscribeServer {
   return {
     handleUpgrade(req, socket, head) {
       const path = req.url?.split("?")[0];
-      if (path !== SUBSCRIBE_PATH) return refuseUpgrade(socket, 404, `no WebSocket endpoint at this path; Subscribe is at ${SUBSCRIBE_PATH}`);
-      if (!offeredProtocols(req).includes(WS_SUBPROTOCOL)) {
-        return refuseUpgrade(socket, 400, `offer the WebSocket subprotocol ${WS_SUBPROTOCOL} (binary protobuf messages)`);
+      if (path !== SUBSCRIBE_PATH) return refuseSocket(socket, 404, `no WebSocket endpoint at this path; Subscribe is at ${SUBSCRIBE_PATH}`);
+      const protocols = offeredProtocols(req);
+      if (!protocols.includes(WS_SUBPROTOCOL)) {
+        return refuseSocket(socket, 400, `offer the WebSocket subprotocol ${WS_SUBPROTOCOL} (binary protobuf messages)`);
       }
-      const authorization = req.headers.authorization ?? bearerFromProtocols(offeredProtocols(req));
+      const authorization = req.headers.authorization ?? bearerFromProtocols(protocols);
       wss.handleUpgrade(req, socket, head, (ws) => serve(ws, socket, authorization, deps));
     },
   };
@@ -105,7 +104,7 @@ function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefi
     clearTimeout(timer);
     if (!isBinary) return fail(new ChatError("InvalidArgument", "send the SubscribeRequest as a binary message (protobuf)"));
     void (async () => {
-      const request = decode(data as Buffer);
+      const request = decodeSubscribeRequest(data as Buffer);
       const caller = await principal;
       const cursors = parseCursors(request.cursors);
       if (sink.isEnded) return;
@@ -254,29 +253,4 @@ function offeredProtocols(req: http.IncomingMessage): string[] {
 function bearerFromProtocols(protocols: readonly string[]): string | undefined {
   const offered = protocols.find((p) => p.startsWith(WS_BEARER_PREFIX));
   return offered ? `Bearer ${offered.slice(WS_BEARER_PREFIX.length)}` : undefined;
-}
-
-const REASONS = { 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable" } as const;
-
-/**
- * refuseUpgrade answers an upgrade request with an HTTP error and a text
- * body, then destroys the socket: once handed over for an upgrade it is no
- * longer the HTTP server's, so nothing else would ever close it.
- */
-export function refuseUpgrade(socket: net.Socket, status: keyof typeof REASONS, message: string): void {
-  const body = `${message}\n`;
-  socket.end(
-    `HTTP/1.1 ${status} ${REASONS[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    () => socket.destroy(),
-  );
-  // A client that never reads must not keep the socket either.
-  setTimeout(() => socket.destroy(), END_GRACE_MS).unref();
-}
-
-function decode(payload: Buffer) {
-  try {
-    return fromBinary(SubscribeRequestSchema, payload);
-  } catch (e) {
-    throw new ChatError("InvalidArgument", "request is not a valid chat.v1.SubscribeRequest", { cause: e });
-  }
 }

@@ -51,9 +51,9 @@ export interface SqliteStoreOptions {
   readonly onBackgroundError?: (e: Error) => void;
   /**
    * onCommit hears how long each group commit of appended messages took (seconds, one transaction with its WAL
-   * fsync, on the event loop) and how many appends it carried: a slow disk shows here first.
+   * fsync, on the event loop): a slow disk shows here first.
    */
-  readonly onCommit?: (seconds: number, appends: number) => void;
+  readonly onCommit?: (seconds: number) => void;
 }
 
 interface UserRow {
@@ -225,7 +225,7 @@ export class SqliteStore implements Store {
     /** Checkpoints the WAL off the event loop; closed with the store. */
     private readonly checkpointer?: WalCheckpointer,
     /** Hears the duration of each group commit (SqliteStoreOptions.onCommit). */
-    private readonly onCommit?: (seconds: number, appends: number) => void,
+    private readonly onCommit?: (seconds: number) => void,
   ) {
     this.stmts = prepareStatements(db);
     const createGroup = db.transaction((g: NewGroup) => this.createGroupInTx(g));
@@ -362,7 +362,7 @@ export class SqliteStore implements Store {
       for (const p of batch) p.reject(e);
       return;
     } finally {
-      this.onCommit?.((performance.now() - started) / 1000, batch.length);
+      this.onCommit?.((performance.now() - started) / 1000);
     }
     batch.forEach((p, i) => {
       const r = results[i]!;
