@@ -161,12 +161,14 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
       if (online.length < 2) await new Promise((r) => setTimeout(r, 50));
     }
     assert.deepEqual(online.slice().sort(), [alice.userId, bob.userId].sort(), "both members online, from two stream instances");
-    // Bob's second device holds Subscribe over WebSocket on the other stream instance.
+    // Bob's second device holds Subscribe over WebSocket on the other stream instance,
+    // his third one over WebSocket on the instance that will be killed.
     const sw = wsSubscribe(p("stream-1").port, bob.token);
-    await sw.waitReady();
+    const swKilled = wsSubscribe(p("stream-2").port, bob.token);
+    await Promise.all([sw.waitReady(), swKilled.waitReady()]);
     await Promise.all([sendMany(aliceSend, gid, 30, { prefix: "a" }), sendMany(bobSend, gid, 30, { prefix: "b" })]);
     const head = Number(group.headSeq);
-    for (const s of [sa, sb, sw]) {
+    for (const s of [sa, sb, sw, swKilled]) {
       await s.waitForEvents(gid, 60, 15_000);
       assert.deepEqual(seqs(s.eventsOf(gid)), range(head + 1, head + 60), "in order, across instances");
     }
@@ -175,14 +177,23 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     const traffic = sendMany(aliceSend, gid, 100, { prefix: "during-kill", concurrency: 4 });
     await new Promise((r) => setTimeout(r, 30));
     await stopProc("stream-2", "SIGKILL");
-    await sb.waitDone(5000);
+    await Promise.all([sb.waitDone(5000), swKilled.waitDone(5000)]);
     const bobCursor = sb.eventsOf(gid).at(-1)?.seq ?? 0n;
     const bobMoved = user(bob, { auth: p("auth"), api: p("message-2"), stream: p("stream-1") });
     const sb2 = subscribe(bobMoved, [{ groupId: gid, seq: bobCursor }]);
+    // The WebSocket resumes on the surviving instance from its own cursor.
+    const wsCursor = swKilled.eventsOf(gid).at(-1)?.seq ?? 0n;
+    const swMoved = wsSubscribe(p("stream-1").port, bob.token, [{ groupId: gid, seq: wsCursor }]);
     await traffic;
     const total = 160;
     await sb2.waitForEvents(gid, head + total - Number(bobCursor), 15_000);
     assert.deepEqual([...seqs(sb.eventsOf(gid)), ...seqs(sb2.eventsOf(gid))], range(head + 1, head + total), "nothing lost, nothing twice");
+    await swMoved.waitForEvents(gid, head + total - Number(wsCursor), 15_000);
+    assert.deepEqual(
+      [...seqs(swKilled.eventsOf(gid)), ...seqs(swMoved.eventsOf(gid))],
+      range(head + 1, head + total),
+      "WebSocket across the death of its own instance: nothing lost, nothing twice",
+    );
 
     // SIGKILL message-2 while bob sends: every acknowledged message is stored.
     const acked: string[] = [];
@@ -232,5 +243,6 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     sa.close();
     sb2.close();
     sw.close();
+    swMoved.close();
   });
 });
