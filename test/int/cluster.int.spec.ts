@@ -239,6 +239,12 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
       await s.waitFor((r: StreamReader) => r.eventsOf(gid).some((e) => Number(e.seq) === headNow), 20_000, `${name} to catch up`);
       assert.deepEqual(seqs(s.eventsOf(gid)), range(head + 1, headNow), `${name}: dense, no duplicate, across everything`);
     }
+    await swMoved.waitFor((r: StreamReader) => r.eventsOf(gid).some((e) => Number(e.seq) === headNow), 20_000, "the resumed WebSocket to catch up");
+    assert.deepEqual(
+      [...seqs(swKilled.eventsOf(gid)), ...seqs(swMoved.eventsOf(gid))],
+      range(head + 1, headNow),
+      "the resumed WebSocket: dense, no duplicate, across everything",
+    );
     assert.ok(beforeRestart.length === 5);
     sa.close();
     sb2.close();
