@@ -70,6 +70,28 @@ describe("send limit (e2e)", () => {
       await server.stop();
     }
   });
+
+  it("charges a non-member's sends too, and once the budget is spent says RESOURCE_EXHAUSTED before NOT_FOUND", async () => {
+    const server = await startTestServer({ SEND_BURST: "2", SENDS_PER_SECOND: "1" });
+    try {
+      const alice = await registerUser(server.baseUrl, "grpc", "lim");
+      const mallory = await registerUser(server.baseUrl, "grpc", "lim");
+      const { group } = await alice.groups.createGroup({ name: "closed" });
+      assert.ok(group);
+      for (const id of ["m-1", "m-2"]) {
+        await rejectsWith(mallory.messages.sendMessage({ groupId: group.groupId, text: "let me in", clientMessageId: id }), Code.NotFound, /not found/);
+      }
+      await rejectsWith(
+        mallory.messages.sendMessage({ groupId: group.groupId, text: "let me in", clientMessageId: "m-3" }),
+        Code.ResourceExhausted,
+        /too many messages; retry in 1 s/,
+      );
+      const history = await alice.messages.listMessages({ groupId: group.groupId });
+      assert.deepEqual(history.messages, [], "nothing of a refused send is stored");
+    } finally {
+      await server.stop();
+    }
+  });
 });
 
 describe("history across retention (e2e)", () => {
