@@ -11,6 +11,7 @@ import { forkWorker } from "./children.js";
 import type { Options } from "./options.js";
 import { Peer } from "./peer.js";
 import { type ProcSample, sampleTree, systemCpuSeconds } from "./procstat.js";
+import { type Metrics, type ServerPhaseMetrics, scrapeMetrics, summarizePhase } from "./server-metrics.js";
 import {
   type FromSender,
   type FromWorker,
@@ -90,6 +91,8 @@ export interface PhaseResult {
   window: Window;
   /** The subscriber workers' event-loop delay over the collected phases (the worst worker's p99 and max). */
   subscriberLoopDelay: LoopDelay | undefined;
+  /** The server's own account of the phase, from its /metrics (server-metrics.ts). */
+  serverMetrics: ServerPhaseMetrics;
 }
 
 const CORES = os.cpus().length;
@@ -313,9 +316,12 @@ export class Bench {
     const boundaries: number[] = [startAt];
     for (const p of phases) boundaries.push((boundaries.at(-1) as number) + p.durationMs);
     const samples: (Sample | undefined)[] = boundaries.map(() => undefined);
+    const urls = (this.target?.processes ?? []).map((p) => p.url);
+    const scrapes: (Promise<(Metrics | undefined)[]> | undefined)[] = boundaries.map(() => undefined);
     const timers = boundaries.map((at, i) =>
       setTimeout(() => {
         samples[i] = this.sample();
+        scrapes[i] = scrapeMetrics(urls);
       }, Math.max(0, at - Date.now())),
     );
     const totalMs = (boundaries.at(-1) as number) - Date.now();
@@ -342,6 +348,7 @@ export class Bench {
       for (const t of timers) clearTimeout(t);
     }
     for (let i = 0; i < samples.length; i++) samples[i] ??= this.sample();
+    const metrics = await Promise.all(scrapes.map((x) => x ?? scrapeMetrics(urls)));
     if (result.firstError) this.log(`  first sender error: ${result.firstError}`);
     this.lastHeads = result.heads;
     let collected: { phases: Record<number, PhaseStats>; totals: WorkerTotals; waitedMs: number; loopDelay: LoopDelay }[] = [];
@@ -367,6 +374,7 @@ export class Bench {
         deliveryCurve: percentileCurve(deliveryHist),
         sendCurve: percentileCurve(sendHist),
         window: this.window(samples[i] as Sample, samples[i + 1] as Sample),
+        serverMetrics: summarizePhase(metrics[i] ?? [], metrics[i + 1] ?? []),
         subscriberLoopDelay:
           collected.length === 0
             ? undefined

@@ -108,6 +108,7 @@ export async function runConnections(bench: Bench): Promise<number> {
         generatorBound: r.window.generatorBound,
         disturbed: r.window.disturbed,
         window: r.window,
+        serverMetrics: r.serverMetrics,
       });
       bench.log(`  ${latencyText(r.deliveryLatency)}; loss ${loss}; server ${fmt(r.window.serverCores, 2)} cores`);
       steps.push(step);

@@ -5,6 +5,7 @@
  */
 import type { Bench } from "../lib/bench.js";
 import { fmt, gridTable, lineChart, resultName, writeResults } from "../lib/report.js";
+import { serverMetricsText } from "../lib/server-metrics.js";
 import { cpuRows, deliveryRows, header, latencyText, lossOf, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
 export async function runFixed(bench: Bench): Promise<number> {
@@ -42,6 +43,7 @@ export async function runFixed(bench: Bench): Promise<number> {
     ...cpuRows(w, r.deliveries),
     ["server CPU per message sent", r.sender.ok > 0 ? `${fmt((w.serverCpuSeconds * 1e6) / r.sender.ok, 0)} µs (send path + its ${o.members} deliveries)` : "-"],
     ["server CPU idle (streams open)", `${fmt(idle.serverCores, 3)} cores`],
+    ["server's own account", serverMetricsText(r.serverMetrics)],
   ];
   process.stdout.write(`\n${title}\n${table(rows)}\n`);
   if (w.server.length > 0) {
@@ -82,6 +84,7 @@ export async function runFixed(bench: Bench): Promise<number> {
       sendLatencyMs: r.sendLatency,
       senderLagMs: r.senderLag,
       subscriberLoopDelayMs: r.subscriberLoopDelay,
+      serverMetrics: r.serverMetrics,
       serverCpuSeconds: w.serverCpuSeconds,
       serverCores: w.serverCores,
       serverCpuPerDeliveryUs: Math.round(cpuPerDeliveryUs * 100) / 100,

@@ -117,6 +117,7 @@ export async function runHistory(bench: Bench): Promise<number> {
         latencyMs: r.sendLatency,
         senderLagMs: r.senderLag,
         window: r.window,
+        serverMetrics: r.serverMetrics,
         percentiles: r.sendCurve,
       })),
     },

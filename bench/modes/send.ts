@@ -50,6 +50,7 @@ export async function runSend(bench: Bench): Promise<number> {
       pass: reasons.length === 0,
       why: reasons.join("; "),
       window: r.window,
+      serverMetrics: r.serverMetrics,
       curve: r.sendCurve,
     };
     steps.push(step);

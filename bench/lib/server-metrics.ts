@@ -1,0 +1,128 @@
+/**
+ * The server's own account of a measured phase, from its Prometheus
+ * `/metrics` (read at the phase's start and end, summed over the server
+ * processes): how much of the delivery latency the server itself adds, how
+ * long its store commits took, and its garbage collections. It splits an
+ * end-to-end tail into the server's part and the rest (the send's way in,
+ * the readers, the machine), without probes in the server.
+ */
+
+/** Metrics holds the samples of one /metrics text: `name{labels}` → value. */
+export type Metrics = Map<string, number>;
+
+/** parseMetrics reads the Prometheus text format (the lines this summary needs: any sample line). */
+export function parseMetrics(text: string): Metrics {
+  const out: Metrics = new Map();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const space = line.lastIndexOf(" ");
+    if (space <= 0) continue;
+    const value = Number(line.slice(space + 1));
+    if (Number.isFinite(value)) out.set(line.slice(0, space), value);
+  }
+  return out;
+}
+
+/** scrapeMetrics reads every url's /metrics; a process that does not answer in 2 s is left out (undefined). */
+export async function scrapeMetrics(urls: readonly string[]): Promise<(Metrics | undefined)[]> {
+  return Promise.all(
+    urls.map(async (url) => {
+      try {
+        const res = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(2000) });
+        return res.ok ? parseMetrics(await res.text()) : undefined;
+      } catch {
+        return undefined;
+      }
+    }),
+  );
+}
+
+/** Buckets is a histogram's growth over a window: cumulative counts by upper bound (seconds), and the total. */
+export interface Buckets {
+  readonly count: number;
+  readonly le: [number, number][];
+}
+
+/** bucketsDelta is histogram `name`'s growth from `before` to `after` (label sets other than `le` summed). */
+export function bucketsDelta(before: Metrics, after: Metrics, name: string): Buckets {
+  const byLe = new Map<number, number>();
+  const prefix = `${name}_bucket{`;
+  for (const [key, value] of after) {
+    if (!key.startsWith(prefix)) continue;
+    const le = key.match(/le="([^"]+)"/)?.[1];
+    if (le === undefined || le === "+Inf") continue;
+    const bound = Number(le);
+    byLe.set(bound, (byLe.get(bound) ?? 0) + value - (before.get(key) ?? 0));
+  }
+  let count = 0;
+  for (const [key, value] of after) {
+    if (key === `${name}_count` || key.startsWith(`${name}_count{`)) count += value - (before.get(key) ?? 0);
+  }
+  return { count, le: [...byLe.entries()].sort((a, b) => a[0] - b[0]) };
+}
+
+/** within is the share of a histogram's observations at or below `seconds` (a bucket bound), or undefined with none. */
+export function within(b: Buckets, seconds: number): number | undefined {
+  if (b.count === 0) return undefined;
+  const bucket = b.le.find(([le]) => Math.abs(le - seconds) < 1e-9);
+  return bucket ? bucket[1] / b.count : undefined;
+}
+
+/** ServerPhaseMetrics is the server's account of one phase, summed over its processes. */
+export interface ServerPhaseMetrics {
+  /** Processes whose /metrics answered at both ends of the phase, of those asked. */
+  readonly processes: { answered: number; asked: number };
+  /** Live deliveries: event `at` (seq assigned) → written to a client stream. */
+  readonly delivery: { count: number; within5ms?: number; within10ms?: number; within25ms?: number };
+  /** Embedded store commits (with their fsync); none on the production topology. */
+  readonly commits: { count: number; over10ms: number; over50ms: number };
+  /** V8 collections: scavenges (minor) and full ones (major; their time includes the incremental marking steps). */
+  readonly gc: { minor: { count: number; seconds: number }; full: { count: number; seconds: number } };
+}
+
+function sumDelta(before: Metrics, after: Metrics, key: string): number {
+  return (after.get(key) ?? 0) - (before.get(key) ?? 0);
+}
+
+/** summarizePhase sums the server processes' metric growth over a phase (pairs with a missing end are left out). */
+export function summarizePhase(before: readonly (Metrics | undefined)[], after: readonly (Metrics | undefined)[]): ServerPhaseMetrics {
+  const pairs = before.flatMap((b, i) => (b && after[i] ? [[b, after[i]] as const] : []));
+  const merged = (name: string): Buckets => {
+    const all = pairs.map(([b, a]) => bucketsDelta(b, a, name));
+    const le = new Map<number, number>();
+    for (const x of all) for (const [bound, n] of x.le) le.set(bound, (le.get(bound) ?? 0) + n);
+    return { count: all.reduce((n, x) => n + x.count, 0), le: [...le.entries()].sort((a, b) => a[0] - b[0]) };
+  };
+  const delivery = merged("chat_delivery_latency_seconds");
+  const commits = merged("chat_store_commit_seconds");
+  const atOrBelow = (b: Buckets, s: number) => Math.round((within(b, s) ?? 1) * b.count);
+  // Counted by the collections themselves; timed with their incremental marking steps for the full ones.
+  const gc = (counted: string, timed: string[]) => ({
+    count: pairs.reduce((n, [b, a]) => n + sumDelta(b, a, `nodejs_gc_duration_seconds_count{kind="${counted}"}`), 0),
+    seconds: pairs.reduce((n, [b, a]) => n + timed.reduce((m, k) => m + sumDelta(b, a, `nodejs_gc_duration_seconds_sum{kind="${k}"}`), 0), 0),
+  });
+  return {
+    processes: { answered: pairs.length, asked: before.length },
+    delivery: {
+      count: delivery.count,
+      within5ms: within(delivery, 0.005),
+      within10ms: within(delivery, 0.01),
+      within25ms: within(delivery, 0.025),
+    },
+    commits: { count: commits.count, over10ms: commits.count - atOrBelow(commits, 0.01), over50ms: commits.count - atOrBelow(commits, 0.05) },
+    gc: { minor: gc("minor", ["minor"]), full: gc("major", ["major", "incremental"]) },
+  };
+}
+
+/** serverMetricsText is the one-line account the modes print. */
+export function serverMetricsText(m: ServerPhaseMetrics): string {
+  if (m.processes.answered === 0) return "- (no /metrics answered)";
+  const pct = (x: number | undefined) => (x === undefined ? "-" : `${(x * 100).toFixed(2)}%`);
+  const d = m.delivery;
+  const parts = [
+    `seq → written ≤ 5 ms ${pct(d.within5ms)}, ≤ 10 ms ${pct(d.within10ms)}, ≤ 25 ms ${pct(d.within25ms)} of ${d.count.toLocaleString("en-US")}`,
+    ...(m.commits.count > 0 ? [`commits ${m.commits.count.toLocaleString("en-US")} (${m.commits.over10ms} > 10 ms, ${m.commits.over50ms} > 50 ms)`] : []),
+    `GC ${m.gc.minor.count} scavenges ${(m.gc.minor.seconds * 1000).toFixed(0)} ms, ${m.gc.full.count} full ${(m.gc.full.seconds * 1000).toFixed(0)} ms`,
+  ];
+  return `${parts.join("; ")}${m.processes.answered < m.processes.asked ? ` (${m.processes.answered} of ${m.processes.asked} processes answered)` : ""}`;
+}
