@@ -96,15 +96,10 @@ export class MessageService {
     }
     this.inFlight += 1;
     try {
-      // The rate limit and the membership check are independent: issued together they share
-      // one round trip to the shared cache (one pipelined write). The token is taken whatever
-      // the membership, as before, and a rate-limit refusal still wins over NotFound.
-      const [token, member] = await Promise.allSettled([
-        takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages"),
-        this.deps.membership.requireMember(groupId, caller.userId),
-      ]);
-      if (token.status === "rejected") throw token.reason;
-      if (member.status === "rejected") throw member.reason;
+      // The token first: a refused send reads nothing else (a membership miss costs a store read,
+      // and the per-user limit is what caps them).
+      await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
+      await this.deps.membership.requireMember(groupId, caller.userId);
       const { event, duplicate } = await this.deps.store.appendMessage({
         id: newId(),
         groupId,
