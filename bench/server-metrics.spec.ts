@@ -73,7 +73,7 @@ describe("server metrics of a phase", () => {
   it("reads le only as its own label, and says it cannot tell when a histogram lacks the bound asked for", () => {
     const before = parseMetrics('x_bucket{role="a",le="0.5"} 0\nx_bucket{role="a",le="+Inf"} 0\nx_count{role="a"} 0\n');
     const after = parseMetrics('x_bucket{role="a",le="0.5"} 3\nx_bucket{role="a",le="+Inf"} 4\nx_count{role="a"} 4\n');
-    const b = bucketsDelta(before, after, "x");
+    const b = bucketsDelta([[before, after]], "x");
     assert.deepEqual(b, { count: 4, le: [[0.5, 3]] });
     assert.equal(within(b, 0.5), 0.75);
     assert.equal(within(b, 0.01), undefined);

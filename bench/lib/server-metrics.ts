@@ -43,20 +43,24 @@ export interface Buckets {
   readonly le: [number, number][];
 }
 
-/** bucketsDelta is histogram `name`'s growth from `before` to `after` (label sets other than `le` summed). */
-export function bucketsDelta(before: Metrics, after: Metrics, name: string): Buckets {
+/** Pair is one process's metrics at a window's start and end. */
+export type Pair = readonly [before: Metrics, after: Metrics];
+
+/** bucketsDelta is histogram `name`'s growth over the window, summed over the processes and over label sets other than `le`. */
+export function bucketsDelta(pairs: readonly Pair[], name: string): Buckets {
   const byLe = new Map<number, number>();
-  const prefix = `${name}_bucket{`;
-  for (const [key, value] of after) {
-    if (!key.startsWith(prefix)) continue;
-    const le = key.match(/[{,]le="([^"]+)"/)?.[1];
-    if (le === undefined || le === "+Inf") continue;
-    const bound = Number(le);
-    byLe.set(bound, (byLe.get(bound) ?? 0) + value - (before.get(key) ?? 0));
-  }
   let count = 0;
-  for (const [key, value] of after) {
-    if (key === `${name}_count` || key.startsWith(`${name}_count{`)) count += value - (before.get(key) ?? 0);
+  for (const [before, after] of pairs) {
+    for (const [key, value] of after) {
+      const grew = value - (before.get(key) ?? 0);
+      if (key.startsWith(`${name}_bucket{`)) {
+        const le = key.match(/[{,]le="([^"]+)"/)?.[1];
+        if (le === undefined || le === "+Inf") continue;
+        byLe.set(Number(le), (byLe.get(Number(le)) ?? 0) + grew);
+      } else if (key === `${name}_count` || key.startsWith(`${name}_count{`)) {
+        count += grew;
+      }
+    }
   }
   return { count, le: [...byLe.entries()].sort((a, b) => a[0] - b[0]) };
 }
@@ -90,18 +94,12 @@ function sumDelta(before: Metrics, after: Metrics, key: string): number {
 /** summarizePhase sums the server processes' metric growth over a phase (a process missing at either end, or restarted, is left out). */
 export function summarizePhase(before: readonly (Metrics | undefined)[], after: readonly (Metrics | undefined)[]): ServerPhaseMetrics {
   // A process that restarted during the phase (another start time) has counters that began again: left out.
-  const pairs = before.flatMap((b, i) => {
+  const pairs = before.flatMap((b, i): Pair[] => {
     const a = after[i];
-    return b && a && b.get("process_start_time_seconds") === a.get("process_start_time_seconds") ? [[b, a] as const] : [];
+    return b && a && b.get("process_start_time_seconds") === a.get("process_start_time_seconds") ? [[b, a]] : [];
   });
-  const merged = (name: string): Buckets => {
-    const all = pairs.map(([b, a]) => bucketsDelta(b, a, name));
-    const le = new Map<number, number>();
-    for (const x of all) for (const [bound, n] of x.le) le.set(bound, (le.get(bound) ?? 0) + n);
-    return { count: all.reduce((n, x) => n + x.count, 0), le: [...le.entries()].sort((a, b) => a[0] - b[0]) };
-  };
-  const delivery = merged("chat_delivery_latency_seconds");
-  const commits = merged("chat_store_commit_seconds");
+  const delivery = bucketsDelta(pairs, "chat_delivery_latency_seconds");
+  const commits = bucketsDelta(pairs, "chat_store_commit_seconds");
   const over = (b: Buckets, s: number) => {
     if (b.count === 0) return 0;
     const share = within(b, s);

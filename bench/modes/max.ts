@@ -7,7 +7,6 @@
  * groups' heads (bounded by --drain) before the next step starts.
  */
 import type { Bench, PhaseResult } from "../lib/bench.js";
-import type { ServerPhaseMetrics } from "../lib/server-metrics.js";
 import { fmt, gridTable, lineChart, resultName, writeResults } from "../lib/report.js";
 import { cpuRows, header, latencyText, lossOf, openShapeStreams, populateShape, senderGroups, senderInit, table } from "./common.js";
 
@@ -34,8 +33,6 @@ interface Step {
   disturbed: boolean;
   pass: boolean;
   why: string;
-  /** The server's own account of the step (server-metrics.ts). */
-  serverMetrics: ServerPhaseMetrics;
   result: PhaseResult;
 }
 
@@ -96,7 +93,6 @@ export async function runMax(bench: Bench): Promise<number> {
       generatorBound: w.generatorBound,
       disturbed: w.disturbed,
       pass: reasons.length === 0,
-      serverMetrics: r.serverMetrics,
       why: reasons.join("; "),
       result: r,
     };
@@ -161,6 +157,7 @@ export async function runMax(bench: Bench): Promise<number> {
         sendLatencyMs: result.sendLatency,
         senderLagMs: result.senderLag,
         window: result.window,
+        serverMetrics: result.serverMetrics,
       })),
     },
   };

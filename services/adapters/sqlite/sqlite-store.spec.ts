@@ -13,6 +13,11 @@ import { MIGRATIONS, migrate } from "./schema.js";
 const dir = mkdtempSync(join(tmpdir(), "sqlite-store-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
+/** eventIndexes lists the indexes of the events table, by name. */
+function eventIndexes(db: Database.Database): unknown[] {
+  return db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name").pluck().all();
+}
+
 let files = 0;
 /** freshPath returns a new database file path inside the temp dir (in a not-yet-existing subdirectory). */
 function freshPath(): string {
@@ -145,7 +150,7 @@ describe("SqliteStore", () => {
         // No step of the plan reads the table whole or sorts rows the index did not order.
         assert.doesNotMatch(p, /SCAN|TEMP B-TREE/, name);
       }
-      const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name").pluck().all();
+      const indexes = eventIndexes(db);
       assert.deepEqual(indexes, ["events_at", "events_dedupe", "sqlite_autoindex_events_1"], "no index beyond these: each costs every append a page");
     } finally {
       await store.close();
@@ -163,7 +168,7 @@ describe("SqliteStore", () => {
       insert.run(1, "m1", "one", "c1");
       insert.run(2, "m2", "two", "c2");
       assert.deepEqual(migrate(db), [2]);
-      const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name").pluck().all();
+      const indexes = eventIndexes(db);
       assert.deepEqual(indexes, ["events_at", "events_dedupe", "sqlite_autoindex_events_1"]);
       const texts = db.prepare("SELECT text FROM events WHERE group_id = 'g' AND type = 'message' ORDER BY seq").pluck().all();
       assert.deepEqual(texts, ["one", "two"]);
