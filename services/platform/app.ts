@@ -315,12 +315,18 @@ function clientAddress(req: AnyRequest, trustProxy: boolean): string {
   return req.socket?.remoteAddress ?? "unknown";
 }
 
-const CORS_HEADERS = {
+/**
+ * CORS_HEADERS are the CORS answer headers for browsers. A page may send
+ * `x-request-id` (honoured when well-formed, see interceptors.ts) and read
+ * it back, with the status and the retry hint. envoy/envoy.yaml's cors
+ * policy lists the same headers (test/e2e/cors.spec.ts compares them).
+ */
+export const CORS_HEADERS = {
   "access-control-allow-origin": "*",
   "access-control-allow-methods": "GET, POST, OPTIONS",
   "access-control-allow-headers":
-    "authorization, content-type, connect-protocol-version, connect-timeout-ms, grpc-timeout, x-grpc-web, x-user-agent",
-  "access-control-expose-headers": "grpc-status, grpc-message, grpc-status-details-bin, retry-after",
+    "authorization, content-type, connect-protocol-version, connect-timeout-ms, grpc-timeout, x-grpc-web, x-user-agent, x-request-id",
+  "access-control-expose-headers": "grpc-status, grpc-message, grpc-status-details-bin, retry-after, x-request-id",
   "access-control-max-age": "7200",
 } as const;
 
