@@ -2,7 +2,7 @@
  * main runs the whole chat backend in one process on the embedded defaults
  * (SQLite, in-process bus and cache), configured only by environment
  * variables (see platform/config.ts). SIGTERM or SIGINT shut it down
- * gracefully.
+ * gracefully; a second signal during the shutdown is ignored.
  */
 import { ConfigError, argsToEnv, loadConfig } from "./platform/config.js";
 import { startApp } from "./platform/app.js";
@@ -21,7 +21,14 @@ async function main(): Promise<void> {
     throw e;
   }
   const app = await startApp(config);
+  // The first SIGTERM or SIGINT starts the graceful stop; later ones are ignored, never the default "die now":
+  // Ctrl-C on `npm start` delivers SIGINT twice (the terminal signals the whole process group, and npm passes its
+  // own on), and dying on the second would cut the stop short. The stop is bounded by SHUTDOWN_GRACE; SIGKILL
+  // still ends the process at once.
+  let stopping = false;
   const stop = () => {
+    if (stopping) return;
+    stopping = true;
     app.stop().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -30,8 +37,8 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }
 
 main().catch((err: unknown) => {

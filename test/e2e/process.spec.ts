@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { freePort } from "../support/helpers.js";
-import { wsSubscribe } from "../support/stream-reader.js";
+import { WsStreamEnd, wsSubscribe } from "../support/stream-reader.js";
 import { clientsFor, registerUser } from "../support/test-server.js";
 
 const MAIN = join(import.meta.dirname, "../../services/main.ts");
@@ -22,12 +22,14 @@ interface Running {
   exited: Promise<number | null>;
 }
 
+/** run starts the server; `viaNpm` runs `npm start` in a process group of its own, as a terminal's foreground job. */
 function run(env: Record<string, string>, viaNpm = false): Running {
   const [command, args] = viaNpm ? ["npm", ["start", "--silent"]] : [process.execPath, ["--import", "tsx", MAIN]];
   const child = spawn(command, args, {
     cwd: join(import.meta.dirname, "../.."),
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: viaNpm,
   });
   let out = "";
   child.stdout?.on("data", (d: Buffer) => {
@@ -96,6 +98,25 @@ describe("server process", () => {
     assert.equal(login.user?.userId, alice.userId);
     second.child.kill("SIGTERM");
     assert.equal(await second.exited, 0);
+  });
+
+  it("stops gracefully on Ctrl-C under `npm start` (SIGINT to the process group, which npm passes on again)", async () => {
+    const port = await freePort();
+    const r = run({ DATA_DIR: dataDir, PORT: String(port) }, true);
+    await waitForOutput(r, /chat server listening/);
+    const bob = await registerUser(`http://127.0.0.1:${port}`, "grpc", "ctrlc");
+    const ws = wsSubscribe(port, bob.token, []);
+    await ws.waitReady();
+    // What a terminal does on Ctrl-C: SIGINT to every process of the foreground group (npm and the server);
+    // npm then sends the server its own SIGINT. Twice more for good measure.
+    process.kill(-r.child.pid!, "SIGINT");
+    await new Promise((res) => setTimeout(res, 20));
+    process.kill(-r.child.pid!, "SIGINT");
+    assert.equal(await r.exited, 0, r.output());
+    assert.match(r.output(), /"msg":"shutting down"/);
+    assert.match(r.output(), /"msg":"stopped"/, "the stop ran to its end");
+    await ws.waitDone();
+    assert.ok(ws.error instanceof WsStreamEnd && ws.error.closeCode === 4014, `the live stream was told to reconnect (UNAVAILABLE), not cut: ${String(ws.error)}`);
   });
 
   it("refuses to start with bad settings, naming every one", async () => {
