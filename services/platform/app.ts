@@ -27,6 +27,7 @@ import { StreamHub } from "../stream/stream-hub.js";
 import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
 import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
 import { wsSubscribeServer } from "../stream/ws-subscribe.js";
+import { BackendWatch } from "./backend-watch.js";
 import { openBackends } from "./backends.js";
 import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
@@ -154,16 +155,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const health = new HealthRegistry();
   // Health: "backend.<name>" per remote backend; the process and its services
   // are NOT_SERVING while a critical backend (store, bus) is unreachable.
+  const backendWatch = new BackendWatch(logger);
   const reportHealth = () => {
     let serving = true;
     for (const check of backends.checks) {
-      const up = check.healthy();
-      const name = `backend.${check.name}`;
-      const status = up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
-      if (health.getStatus(name) !== undefined && health.getStatus(name) !== status) {
-        logger.warn({ backend: check.name, up }, up ? "backend reachable again" : "backend unreachable");
-      }
-      health.setStatus(name, status);
+      const up = backendWatch.report(check);
+      health.setStatus(`backend.${check.name}`, up ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
       if (!up && check.critical) serving = false;
     }
     const status = serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;

@@ -6,7 +6,9 @@
  * NATS_URL.
  */
 import assert from "node:assert/strict";
+import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
 import { Code } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { HealthCheckResponse_ServingStatus, Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -70,6 +72,35 @@ describe("topology on Redis", { skip: !REDIS_URL }, () => {
       }
     } finally {
       client.disconnect();
+    }
+  });
+
+  it("logs Redis coming up after the process started as 'reachable' (info), not as an outage that ended", async () => {
+    const lines: { level: number; msg: string; backend?: string }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split("\n")) if (l.trim()) lines.push(JSON.parse(l) as (typeof lines)[number]);
+        done();
+      },
+    });
+    // A Redis that comes up 1.5 s after the process: what a slow start or a busy machine looks like.
+    const redis = await PrivateRedis.start();
+    await redis.stop();
+    const c = await startTestServer({ CACHE_URL: redis.url, NAMESPACE: namespace }, { logger: pino({ level: "info" }, sink) });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      await redis.restart();
+      await new Promise((r) => setTimeout(r, 2500)); // two health reports after Redis is up
+      assert.ok(lines.some((l) => l.msg === "chat server listening"), "the logger is the server's");
+      // (The Redis client's own connection errors are warned about, throttled: Redis really was down for 1.5 s.)
+      assert.deepEqual(
+        lines.filter((l) => l.backend === "redis").map((l) => [l.level, l.msg]),
+        [[30, "backend reachable"]],
+        "coming up after start is one info line, not 'reachable again'",
+      );
+    } finally {
+      await c.stop();
+      await redis.close();
     }
   });
 
