@@ -12,11 +12,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { type TestKeyspace, openTestKeyspace } from "../../services/adapters/cassandra/test-keyspace.js";
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
 import { PrivateRedis } from "../../services/adapters/redis/redis-test-helpers.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
+import type { GroupEvent } from "../../gen/chat/v1/message_pb.js";
 import { type StreamReader, seqs, subscribe, wsSubscribe } from "../support/stream-reader.js";
 import { type Clients, clientsFor } from "../support/test-server.js";
 
@@ -28,6 +30,36 @@ interface Proc {
   readonly url: string;
   child: ChildProcess;
   output: string;
+}
+
+/** StoredMessage is what the store holds at one seq: the message's id and text. */
+interface StoredMessage {
+  readonly id: string;
+  readonly text: string;
+}
+
+/** storedMessages reads a group's whole message history (at most 50 pages of 200), by seq. */
+async function storedMessages(c: Clients, groupId: string): Promise<Map<number, StoredMessage>> {
+  const out = new Map<number, StoredMessage>();
+  let before: bigint | undefined;
+  for (let page = 0; page < 50; page++) {
+    const res = await c.messages.listMessages({ groupId, limit: 200, ...(before ? { anchor: { case: "beforeSeq", value: before } } : {}) });
+    for (const m of res.messages) out.set(Number(m.seq), { id: m.messageId, text: m.text });
+    if (!res.hasMore || res.messages.length === 0) return out;
+    before = res.messages[0]?.seq;
+  }
+  throw new Error("more than 50 pages of history");
+}
+
+/**
+ * assertStoredAtEachSeq checks that each delivered message event carries
+ * the very message the store holds at its seq (id and text), not merely one
+ * with that seq.
+ */
+function assertStoredAtEachSeq(what: string, events: readonly GroupEvent[], stored: Map<number, StoredMessage>): void {
+  const delivered = events.flatMap((e) => (e.kind.case === "message" ? [{ seq: Number(e.seq), id: e.kind.value.messageId, text: e.kind.value.text }] : []));
+  const expected = delivered.map((d) => ({ seq: d.seq, ...(stored.get(d.seq) ?? { id: "(not stored)", text: "" }) }));
+  assert.deepEqual(delivered, expected, `${what}: each seq carries the event the store holds at it`);
 }
 
 describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
@@ -136,7 +168,64 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it("delivers across stream instances, survives SIGKILL of a stream instance, a message instance, and a NATS restart", async () => {
+  it("delivers at each seq the very event the store holds, under two racing message processes and client retries", { timeout: 120_000 }, async () => {
+    const p = (n: string) => {
+      const proc = procs.get(n);
+      assert.ok(proc, n);
+      return proc;
+    };
+    const alice = await register("ra", { auth: p("auth"), api: p("group"), stream: p("stream-1") });
+    const bob = await register("rb", { auth: p("auth"), api: p("group"), stream: p("stream-2") });
+    const { group } = await alice.groups.createGroup({ name: "races", memberUsernames: [bob.username] });
+    assert.ok(group);
+    const gid = group.groupId;
+    // Each user sends through both message processes: the same group sequenced from two processes at once.
+    const alice1 = user(alice, { auth: p("auth"), api: p("message-1"), stream: p("stream-1") });
+    const alice2 = user(alice, { auth: p("auth"), api: p("message-2"), stream: p("stream-1") });
+    const bob2 = user(bob, { auth: p("auth"), api: p("message-2"), stream: p("stream-2") });
+    const bob1 = user(bob, { auth: p("auth"), api: p("message-1"), stream: p("stream-2") });
+    // Each worker: [sends through, retries through].
+    const workers: [Clients, Clients][] = [
+      [alice1, alice2],
+      [alice2, alice1],
+      [bob2, bob1],
+      [bob1, bob2],
+    ];
+    const sa = subscribe(alice);
+    const sb = subscribe(bob);
+    await Promise.all([sa.waitReady(), sb.waitReady()]);
+
+    // 4 workers × 30 sends; every send is retried at once through the other message process with the same
+    // client message id (a client that timed out and tried elsewhere), so retries race their originals.
+    const acked: string[] = [];
+    await Promise.all(
+      workers.map(async ([first, other], w) => {
+        for (let i = 0; i < 30; i++) {
+          const req = { groupId: gid, text: `w${w} #${i}`, clientMessageId: `race-${w}-${i}` };
+          const original = first.messages.sendMessage(req);
+          const retry = sleep(i % 3).then(() => other.messages.sendMessage(req));
+          const x = await original;
+          const y = await retry;
+          assert.equal(x.message?.messageId, y.message?.messageId, "a retry is answered with the original");
+          acked.push(x.message?.messageId ?? "");
+        }
+      }),
+    );
+    const head = Number((await alice.groups.getGroup({ groupId: gid })).group?.headSeq ?? 0);
+    assert.equal(head, Number(group.headSeq) + 120, "each send stored once");
+    const stored = await storedMessages(alice1, gid);
+    assert.equal(new Set(acked).size, 120);
+    for (const id of acked) assert.ok([...stored.values()].some((m) => m.id === id), `acknowledged ${id} is stored`);
+    for (const [name, s] of [["alice's stream", sa], ["bob's stream", sb]] as const) {
+      await s.waitFor((r: StreamReader) => r.eventsOf(gid).some((e) => Number(e.seq) === head), 15_000, `${name} to reach the head`);
+      assert.deepEqual(seqs(s.eventsOf(gid)), range(Number(group.headSeq) + 1, head), `${name}: dense, each seq once`);
+      assertStoredAtEachSeq(name, s.eventsOf(gid), stored);
+    }
+    sa.close();
+    sb.close();
+  });
+
+  it("delivers across stream instances, survives SIGKILL of a stream instance, a message instance, and a NATS restart", async (t) => {
     const p = (n: string) => {
       const proc = procs.get(n);
       assert.ok(proc, n);
@@ -222,8 +311,16 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
 
     // Restart nats-server: acknowledged messages are neither lost nor doubled on the open streams.
     const beforeRestart = await sendMany(aliceSend, gid, 5, { prefix: "pre-nats" });
+    // A send in flight when NATS dies: frozen first (SIGSTOP), so its publish is sent and never answered.
+    nats.signal("SIGSTOP");
+    const inFlight = aliceSend.messages.sendMessage({ groupId: gid, text: "in flight", clientMessageId: "in-flight-at-nats-restart" });
+    await sleep(300);
     await nats.kill("SIGKILL");
     await nats.start();
+    const back = Date.now();
+    const inFlightAck = await inFlight;
+    t.diagnostic(`the send in flight when NATS died was acknowledged ${Date.now() - back} ms after NATS was back`);
+    assert.equal(inFlightAck.message?.text, "in flight");
     const afterRestart: string[] = [];
     for (let i = 0; i < 20; i++) {
       try {
@@ -246,6 +343,11 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
       "the resumed WebSocket: dense, no duplicate, across everything",
     );
     assert.ok(beforeRestart.length === 5);
+    const storedAt = await storedMessages(aliceSend, gid);
+    assertStoredAtEachSeq("alice's stream", sa.eventsOf(gid), storedAt);
+    assertStoredAtEachSeq("bob's WebSocket", sw.eventsOf(gid), storedAt);
+    assertStoredAtEachSeq("bob's streams", [...sb.eventsOf(gid), ...sb2.eventsOf(gid)], storedAt);
+    assertStoredAtEachSeq("bob's resumed WebSocket", [...swKilled.eventsOf(gid), ...swMoved.eventsOf(gid)], storedAt);
     sa.close();
     sb2.close();
     sw.close();

@@ -4,15 +4,19 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
+import { decodeEvent } from "./event-codec.js";
 import { createJetStreamSequencer } from "./jetstream-sequencer.js";
-import type { JetStreamSequencer } from "./jetstream-sequencer.js";
+import type { JetStreamSequencer, SequencedEvent } from "./jetstream-sequencer.js";
 import { ensureTimelineStream } from "./nats-event-bus.js";
+import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
 import { NatsNames } from "./subjects.js";
 
 const NATS_URL = process.env.NATS_URL;
@@ -103,12 +107,17 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     assert.equal(e, undefined);
   });
 
-  it("the stream republishes each event's headers, with its stream sequence, on the group's tail subject", async () => {
+  it("the stream republishes each event whole, with its headers and stream sequence, on the group's tail subject", async () => {
     const g = newId();
-    const seen: { seq: string; type: string; streamSeq: string }[] = [];
+    const seen: { seq: string; type: string; streamSeq: string; event: GroupEvent | undefined }[] = [];
     const sub = ncB.subscribe(names.tail(g), {
       callback: (_err, m) => {
-        seen.push({ seq: m.headers?.get("Chat-Seq") ?? "", type: m.headers?.get("Chat-Type") ?? "", streamSeq: m.headers?.get("Nats-Sequence") ?? "" });
+        seen.push({
+          seq: m.headers?.get("Chat-Seq") ?? "",
+          type: m.headers?.get("Chat-Type") ?? "",
+          streamSeq: m.headers?.get("Nats-Sequence") ?? "",
+          event: decodeEvent(m.data),
+        });
       },
     });
     await ncB.flush();
@@ -119,8 +128,8 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     sub.unsubscribe();
     assert.deepEqual(seen, [
-      { seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq) },
-      { seq: "2", type: "message", streamSeq: String(two.stored.streamSeq) },
+      { seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq), event: one.stored.event },
+      { seq: "2", type: "message", streamSeq: String(two.stored.streamSeq), event: two.stored.event },
     ]);
   });
 
@@ -167,5 +176,62 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
       (e) => e === boom,
     );
     assert.equal((await a.last(g))?.groupSeq, 1);
+  });
+});
+
+describe("JetStreamSequencer across a NATS blip (private server)", { skip: NATS_URL && existsSync(NATS_SERVER_BIN) ? false : "NATS_URL not set or no nats-server" }, () => {
+  let server: PrivateNatsServer | undefined;
+  let nc: NatsConnection | undefined;
+  let sequencer: JetStreamSequencer | undefined;
+
+  after(async () => {
+    sequencer?.close();
+    await nc?.close().catch(() => {});
+    // Always kill the private server (by its own PID) and remove its store, even when the test failed.
+    server?.signal("SIGCONT");
+    await server?.dispose();
+  });
+
+  it("fails requests cut off by a lost connection at once: sends resume as soon as NATS is back, not after the request timeout", { timeout: 60_000 }, async (t) => {
+    server = await PrivateNatsServer.create();
+    await server.start();
+    nc = await connect({ servers: server.url, name: "blip", maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    await ensureTimelineStream(await jetstreamManager(nc), names);
+    // A request timeout far longer than the outage: a request left to time out keeps the sends waiting for 30 s.
+    sequencer = await createJetStreamSequencer(nc, prefix, { requestTimeoutMs: 30_000, timeoutMs: 30_000 });
+    const s = sequencer;
+    const g = newId();
+    const send = (text: string) =>
+      s.sequence(g, (last) => {
+        const e = message(g, (last?.groupSeq ?? 0) + 1);
+        return { event: e.body.type === "message" ? { ...e, body: { type: "message", message: { ...e.body.message, text } } } : e, msgId: `blip:${text}` };
+      });
+    for (const text of ["a", "b", "c"]) await send(text);
+
+    // Freeze the server with the connection open: the next publish is sent and never answered, and the send
+    // after it waits in the group's queue. Then the connection drops (SIGKILL) and the server comes back.
+    server.signal("SIGSTOP");
+    const inFlight = send("in-flight");
+    const queued = send("queued");
+    await sleep(300);
+    await server.kill("SIGKILL");
+    await server.start();
+    const back = Date.now();
+    const [r1, r2] = await Promise.all([inFlight, queued]);
+    const waited = Date.now() - back;
+    t.diagnostic(`both sends stored ${waited} ms after the server was back`);
+    assert.ok(waited < 15_000, `the cut-off request was failed and re-sent on reconnect, not left to its 30 s timeout (${waited} ms)`);
+    assert.deepEqual([r1.stored.event.seq, r2.stored.event.seq], [4, 5], "dense after the blip");
+    assert.ok(!r1.duplicate && !r2.duplicate);
+    // Each send is stored once, at its seq: the resend of the cut-off publish was not stored twice.
+    const last = await s.last(g);
+    assert.equal(last?.groupSeq, 5);
+    const texts: string[] = [];
+    for (let e: SequencedEvent | undefined = last; e !== undefined && texts.length < 10; e = e.prevStreamSeq > 0 ? await s.get(g, e.prevStreamSeq) : undefined) {
+      texts.unshift(e.event.body.type === "message" ? e.event.body.message.text : "");
+    }
+    assert.deepEqual(texts, ["a", "b", "c", "in-flight", "queued"]);
+    const info = await (await jetstreamManager(nc)).streams.info(names.timelineStream);
+    assert.equal(info.state.messages, 5, "no event stored twice");
   });
 });

@@ -11,9 +11,12 @@
  * won, JetStream answers "wrong last sequence" and the writer starts over.
  *
  * Events are published with the NatsEventBus's codec on the NatsEventBus's
- * subject, so core subscribers of the bus (stream processes) receive them
- * live: the sequencer's publish IS the fan-out. Callers must therefore not
- * publish the event again through the bus (see {@link storePublishesEvents}).
+ * subject, so the timeline stream republishes each one it stores on the
+ * group's tail subject, where the bus's subscribers (stream processes)
+ * receive it live: the stream's republish is the fan-out, and a proposal
+ * JetStream refused (a lost race, a repeated msgId) reaches no subscriber.
+ * Callers must therefore not publish the event again through the bus (see
+ * {@link storePublishesEvents}).
  *
  * Every sequenced message carries headers (all decimal):
  *
@@ -35,8 +38,8 @@
  *
  * Cost on the hot path (issue 4). A sequencer remembers each group's last
  * event (its "tail": stream seq, group seq, latest change) and proposes on it
- * without reading it; the timeline stream republishes the headers of every
- * stored event on `<prefix>.tail.<groupId>` (with `Nats-Sequence`), and once
+ * without reading it; the timeline stream republishes every stored event
+ * on `<prefix>.tail.<groupId>` (with `Nats-Sequence`), and once
  * the sequencer sees contention (a conflict) it follows those for a minute
  * (renewed while others keep appending to its groups), keeping the tails of
  * the groups it writes current, so an append by another process costs no
@@ -55,7 +58,7 @@ import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
 import { decodeEvent, encodeEvent } from "./event-codec.js";
-import { JsRequests } from "./js-requests.js";
+import { JsRequests, RequestInterruptedError } from "./js-requests.js";
 import { NatsNames } from "./subjects.js";
 
 /** Header names of a sequenced event (see the module comment). */
@@ -540,7 +543,11 @@ export class JetStreamSequencer {
   ): Promise<{ subject: string; seq: number; header: MsgHdrs; data: Uint8Array } | undefined> {
     let reply: Msg;
     try {
-      reply = await this.api.request(subject, body);
+      // A read changes nothing: one cut off by a lost connection is asked again (held until the reconnect).
+      reply = await this.api.request(subject, body).catch((e: unknown) => {
+        if (e instanceof RequestInterruptedError) return this.api.request(subject, body);
+        throw e;
+      });
     } catch (e) {
       throw new ChatError("Unavailable", failure, { cause: e });
     }
@@ -702,9 +709,10 @@ export function messageMsgId(groupId: string, senderId: string, clientMessageId:
 /**
  * storePublishesEvents wraps the bus of a deployment whose store sequences
  * events through JetStream (the Cassandra store): the store's append already
- * stored and fanned out each event on the bus's subject, so publishEvent is
- * a no-op (a second publish would be a second stream message with another
- * Nats-Msg-Id). Everything else is the wrapped bus.
+ * stored each event on the bus's subject, and the stream's republish fans
+ * it out to the bus's subscribers, so publishEvent is a no-op (a second
+ * publish would be a second stream message with another Nats-Msg-Id).
+ * Everything else is the wrapped bus.
  */
 export function storePublishesEvents(bus: EventBus): EventBus {
   return {

@@ -2,11 +2,13 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setImmediate as turn } from "node:timers/promises";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import { JsRequests, RequestTimeoutError, RequestsClosedError } from "./js-requests.js";
+import { JsRequests, RequestInterruptedError, RequestTimeoutError, RequestsClosedError } from "./js-requests.js";
 
-/** FakeConnection records publishes and lets the test answer them on the one inbox subscription. */
+/** FakeConnection records publishes, lets the test answer them on the one inbox subscription and emit status events. */
 class FakeConnection {
   readonly published: { subject: string; reply: string; data: string }[] = [];
+  private readonly statuses: { type: string }[] = [];
+  private wakeStatus: (() => void) | undefined;
   private callback: ((err: Error | null, m: Msg) => void) | undefined;
   subscriptions = 0;
   throwOnPublish = false;
@@ -20,6 +22,35 @@ class FakeConnection {
   publish(subject: string, data: Uint8Array, opts: { reply: string }) {
     if (this.throwOnPublish) throw new Error("connection closed");
     this.published.push({ subject, reply: opts.reply, data: new TextDecoder().decode(data) });
+  }
+
+  /**
+   * status yields what {@link emit} emits until stop() is called (JsRequests
+   * stops it on close()).
+   */
+  status(): AsyncIterable<{ type: string }> & { stop(): void } {
+    const self = this;
+    let stopped = false;
+    return {
+      stop: () => {
+        stopped = true;
+        self.wakeStatus?.();
+      },
+      async *[Symbol.asyncIterator]() {
+        while (!stopped) {
+          const next = self.statuses.shift();
+          if (next) yield next;
+          else await new Promise<void>((resolve) => (self.wakeStatus = resolve));
+        }
+      },
+    };
+  }
+
+  /** emit hands a status event to the status iterator and lets it run. */
+  async emit(type: "disconnect" | "reconnect"): Promise<void> {
+    this.statuses.push({ type });
+    this.wakeStatus?.();
+    await turn();
   }
 
   answer(reply: string, text: string): void {
@@ -77,6 +108,29 @@ describe("JsRequests", () => {
     nc.throwOnPublish = true;
     await assert.rejects(requests.request("a", bytes("1")), /connection closed/);
     assert.equal(requests.size, 0);
+  });
+
+  it("fails the requests sent before a disconnect at once, and holds later ones until the reconnect", async () => {
+    const { nc, requests } = setUp(60_000);
+    const sent = assert.rejects(requests.request("a", bytes("1")), (e) => e instanceof RequestInterruptedError && /reply to a/.test(e.message));
+    await turn();
+    assert.equal(nc.published.length, 1);
+    await nc.emit("disconnect");
+    await sent;
+    const held = requests.request("b", bytes("2"));
+    await turn();
+    assert.equal(nc.published.length, 1, "nothing is sent while the connection is down");
+    assert.equal(requests.size, 1);
+    await nc.emit("reconnect");
+    await turn();
+    assert.deepEqual(
+      nc.published.map((p) => p.data),
+      ["1", "2"],
+      "the held request is sent once the connection is back",
+    );
+    nc.answer(nc.published[1]?.reply ?? "", "for two");
+    assert.equal(text(await held), "for two");
+    requests.close();
   });
 
   it("rejects pending and later requests once closed", async () => {

@@ -17,6 +17,15 @@
  *
  * Replies are handed back as they are (status headers included): the caller
  * interprets them (see JetStreamSequencer).
+ *
+ * Connection loss (issue 12, point 10): a request sent before the connection
+ * dropped can never be answered (the server that had it is gone, or nats.js
+ * discarded it unsent when it redialled), so it is failed at once with
+ * RequestInterruptedError instead of waiting out the timeout; the caller
+ * decides whether to send it again. Requests made while the connection is
+ * down are held here, unsent (nats.js would buffer them and then drop them at
+ * its next reconnect attempt), and sent as soon as it is back; they still
+ * time out after `timeoutMs`.
  */
 import { createInbox } from "@nats-io/transport-node";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
@@ -26,6 +35,18 @@ export class RequestTimeoutError extends Error {
   constructor(subject: string, timeoutMs: number) {
     super(`no reply to ${subject} within ${timeoutMs} ms`);
     this.name = "RequestTimeoutError";
+  }
+}
+
+/**
+ * RequestInterruptedError: the connection was lost after the request was
+ * sent and before its reply came (the request may or may not have been acted
+ * on).
+ */
+export class RequestInterruptedError extends Error {
+  constructor(subject: string) {
+    super(`the connection was lost before the reply to ${subject}`);
+    this.name = "RequestInterruptedError";
   }
 }
 
@@ -42,14 +63,19 @@ interface Pending {
   readonly deadline: number;
   readonly resolve: (m: Msg) => void;
   readonly reject: (e: unknown) => void;
+  /** True once published on the connection (until then it waits in the outbox). */
+  sent: boolean;
 }
 
 /**
  * JsRequests sends requests on `nc` and resolves each with its first reply,
- * or rejects with RequestTimeoutError after `timeoutMs`, with the
- * connection's error if the publish cannot be made (closed connection), or
- * with RequestsClosedError on close(). A reply that arrives after the
- * timeout is dropped. Not for requests with several replies.
+ * or rejects with RequestTimeoutError after `timeoutMs`, with
+ * RequestInterruptedError as soon as the connection is lost after the
+ * request was sent, with the connection's error if the publish cannot be
+ * made (closed connection), or with RequestsClosedError on close(). While
+ * the connection is down requests are held unsent and go out when it is
+ * back. A reply that arrives after the timeout is dropped. Not for requests
+ * with several replies.
  */
 export class JsRequests {
   private readonly inbox: string;
@@ -60,12 +86,16 @@ export class JsRequests {
   private readonly outbox: { id: number; subject: string; data: Uint8Array; headers: MsgHdrs | undefined }[] = [];
   private sendScheduled = false;
   private closed = false;
+  /** Whether the connection is up, as its status events last said. */
+  private up = true;
+  private stopStatus: (() => void) | undefined;
 
   constructor(
     private readonly nc: NatsConnection,
     readonly timeoutMs: number,
   ) {
     this.inbox = createInbox();
+    this.watchStatus();
   }
 
   /** size is the number of requests waiting for a reply. */
@@ -89,7 +119,7 @@ export class JsRequests {
     });
     const id = ++this.next;
     return new Promise<Msg>((resolve, reject) => {
-      this.pending.set(id, { subject, deadline: Date.now() + this.timeoutMs, resolve, reject });
+      this.pending.set(id, { subject, deadline: Date.now() + this.timeoutMs, resolve, reject, sent: false });
       this.timer ??= setTimeout(this.expire, this.timeoutMs);
       this.outbox.push({ id, subject, data, headers });
       if (!this.sendScheduled) {
@@ -103,16 +133,19 @@ export class JsRequests {
    * sendAll publishes the requests of this turn of the event loop together,
    * in its check phase: nats.js writes what is published before its
    * microtask flush with one syscall, which under load would otherwise be
-   * one request per HTTP request callback.
+   * one request per HTTP request callback. While the connection is down the
+   * outbox is kept for the reconnect.
    */
   private readonly sendAll = (): void => {
     this.sendScheduled = false;
+    if (!this.up) return;
     for (const r of this.outbox.splice(0)) {
       const p = this.pending.get(r.id);
       if (!p) continue;
       try {
         const reply = `${this.inbox}.${r.id}`;
         this.nc.publish(r.subject, r.data, r.headers ? { reply, headers: r.headers } : { reply });
+        p.sent = true;
       } catch (e) {
         this.pending.delete(r.id);
         p.reject(e);
@@ -125,10 +158,52 @@ export class JsRequests {
     if (this.closed) return;
     this.closed = true;
     this.failAll(new RequestsClosedError());
+    this.stopStatus?.();
     try {
       this.sub?.unsubscribe();
     } catch {
       // The connection is closed already: nothing to release.
+    }
+  }
+
+  /**
+   * watchStatus follows the connection's status events: on "disconnect" every
+   * request already sent fails with RequestInterruptedError and new ones are
+   * held; on "reconnect" the held ones are sent.
+   */
+  private watchStatus(): void {
+    const status = this.nc.status();
+    // nats.js's status iterator can be stopped (QueuedIterator), though its type does not say so.
+    this.stopStatus = () => (status as { stop?: () => void }).stop?.();
+    void (async () => {
+      try {
+        for await (const s of status) {
+          if (this.closed) return;
+          if (s.type === "disconnect") this.connectionLost();
+          else if (s.type === "reconnect") this.connectionBack();
+        }
+      } catch {
+        // The connection closed: nothing left to watch.
+      }
+    })();
+  }
+
+  /** connectionLost fails every request already sent (its reply can never come) and holds new ones. */
+  private connectionLost(): void {
+    this.up = false;
+    for (const [id, p] of this.pending) {
+      if (!p.sent) continue;
+      this.pending.delete(id);
+      p.reject(new RequestInterruptedError(p.subject));
+    }
+  }
+
+  /** connectionBack sends the requests held while the connection was down. */
+  private connectionBack(): void {
+    this.up = true;
+    if (this.outbox.length > 0 && !this.sendScheduled) {
+      this.sendScheduled = true;
+      setImmediate(this.sendAll);
     }
   }
 

@@ -19,6 +19,7 @@ import { eventBusContract } from "../../../test/contract/event-bus.contract.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
+import { createJetStreamSequencer } from "./jetstream-sequencer.js";
 import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus, timelineStreamConfig } from "./nats-event-bus.js";
 import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
 import { NatsNames } from "./subjects.js";
@@ -42,7 +43,7 @@ async function deleteStreams(url: string, prefixes: readonly string[]): Promise<
   }
 }
 
-function message(groupId: string, seq: number): GroupEvent {
+function message(groupId: string, seq: number, text = `m${seq}`): GroupEvent {
   const actor = { id: "00000000-0000-7000-8000-000000000001", username: "alice" };
   return {
     groupId,
@@ -51,7 +52,7 @@ function message(groupId: string, seq: number): GroupEvent {
     actor,
     body: {
       type: "message",
-      message: { id: newId(), groupId, seq, sender: actor, text: `m${seq}`, sentAt: 1_700_000_000_000 + seq, clientMessageId: `c${seq}` },
+      message: { id: newId(), groupId, seq, sender: actor, text, sentAt: 1_700_000_000_000 + seq, clientMessageId: `c${seq}` },
     },
   };
 }
@@ -105,7 +106,8 @@ describe("NatsEventBus on the shared server", { skip }, () => {
       assert.equal(info.config.storage, "file");
       assert.equal(info.config.duplicate_window, 120e9);
       assert.equal(info.config.max_age, 24 * 3600e9);
-      assert.deepEqual(info.config.republish, { src: `${prefix}.group.>`, dest: `${prefix}.tail.>`, headers_only: true });
+      // Every stored event republished whole on the tail subjects (the server leaves out headers_only: false).
+      assert.deepEqual({ headers_only: false, ...info.config.republish }, { src: `${prefix}.group.>`, dest: `${prefix}.tail.>`, headers_only: false });
     } finally {
       await nc.close();
     }
@@ -123,21 +125,46 @@ describe("NatsEventBus on the shared server", { skip }, () => {
     await e.close();
   });
 
-  it("takes over a timeline stream made before tails were republished (the server may not add them)", async () => {
-    const older = runPrefix("o");
+  it("refuses a timeline stream made by an older version (republishing headers only, or nothing) unless the server can fix it", async () => {
     const nc = await connect({ servers: url });
+    const made: string[] = [];
     try {
       const jsm = await jetstreamManager(nc);
-      const { republish: _republish, ...config } = timelineStreamConfig(new NatsNames(older));
-      await jsm.streams.add(config);
-      const bus = await createNatsEventBus({ servers: url, prefix: older, name: "adapter-older" });
-      await bus.close();
-      // nats-server 2.9 cannot add RePublish to a stream (2.10 can): either way the bus starts and the stream stays.
-      const info = await jsm.streams.info(new NatsNames(older).timelineStream);
-      assert.deepEqual(info.config.subjects, [`${older}.group.>`]);
+      const olds = [
+        { what: "headers only", republish: (n: NatsNames) => ({ src: n.allGroups, dest: n.allTails, headers_only: true }) },
+        { what: "nothing", republish: () => undefined },
+      ];
+      for (const old of olds) {
+        const older = runPrefix("o");
+        made.push(older);
+        const n = new NatsNames(older);
+        const { republish: _republish, ...config } = timelineStreamConfig(n);
+        const republish = old.republish(n);
+        await jsm.streams.add(republish ? { ...config, republish } : config);
+        let refusal: unknown;
+        try {
+          const bus = await createNatsEventBus({ servers: url, prefix: older, name: "adapter-older" });
+          await bus.close();
+        } catch (e) {
+          refusal = e;
+        }
+        const info = await jsm.streams.info(n.timelineStream);
+        if (refusal === undefined) {
+          // nats-server 2.10+ changes RePublish in place.
+          assert.deepEqual({ headers_only: false, ...info.config.republish }, { src: n.allGroups, dest: n.allTails, headers_only: false }, old.what);
+        } else {
+          // nats-server 2.9 cannot: start fails, naming the stream and the way out, and leaves the stream as it was.
+          assert.ok(isChatError(refusal, "FailedPrecondition"), `${old.what}: ${String(refusal)}`);
+          const text = String((refusal as Error).message);
+          assert.match(text, new RegExp(`timeline stream ${n.timelineStream} republishes ${old.what}`));
+          assert.match(text, /nats-server 2\.10 or later/);
+          assert.ok(text.includes(`nats stream rm ${n.timelineStream}`), text);
+          assert.deepEqual(info.config.republish, republish, `${old.what}: the stream is left as it was`);
+        }
+      }
     } finally {
       await nc.close();
-      await deleteStreams(url, [older]);
+      await deleteStreams(url, made);
     }
   });
 
@@ -159,6 +186,39 @@ describe("NatsEventBus on the shared server", { skip }, () => {
     const all = await b.readTimeline(g, 0, 100);
     assert.deepEqual(all[0], (await b.readTimeline(g, 0, 1))[0]);
     assert.equal(all[4]?.body.type, "message");
+  });
+
+  it("delivers only what the stream stored: never a refused compare-and-set proposal nor a duplicate Nats-Msg-Id", async () => {
+    const g = newId();
+    const seen: GroupEvent[] = [];
+    const sub = await b.subscribeGroup(g, (e) => seen.push(e));
+    const nc = await connect({ servers: url, name: "adapter-writer" });
+    const writer = await createJetStreamSequencer(nc, prefix);
+    try {
+      const first = await writer.append(message(g, 1), 0, "k1");
+      assert.ok(first.status === "appended");
+      // Two proposals for seq 2 reach the server before the real seq 2, and JetStream stores neither:
+      // one expects a stale last sequence (a writer that lost the race), one repeats k1 (a client's retry).
+      assert.equal((await writer.append(message(g, 2, "the loser"), 0, "k-loser")).status, "conflict");
+      assert.equal((await writer.append(message(g, 2, "the retry"), first.stored.streamSeq, "k1")).status, "duplicate");
+      const second = await writer.append(message(g, 2), first.stored.streamSeq, "k2");
+      assert.ok(second.status === "appended");
+      assert.equal((await writer.append(message(g, 3), second.stored.streamSeq, "k3")).status, "appended");
+      // Seq 3 comes after anything published before it, so once it is seen nothing else is on its way.
+      await waitUntil("seq 3 delivered", () => seen.some((e) => e.seq === 3));
+      const stored = await b.readTimeline(g, 0, 10);
+      assert.deepEqual(
+        stored.map((e) => e.seq),
+        [1, 2, 3],
+      );
+      const view = (e: GroupEvent) => ({ seq: e.seq, id: e.body.type === "message" ? e.body.message.id : "", text: e.body.type === "message" ? e.body.message.text : "" });
+      assert.deepEqual(seen.map(view), stored.map(view), "each seq delivered once, carrying the event stored at that seq");
+      assert.deepEqual(seen, stored);
+    } finally {
+      writer.close();
+      sub.unsubscribe();
+      await nc.close();
+    }
   });
 
   it("drops and counts undecodable messages without disturbing subscribers", async () => {

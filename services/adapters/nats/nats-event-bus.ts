@@ -5,10 +5,15 @@
  *   (stream `<PREFIX>_TIMELINE`, file storage, bounded `max_age` as a replay
  *   buffer, `Nats-Msg-Id` = `<groupId>:<seq>` deduped within
  *   `duplicate_window`). The store stays the source of truth.
- * - Subscribers use plain core NATS subscriptions on the same subjects (the
- *   server routes a JetStream-stored message to core subscribers as well):
- *   cheap, no consumer state on the server. Gaps (e.g. across a reconnect)
- *   are the subscriber's to repair by seq from the store, as the port says.
+ * - Subscribers use plain core NATS subscriptions on the group's tail subject
+ *   `<prefix>.tail.<groupId>`, where the timeline stream republishes each
+ *   message it stored, whole (JetStream's `republish`): cheap, no consumer
+ *   state on the server. Never the group subject itself: that one also
+ *   carries publishes JetStream refused (a compare-and-set proposal that lost
+ *   its race, a retry with a repeated `Nats-Msg-Id`), which a core subscriber
+ *   would receive like the stored event of the same seq. Gaps (e.g. across a
+ *   reconnect) are the subscriber's to repair by seq from the store, as the
+ *   port says.
  * - User notices are core NATS only (ephemeral, never stored).
  *
  * One NATS subscription per subject per bus, shared by all local handlers of
@@ -114,10 +119,14 @@ const RETRY_PAUSE_MS = 100;
 /**
  * timelineStreamConfig is the configuration of the timeline stream for
  * `names`: file storage, limits retention (old events fall off after
- * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed, and the
- * headers of every stored event republished on `<prefix>.tail.<groupId>`
- * (with `Nats-Sequence`, its stream sequence), from which sequencers keep
- * each group's last event current without reading it (JetStreamSequencer).
+ * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed, and
+ * every stored event republished whole on `<prefix>.tail.<groupId>` (its
+ * headers plus `Nats-Sequence`, its stream sequence, and `Nats-Subject`).
+ * JetStream republishes a message only once it has stored it (after the
+ * quorum on a replicated stream), in stream order, at most once: that is
+ * what stream processes subscribe to (NatsEventBus.subscribeGroup), and
+ * sequencers keep each group's last event current from its headers without
+ * reading it (JetStreamSequencer).
  */
 export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {}): Partial<StreamConfig> & { name: string } {
   return {
@@ -141,16 +150,28 @@ export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {
     deny_delete: false,
     deny_purge: false,
     allow_rollup_hdrs: false,
-    republish: { src: names.allGroups, dest: names.allTails, headers_only: true },
+    republish: { src: names.allGroups, dest: names.allTails, headers_only: false },
   };
+}
+
+/** sameRepublish tells whether two republish settings are the same (an absent `headers_only` is false). */
+function sameRepublish(a: StreamConfig["republish"] | undefined, b: StreamConfig["republish"] | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.src === b.src && a.dest === b.dest && (a.headers_only ?? false) === (b.headers_only ?? false);
 }
 
 /**
  * ensureTimelineStream creates the timeline stream, or updates it to
- * {@link timelineStreamConfig} if it exists with another configuration
- * (keeping its republish setting where the server cannot change it).
+ * {@link timelineStreamConfig} if it exists with another configuration.
  * Idempotent and safe to race: concurrent callers with the same options all
  * succeed.
+ *
+ * A stream made by an older version republishes headers only (or nothing),
+ * and nats-server before 2.10 cannot change `republish` on an existing
+ * stream: live delivery would then get no events at all. That is refused
+ * with ChatError FailedPrecondition, whose message names the stream and the
+ * fix (nats-server 2.10+, or delete the stream once the persister has caught
+ * up; docs/production.md), rather than started half working.
  */
 export async function ensureTimelineStream(jsm: JetStreamManager, names: NatsNames, opts: TimelineOptions = {}): Promise<void> {
   const cfg = timelineStreamConfig(names, opts);
@@ -162,12 +183,19 @@ export async function ensureTimelineStream(jsm: JetStreamManager, names: NatsNam
     try {
       await jsm.streams.update(name, mutable);
     } catch (refused) {
-      // nats-server before 2.10 cannot add or change RePublish on an existing stream: keep the stream's own
-      // (without tails, sequencers read a group's last event when they need it; see JetStreamSequencer).
       if (!(refused instanceof JetStreamApiError)) throw refused;
       const current = (await jsm.streams.info(name)).config.republish;
-      if (JSON.stringify(current ?? null) === JSON.stringify(mutable.republish ?? null)) throw refused;
-      await jsm.streams.update(name, { ...mutable, republish: current });
+      if (sameRepublish(current, cfg.republish)) throw refused;
+      // nats-server before 2.10 cannot add or change RePublish on an existing stream.
+      throw new ChatError(
+        "FailedPrecondition",
+        `the timeline stream ${name} republishes ${current ? `${current.headers_only ? "headers only" : "whole messages"} on ${current.dest}` : "nothing"}, ` +
+          `but live delivery needs every stored event republished whole on ${names.allTails}, and this nats-server cannot change that ` +
+          `(${refused.message}). Either run nats-server 2.10 or later, or stop the chat processes, wait until the persister ` +
+          `has caught up (\`nats consumer info ${name} ${names.durable("persister")}\`: no pending messages), delete the stream ` +
+          `(\`nats stream rm ${name}\`; the store keeps the history) and start them again (docs/production.md).`,
+        { cause: refused },
+      );
     }
   }
 }
@@ -204,8 +232,8 @@ export interface NatsEventBusParts {
  *   again (same `Nats-Msg-Id`, so JetStream stores the event once), all
  *   within `publishTimeoutMs`; then it rejects with ChatError Unavailable. A
  *   rejected publish may still have been stored (only the ack was lost);
- *   publishing it again is deduped within the window. Core subscribers may
- *   see a resent event twice (at-least-once).
+ *   publishing it again is deduped within the window, and subscribers get it
+ *   once (they only get what the stream stored).
  * - publishUser resolves once the server has received the notice (a PING
  *   round trip after it), with the same waiting and resending (a notice may
  *   arrive twice); it never resolves for a notice the client dropped. Notices
@@ -265,7 +293,7 @@ export class NatsEventBus implements EventBus {
     void this.watchStatus();
   }
 
-  /** publishEvent stores the event in JetStream and fans it out; resolves on JetStream's ack (see the class comment). */
+  /** publishEvent stores the event in JetStream, whose republish fans it out; resolves on JetStream's ack (see the class comment). */
   async publishEvent(event: GroupEvent): Promise<void> {
     this.assertOpen();
     const subject = this.names.group(event.groupId);
@@ -276,10 +304,18 @@ export class NatsEventBus implements EventBus {
     });
   }
 
-  /** subscribeGroup subscribes `handler` to the group's events (see the class comment). */
+  /**
+   * subscribeGroup subscribes `handler` to the group's events as the
+   * timeline stream stored them: its republish on the group's tail subject
+   * (see the class comment), so a publish JetStream refused never reaches it.
+   */
   async subscribeGroup(groupId: string, handler: (event: GroupEvent) => void): Promise<Subscription> {
     this.assertOpen();
-    return this.subscribe(this.groups, this.names.group(groupId), decodeEvent, handler);
+    const decode = (bytes: Uint8Array): GroupEvent | undefined => {
+      const event = decodeEvent(bytes);
+      return event?.groupId === groupId ? event : undefined;
+    };
+    return this.subscribe(this.groups, this.names.tail(groupId), decode, handler);
   }
 
   /** publishUser sends the notice over core NATS; resolves once the server has it (see the class comment). */

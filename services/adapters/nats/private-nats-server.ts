@@ -126,6 +126,15 @@ export class PrivateNatsServer {
     await this.exited;
   }
 
+  /**
+   * signal sends `signal` to this server's PID only, without waiting for
+   * anything (e.g. SIGSTOP to freeze it with its connections open, SIGCONT to
+   * resume it). No-op if not running.
+   */
+  signal(signal: NodeJS.Signals): void {
+    if (this.pid !== undefined) this.child?.kill(signal);
+  }
+
   /** dispose kills the server (if running) and removes its store directory. */
   async dispose(): Promise<void> {
     await this.kill();

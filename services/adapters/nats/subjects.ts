@@ -7,9 +7,9 @@
  *
  * | name                     | what                                              | transport            |
  * |--------------------------|---------------------------------------------------|----------------------|
- * | `chat.group.<groupId>`   | one group's timeline events (GroupEvent, JSON)    | JetStream + core     |
+ * | `chat.group.<groupId>`   | one group's timeline events (GroupEvent, JSON), published to the stream | JetStream (never subscribed) |
  * | `chat.user.<userId>`     | per-user control notices (UserNotice, JSON)       | core NATS only       |
- * | `chat.tail.<groupId>`    | headers of each stored timeline event (republish) | core NATS only       |
+ * | `chat.tail.<groupId>`    | each stored timeline event, whole (the stream's republish): what subscribers get | core NATS only |
  * | `chat.persisted`         | notes: timeline events a process stored in the DB | core NATS only       |
  * | `CHAT_TIMELINE`          | stream over `chat.group.>` (replay buffer)        | JetStream            |
  * | `notifier`, ...          | durable consumers on CHAT_TIMELINE                | JetStream            |
@@ -75,9 +75,10 @@ export class NatsNames {
   readonly allUsers: string;
   /**
    * allTails is the subject filter matching every tail subject,
-   * `<prefix>.tail.>`: the timeline stream republishes the headers of each
-   * event it stores there (with its stream sequence), so sequencers learn a
-   * group's last event without asking (never stored).
+   * `<prefix>.tail.>`: the timeline stream republishes each event it stores
+   * there, whole (with its stream sequence), so subscribers get only stored
+   * events and sequencers learn a group's last event without asking (never
+   * stored).
    */
   readonly allTails: string;
   /**
@@ -107,9 +108,10 @@ export class NatsNames {
 
   /**
    * group is the subject of one group's timeline events,
-   * `<prefix>.group.<groupId>`. Stored by the timeline stream and delivered to
-   * core subscribers. Throws ChatError InvalidArgument unless `groupId` is a
-   * lower-case UUID.
+   * `<prefix>.group.<groupId>`, which writers publish to the timeline stream.
+   * Nobody subscribes to it: it also carries publishes JetStream refused;
+   * subscribers use {@link tail}. Throws ChatError InvalidArgument unless
+   * `groupId` is a lower-case UUID.
    */
   group(groupId: string): string {
     return `${this.prefix}.group.${token("group id", groupId)}`;
@@ -136,10 +138,11 @@ export class NatsNames {
   }
 
   /**
-   * tail is the subject on which the timeline stream republishes the headers
-   * of each stored event of a group, `<prefix>.tail.<groupId>` (core NATS
-   * only). Throws ChatError InvalidArgument unless `groupId` is a lower-case
-   * UUID.
+   * tail is the subject on which the timeline stream republishes each event
+   * of a group it stored, whole (its headers plus `Nats-Sequence`), in stream
+   * order, `<prefix>.tail.<groupId>` (core NATS only): what subscribers of
+   * the group's events listen to. Throws ChatError InvalidArgument unless
+   * `groupId` is a lower-case UUID.
    */
   tail(groupId: string): string {
     return `${this.prefix}.tail.${token("group id", groupId)}`;
