@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setImmediate as turn } from "node:timers/promises";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import { JsRequests, RequestInterruptedError, RequestTimeoutError, RequestsClosedError } from "./js-requests.js";
+import { ConnectionClosedError, JsRequests, RequestInterruptedError, RequestTimeoutError, RequestsClosedError } from "./js-requests.js";
 
 /** FakeConnection records publishes, lets the test answer them on the one inbox subscription and emit status events. */
 class FakeConnection {
@@ -12,6 +12,13 @@ class FakeConnection {
   private callback: ((err: Error | null, m: Msg) => void) | undefined;
   subscriptions = 0;
   throwOnPublish = false;
+  /** Where nats.js keeps whether it is connected right now (read once, when a JsRequests is made). */
+  readonly protocol = { connected: true };
+  private ended = false;
+
+  isClosed(): boolean {
+    return false;
+  }
 
   subscribe(_subject: string, opts: { callback: (err: Error | null, m: Msg) => void }) {
     this.subscriptions++;
@@ -37,7 +44,7 @@ class FakeConnection {
         self.wakeStatus?.();
       },
       async *[Symbol.asyncIterator]() {
-        while (!stopped) {
+        while (!stopped && !self.ended) {
           const next = self.statuses.shift();
           if (next) yield next;
           else await new Promise<void>((resolve) => (self.wakeStatus = resolve));
@@ -47,8 +54,15 @@ class FakeConnection {
   }
 
   /** emit hands a status event to the status iterator and lets it run. */
-  async emit(type: "disconnect" | "reconnect"): Promise<void> {
+  async emit(type: "disconnect" | "reconnect" | "close"): Promise<void> {
     this.statuses.push({ type });
+    this.wakeStatus?.();
+    await turn();
+  }
+
+  /** end ends the status events without a "close" event (as when the connection closes under the iterator). */
+  async end(): Promise<void> {
+    this.ended = true;
     this.wakeStatus?.();
     await turn();
   }
@@ -58,9 +72,26 @@ class FakeConnection {
   }
 }
 
-function setUp(timeoutMs = 1000) {
+function setUp(timeoutMs = 1000, connected = true) {
   const nc = new FakeConnection();
+  nc.protocol.connected = connected;
   return { nc, requests: new JsRequests(nc as unknown as NatsConnection, timeoutMs) };
+}
+
+/** isRejection tells whether a {@link settled} outcome is a rejection with an error of class `type`. */
+function isRejection(outcome: unknown, type: new (...args: never[]) => Error): boolean {
+  return typeof outcome === "object" && outcome !== null && "rejected" in outcome && outcome.rejected instanceof type;
+}
+
+/** settled resolves with how `p` settled, or "pending" if it has not within `ms` (bounded wait); call it before `p` can settle. */
+async function settled(p: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<string>((resolve) => (timer = setTimeout(() => resolve("pending"), ms)));
+  try {
+    return await Promise.race([p.then((v) => ({ resolved: v }), (e: unknown) => ({ rejected: e })), pending]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -132,6 +163,76 @@ describe("JsRequests", () => {
     assert.equal(text(await held), "for two");
     requests.close();
   });
+
+  it("drops requests that time out while held: nothing of them stays in the outbox", async () => {
+    const { nc, requests } = setUp(50);
+    await nc.emit("disconnect");
+    const held = [1, 2, 3].map((n) => requests.request(`s${n}`, bytes(String(n))));
+    await turn();
+    assert.equal(requests.held, 3, "held while the connection is down");
+    for (const p of held) await assert.rejects(p, RequestTimeoutError);
+    assert.equal(requests.size, 0);
+    assert.equal(requests.held, 0, "an expired held request leaves the outbox with its payload");
+    await nc.emit("reconnect");
+    await turn();
+    assert.equal(nc.published.length, 0, "nothing expired is sent after the reconnect");
+    requests.close();
+  });
+
+  it("holds requests made while the connection is down at construction until the reconnect", async () => {
+    const { nc, requests } = setUp(60_000, false);
+    const held = requests.request("a", bytes("1"));
+    await turn();
+    assert.equal(nc.published.length, 0, "a connection down when the JsRequests was made holds requests");
+    await nc.emit("reconnect");
+    await turn();
+    assert.equal(nc.published.length, 1);
+    nc.answer(nc.published[0]?.reply ?? "", "for one");
+    assert.equal(text(await held), "for one");
+    requests.close();
+  });
+
+  it("fails at the reconnect a request sent before it in an earlier connection epoch, even without a disconnect seen", async () => {
+    // nats.js said it was connected (or the disconnect came before the status subscription): the request went to nats.js, which discards it on redial.
+    const { nc, requests } = setUp(60_000);
+    const lost = requests.request("a", bytes("1"));
+    await turn();
+    assert.equal(nc.published.length, 1);
+    const outcome = settled(lost, 500);
+    await nc.emit("reconnect");
+    assert.ok(
+      isRejection(await outcome, RequestInterruptedError),
+      `failed as interrupted at the reconnect, not after the 60 s timeout (${String(await outcome)})`,
+    );
+    // A request sent after the reconnect belongs to the new epoch and is answered as usual.
+    const fresh = requests.request("b", bytes("2"));
+    await turn();
+    nc.answer(nc.published[1]?.reply ?? "", "for two");
+    assert.equal(text(await fresh), "for two");
+    assert.equal(requests.size, 0);
+    requests.close();
+  });
+
+  for (const how of ["its close event", "the end of its status events"] as const) {
+    it(`fails held requests at once, and later ones, when the connection closes for good (${how})`, async () => {
+      const { nc, requests } = setUp(60_000);
+      await nc.emit("disconnect");
+      const held = requests.request("a", bytes("1"));
+      await turn();
+      assert.equal(nc.published.length, 0);
+      const outcome = settled(held, 500);
+      if (how === "its close event") await nc.emit("close");
+      else await nc.end();
+      assert.ok(
+        isRejection(await outcome, ConnectionClosedError),
+        `failed with the closed connection at once, not after the 60 s timeout (${String(await outcome)})`,
+      );
+      assert.equal(requests.size, 0);
+      assert.equal(requests.held, 0);
+      await assert.rejects(requests.request("b", bytes("2")), ConnectionClosedError);
+      requests.close();
+    });
+  }
 
   it("rejects pending and later requests once closed", async () => {
     const { requests } = setUp();

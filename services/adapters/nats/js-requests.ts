@@ -22,10 +22,19 @@
  * dropped can never be answered (the server that had it is gone, or nats.js
  * discarded it unsent when it redialled), so it is failed at once with
  * RequestInterruptedError instead of waiting out the timeout; the caller
- * decides whether to send it again. Requests made while the connection is
- * down are held here, unsent (nats.js would buffer them and then drop them at
- * its next reconnect attempt), and sent as soon as it is back; they still
- * time out after `timeoutMs`.
+ * decides whether to send it again. Each sent request remembers the
+ * connection epoch it was sent in (the epoch moves on at every "disconnect"
+ * and "reconnect" status event): on either event every request sent in an
+ * earlier epoch fails, so a request handed to nats.js while it was in fact
+ * down (this instance was made during an outage, or missed the
+ * "disconnect") fails at the "reconnect" instead of waiting out the timeout.
+ * Requests made while the connection is known to be down are held here,
+ * unsent (nats.js would buffer them and then drop them at its next reconnect
+ * attempt), and sent as soon as it is back; they still time out after
+ * `timeoutMs`, and a held request that times out leaves nothing behind. When
+ * the connection closes for good (its "close" status event, or the end of
+ * its status events) every pending request fails at once with
+ * ConnectionClosedError, and so does every later one.
  */
 import { createInbox } from "@nats-io/transport-node";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
@@ -50,6 +59,14 @@ export class RequestInterruptedError extends Error {
   }
 }
 
+/** ConnectionClosedError: the connection closed for good before the reply came (it will not reconnect). */
+export class ConnectionClosedError extends Error {
+  constructor(subject?: string) {
+    super(subject === undefined ? "the NATS connection is closed" : `the NATS connection closed before the reply to ${subject}`);
+    this.name = "ConnectionClosedError";
+  }
+}
+
 /** RequestsClosedError: the JsRequests was closed before the reply came. */
 export class RequestsClosedError extends Error {
   constructor() {
@@ -65,17 +82,41 @@ interface Pending {
   readonly reject: (e: unknown) => void;
   /** True once published on the connection (until then it waits in the outbox). */
   sent: boolean;
+  /** The connection epoch it was published in (meaningful once sent). */
+  epoch: number;
+}
+
+/** Held is a request waiting in the outbox to be published. */
+interface Held {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+}
+
+/**
+ * connectedNow reads whether nats.js's connection is up right now. nats.js
+ * (3.x) keeps it on its protocol handler, outside its public types; if it is
+ * not there the connection is taken as up (it was when connect() resolved),
+ * and a wrong guess only costs an interrupted request at the next status
+ * event (see the epochs in the module comment).
+ */
+function connectedNow(nc: NatsConnection): boolean {
+  if (nc.isClosed()) return false;
+  const connected = (nc as unknown as { protocol?: { connected?: unknown } }).protocol?.connected;
+  return typeof connected === "boolean" ? connected : true;
 }
 
 /**
  * JsRequests sends requests on `nc` and resolves each with its first reply,
  * or rejects with RequestTimeoutError after `timeoutMs`, with
  * RequestInterruptedError as soon as the connection is lost after the
- * request was sent, with the connection's error if the publish cannot be
- * made (closed connection), or with RequestsClosedError on close(). While
- * the connection is down requests are held unsent and go out when it is
- * back. A reply that arrives after the timeout is dropped. Not for requests
- * with several replies.
+ * request was sent (or at the next reconnect, for one sent while nats.js was
+ * down unbeknown to this instance), with ConnectionClosedError once the
+ * connection has closed for good (or the connection's error if the publish
+ * cannot be made), or with RequestsClosedError on close(). While the
+ * connection is down requests are held unsent and go out when it is back. A
+ * reply that arrives after the timeout is dropped. Not for requests with
+ * several replies.
  */
 export class JsRequests {
   private readonly inbox: string;
@@ -83,11 +124,16 @@ export class JsRequests {
   private sub: Subscription | undefined;
   private next = 0;
   private timer: NodeJS.Timeout | undefined;
-  private readonly outbox: { id: number; subject: string; data: Uint8Array; headers: MsgHdrs | undefined }[] = [];
+  /** Requests not yet published, by id, in request order; every one is also in `pending` (they leave together). */
+  private readonly outbox = new Map<number, Held>();
   private sendScheduled = false;
   private closed = false;
-  /** Whether the connection is up, as its status events last said. */
-  private up = true;
+  /** Whether the connection is up: its state at construction, then as its status events last said. */
+  private up: boolean;
+  /** The connection epoch: moves on at every "disconnect" and "reconnect" event. */
+  private epoch = 0;
+  /** Set once the connection has closed for good (its "close" event or the end of its status events). */
+  private connectionClosed = false;
   private stopStatus: (() => void) | undefined;
 
   constructor(
@@ -95,17 +141,25 @@ export class JsRequests {
     readonly timeoutMs: number,
   ) {
     this.inbox = createInbox();
+    // Read the state and subscribe to the status events in one synchronous step, so no change falls between them.
+    this.up = connectedNow(nc);
     this.watchStatus();
   }
 
-  /** size is the number of requests waiting for a reply. */
+  /** size is the number of requests waiting for a reply (held ones included). */
   get size(): number {
     return this.pending.size;
+  }
+
+  /** held is the number of requests waiting in the outbox to be published (for tests and metrics). */
+  get held(): number {
+    return this.outbox.size;
   }
 
   /** request publishes `data` (with `headers`) to `subject` and resolves with the reply (see the class comment). */
   request(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<Msg> {
     if (this.closed) return Promise.reject(new RequestsClosedError());
+    if (this.connectionClosed) return Promise.reject(new ConnectionClosedError(subject));
     this.sub ??= this.nc.subscribe(`${this.inbox}.*`, {
       callback: (err, m) => {
         if (err) {
@@ -119,9 +173,9 @@ export class JsRequests {
     });
     const id = ++this.next;
     return new Promise<Msg>((resolve, reject) => {
-      this.pending.set(id, { subject, deadline: Date.now() + this.timeoutMs, resolve, reject, sent: false });
+      this.pending.set(id, { subject, deadline: Date.now() + this.timeoutMs, resolve, reject, sent: false, epoch: this.epoch });
       this.timer ??= setTimeout(this.expire, this.timeoutMs);
-      this.outbox.push({ id, subject, data, headers });
+      this.outbox.set(id, { subject, data, headers });
       if (!this.sendScheduled) {
         this.sendScheduled = true;
         setImmediate(this.sendAll);
@@ -139,15 +193,18 @@ export class JsRequests {
   private readonly sendAll = (): void => {
     this.sendScheduled = false;
     if (!this.up) return;
-    for (const r of this.outbox.splice(0)) {
-      const p = this.pending.get(r.id);
+    const batch = [...this.outbox];
+    this.outbox.clear();
+    for (const [id, r] of batch) {
+      const p = this.pending.get(id);
       if (!p) continue;
       try {
-        const reply = `${this.inbox}.${r.id}`;
+        const reply = `${this.inbox}.${id}`;
         this.nc.publish(r.subject, r.data, r.headers ? { reply, headers: r.headers } : { reply });
         p.sent = true;
+        p.epoch = this.epoch;
       } catch (e) {
-        this.pending.delete(r.id);
+        this.pending.delete(id);
         p.reject(e);
       }
     }
@@ -169,7 +226,10 @@ export class JsRequests {
   /**
    * watchStatus follows the connection's status events: on "disconnect" every
    * request already sent fails with RequestInterruptedError and new ones are
-   * held; on "reconnect" the held ones are sent.
+   * held; on "reconnect" every request sent in an earlier epoch fails the
+   * same way and the held ones are sent; on "close", or when the events end
+   * (the connection closed), every pending request fails with
+   * ConnectionClosedError.
    */
   private watchStatus(): void {
     const status = this.nc.status();
@@ -181,30 +241,57 @@ export class JsRequests {
           if (this.closed) return;
           if (s.type === "disconnect") this.connectionLost();
           else if (s.type === "reconnect") this.connectionBack();
+          else if (s.type === "close") break;
         }
       } catch {
-        // The connection closed: nothing left to watch.
+        // The status events ended with an error: the connection is gone all the same.
       }
+      // Only close() (which fails everything itself) or the connection's close ends the events.
+      if (!this.closed) this.connectionGone();
     })();
   }
 
   /** connectionLost fails every request already sent (its reply can never come) and holds new ones. */
   private connectionLost(): void {
     this.up = false;
+    this.epoch++;
+    this.failSentBefore(this.epoch);
+  }
+
+  /**
+   * connectionBack fails every request sent in an earlier epoch (nats.js
+   * discarded it on redial, or the server that had it is gone) and sends the
+   * requests held while the connection was down.
+   */
+  private connectionBack(): void {
+    this.up = true;
+    this.epoch++;
+    this.failSentBefore(this.epoch);
+    if (this.outbox.size > 0 && !this.sendScheduled) {
+      this.sendScheduled = true;
+      setImmediate(this.sendAll);
+    }
+  }
+
+  /** failSentBefore fails with RequestInterruptedError every sent request of an epoch before `epoch`. */
+  private failSentBefore(epoch: number): void {
     for (const [id, p] of this.pending) {
-      if (!p.sent) continue;
+      if (!p.sent || p.epoch >= epoch) continue;
       this.pending.delete(id);
       p.reject(new RequestInterruptedError(p.subject));
     }
   }
 
-  /** connectionBack sends the requests held while the connection was down. */
-  private connectionBack(): void {
-    this.up = true;
-    if (this.outbox.length > 0 && !this.sendScheduled) {
-      this.sendScheduled = true;
-      setImmediate(this.sendAll);
-    }
+  /** connectionGone fails every pending request, and every later one, with ConnectionClosedError: the connection will not come back. */
+  private connectionGone(): void {
+    this.up = false;
+    this.connectionClosed = true;
+    this.outbox.clear();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) p.reject(new ConnectionClosedError(p.subject));
   }
 
   private answer(m: Msg): void {
@@ -224,12 +311,14 @@ export class JsRequests {
         return;
       }
       this.pending.delete(id);
+      // A held request leaves the outbox with it: nothing of it stays behind however long the connection is down.
+      this.outbox.delete(id);
       p.reject(new RequestTimeoutError(p.subject, this.timeoutMs));
     }
   };
 
   private failAll(err: unknown): void {
-    this.outbox.length = 0;
+    this.outbox.clear();
     clearTimeout(this.timer);
     this.timer = undefined;
     const all = [...this.pending.values()];

@@ -13,12 +13,13 @@ import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { connect } from "@nats-io/transport-node";
+import { connect, headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { eventBusContract } from "../../../test/contract/event-bus.contract.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
+import { encodeEvent } from "./event-codec.js";
 import { createJetStreamSequencer } from "./jetstream-sequencer.js";
 import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus, timelineStreamConfig } from "./nats-event-bus.js";
 import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
@@ -368,6 +369,102 @@ describe("NatsEventBus across a nats-server restart (private server)", { skip: s
       assert.equal(info.state.messages, 12, "no event stored twice (11 of g, 1 of g2)");
     } finally {
       await nc.close();
+    }
+  });
+});
+
+describe("NatsEventBus during a rolling upgrade: headers-only republish (private server)", { skip: skip || !existsSync(NATS_SERVER_BIN) }, () => {
+  let server: PrivateNatsServer | undefined;
+
+  after(async () => {
+    // Always kill the private server (by its own PID) and remove its store, even when the test failed.
+    await server?.dispose();
+  });
+
+  it("delivers the stored event in place of a headers-only republish, in order with whole ones; logs once and ensures the stream again", { timeout: 60_000 }, async () => {
+    server = await PrivateNatsServer.create();
+    await server.start();
+    const prefix = runPrefix("h");
+    const errors: { fields: Record<string, unknown>; msg: string }[] = [];
+    const logger = { info: () => {}, warn: () => {}, error: (fields: Record<string, unknown>, msg: string) => void errors.push({ fields, msg }) };
+    const bus = await createNatsEventBus({ servers: server.url, prefix, name: "upgrade-new", logger });
+    const nc = await connect({ servers: server.url, name: "upgrade-raw" });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const js = jsm.jetstream();
+      const names = bus.names;
+      const stream = names.timelineStream;
+      const g = newId();
+      // Events 1-4 are stored before the subscription, so their own (whole) republishes are not seen by it.
+      const events = [1, 2, 3, 4].map((seq) => message(g, seq));
+      const streamSeqs: number[] = [];
+      for (const e of events) {
+        const ack = await js.publish(names.group(g), encodeEvent(e), { msgID: names.msgId(g, e.seq) });
+        streamSeqs.push(ack.seq);
+      }
+      const stored = await bus.readTimeline(g, 0, 10);
+      assert.deepEqual(
+        stored.map((e) => e.seq),
+        [1, 2, 3, 4],
+      );
+      const seen: GroupEvent[] = [];
+      const sub = await bus.subscribeGroup(g, (e) => seen.push(e));
+      // Another retention, so that the bus ensuring the stream again shows (it puts the 24 h back).
+      const { name: _name, storage: _storage, ...mutable } = timelineStreamConfig(names);
+      await jsm.streams.update(stream, { ...mutable, max_age: 3600e9 });
+
+      // What the server sends for a headers-only republish (nats-server 2.9.10, seen by experiment): no body, the
+      // original headers plus these. Whole republishes of 2 and 4 go out right behind 1 and 3, in one flush:
+      // each must wait for the fetch before it.
+      const republish = (seq: number, whole: boolean) => {
+        const h = natsHeaders();
+        h.set("Nats-Stream", stream);
+        h.set("Nats-Subject", names.group(g));
+        h.set("Nats-Sequence", String(streamSeqs[seq - 1]));
+        h.set("Nats-Last-Sequence", String(seq === 1 ? 0 : streamSeqs[seq - 2]));
+        const body = encodeEvent(events[seq - 1] ?? message(g, seq));
+        if (!whole) h.set("Nats-Msg-Size", String(body.length));
+        nc.publish(names.tail(g), whole ? body : new Uint8Array(0), { headers: h });
+      };
+      republish(1, false);
+      republish(2, true);
+      republish(3, false);
+      republish(4, true);
+      await nc.flush();
+      await waitUntil("seq 4 delivered", () => seen.some((e) => e.seq === 4));
+      assert.deepEqual(
+        seen.map((e) => e.seq),
+        [1, 2, 3, 4],
+        "the fetched events in place of the headers-only ones, and nothing overtakes a fetch",
+      );
+      assert.deepEqual(seen, stored, "each delivered event is the one stored at its seq");
+      assert.deepEqual(stored, events);
+      assert.equal(bus.stats().decodeErrors, 0);
+
+      // The bus ensured the stream again (full republish; here it shows as the retention put back).
+      const deadline = Date.now() + 10_000;
+      let maxAge = 0;
+      while (Date.now() < deadline && (maxAge = (await jsm.streams.info(stream)).config.max_age) !== 24 * 3600e9) await sleep(50);
+      assert.equal(maxAge, 24 * 3600e9, "the stream was ensured again after a headers-only republish");
+
+      // A real headers-only republish by the server. nats-server 2.9 cannot switch the stream in place, so it is made
+      // anew the way an older version made it (an older process on 2.10+ switches it in place, with the same effect).
+      await jsm.streams.delete(stream);
+      await jsm.streams.add({ ...timelineStreamConfig(names), republish: { src: names.allGroups, dest: names.allTails, headers_only: true } });
+      const fifth = message(g, 5);
+      await bus.publishEvent(fifth);
+      await waitUntil("seq 5 delivered", () => seen.some((e) => e.seq === 5));
+      assert.deepEqual(seen.at(-1), fifth, "the stored event, fetched, for the server's headers-only republish");
+      assert.equal(bus.stats().headersOnly, 3);
+      assert.equal(bus.stats().decodeErrors, 0);
+
+      const switchedBack = errors.filter((e) => e.msg.includes(`timeline stream ${stream} republishes headers only: its configuration was switched back`));
+      assert.equal(switchedBack.length, 1, `one error for three headers-only republishes within a minute (${JSON.stringify(errors.map((e) => e.msg))})`);
+      assert.equal(switchedBack[0]?.fields.stream, stream);
+      sub.unsubscribe();
+    } finally {
+      await nc.close();
+      await bus.close();
     }
   });
 });

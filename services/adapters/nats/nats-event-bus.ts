@@ -11,9 +11,15 @@
  *   state on the server. Never the group subject itself: that one also
  *   carries publishes JetStream refused (a compare-and-set proposal that lost
  *   its race, a retry with a repeated `Nats-Msg-Id`), which a core subscriber
- *   would receive like the stored event of the same seq. Gaps (e.g. across a
- *   reconnect) are the subscriber's to repair by seq from the store, as the
- *   port says.
+ *   would receive like the stored event of the same seq. The stream leader
+ *   republishes: at most once and in order per leader term; across a leader
+ *   change gaps or repeats are possible. Gaps (those, and e.g. across a
+ *   reconnect) and repeats are the subscriber's to repair by seq from the
+ *   store, as the port says.
+ * - A headers-only republish (the stream switched back by an older version
+ *   during a rolling upgrade) is not dropped: the stored message is fetched
+ *   by its stream sequence and delivered in its place, in order (see
+ *   subscribeGroup).
  * - User notices are core NATS only (ephemeral, never stored).
  *
  * One NATS subscription per subject per bus, shared by all local handlers of
@@ -58,6 +64,8 @@ export interface NatsEventBusStats {
   readonly disconnects: number;
   /** Times the connection came back after a loss. */
   readonly reconnects: number;
+  /** Headers-only republishes received on a tail subject (each answered by fetching the stored message). */
+  readonly headersOnly: number;
 }
 
 /** TimelineOptions configures the timeline stream (the replay buffer). */
@@ -115,6 +123,30 @@ const READ_BATCH = 256;
 const MAX_ATTEMPTS = 20;
 /** RETRY_PAUSE_MS is the pause after a failed attempt before the next one. */
 const RETRY_PAUSE_MS = 100;
+/**
+ * HEADERS_ONLY_NOTICE_MS is how often, at most, a bus that receives
+ * headers-only republishes logs it and ensures the timeline stream again.
+ */
+const HEADERS_ONLY_NOTICE_MS = 60_000;
+/**
+ * MAX_QUEUED_WHILE_FETCHING bounds the tail messages of one group kept while
+ * a stored message is fetched; past it they are dropped (counted as
+ * undecodable), a gap the subscriber repairs by seq.
+ */
+const MAX_QUEUED_WHILE_FETCHING = 10_000;
+
+/**
+ * storedSeqOfHeadersOnly returns the stream sequence of a headers-only
+ * republish (JetStream's `republish.headers_only`: an empty body, the
+ * original headers plus `Nats-Msg-Size`, `Nats-Sequence`, `Nats-Subject`,
+ * `Nats-Stream`, `Nats-Last-Sequence`), or undefined for anything else (a
+ * whole republish, whose body is the event).
+ */
+function storedSeqOfHeadersOnly(msg: Msg): number | undefined {
+  if (msg.data.length > 0 || !msg.headers?.has("Nats-Msg-Size")) return undefined;
+  const seq = msg.headers.get("Nats-Sequence");
+  return /^\d{1,15}$/.test(seq) && Number(seq) > 0 ? Number(seq) : undefined;
+}
 
 /**
  * timelineStreamConfig is the configuration of the timeline stream for
@@ -123,10 +155,15 @@ const RETRY_PAUSE_MS = 100;
  * every stored event republished whole on `<prefix>.tail.<groupId>` (its
  * headers plus `Nats-Sequence`, its stream sequence, and `Nats-Subject`).
  * JetStream republishes a message only once it has stored it (after the
- * quorum on a replicated stream), in stream order, at most once: that is
- * what stream processes subscribe to (NatsEventBus.subscribeGroup), and
- * sequencers keep each group's last event current from its headers without
- * reading it (JetStreamSequencer).
+ * quorum on a replicated stream); the stream's leader republishes each entry
+ * as it applies it, so within one leader term each stored message is
+ * republished at most once and in stream order, but around a leader change
+ * an entry may be republished by nobody or twice, and the two leaders'
+ * republishes may interleave. That is what stream processes subscribe to
+ * (NatsEventBus.subscribeGroup; subscribers drop seqs at or below their
+ * cursor and repair gaps by seq from the store), and sequencers keep each
+ * group's last event current from its headers without reading it
+ * (JetStreamSequencer).
  */
 export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {}): Partial<StreamConfig> & { name: string } {
   return {
@@ -244,9 +281,11 @@ export interface NatsEventBusParts {
  *   reconnects (the client resubscribes); events published while this bus
  *   was disconnected are missed, which subscribers repair by seq (use
  *   `onStatus(true)` to catch up at once rather than at the next event).
- * - Handlers run on the connection's read loop, one message at a time, in
- *   arrival order. A handler that throws is counted and logged; others still
- *   run. No handler call starts after unsubscribe() or close() was called.
+ * - Handlers run one message at a time, in arrival order per subject: on the
+ *   connection's read loop, except for a group's messages from a
+ *   headers-only republish on, which wait for the stored message's fetch.
+ *   A handler that throws is counted and logged; others still run. No
+ *   handler call starts after unsubscribe() or close() was called.
  * - Ids must be lower-case UUIDs; others are rejected with ChatError
  *   InvalidArgument (they could not be subject tokens).
  * - After close() every method except isHealthy/stats rejects with ChatError
@@ -270,7 +309,9 @@ export class NatsEventBus implements EventBus {
   private readonly link: Link;
   private closed = false;
   private closing: Promise<void> | undefined;
-  private counters = { decodeErrors: 0, handlerErrors: 0, disconnects: 0, reconnects: 0 };
+  private counters = { decodeErrors: 0, handlerErrors: 0, disconnects: 0, reconnects: 0, headersOnly: 0 };
+  /** When a headers-only republish was last logged (and the stream ensured again); see noticeHeadersOnly. */
+  private headersOnlyNoticedAt = Number.NEGATIVE_INFINITY;
 
   /**
    * Builds a bus on an open connection. Prefer {@link createNatsEventBus},
@@ -308,14 +349,110 @@ export class NatsEventBus implements EventBus {
    * subscribeGroup subscribes `handler` to the group's events as the
    * timeline stream stored them: its republish on the group's tail subject
    * (see the class comment), so a publish JetStream refused never reaches it.
+   *
+   * Rolling upgrade: an older version sets the stream to republish headers
+   * only, at its start and at every reconnect, so during a rollout the
+   * stream may be switched back. A headers-only republish (empty body,
+   * `Nats-Msg-Size`) is answered by fetching the stored message by its
+   * `Nats-Sequence` (direct get) and delivering that; the group's later
+   * messages wait behind the fetch, so the group's events keep their order.
+   * A fetch that fails (NATS unreachable, the message aged out) drops that
+   * event, counted as undecodable: a gap the subscriber repairs by seq. The
+   * bus logs an error naming the stream and ensures the stream again (full
+   * republish), each at most once a minute.
    */
   async subscribeGroup(groupId: string, handler: (event: GroupEvent) => void): Promise<Subscription> {
     this.assertOpen();
-    const decode = (bytes: Uint8Array): GroupEvent | undefined => {
+    return this.subscribe(this.groups, this.names.tail(groupId), (entries) => this.tailReceiver(groupId, entries), handler);
+  }
+
+  /**
+   * tailReceiver is the message callback of one group's tail subscription:
+   * a whole republish is decoded and delivered at once, unless a fetch for a
+   * headers-only republish is in flight; then it is queued behind it. The
+   * queue is drained in arrival order, one fetch at a time.
+   */
+  private tailReceiver(groupId: string, entries: Set<Entry<GroupEvent>>): (msg: Msg) => void {
+    const decodeWhole = (bytes: Uint8Array): GroupEvent | undefined => {
       const event = decodeEvent(bytes);
       return event?.groupId === groupId ? event : undefined;
     };
-    return this.subscribe(this.groups, this.names.tail(groupId), decode, handler);
+    /** Messages that arrived while a fetch was in flight, in arrival order; undefined when none is. */
+    let queue: Msg[] | undefined;
+    const drain = async (first: Msg, firstSeq: number): Promise<void> => {
+      let msg: Msg | undefined = first;
+      let seq: number | undefined = firstSeq;
+      // Each pass takes one message off the queue (capped at MAX_QUEUED_WHILE_FETCHING) and waits at most one fetch
+      // (bounded by the API timeout); the loop ends as soon as the queue is empty.
+      while (msg !== undefined) {
+        if (seq !== undefined) this.deliver(entries, await this.fetchStored(groupId, seq), msg.subject);
+        else this.deliver(entries, decodeWhole(msg.data), msg.subject);
+        msg = queue?.shift();
+        seq = msg && storedSeqOfHeadersOnly(msg);
+      }
+      queue = undefined;
+    };
+    return (msg) => {
+      if (queue !== undefined) {
+        if (queue.length < MAX_QUEUED_WHILE_FETCHING) queue.push(msg);
+        else this.dropped(msg.subject);
+        return;
+      }
+      const seq = storedSeqOfHeadersOnly(msg);
+      if (seq === undefined) {
+        this.deliver(entries, decodeWhole(msg.data), msg.subject);
+        return;
+      }
+      queue = [];
+      void drain(msg, seq).catch((err: unknown) => {
+        // deliver and fetchStored do not throw; this is a last resort so the group is never stuck behind a queue.
+        queue = undefined;
+        this.log?.error({ err, subject: msg.subject }, "event bus tail delivery failed");
+      });
+    };
+  }
+
+  /**
+   * fetchStored reads the group's event stored at stream sequence `seq`
+   * (direct get); undefined, logged, if it cannot be read or is not an event
+   * of the group.
+   */
+  private async fetchStored(groupId: string, seq: number): Promise<GroupEvent | undefined> {
+    // Closed: no handler runs any more (deliver finds no entries), so nothing is fetched.
+    if (this.closed) return undefined;
+    this.counters.headersOnly++;
+    this.noticeHeadersOnly();
+    const stream = this.names.timelineStream;
+    try {
+      const stored = await this.jsm.direct.getMessage(stream, { seq });
+      const event = stored && stored.subject === this.names.group(groupId) ? decodeEvent(stored.data) : undefined;
+      if (event?.groupId === groupId) return event;
+      this.log?.warn({ stream, seq, groupId }, "a headers-only republish names no stored event of its group");
+    } catch (err) {
+      this.log?.warn({ err, stream, seq, groupId }, "could not fetch the stored event of a headers-only republish");
+    }
+    return undefined;
+  }
+
+  /**
+   * noticeHeadersOnly logs that the stream republishes headers only and
+   * ensures the stream again (full republish), at most once per
+   * HEADERS_ONLY_NOTICE_MS; the ensuring only if the bus ensures the stream
+   * at all (option ensureStream).
+   */
+  private noticeHeadersOnly(): void {
+    const now = Date.now();
+    if (now - this.headersOnlyNoticedAt < HEADERS_ONLY_NOTICE_MS || this.closed) return;
+    this.headersOnlyNoticedAt = now;
+    const stream = this.names.timelineStream;
+    this.log?.error(
+      { stream, tails: this.names.allTails },
+      `the timeline stream ${stream} republishes headers only: its configuration was switched back, most likely by a process of an ` +
+        `older version starting or reconnecting during a rolling upgrade. Each event is fetched by its stream sequence meanwhile ` +
+        `(slower); ${this.ensureOnReconnect ? "ensuring the stream again" : "not ensuring the stream (ensureStream is false)"}. ` +
+        `Finish the rollout (docs/production.md).`,
+    );
+    if (this.ensureOnReconnect) void this.reensureStream("after a headers-only republish");
   }
 
   /** publishUser sends the notice over core NATS; resolves once the server has it (see the class comment). */
@@ -332,7 +469,7 @@ export class NatsEventBus implements EventBus {
   /** subscribeUser subscribes `handler` to the user's notices (see the class comment). */
   async subscribeUser(userId: string, handler: (notice: UserNotice) => void): Promise<Subscription> {
     this.assertOpen();
-    return this.subscribe(this.users, this.names.user(userId), decodeNotice, handler);
+    return this.subscribe(this.users, this.names.user(userId), (entries) => (msg) => this.deliver(entries, decodeNotice(msg.data), msg.subject), handler);
   }
 
   /**
@@ -436,22 +573,27 @@ export class NatsEventBus implements EventBus {
     if (this.closed) throw new ChatError("Unavailable", "the event bus is closed");
   }
 
+  /**
+   * subscribe adds `handler` to the topic of `subject`, making the topic (one
+   * NATS subscription whose messages go to `receiver(entries)`) if need be.
+   */
   private async subscribe<T>(
     topics: Map<string, Topic<T>>,
     subject: string,
-    decode: (bytes: Uint8Array) => T | undefined,
+    receiver: (entries: Set<Entry<T>>) => (msg: Msg) => void,
     handler: (value: T) => void,
   ): Promise<Subscription> {
     let topic = topics.get(subject);
     if (!topic) {
       const entries = new Set<Entry<T>>();
+      const receive = receiver(entries);
       const sub = this.nc.subscribe(subject, {
         callback: (err, msg) => {
           if (err) {
             this.log?.error({ subject, err }, "NATS subscription failed");
             return;
           }
-          this.deliver(entries, msg, decode);
+          receive(msg);
         },
       });
       const created: Topic<T> = {
@@ -493,12 +635,11 @@ export class NatsEventBus implements EventBus {
     return { unsubscribe };
   }
 
-  /** deliver decodes one message once and hands it to every active handler of its subject. */
-  private deliver<T>(entries: Set<Entry<T>>, msg: Msg, decode: (bytes: Uint8Array) => T | undefined): void {
+  /** deliver hands one decoded message (undefined: it did not decode, dropped and counted) to every active handler of its subject. */
+  private deliver<T>(entries: Set<Entry<T>>, value: T | undefined, subject: string): void {
     if (entries.size === 0) return;
-    const value = decode(msg.data);
     if (value === undefined) {
-      this.dropped(msg.subject);
+      this.dropped(subject);
       return;
     }
     for (const entry of [...entries]) {
@@ -508,7 +649,7 @@ export class NatsEventBus implements EventBus {
         entry.handler(value);
       } catch (err) {
         this.counters.handlerErrors++;
-        this.log?.warn({ subject: msg.subject, err }, "event bus handler threw");
+        this.log?.warn({ subject, err }, "event bus handler threw");
       }
     }
   }
@@ -569,7 +710,7 @@ export class NatsEventBus implements EventBus {
             this.counters.reconnects++;
             this.setConnected(true);
             this.log?.info({ server: s.server }, "reconnected to NATS");
-            if (this.ensureOnReconnect) void this.reensureStream();
+            if (this.ensureOnReconnect) void this.reensureStream("after reconnect");
             break;
           case "close":
             this.setConnected(false);
@@ -609,12 +750,16 @@ export class NatsEventBus implements EventBus {
 
   private readonly resyncHandlers: (() => void)[] = [];
 
-  /** After a reconnect the server may have lost its store (a new, empty one): put the stream back. */
-  private async reensureStream(): Promise<void> {
+  /**
+   * reensureStream puts the timeline stream back as it should be: after a
+   * reconnect (the server may have lost its store: a new, empty one), or
+   * after a headers-only republish (an older version switched it back).
+   */
+  private async reensureStream(when: string): Promise<void> {
     try {
       await ensureTimelineStream(this.jsm, this.names, this.timeline);
     } catch (err) {
-      this.log?.error({ err, stream: this.names.timelineStream }, "could not ensure the timeline stream after reconnect");
+      this.log?.error({ err, stream: this.names.timelineStream }, `could not ensure the timeline stream ${when}`);
     }
   }
 }

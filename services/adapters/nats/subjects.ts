@@ -78,7 +78,9 @@ export class NatsNames {
    * `<prefix>.tail.>`: the timeline stream republishes each event it stores
    * there, whole (with its stream sequence), so subscribers get only stored
    * events and sequencers learn a group's last event without asking (never
-   * stored).
+   * stored). The stream leader republishes: at most once and in order per
+   * leader term; across a leader change gaps or repeats are possible and are
+   * repaired by seq.
    */
   readonly allTails: string;
   /**
@@ -139,10 +141,13 @@ export class NatsNames {
 
   /**
    * tail is the subject on which the timeline stream republishes each event
-   * of a group it stored, whole (its headers plus `Nats-Sequence`), in stream
-   * order, `<prefix>.tail.<groupId>` (core NATS only): what subscribers of
-   * the group's events listen to. Throws ChatError InvalidArgument unless
-   * `groupId` is a lower-case UUID.
+   * of a group it stored, whole (its headers plus `Nats-Sequence`),
+   * `<prefix>.tail.<groupId>` (core NATS only): what subscribers of the
+   * group's events listen to. The stream leader republishes as it applies
+   * each entry: at most once and in stream order per leader term; across a
+   * leader change an event may be missing or repeated (subscribers repair by
+   * seq). Throws ChatError InvalidArgument unless `groupId` is a lower-case
+   * UUID.
    */
   tail(groupId: string): string {
     return `${this.prefix}.tail.${token("group id", groupId)}`;
