@@ -169,7 +169,8 @@ export interface LeanWsSubscribeOptions extends Omit<LeanSubscribeOptions, "sess
  * token in the authorization header, one binary SubscribeRequest, then each
  * binary message one SubscribeResponse, decoded in place by the same lean
  * decoder. The end's code is the close code minus 4000 for a status close,
- * 0 for a normal closure, else -1.
+ * 0 for a normal closure, 16 (UNAUTHENTICATED) for a handshake refused with
+ * HTTP 401 (a token that is invalid at the upgrade), else -1.
  */
 export function leanWsSubscribe(opts: LeanWsSubscribeOptions): LeanStream {
   const ws = new WebSocket(`${opts.url.replace(/^http/, "ws")}${SUBSCRIBE_PATH}`, ["chat.v1.proto"], {
@@ -193,6 +194,12 @@ export function leanWsSubscribe(opts: LeanWsSubscribeOptions): LeanStream {
       ws.terminate();
       finish({ code: -1, message: "protocol error", error: e instanceof Error ? e : new Error(String(e)) });
     }
+  });
+  ws.on("unexpected-response", (_req, res) => {
+    const status = res.statusCode ?? 0;
+    res.resume();
+    ws.terminate();
+    finish({ code: status === 401 ? 16 : -1, message: `handshake refused with HTTP ${status}` });
   });
   ws.on("error", (err: Error) => finish({ code: -1, message: err.message, error: err }));
   ws.on("close", (code: number, reason: Buffer) => {

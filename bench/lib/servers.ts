@@ -84,6 +84,8 @@ export const BENCH_SERVER_ENV: Record<string, string> = {
   ACCESS_TOKEN_TTL: "12h",
   SHUTDOWN_GRACE: "2s",
   LOG_LEVEL: "info",
+  // --streams-per-connection goes up to 1000 (many users' streams on one bench connection); a real client needs few.
+  MAX_STREAMS_PER_CONNECTION: "1000",
 };
 
 const LISTENING = "chat server listening";

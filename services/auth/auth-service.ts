@@ -88,6 +88,15 @@ export class AuthService {
    * refresh rotates a refresh token. Each token works once; presenting a
    * used one is treated as theft: the whole family (session) is revoked and
    * its live streams end.
+   *
+   * The new token is inserted before the session's revocation mark is read;
+   * a marked session is revoked again (now covering the new token) and
+   * refused. So a revocation that raced this refresh (it read the family's
+   * tokens before the new one existed) or was cut short (the mark written,
+   * the tokens not) leaves no usable session: a mark written before this
+   * read is seen here; one written after it outlives the new token
+   * (RefreshTokenStore.isSessionRevoked), so stream openings refuse the
+   * session and the new token's own refresh sees the mark.
    */
   async refresh(refreshToken: string): Promise<Session> {
     const now = this.deps.clock.now();
@@ -101,7 +110,12 @@ export class AuthService {
     }
     const user = await this.deps.store.getUser(record.userId);
     if (!user) throw new ChatError("Unauthenticated", "account no longer exists");
-    return this.issue(user, record.familyId);
+    const session = await this.issue(user, record.familyId);
+    if (await this.deps.store.isSessionRevoked(record.familyId)) {
+      await this.revokeSession(record.userId, record.familyId);
+      throw new ChatError("Unauthenticated", "session was revoked; log in again");
+    }
+    return session;
   }
 
   /** logout revokes the session that `refreshToken` belongs to (idempotent) and ends its live streams. */

@@ -128,8 +128,9 @@ export async function groups(ctx: Context): Promise<void> {
 /** createGroup creates a group owned by the caller with the --member users. */
 export async function createGroup(ctx: Context): Promise<void> {
   const name = ctx.args.positionals[0] ?? "";
-  const { group } = await ctx.api.groups.createGroup({ name, memberUsernames: [...flagValues(ctx.args, "member")] });
+  const { group, notAddedUsernames } = await ctx.api.groups.createGroup({ name, memberUsernames: [...flagValues(ctx.args, "member")] });
   if (!group) throw new CliError("internal", "CreateGroup answered without the group");
+  for (const u of notAddedUsernames) ctx.note(`${sanitize(u)} was not added: they reached the most groups a user may be in meanwhile`);
   if (ctx.json) return printJson(ctx, toJson(GroupSchema, group));
   const n = group.memberCount;
   ctx.out(`created group ${sanitize(group.name)} (id ${group.groupId}) with ${n} member${n === 1 ? "" : "s"}`);

@@ -112,7 +112,8 @@ export async function tail(ctx: Context): Promise<void> {
           arm(idleLimitMs);
           const p = item.payload;
           if (p.case === "ready") {
-            idleLimitMs = Math.max(3 * p.value.heartbeatIntervalSeconds * 1000, 5_000) + 2_000;
+            // The server's contract: no two items more than the interval apart; twice it (plus slack) is a dead stream.
+            idleLimitMs = Math.max(2 * p.value.heartbeatIntervalSeconds * 1000, 5_000) + 2_000;
             arm(idleLimitMs);
             for (const pos of p.value.groups) {
               const at = cursors.get(pos.groupId);

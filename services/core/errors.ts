@@ -59,3 +59,21 @@ export function isChatError(e: unknown, kind?: ErrorKind): e is ChatError {
 export function groupNotFound(groupId: string): ChatError {
   return new ChatError("NotFound", `group ${groupId} not found (or you are not a member)`);
 }
+
+/**
+ * tooManyGroups is the answer when a user already in `max` groups would join
+ * another (MAX_GROUPS_PER_USER): FailedPrecondition, since retrying cannot
+ * help until the user leaves a group. `user` is the joining user (or users:
+ * CreateGroup names every listed member at the limit at once), or undefined
+ * when that is the caller (creating a group).
+ */
+export function tooManyGroups(user: { readonly username: string } | readonly { readonly username: string }[] | undefined, max: number): ChatError {
+  const limit = `the most a user may be in (MAX_GROUPS_PER_USER)`;
+  if (user === undefined) {
+    return new ChatError("FailedPrecondition", `you are already in ${max} groups, ${limit}; leave a group before creating another`);
+  }
+  const users = "username" in user ? [user] : user;
+  const names = users.map((u) => u.username);
+  const who = names.length === 1 ? `${names[0]} is` : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are each`;
+  return new ChatError("FailedPrecondition", `${who} already in ${max} groups, ${limit}; they must leave a group before they can be added`);
+}

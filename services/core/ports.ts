@@ -49,8 +49,25 @@ export interface RefreshTokenStore {
    * concurrent calls for one token at most one returns true.
    */
   markRefreshTokenUsed(tokenHash: string, at: number): Promise<boolean>;
-  /** revokeRefreshFamily sets revokedAt on every token of the family (idempotent). */
+  /**
+   * revokeRefreshFamily sets revokedAt on every token of the family and
+   * marks the family (session) revoked for isSessionRevoked (idempotent).
+   */
   revokeRefreshFamily(familyId: string, at: number): Promise<void>;
+  /**
+   * isSessionRevoked tells whether revokeRefreshFamily was called for the
+   * family (the session that an access token's `sid` names). Read-your-writes
+   * across processes: once a revokeRefreshFamily call has returned, every
+   * call started after it, on any process and store instance, returns true
+   * for at least as long as any token of the family can be valid: past the
+   * expiry of every token it knew, and past a refresh-token lifetime after
+   * the revocation, which covers a token inserted by a refresh racing the
+   * revocation (revokeRefreshFamily may miss that token; revoking again
+   * covers it). The mark is authoritative: AuthService.refresh checks it
+   * after inserting the new token. A family never revoked, or unknown, is
+   * not revoked (false). One store read; nothing is cached.
+   */
+  isSessionRevoked(familyId: string): Promise<boolean>;
 }
 
 /** GroupSnapshot is the state a group change is decided on, read inside the change's transaction. */
@@ -62,9 +79,13 @@ export interface GroupSnapshot {
   readonly ownerCount: number;
 }
 
-/** GroupChange is one change to a group; each appends exactly one event. */
+/**
+ * GroupChange is one change to a group; each appends exactly one event.
+ * An "add" with `maxGroups` adds the member only if they are in fewer than
+ * that many groups (see GroupStore.changeGroup).
+ */
 export type GroupChange =
-  | { readonly type: "add"; readonly member: UserRef; readonly role: Role }
+  | { readonly type: "add"; readonly member: UserRef; readonly role: Role; readonly maxGroups?: number }
   | { readonly type: "remove"; readonly member: UserRef }
   | { readonly type: "set_role"; readonly member: UserRef; readonly role: Role }
   | { readonly type: "rename"; readonly name: string };
@@ -76,6 +97,8 @@ export interface NewGroup {
   readonly epoch: string;
   readonly createdAt: number;
   readonly owner: UserRef;
+  /** When set, the group is created only if the owner is in fewer than this many groups (see GroupStore.createGroup). */
+  readonly maxOwnerGroups?: number;
 }
 
 /** MessageDraft is a message before it has a seq. */
@@ -128,7 +151,12 @@ export interface MessagePage {
  * before they are physically purged.
  */
 export interface GroupStore {
-  /** createGroup stores the group with `owner` as its only member (role owner) and appends member_added(owner) as seq 1. */
+  /**
+   * createGroup stores the group with `owner` as its only member (role
+   * owner) and appends member_added(owner) as seq 1. With `maxOwnerGroups`,
+   * it fails with core/errors.ts tooManyGroups (FailedPrecondition) and
+   * writes nothing if the owner is already in that many groups.
+   */
   createGroup(group: NewGroup): Promise<GroupEvent>;
   /** getGroup returns the group, or undefined. */
   getGroup(groupId: string): Promise<Group | undefined>;
@@ -138,6 +166,8 @@ export interface GroupStore {
   listMembers(groupId: string, afterUserId: string, limit: number): Promise<Member[]>;
   /** listMemberships returns up to `limit` of the user's groups with group id > afterGroupId ("" = from the start), ordered by group id. */
   listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]>;
+  /** countMemberships returns how many groups the user is in, counting at most `upTo` (so min(count, upTo)). */
+  countMemberships(userId: string, upTo: number): Promise<number>;
   /**
    * changeGroup reads a snapshot of the group (with the members among
    * `userIds`), calls `decide` on it, and applies the change it returns
@@ -148,7 +178,19 @@ export interface GroupStore {
    *
    * The store enforces the change's own preconditions as well: "add" fails
    * AlreadyExists if the user is a member; "remove" and "set_role" fail
-   * NotFound if not.
+   * NotFound if not. An "add" with `maxGroups` fails with tooManyGroups
+   * (FailedPrecondition) if the user is already in that many groups.
+   *
+   * Group-count limits (`maxGroups`, `maxOwnerGroups`) hold under concurrency
+   * where the store serialises writes (SQLite: counted inside the write
+   * transaction). A store that cannot (Cassandra: the count is read before
+   * the change is sequenced, and joins to different groups are not
+   * serialised) may let concurrent joins of one user to different groups
+   * pass together: the limit is then exceeded by at most the number of such
+   * concurrent joins. On Cassandra "concurrent" includes persistence lag: the
+   * count reads groups_by_user, which is written after the change is
+   * sequenced (by the writer, or by the persister after a crash), so joins
+   * within that lag of each other do not see each other either.
    */
   changeGroup(
     groupId: string,

@@ -9,7 +9,8 @@ import type { GroupService as GroupUseCases, UserSelector } from "./group-servic
 export function groupRoutes(router: ConnectRouter, groups: GroupUseCases): ConnectRouter {
   return router.service(GroupService, {
     async createGroup(req, ctx) {
-      return { group: membershipToProto(await groups.createGroup(principalOf(ctx.values), req.name, req.memberUsernames)) };
+      const created = await groups.createGroup(principalOf(ctx.values), req.name, req.memberUsernames);
+      return { group: membershipToProto(created.membership), notAddedUsernames: created.notAddedUsernames };
     },
     async getGroup(req, ctx) {
       return { group: membershipToProto(await groups.getGroup(principalOf(ctx.values), req.groupId)) };

@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import { type ErrorKind, isChatError } from "../core/errors.js";
 import type { Member, Role } from "../core/model.js";
 import type { GroupSnapshot } from "../core/ports.js";
-import { actorRole, decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
+import { actorRole, checkGroupCount, decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
 
 const GROUP_ID = "0190a000-0000-7000-8000-000000000001";
 const OWNER = "0190a000-0000-7000-8000-0000000000a1";
@@ -88,50 +88,58 @@ describe("actorRole", () => {
 
 describe("decideAdd", () => {
   const MAX = 10;
+  const GROUPS = 5;
 
   it("lets the owner add every role", () => {
     for (const role of ["member", "admin", "owner"] as const) {
-      assert.deepEqual(decideAdd(snap(FULL), OWNER, ref(OUTSIDER), role, MAX), { type: "add", member: ref(OUTSIDER), role });
+      assert.deepEqual(decideAdd(snap(FULL), OWNER, ref(OUTSIDER), role, MAX, GROUPS), { type: "add", member: ref(OUTSIDER), role, maxGroups: GROUPS });
     }
   });
 
   it("lets an admin add a plain member", () => {
-    assert.deepEqual(decideAdd(snap(FULL), ADMIN, ref(OUTSIDER), "member", MAX), {
+    assert.deepEqual(decideAdd(snap(FULL), ADMIN, ref(OUTSIDER), "member", MAX, GROUPS), {
       type: "add",
       member: ref(OUTSIDER),
       role: "member",
+      maxGroups: GROUPS,
     });
   });
 
   it("refuses an admin adding an admin or an owner", () => {
-    throwsKind(() => decideAdd(snap(FULL), ADMIN, ref(OUTSIDER), "admin", MAX), "PermissionDenied");
-    throwsKind(() => decideAdd(snap(FULL), ADMIN, ref(OUTSIDER), "owner", MAX), "PermissionDenied");
+    throwsKind(() => decideAdd(snap(FULL), ADMIN, ref(OUTSIDER), "admin", MAX, GROUPS), "PermissionDenied");
+    throwsKind(() => decideAdd(snap(FULL), ADMIN, ref(OUTSIDER), "owner", MAX, GROUPS), "PermissionDenied");
   });
 
   it("refuses a plain member adding anyone", () => {
     for (const role of ["member", "admin", "owner"] as const) {
-      throwsKind(() => decideAdd(snap(FULL), MEMBER, ref(OUTSIDER), role, MAX), "PermissionDenied");
+      throwsKind(() => decideAdd(snap(FULL), MEMBER, ref(OUTSIDER), role, MAX, GROUPS), "PermissionDenied");
     }
   });
 
   it("answers a non-member actor NotFound, as for a missing group, before anything else", () => {
     // Even when the group is full and the target is a member already.
-    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX }), OUTSIDER, ref(MEMBER), "member", MAX), "NotFound", NOT_A_MEMBER_MESSAGE);
+    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX }), OUTSIDER, ref(MEMBER), "member", MAX, GROUPS), "NotFound", NOT_A_MEMBER_MESSAGE);
   });
 
   it("refuses an existing member with AlreadyExists", () => {
-    throwsKind(() => decideAdd(snap(FULL), OWNER, ref(MEMBER), "member", MAX), "AlreadyExists", /mia/);
-    throwsKind(() => decideAdd(snap(FULL), OWNER, ref(ADMIN), "owner", MAX), "AlreadyExists");
+    throwsKind(() => decideAdd(snap(FULL), OWNER, ref(MEMBER), "member", MAX, GROUPS), "AlreadyExists", /mia/);
+    throwsKind(() => decideAdd(snap(FULL), OWNER, ref(ADMIN), "owner", MAX, GROUPS), "AlreadyExists");
   });
 
   it("admits up to the size limit and refuses past it with FailedPrecondition", () => {
-    assert.equal(decideAdd(snap(FULL, { memberCount: MAX - 1 }), OWNER, ref(OUTSIDER), "member", MAX).type, "add");
-    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX }), OWNER, ref(OUTSIDER), "member", MAX), "FailedPrecondition", /full/);
-    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX + 5 }), ADMIN, ref(OUTSIDER), "member", MAX), "FailedPrecondition");
+    assert.equal(decideAdd(snap(FULL, { memberCount: MAX - 1 }), OWNER, ref(OUTSIDER), "member", MAX, GROUPS).type, "add");
+    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX }), OWNER, ref(OUTSIDER), "member", MAX, GROUPS), "FailedPrecondition", /full/);
+    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX + 5 }), ADMIN, ref(OUTSIDER), "member", MAX, GROUPS), "FailedPrecondition");
+  });
+
+  it("hands the store the per-user group limit with every add, for its own count inside the write", () => {
+    const change = decideAdd(snap(FULL), OWNER, ref(OUTSIDER), "member", MAX, 3);
+    assert.ok(change.type === "add");
+    assert.equal(change.maxGroups, 3);
   });
 
   it("lets a plain member learn nothing about the size limit (permission first)", () => {
-    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX }), MEMBER, ref(OUTSIDER), "member", MAX), "PermissionDenied");
+    throwsKind(() => decideAdd(snap(FULL, { memberCount: MAX }), MEMBER, ref(OUTSIDER), "member", MAX, GROUPS), "PermissionDenied");
   });
 });
 
@@ -250,12 +258,21 @@ describe("purity", () => {
     const s = snap({ ...FULL, [OWNER2]: "owner" }, { memberCount: 4 });
     const before = structuredClone({ group: s.group, members: [...s.members], ownerCount: s.ownerCount });
     const calls = [
-      () => decideAdd(s, OWNER, ref(OUTSIDER), "admin", 10),
+      () => decideAdd(s, OWNER, ref(OUTSIDER), "admin", 10, 5),
       () => decideRemove(s, ADMIN, MEMBER),
       () => decideSetRole(s, OWNER, OWNER2, "member"),
       () => decideRename(s, OWNER, "renamed"),
     ];
     for (const call of calls) assert.deepEqual(call(), call());
     assert.deepEqual({ group: s.group, members: [...s.members], ownerCount: s.ownerCount }, before);
+  });
+});
+
+describe("checkGroupCount", () => {
+  it("admits a user below the per-user group limit and refuses one at it with FailedPrecondition naming the limit", () => {
+    checkGroupCount(ref(OUTSIDER), 4, 5);
+    checkGroupCount(undefined, 0, 5);
+    throwsKind(() => checkGroupCount(ref(OUTSIDER), 5, 5), "FailedPrecondition", /^otto is already in 5 groups, the most a user may be in \(MAX_GROUPS_PER_USER\); they must leave a group/);
+    throwsKind(() => checkGroupCount(undefined, 7, 5), "FailedPrecondition", /^you are already in 5 groups, .*leave a group before creating another$/);
   });
 });

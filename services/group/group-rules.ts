@@ -4,7 +4,7 @@
  * Each throws ChatError; a non-member actor gets NotFound (no existence
  * oracle), a member without the right gets PermissionDenied.
  */
-import { ChatError, groupNotFound } from "../core/errors.js";
+import { ChatError, groupNotFound, tooManyGroups } from "../core/errors.js";
 import { ROLE_RANK, type Role, type UserRef } from "../core/model.js";
 import type { GroupChange, GroupSnapshot } from "../core/ports.js";
 
@@ -15,8 +15,19 @@ export function actorRole(snap: GroupSnapshot, actorId: string): Role {
   return actor.role;
 }
 
-/** decideAdd: owners add any role; admins add members only; the group size is capped. */
-export function decideAdd(snap: GroupSnapshot, actorId: string, target: UserRef, role: Role, maxMembers: number): GroupChange {
+/**
+ * decideAdd: owners add any role; admins add members only; the group size is
+ * capped, and so is the number of groups the target may be in: the change
+ * carries `maxGroupsPerUser` for the store to check on its own fresh count.
+ */
+export function decideAdd(
+  snap: GroupSnapshot,
+  actorId: string,
+  target: UserRef,
+  role: Role,
+  maxMembers: number,
+  maxGroupsPerUser: number,
+): GroupChange {
   const mine = actorRole(snap, actorId);
   if (mine === "member") throw new ChatError("PermissionDenied", "only owners and admins can add members");
   if (mine === "admin" && role !== "member") throw new ChatError("PermissionDenied", "only owners can add admins or owners");
@@ -24,7 +35,17 @@ export function decideAdd(snap: GroupSnapshot, actorId: string, target: UserRef,
   if (snap.group.memberCount >= maxMembers) {
     throw new ChatError("FailedPrecondition", `group is full (${maxMembers} members at most)`);
   }
-  return { type: "add", member: target, role };
+  return { type: "add", member: target, role, maxGroups: maxGroupsPerUser };
+}
+
+/**
+ * checkGroupCount throws tooManyGroups if a user in `groups` groups may not
+ * join another (`user` undefined: the caller). A store check on its own
+ * count stays the authority; this one answers early, before anything is
+ * written.
+ */
+export function checkGroupCount(user: UserRef | undefined, groups: number, maxGroupsPerUser: number): void {
+  if (groups >= maxGroupsPerUser) throw tooManyGroups(user, maxGroupsPerUser);
 }
 
 /**

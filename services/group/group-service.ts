@@ -1,5 +1,5 @@
 import type { Principal } from "../auth/access-tokens.js";
-import { ChatError, groupNotFound } from "../core/errors.js";
+import { ChatError, groupNotFound, isChatError, tooManyGroups } from "../core/errors.js";
 import { newId } from "../core/ids.js";
 import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
 import type { Membership } from "../core/membership.js";
@@ -7,10 +7,13 @@ import type { Fanout } from "../core/fanout.js";
 import type { Clock, GroupStore, Presence, UserStore } from "../core/ports.js";
 import { checkGroupName, checkId, normalizeUsername, pageSize } from "../core/validate.js";
 import { decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
+import { mapLimit } from "../core/map-limit.js";
 
 /** GroupSettings are the group use-cases' limits. */
 export interface GroupSettings {
   readonly maxMembers: number;
+  /** The most groups one user may be in (MAX_GROUPS_PER_USER); at most MAX_CURSORS, so every group can be resumed. */
+  readonly maxGroupsPerUser: number;
 }
 
 /** UserSelector names a user by id or by username. */
@@ -36,14 +39,36 @@ export class GroupService {
     },
   ) {}
 
-  /** createGroup creates a group owned by the caller, then adds `memberUsernames` as members. */
-  async createGroup(caller: Principal, rawName: string, memberUsernames: readonly string[]): Promise<MembershipView> {
+  /**
+   * createGroup creates a group owned by the caller, then adds
+   * `memberUsernames` as members.
+   *
+   * MAX_GROUPS_PER_USER: FailedPrecondition (tooManyGroups), with nothing
+   * written, if the caller or any listed member is in that many groups
+   * already; the listed members are counted before the group is created
+   * (PRE_COUNTS at a time) and every one at the limit is named, so the
+   * client can drop them and retry once. The store checks the caller inside
+   * the creation and each member inside their addition; a listed member who
+   * reaches the limit between the two (joining other groups concurrently) is
+   * left out: the group is created all the same, with everyone else, and
+   * `notAddedUsernames` names them. The call succeeds because the group
+   * exists: an error would invite a retry that creates a second group.
+   */
+  async createGroup(
+    caller: Principal,
+    rawName: string,
+    memberUsernames: readonly string[],
+  ): Promise<{ membership: MembershipView; notAddedUsernames: string[] }> {
     const name = checkGroupName(rawName);
+    const { maxMembers, maxGroupsPerUser } = this.deps.settings;
     const usernames = [...new Set(memberUsernames.map(normalizeUsername))].filter((u) => u !== caller.username);
-    if (usernames.length + 1 > this.deps.settings.maxMembers) {
-      throw new ChatError("InvalidArgument", `a group has at most ${this.deps.settings.maxMembers} members`);
+    if (usernames.length + 1 > maxMembers) {
+      throw new ChatError("InvalidArgument", `a group has at most ${maxMembers} members`);
     }
     const members = await Promise.all(usernames.map((u) => this.findUser({ username: u })));
+    const counts = await mapLimit(members, PRE_COUNTS, (m) => this.deps.store.countMemberships(m.id, maxGroupsPerUser));
+    const atLimit = members.filter((_, i) => (counts[i] ?? 0) >= maxGroupsPerUser);
+    if (atLimit.length > 0) throw tooManyGroups(atLimit, maxGroupsPerUser);
     const owner = refOf(caller);
     const event = await this.deps.store.createGroup({
       id: newId(),
@@ -51,14 +76,22 @@ export class GroupService {
       epoch: newId(),
       createdAt: this.deps.clock.now(),
       owner,
+      maxOwnerGroups: maxGroupsPerUser,
     });
     await this.published(event, owner.id);
     // The creator's own open streams (other devices) learn of the group as any added member does.
     await this.deps.fanout.notice(owner.id, { type: "joined", groupId: event.groupId, seq: event.seq });
+    const notAddedUsernames: string[] = [];
     for (const member of members) {
-      await this.addMember(caller, event.groupId, { userId: member.id }, "member");
+      try {
+        await this.addMember(caller, event.groupId, { userId: member.id }, "member");
+      } catch (e) {
+        // Only the race above: the member count was checked before, and nobody else knows the group yet.
+        if (!isChatError(e, "FailedPrecondition")) throw e;
+        notAddedUsernames.push(member.username);
+      }
     }
-    return this.getGroup(caller, event.groupId);
+    return { membership: await this.getGroup(caller, event.groupId), notAddedUsernames };
   }
 
   /** getGroup returns the group as the caller sees it; NotFound for non-members. */
@@ -95,7 +128,7 @@ export class GroupService {
     const user = await this.findUser(who);
     const target: UserRef = { id: user.id, username: user.username };
     const event = await this.change(caller, groupId, [user.id], (snap) =>
-      decideAdd(snap, caller.userId, target, role, this.deps.settings.maxMembers),
+      decideAdd(snap, caller.userId, target, role, this.deps.settings.maxMembers, this.deps.settings.maxGroupsPerUser),
     );
     await this.deps.fanout.notice(user.id, { type: "joined", groupId, seq: event.seq });
     return { member: { groupId, user: target, role, joinedAt: event.at, ackedSeq: 0 }, seq: event.seq };
@@ -174,3 +207,7 @@ export class GroupService {
 function refOf(p: Principal): UserRef {
   return { id: p.userId, username: p.username };
 }
+
+/** PRE_COUNTS bounds the concurrent group-count reads of CreateGroup's listed members (each one partition read on Cassandra). */
+const PRE_COUNTS = 8;
+

@@ -4,7 +4,6 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import type net from "node:net";
 import { type Code, createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AuthService as AuthServiceDesc } from "../../gen/chat/v1/auth_service_pb.js";
 import { GroupService as GroupServiceDesc } from "../../gen/chat/v1/group_service_pb.js";
 import { MessageService as MessageServiceDesc } from "../../gen/chat/v1/message_service_pb.js";
@@ -24,17 +23,19 @@ import { streamRoutes } from "../stream/stream-rpc.js";
 import { messageFastRoutes } from "../message/fast-message.js";
 import { PresenceReporter } from "../stream/presence-reporter.js";
 import { StreamHub } from "../stream/stream-hub.js";
-import { fastConnectProtocol, serveFastConnect } from "../stream/fast-connect.js";
-import { fastSubscribeProtocol, serveFastSubscribe } from "../stream/fast-subscribe.js";
+import { CONNECT_PATH } from "../stream/fast-connect.js";
+import { SUBSCRIBE_PATH } from "../stream/fast-subscribe.js";
+import { streamOpenRequestBytes } from "../stream/stream-limits.js";
 import { wsSubscribeServer } from "../stream/ws-subscribe.js";
 import { BackendWatch } from "./backend-watch.js";
 import { openBackends } from "./backends.js";
 import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
-import { authInterceptor, errorInterceptor, kClientAddress, sendResultInterceptor } from "./interceptors.js";
+import { createConnectAdapter } from "./connect-adapter.js";
+import { createFrontDoor } from "./front-door.js";
+import { authInterceptor, errorInterceptor, kClientAddress, kPrincipal, sendResultInterceptor } from "./interceptors.js";
 import { type Logger, createLogger } from "./logger.js";
 import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
-import { fastUnaryRoute, serveFastUnary } from "./fast-unary.js";
 import { type OnePortServer, listenOnePort, refuseSocket } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
 
@@ -114,7 +115,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     presence,
     onPresenceError: (err) => logger.debug({ err }, "presence unavailable; member list says nobody is online"),
     clock,
-    settings: { maxMembers: config.maxGroupMembers },
+    settings: { maxMembers: config.maxGroupMembers, maxGroupsPerUser: config.maxGroupsPerUser },
   });
   // Only stream processes hold streams; each reports its users under its own holder name.
   const presenceReporter = serves("stream")
@@ -170,8 +171,11 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const healthTimer = setInterval(reportHealth, 1000);
   healthTimer.unref();
 
-  const rpc = connectNodeAdapter({
-    readMaxBytes: config.maxRequestBytes,
+  // connect-node serves every route but the fast paths', behind the front door (front-door.ts), which reads the bodies.
+  const rpc = createConnectAdapter({
+    logger,
+    // The largest request is a stream's opening message (MAX_CURSORS cursors); the front door caps every read body per method.
+    readMaxBytes: streamOpenRequestBytes(config.maxRequestBytes),
     // No compression, as on the fast paths: gzip of a history page cost more CPU than the rest of the call, and
     // the payloads are small. Compressed requests are refused with a clear status; clients fall back to identity.
     acceptCompression: [],
@@ -180,7 +184,6 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       errorInterceptor(logger),
       authInterceptor(tokens, clock),
     ],
-    contextValues: (req) => createContextValues().set(kClientAddress, clientAddress(req, config.trustProxy)),
     routes: (router) => {
       if (serves("auth")) authRoutes(router, auth);
       if (serves("group")) groupRoutes(router, groups);
@@ -189,17 +192,17 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       healthRoutes(router, health);
       reflectionRoutes(router, { services: served });
     },
-    fallback: (req, res) => {
-      if (req.method === "GET" && req.url === "/.well-known/jwks.json" && serves("auth")) {
-        const body = JSON.stringify(tokens.jwks());
-        res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
-        res.end(body);
-        return;
-      }
-      res.writeHead(404, { "content-type": "text/plain" });
-      res.end("not found\n");
-    },
   });
+  const notAMethod = (req: AnyRequest, res: AnyResponse) => {
+    if (req.method === "GET" && req.url === "/.well-known/jwks.json" && serves("auth")) {
+      const body = JSON.stringify(tokens.jwks());
+      res.writeHead(200, { "content-type": "application/json", "cache-control": "public, max-age=300" });
+      res.end(body);
+      return;
+    }
+    res.writeHead(404, { "content-type": "text/plain" });
+    res.end("not found\n");
+  };
 
   const retention = setInterval(() => {
     store.purgeExpired().then(
@@ -213,21 +216,30 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   let server: OnePortServer;
   try {
     const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes, onStreamSend };
-    // Hot unary RPCs over gRPC / gRPC-Web skip connect-node (fast-unary.ts); Connect and JSON calls still use it.
-    const unaryRoutes = new Map(
-      (serves("message") ? messageFastRoutes(messages, (code) => metrics.sendResult("rpc", code)) : []).map((r) => [`/${r.rpc}`, r]),
-    );
-    const api = withCors((req, res) => {
-      const unary = fastUnaryRoute(req, unaryRoutes);
-      if (unary) return serveFastUnary(unary.route, unary.protocol, req, res, fastPath);
-      if (serves("stream")) {
-        const subscribe = fastSubscribeProtocol(req);
-        if (subscribe) return serveFastSubscribe(subscribe, req, res, fastPath);
-        const connect = fastConnectProtocol(req);
-        if (connect) return serveFastConnect(connect, req, res, fastPath);
-      }
-      rpc(req, res);
+    const sendResult = (code: Code | undefined) => metrics.sendResult("rpc", code);
+    // Every method's call passes the front door: token first, then its body within bounds, then a fast path
+    // (hot unary RPCs over gRPC / gRPC-Web, the streams with the binary codec) or connect-node.
+    const frontDoor = createFrontDoor({
+      adapter: rpc,
+      tokens,
+      clock,
+      logger,
+      maxRequestBytes: config.maxRequestBytes,
+      // MAX_CURSORS cursors fit in a stream's opening message: Subscribe's only message, Connect's first (its sends
+      // and acks after it keep MAX_REQUEST_BYTES, on the fast path and through connect-node alike).
+      requestBytes: { [SUBSCRIBE_PATH.slice(1)]: streamOpenRequestBytes(config.maxRequestBytes) },
+      openingRequestBytes: { [CONNECT_PATH.slice(1)]: streamOpenRequestBytes(config.maxRequestBytes) },
+      requestBodyTimeoutMs: config.requestBodyTimeoutMs,
+      unauthenticatedBodyBytes: config.unauthenticatedBodyBytes,
+      contextValues: (req, principal) =>
+        createContextValues().set(kClientAddress, clientAddress(req, config.trustProxy)).set(kPrincipal, principal),
+      unaryRoutes: serves("message") ? messageFastRoutes(messages, sendResult) : [],
+      fastUnary: { logger },
+      streams: serves("stream") ? fastPath : undefined,
+      onRefused: (rpc, code) => rpc === "chat.v1.MessageService/SendMessage" && sendResult(code),
+      fallback: notAMethod,
     });
+    const api = withCors(frontDoor);
     const serving = () => health.getStatus("") === ServingStatus.SERVING;
     // GET /metrics and GET /readyz on every process, outside CORS: a scraper or a proxy's health check is no browser.
     const handler = (req: AnyRequest, res: AnyResponse) => {
@@ -243,7 +255,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       else if (!serving()) refuseSocket(socket, 503, "not serving (shutting down or a backend is unreachable); connect to another instance");
       else ws.handleUpgrade(req, socket, head);
     };
-    server = await listenOnePort({ host: config.host, port: config.port, handler, onWebSocket, logger });
+    server = await listenOnePort({
+      host: config.host,
+      port: config.port,
+      handler,
+      onWebSocket,
+      logger,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
+      requestBodyTimeoutMs: config.requestBodyTimeoutMs,
+    });
   } catch (e) {
     clearInterval(retention);
     clearInterval(healthTimer);

@@ -69,6 +69,7 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger,
     ? await createCassandraStore({
         url: config.storeUrl,
         retentionMs: config.retentionMs,
+        refreshTtlMs: config.refreshTokenTtlMs,
         clock,
         nats: { servers: config.busUrl, name: `${connectionName}-store` },
         prefix: config.namespace,

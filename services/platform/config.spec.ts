@@ -36,7 +36,11 @@ describe("loadConfig", () => {
       retentionMs: 30 * 86_400_000,
       maxTextBytes: 4096,
       maxRequestBytes: 65_536,
+      requestBodyTimeoutMs: 10_000,
+      maxStreamsPerConnection: 100,
+      unauthenticatedBodyBytes: 16_777_216,
       maxGroupMembers: 1000,
+      maxGroupsPerUser: 5000,
       sendsPerSecond: 10,
       sendBurst: 30,
       sendMaxInFlight: 1000,
@@ -111,7 +115,11 @@ describe("loadConfig", () => {
       [{ RETENTION: "12h" }, (c) => c.retentionMs, 12 * 3_600_000],
       [{ MAX_TEXT_BYTES: "100" }, (c) => c.maxTextBytes, 100],
       [{ MAX_REQUEST_BYTES: "1048576" }, (c) => c.maxRequestBytes, 1_048_576],
+      [{ REQUEST_BODY_TIMEOUT: "250ms" }, (c) => c.requestBodyTimeoutMs, 250],
+      [{ MAX_STREAMS_PER_CONNECTION: "8" }, (c) => c.maxStreamsPerConnection, 8],
+      [{ UNAUTHENTICATED_BODY_BYTES: "1048576" }, (c) => c.unauthenticatedBodyBytes, 1_048_576],
       [{ MAX_GROUP_MEMBERS: "2" }, (c) => c.maxGroupMembers, 2],
+      [{ MAX_GROUPS_PER_USER: "10000" }, (c) => c.maxGroupsPerUser, 10_000],
       [{ SENDS_PER_SECOND: "5" }, (c) => c.sendsPerSecond, 5],
       [{ SEND_BURST: "8" }, (c) => c.sendBurst, 8],
       [{ SEND_MAX_IN_FLIGHT: "64" }, (c) => c.sendMaxInFlight, 64],
@@ -152,6 +160,7 @@ describe("loadConfig", () => {
       MAX_TEXT_BYTES: "0",
       MAX_REQUEST_BYTES: "lots",
       MAX_GROUP_MEMBERS: "1",
+      MAX_GROUPS_PER_USER: "10001",
       HEARTBEAT_INTERVAL: "99ms",
       STREAM_BUFFER_BYTES: "-5",
       LOGIN_ATTEMPTS_PER_MINUTE: "2.5",
@@ -171,6 +180,12 @@ describe("loadConfig", () => {
       assert.ok(err.message.includes(line), "the message lists every problem");
     }
     assert.match(err.message, /^Invalid environment variables:\n {2}- /);
+  });
+
+  it("keeps MAX_GROUPS_PER_USER within the cursors one Subscribe carries, so every group can be resumed", () => {
+    assert.equal(loadConfig({ MAX_GROUPS_PER_USER: "1" }).maxGroupsPerUser, 1);
+    assert.deepEqual(configError({ MAX_GROUPS_PER_USER: "10001" }).problems, ['MAX_GROUPS_PER_USER: "10001" must be a whole number from 1 to 10000']);
+    assert.deepEqual(configError({ MAX_GROUPS_PER_USER: "0" }).problems, ['MAX_GROUPS_PER_USER: "0" must be a whole number from 1 to 10000']);
   });
 
   it("reports a single bad variable alone, naming the rule", () => {

@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
 import { parseCassandraUrl } from "../adapters/cassandra/cassandra-url.js";
+import { MAX_CURSORS } from "../stream/stream-limits.js";
 
 /**
  * Config is every setting of a server process, validated and frozen. It is
@@ -28,7 +29,15 @@ export interface Config {
   readonly retentionMs: number;
   readonly maxTextBytes: number;
   readonly maxRequestBytes: number;
+  /** How long a request body may take to arrive, from the request's headers on; past it the call is refused and its memory released. */
+  readonly requestBodyTimeoutMs: number;
+  /** Most concurrent HTTP/2 streams (calls) per connection. */
+  readonly maxStreamsPerConnection: number;
+  /** Bytes of request bodies of calls without a verified token (public methods, health, reflection) buffered at once per process. */
+  readonly unauthenticatedBodyBytes: number;
   readonly maxGroupMembers: number;
+  /** The most groups one user may be in; at most MAX_CURSORS, so one Subscribe can resume all of them. */
+  readonly maxGroupsPerUser: number;
   /** Sustained sends per user per second, and the burst allowed above it. */
   readonly sendsPerSecond: number;
   readonly sendBurst: number;
@@ -74,14 +83,20 @@ export const SETTINGS = {
   REFRESH_TOKEN_TTL: "lifetime of refresh tokens (default 30d)",
   RETENTION: "how long events are kept (default 30d)",
   MAX_TEXT_BYTES: "largest message text in UTF-8 bytes (default 4096)",
-  MAX_REQUEST_BYTES: "largest request message in bytes (default 65536)",
+  MAX_REQUEST_BYTES: "largest request message in bytes (default 65536); a stream's opening message (a SubscribeRequest, Connect's first) may take at least 1351024 bytes, so 10000 cursors fit",
+  REQUEST_BODY_TIMEOUT:
+    "how long a request body may take to arrive after its headers; past it the call gets DEADLINE_EXCEEDED and its buffered bytes are released (default 10s)",
+  MAX_STREAMS_PER_CONNECTION: "most concurrent calls (HTTP/2 streams) per connection; a client needs its streams plus its concurrent unary calls (default 100)",
+  UNAUTHENTICATED_BODY_BYTES:
+    "request-body bytes of calls without a verified token (Register, Login, RefreshToken, health, reflection) one process buffers at once; past it such calls get RESOURCE_EXHAUSTED (default 16777216)",
   MAX_GROUP_MEMBERS: "largest group (default 1000)",
+  MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
   SEND_MAX_IN_FLIGHT: "sends one process works on at once; past it SendMessage answers RESOURCE_EXHAUSTED with retry-after (default 1000)",
   RECENT_MESSAGES_PER_GROUP: "newest messages per group the recent-messages cache keeps for history reads (default 100)",
   PRESENCE_TTL: "how long a process's presence entries live unless refreshed (every third of it); after a crash its users look online this long (default 30s)",
-  HEARTBEAT_INTERVAL: "heartbeat period on streams (default 15s)",
+  HEARTBEAT_INTERVAL: "longest silence on a stream: one that sent nothing for this long gets a heartbeat, so clients may treat twice this without any item as a dead connection (default 15s)",
   STREAM_BUFFER_BYTES: "per-stream send buffer before RESOURCE_EXHAUSTED (default 1048576)",
   LOGIN_ATTEMPTS_PER_MINUTE: "login attempts per username per minute (default 10)",
   LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "login attempts per client address per minute (default 60)",
@@ -163,7 +178,11 @@ export function loadConfig(env: Env): Config {
     retentionMs: read.duration("RETENTION", "30d", 1_000),
     maxTextBytes: read.integer("MAX_TEXT_BYTES", 4096, 1, 1 << 20),
     maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),
+    requestBodyTimeoutMs: read.duration("REQUEST_BODY_TIMEOUT", "10s", 100, MAX_TIMER_MS),
+    maxStreamsPerConnection: read.integer("MAX_STREAMS_PER_CONNECTION", 100, 1, 10_000),
+    unauthenticatedBodyBytes: read.integer("UNAUTHENTICATED_BODY_BYTES", 16 << 20, 64 << 10, 1 << 30),
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
+    maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),

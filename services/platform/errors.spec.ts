@@ -3,7 +3,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextValues, createRouterTransport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { pino } from "pino";
 import { AuthService, LoginRequestSchema } from "../../gen/chat/v1/auth_service_pb.js";
@@ -91,6 +91,40 @@ describe("toConnectError", () => {
       assert.equal(err.code, Code.ResourceExhausted);
       assert.equal(err.metadata.get("retry-after"), header, `${ms} ms`);
     }
+  });
+
+  it("errorInterceptor: what a handler throws after its client went away is Canceled at debug, not Internal at error", async () => {
+    const logged: { level: string; code: unknown }[] = [];
+    const logger = {
+      error: (f: { code: unknown }) => logged.push({ level: "error", code: f.code }),
+      warn: (f: { code: unknown }) => logged.push({ level: "warn", code: f.code }),
+      debug: (f: { code: unknown }) => logged.push({ level: "debug", code: f.code }),
+    } as unknown as Parameters<typeof errorInterceptor>[0];
+    const call = async (aborted: boolean) => {
+      const abort = new AbortController();
+      if (aborted) abort.abort();
+      const req = {
+        signal: abort.signal,
+        header: new Headers(),
+        service: { typeName: "grpc.reflection.v1.ServerReflection" },
+        method: { name: "ServerReflectionInfo" },
+        contextValues: createContextValues(),
+      };
+      const premature = Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+      const next = async () => {
+        throw premature;
+      };
+      return (errorInterceptor(logger)(next as never) as (r: unknown) => Promise<unknown>)(req).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+    };
+    assert.equal((await call(true))?.code, Code.Canceled);
+    assert.equal((await call(false))?.code, Code.Internal, "the same error while the client is there is a server fault");
+    assert.deepEqual(logged, [
+      { level: "debug", code: "Canceled" },
+      { level: "error", code: "Internal" },
+    ]);
   });
 
   it("sends retry-after to clients (in-memory Connect transport, through errorInterceptor)", async () => {

@@ -9,7 +9,6 @@ import { Code } from "@connectrpc/connect";
 import { pino } from "pino";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { isChatError } from "../core/errors.js";
-import { systemClock } from "../core/ports.js";
 import { type FastUnaryRoute, grpcTimeoutMs, serveFastUnary } from "./fast-unary.js";
 
 describe("grpcTimeoutMs", () => {
@@ -44,8 +43,14 @@ describe("serveFastUnary deadlines", () => {
       },
       onResult: (code) => results.push(code),
     };
-    const deps = { tokens, clock: systemClock, logger: pino({ level: "silent" }), maxRequestBytes: 1024 };
-    const server = http2.createServer((req, res) => serveFastUnary(route, "grpc", req, res, deps));
+    const deps = { logger: pino({ level: "silent" }) };
+    const principal = await tokens.verify(token, Date.now());
+    // As the front door does: the request message, read, for the verified caller.
+    const server = http2.createServer((req, res) => {
+      const arrived = performance.now();
+      req.resume();
+      req.once("end", () => serveFastUnary(route, "grpc", req, res, deps, principal, Buffer.alloc(0), arrived));
+    });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
     try {

@@ -1,10 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { AccessTokens, Principal } from "../auth/access-tokens.js";
+import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-import type { Clock } from "../core/ports.js";
-import { type AnyRequest, type AnyResponse, FrameWriter, binaryStreamProtocol, envelope, readOneFrame } from "../stream/wire.js";
-import { verifyBearer } from "./bearer.js";
+import { type AnyRequest, type AnyResponse, FrameWriter, envelope } from "../stream/wire.js";
 import { toConnectError } from "./errors.js";
 import { REQUEST_ID_RE } from "./interceptors.js";
 import type { Logger } from "./logger.js";
@@ -21,37 +19,21 @@ export interface FastUnaryRoute {
 
 /** FastUnaryDeps are what the unary fast path needs from the app. */
 export interface FastUnaryDeps {
-  readonly tokens: AccessTokens;
-  readonly clock: Clock;
   readonly logger: Logger;
-  readonly maxRequestBytes: number;
 }
 
 /**
- * fastUnaryRoute returns the route and protocol of a request the fast path
- * serves: one of `routes` over gRPC (HTTP/2) or gRPC-Web with the binary
- * codec. Connect unary (unframed) and JSON go to connect-node.
- */
-export function fastUnaryRoute(
-  req: AnyRequest,
-  routes: ReadonlyMap<string, FastUnaryRoute>,
-): { route: FastUnaryRoute; protocol: "grpc" | "grpc-web" } | undefined {
-  const route = req.url === undefined ? undefined : routes.get(req.url);
-  if (!route) return undefined;
-  const protocol = binaryStreamProtocol(req, req.url!);
-  return protocol === "grpc" || protocol === "grpc-web" ? { route, protocol } : undefined;
-}
-
-/**
- * serveFastUnary serves a hot unary RPC over gRPC and gRPC-Web without
- * connect-node's per-call machinery (for SendMessage it was the largest CPU
- * cost after the store): one framed request in, the route's handler, one
- * framed response out. It keeps what the interceptors give the other RPCs:
- * bearer authentication, the same status codes and messages (with
+ * serveFastUnary serves a hot unary RPC over gRPC and gRPC-Web (binary or
+ * base64 text) without connect-node's per-call machinery (for SendMessage
+ * it was the largest CPU cost after the store): the request message the
+ * front door read for the caller it authenticated (front-door.ts), the
+ * route's handler, one framed response out. It keeps what the interceptors
+ * give the other RPCs: the same status codes and messages (with
  * retry-after on RESOURCE_EXHAUSTED), an `x-request-id` echoed or made, and
  * the same log lines (Internal at error, Unavailable at warn, the rest at
- * debug; never the token). It keeps the client's `grpc-timeout`: a call
- * whose deadline has passed when its request is complete is not run, and a
+ * debug; never the token). It keeps the client's `grpc-timeout`, counted
+ * from `arrivedAt` (performance.now() when the request's headers came): a
+ * call whose deadline has passed when its request is complete is not run, and a
  * call still running at its deadline is answered DEADLINE_EXCEEDED then
  * (its work may still finish: sends are durable and idempotent, so a retry
  * with the same client_message_id returns the message if it was stored). A
@@ -59,17 +41,19 @@ export function fastUnaryRoute(
  */
 export function serveFastUnary(
   route: FastUnaryRoute,
-  protocol: "grpc" | "grpc-web",
+  protocol: "grpc" | "grpc-web" | "grpc-web-text",
   req: AnyRequest,
   res: AnyResponse,
   deps: FastUnaryDeps,
+  principal: Principal,
+  payload: Buffer,
+  arrivedAt: number,
 ): void {
-  const started = Date.now();
-  const startedPrecise = performance.now();
+  const started = Date.now() - (performance.now() - arrivedAt);
+  const startedPrecise = arrivedAt;
   const given = req.headers["x-request-id"];
   const requestId = typeof given === "string" && REQUEST_ID_RE.test(given) ? given : newId();
   const writer = new FrameWriter(protocol, res);
-  let principal: Principal | undefined;
   let done = false;
 
   let deadlineTimer: NodeJS.Timeout | undefined;
@@ -96,8 +80,6 @@ export function serveFastUnary(
   const deadlinePassed = () =>
     finish(new ConnectError(`the call's deadline (grpc-timeout) passed before it completed; a retry is safe`, Code.DeadlineExceeded));
 
-  req.on("error", () => {});
-  res.on("error", () => {});
   // A call the client cancels (stream reset, connection gone) ends here: no
   // deadline timer outlives it, and it is counted as cancelled, not as a
   // malformed request (the request's end that follows the reset) or a timeout.
@@ -119,13 +101,8 @@ export function serveFastUnary(
   }
   // (A deadline beyond setTimeout's range, ~24 days, is no deadline for this call.)
   if (timeoutMs !== undefined && timeoutMs < 2 ** 31 - 1) deadlineTimer = setTimeout(deadlinePassed, Math.ceil(timeoutMs));
-  const call = (payload: Buffer) =>
-    void (async () => {
-      if (timeoutMs !== undefined && performance.now() - startedPrecise >= timeoutMs) return deadlinePassed();
-      principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
-      finish(undefined, await route.handle(principal, payload));
-    })().catch(fail);
-  readOneFrame(req, deps.maxRequestBytes, route.rpc.split("/")[1] ?? route.rpc, () => done, call, fail);
+  if (timeoutMs !== undefined && performance.now() - startedPrecise >= timeoutMs) return deadlinePassed();
+  route.handle(principal, payload).then((reply) => finish(undefined, reply), fail);
 }
 
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };

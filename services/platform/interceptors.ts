@@ -2,6 +2,7 @@ import { Code, ConnectError, type Interceptor, createContextKey } from "@connect
 import type { AccessTokens, Principal } from "../auth/access-tokens.js";
 import { newId } from "../core/ids.js";
 import type { Clock } from "../core/ports.js";
+import { verifyBearer } from "./bearer.js";
 import { toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 
@@ -18,22 +19,23 @@ export const PUBLIC_METHODS: ReadonlySet<string> = new Set([
   "chat.v1.AuthService/RefreshToken",
 ]);
 
+/** isPublicMethod is true for the methods callable without a token: PUBLIC_METHODS and every method of a non-chat service. */
+export function isPublicMethod(serviceTypeName: string, methodName: string): boolean {
+  return !serviceTypeName.startsWith("chat.") || PUBLIC_METHODS.has(`${serviceTypeName}/${methodName}`);
+}
+
 /**
- * authInterceptor verifies `authorization: Bearer <jwt>` on every chat.v1
- * call but the public ones and stores the principal in kPrincipal; a
- * missing or bad token fails Unauthenticated before the handler runs.
+ * authInterceptor verifies `authorization: Bearer <jwt>` (verifyBearer) on
+ * every chat.v1 call but the public ones and stores the principal in
+ * kPrincipal; a missing or bad token fails Unauthenticated before the
+ * handler runs. A call whose principal the front door already verified
+ * (kPrincipal set) is not verified again.
  */
 export function authInterceptor(tokens: AccessTokens, clock: Clock): Interceptor {
   return (next) => async (req) => {
-    const name = `${req.service.typeName}/${req.method.name}`;
-    if (!req.service.typeName.startsWith("chat.") || PUBLIC_METHODS.has(name)) return next(req);
-    const header = req.header.get("authorization");
-    const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
-    if (!match?.[1]) {
-      throw new ConnectError("missing authorization: send the header `authorization: Bearer <access token>`", Code.Unauthenticated);
-    }
+    if (isPublicMethod(req.service.typeName, req.method.name) || req.contextValues.get(kPrincipal)) return next(req);
     try {
-      req.contextValues.set(kPrincipal, await tokens.verify(match[1], clock.now()));
+      req.contextValues.set(kPrincipal, await verifyBearer(tokens, clock, req.header.get("authorization")));
     } catch (e) {
       throw toConnectError(e);
     }
@@ -68,7 +70,10 @@ export function errorInterceptor(logger: Logger): Interceptor {
       durationMs: Date.now() - started,
     });
     const log = (e: unknown): ConnectError => {
-      const err = toConnectError(e);
+      // Whatever a handler throws once its client went away (a reset stream, a closed connection: e.g. a
+      // reflection stream's request iterator failing with "Premature close") is the client's doing: Canceled, at
+      // debug, never an Internal error in the logs.
+      const err = req.signal.aborted && !(e instanceof ConnectError) ? new ConnectError("the client went away", Code.Canceled, undefined, undefined, e) : toConnectError(e);
       err.metadata.set("x-request-id", requestId);
       const line = { ...fields(err.code), err: err.cause instanceof Error ? err.cause : undefined };
       if (err.code === Code.Internal) logger.error(line, err.rawMessage);

@@ -23,6 +23,9 @@ export interface OnePortServer {
   readonly connections: number;
 }
 
+/** H1_REQUEST_TIMEOUT_MARGIN_MS is how much longer than the body deadline an HTTP/1.1 request may take in all (Node's requestTimeout). */
+const H1_REQUEST_TIMEOUT_MARGIN_MS = 5000;
+
 /** UNREAD_BODY_GRACE_MS is how long a client may keep sending a request body after the response is complete. */
 const UNREAD_BODY_GRACE_MS = 1000;
 
@@ -47,14 +50,32 @@ export async function listenOnePort(opts: {
    */
   onWebSocket?: (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => void;
   logger: Logger;
+  /** maxStreamsPerConnection caps concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS; default 100). */
+  maxStreamsPerConnection?: number;
+  /**
+   * requestBodyTimeoutMs is the front door's body deadline (default 10 s);
+   * HTTP/1.1 requests get it for their headers, and it plus a margin for the
+   * whole request, as a backstop for paths the front door does not read.
+   */
+  requestBodyTimeoutMs?: number;
 }): Promise<OnePortServer> {
   const { handler, logger, onWebSocket } = opts;
   const sockets = new Set<net.Socket>();
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
-  const h1 = http.createServer({ keepAliveTimeout: 65_000 }, handler);
+  // Each stream may hold its flow-control window (64 KiB) of unread body, so the cap bounds a connection's
+  // memory: docs/architecture.md, "Bounds".
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: opts.maxStreamsPerConnection ?? 100 } }, handler);
+  const bodyTimeoutMs = opts.requestBodyTimeoutMs ?? 10_000;
+  const h1Options: http.ServerOptions = {
+    keepAliveTimeout: 65_000,
+    headersTimeout: bodyTimeoutMs,
+    requestTimeout: bodyTimeoutMs + H1_REQUEST_TIMEOUT_MARGIN_MS,
+    // How often Node looks for requests past those timeouts (default 30 s, which would let them run that much longer).
+    connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(bodyTimeoutMs / 4))),
+  };
+  const h1 = http.createServer(h1Options, handler);
   // A Node HTTP server with an "upgrade" listener hands it every upgrade request, parsed and detached from the
   // server. Non-WebSocket ones are replayed to a second server without the listener, which serves them as usual.
-  const h1Plain = onWebSocket ? http.createServer({ keepAliveTimeout: 65_000 }, handler) : undefined;
+  const h1Plain = onWebSocket ? http.createServer(h1Options, handler) : undefined;
   const h1Servers = h1Plain ? [h1, h1Plain] : [h1];
   if (onWebSocket && h1Plain) {
     h1.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -141,7 +162,16 @@ export async function listenOnePort(opts: {
   };
 }
 
-const REASONS = { 400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large", 503: "Service Unavailable" } as const;
+const REASONS = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  404: "Not Found",
+  431: "Request Header Fields Too Large",
+  503: "Service Unavailable",
+} as const;
+
+/** EXTRA_HEADERS are the header lines a refusal of that status carries besides its body (401: the RFC 6750 challenge). */
+const EXTRA_HEADERS: Partial<Record<keyof typeof REASONS, string>> = { 401: "www-authenticate: Bearer\r\n" };
 
 /** REFUSED_SOCKET_GRACE_MS is how long a refused client has to take the answer before its socket is dropped. */
 const REFUSED_SOCKET_GRACE_MS = 10_000;
@@ -154,7 +184,7 @@ const REFUSED_SOCKET_GRACE_MS = 10_000;
 export function refuseSocket(socket: net.Socket, status: keyof typeof REASONS, message: string): void {
   const body = `${message}\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${REASONS[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${REASONS[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\n${EXTRA_HEADERS[status] ?? ""}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     () => socket.destroy(),
   );
   // A client that never reads must not keep the socket either.

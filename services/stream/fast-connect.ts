@@ -10,6 +10,7 @@ import { answerConnectRequest } from "./connect-requests.js";
 import type { FastPathDeps } from "./fast-subscribe.js";
 import { grpcFrame } from "./outbound.js";
 import type { StreamHandle } from "./stream-hub.js";
+import { streamOpenRequestBytes } from "./stream-limits.js";
 import { parseCursors } from "./stream-rpc.js";
 import { type AnyRequest, type AnyResponse, FrameReader, FrameWriter, type WireProtocol, binaryStreamProtocol } from "./wire.js";
 
@@ -43,9 +44,12 @@ export function serveFastConnect(
   req: AnyRequest,
   res: AnyResponse,
   deps: FastPathDeps & { readonly messages: MessageService },
+  /** caller is the principal the front door verified (platform/front-door.ts); without it the bearer is verified here. */
+  caller?: Principal,
 ): void {
   const writer = new FrameWriter(protocol, res, (item) => item.connectFrame);
-  const reader = new FrameReader(deps.maxRequestBytes);
+  // The first message may carry MAX_CURSORS cursors; the sends and acks after it keep MAX_REQUEST_BYTES.
+  const reader = new FrameReader(deps.maxRequestBytes, streamOpenRequestBytes(deps.maxRequestBytes));
   const queue: ConnectRequest[] = [];
   let handle: StreamHandle | undefined;
   let busy = false;
@@ -56,12 +60,13 @@ export function serveFastConnect(
   const fail = (e: unknown) => {
     if (failed) return;
     failed = true;
-    handle?.close();
     const err = toConnectError(e);
     if (err.code === Code.Internal) deps.logger.error({ rpc: CONNECT_PATH, err: err.cause }, err.rawMessage);
+    // The status first: closing the hub's stream ends the writer, and an ended writer writes no status (it would end OK).
     writer.finish(err);
+    handle?.close();
   };
-  const principal = verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
+  const principal = caller ? Promise.resolve(caller) : verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
   principal.catch(fail);
 
   const pump = async (): Promise<void> => {

@@ -10,7 +10,7 @@ import type { Logger } from "../platform/logger.js";
 import type { SendResultObserver } from "./connect-requests.js";
 import type { StreamHub } from "./stream-hub.js";
 import { parseCursors } from "./stream-rpc.js";
-import { type AnyRequest, type AnyResponse, FrameWriter, type WireProtocol, binaryStreamProtocol, readOneFrame } from "./wire.js";
+import { type AnyRequest, type AnyResponse, FrameWriter, type WireProtocol, binaryStreamProtocol } from "./wire.js";
 
 /** SUBSCRIBE_PATH is the path of StreamService/Subscribe. */
 export const SUBSCRIBE_PATH = "/chat.v1.StreamService/Subscribe";
@@ -43,11 +43,11 @@ export interface FastPathDeps {
  * OutboundItem.grpcFrame, built once per event per process, is the very
  * Buffer written to every recipient; only the stream's end differs (HTTP/2
  * trailers, a gRPC-Web trailer frame, a Connect end-of-stream frame). It
- * keeps the semantics of the connect-node handler: bearer auth, validation,
- * status codes, the hub's buffer cap (applied to the response's own write
+ * keeps the semantics of the connect-node handler (`payload` is the request
+ * message, read by the front door): bearer auth, validation, status codes, the hub's buffer cap (applied to the response's own write
  * buffer).
  */
-export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res: AnyResponse, deps: FastPathDeps): void {
+export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res: AnyResponse, deps: FastPathDeps, payload: Buffer): void {
   let failed = false;
   const writer = new FrameWriter(protocol, res);
   const fail = (e: unknown) => {
@@ -71,7 +71,8 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
       if (res.destroyed || res.writableFinished) handle.close();
       else res.once("close", () => handle.close());
     })().catch(fail);
-  readOneFrame(req, deps.maxRequestBytes, "Subscribe", () => failed, subscribe, fail);
+  // The request message, read by the front door (platform/front-door.ts) within its limits.
+  subscribe(payload);
 }
 
 /** decodeSubscribeRequest parses a SubscribeRequest, or throws InvalidArgument (every transport's first message). */

@@ -12,7 +12,7 @@ export class QueueSink<T> implements StreamSink, AsyncIterable<T> {
   private readonly queue: { value: T; size: number }[] = [];
   private buffered = 0;
   private ended = false;
-  private error: ChatError | undefined;
+  private error: unknown;
   private wake: (() => void) | undefined;
   private readonly drainWaiters: (() => void)[] = [];
 
@@ -46,6 +46,15 @@ export class QueueSink<T> implements StreamSink, AsyncIterable<T> {
   }
 
   end(error?: ChatError): void {
+    this.fail(error);
+  }
+
+  /**
+   * fail ends the stream as `end` does, with any error the handler's
+   * generator should throw (e.g. a ConnectError from reading the request
+   * side); undefined ends it cleanly.
+   */
+  fail(error: unknown): void {
     if (this.ended) return;
     this.ended = true;
     this.error = error;
@@ -67,7 +76,7 @@ export class QueueSink<T> implements StreamSink, AsyncIterable<T> {
         continue;
       }
       if (this.ended) {
-        if (this.error) throw this.error;
+        if (this.error !== undefined) throw this.error;
         return;
       }
       await new Promise<void>((resolve) => {

@@ -1,14 +1,18 @@
 import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import type { GroupEvent, Membership } from "../core/model.js";
-import type { Clock, EventBus, GroupStore, Subscription, UserNotice } from "../core/ports.js";
+import type { Clock, EventBus, GroupStore, RefreshTokenStore, Subscription, UserNotice } from "../core/ports.js";
 import { type CursorResetReason, type HubMetrics, noHubMetrics } from "./hub-metrics.js";
 import type { StreamPresence } from "./presence-reporter.js";
 import { type OutboundItem, type StreamSink, eventItem, heartbeatItem, outbound } from "./outbound.js";
+import { mapLimit } from "../core/map-limit.js";
 
 /** HubSettings tune the delivery hub. */
 export interface HubSettings {
-  /** Interval between heartbeats on every stream. */
+  /**
+   * Longest silence on a stream: a stream that wrote nothing for this long
+   * gets a heartbeat (see StreamHub.beat for the exact bound).
+   */
   readonly heartbeatMs: number;
   /** A stream whose sink buffers more than this many bytes is ended with ResourceExhausted. */
   readonly bufferMaxBytes: number;
@@ -52,6 +56,19 @@ export interface StreamHandle {
  * - the sink's buffer is capped: past `bufferMaxBytes` the stream ends with
  *   ResourceExhausted and the client resumes from its cursors.
  *
+ * Per stream: it opens only for a live session. Every opening asks the
+ * store whether the caller's session (the token's refresh family) was
+ * revoked, after the user's notice subscription is active and before
+ * StreamReady, and fails Unauthenticated if so; a `session_revoked` notice
+ * ends the session's streams, including one still being set up. Since the
+ * revocation is written before its notice is published, a revocation either
+ * is seen by the store read or its notice reaches the stream — as long as
+ * the bus delivers the notice. A bus that was cut off misses what was
+ * published meanwhile and says so through onResync: then every session with
+ * a local stream is read from the store again (see resync). Revoked
+ * sessions are remembered (bounded) so a client retrying with a dead token
+ * costs no store read; "alive" answers are never remembered.
+ *
  * The hub subscribes to the bus once per group that has a local stream, and
  * encodes each live event once for all local recipients. It reports to its
  * HubMetrics once per event and fan-out batch, never once per stream.
@@ -60,12 +77,16 @@ export class StreamHub {
   private readonly channels = new Map<string, GroupChannel>();
   private readonly users = new Map<string, UserChannel>();
   private readonly streams = new Set<HubStream>();
+  /** Sessions known to be revoked, oldest first (bounded by REVOKED_SESSIONS_KEPT). */
+  private readonly revokedSessions = new Set<string>();
   private readonly heartbeat: NodeJS.Timeout;
+  /** Heartbeat ticks so far; a stream notes the count at each write (HubStream.lastTick). */
+  private ticks = 0;
   private readonly metrics: HubMetrics;
 
   constructor(
     private readonly deps: {
-      store: GroupStore;
+      store: GroupStore & Pick<RefreshTokenStore, "isSessionRevoked">;
       bus: EventBus;
       clock: Clock;
       settings: HubSettings;
@@ -75,21 +96,59 @@ export class StreamHub {
     },
   ) {
     this.metrics = deps.metrics ?? noHubMetrics;
-    this.heartbeat = setInterval(() => this.beat(), deps.settings.heartbeatMs);
+    this.heartbeat = setInterval(() => this.beat(), deps.settings.heartbeatMs / HEARTBEAT_TICKS);
     this.heartbeat.unref();
     deps.bus.onResync(() => {
       this.resync().catch(() => {
-        // Each group is retried at its next event; a failed store read here changes nothing.
+        // Each group is retried at its next event, each session at the next resync; a failed store read here changes nothing.
       });
     });
   }
 
   /**
-   * resync runs when the bus may have missed events (it reconnected): each
-   * channel learns its group's head from the store and its feeds catch up,
-   * so a quiet group does not wait for its next event to repair the gap.
+   * resync runs when the bus may have missed events and notices (it
+   * reconnected). Each channel learns its group's head from the store and
+   * its feeds catch up, so a quiet group does not wait for its next event to
+   * repair the gap; and each distinct session among the open and opening
+   * streams is asked once whether it was revoked (a session_revoked notice
+   * published while the bus was cut off is lost), so a revoked session's
+   * streams end with Unauthenticated instead of living until the access
+   * token expires.
    */
   async resync(): Promise<void> {
+    const [groups, sessions] = await Promise.allSettled([this.resyncGroups(), this.resyncSessions()]);
+    if (groups.status === "rejected") throw groups.reason;
+    if (sessions.status === "rejected") throw sessions.reason;
+  }
+
+  /**
+   * resyncSessions re-checks the session of every open and opening stream:
+   * one store read per distinct session (none for a session remembered as
+   * revoked), RESYNC_SESSION_READS at a time. A revoked session is
+   * remembered and all its streams end, including those opened meanwhile. A
+   * failed read leaves that session's streams as they are.
+   */
+  private async resyncSessions(): Promise<void> {
+    const sessions = [...new Set([...this.streams].map((s) => s.principal.sessionId))];
+    await mapLimit(sessions, RESYNC_SESSION_READS, async (sessionId) => {
+      if (!this.revokedSessions.has(sessionId)) {
+        let revoked: boolean;
+        try {
+          revoked = await this.deps.store.isSessionRevoked(sessionId);
+        } catch {
+          return; // unknown: the stream stays; the next resync or the token's expiry decides
+        }
+        if (!revoked) return;
+        this.rememberRevoked(sessionId);
+      }
+      for (const stream of [...this.streams]) {
+        if (stream.principal.sessionId === sessionId) this.close(stream, sessionRevoked());
+      }
+    });
+  }
+
+  /** resyncGroups repairs every channel from its group's head in the store (see resync). */
+  private async resyncGroups(): Promise<void> {
     for (const channel of [...this.channels.values()]) {
       const group = await this.deps.store.getGroup(channel.groupId);
       if (!group) continue;
@@ -108,7 +167,7 @@ export class StreamHub {
    * StreamReady was written (or the stream failed and the sink was ended).
    */
   async open(principal: Principal, cursors: ReadonlyMap<string, ClientCursor>, sink: StreamSink): Promise<StreamHandle> {
-    const stream = new HubStream(principal, sink);
+    const stream = new HubStream(principal, sink, this.ticks);
     this.streams.add(stream);
     const handle: StreamHandle = {
       close: () => this.close(stream),
@@ -133,7 +192,11 @@ export class StreamHub {
   }
 
   private async setUp(stream: HubStream, cursors: ReadonlyMap<string, ClientCursor>): Promise<void> {
+    // The notice subscription is active before the store is asked: a revocation
+    // the read misses was not yet written, so its notice is still to come.
     await this.acquireUser(stream);
+    await this.requireLiveSession(stream.principal.sessionId);
+    if (stream.closed) return;
     const memberships = await this.allMemberships(stream.principal.userId);
     const feeds: GroupFeed[] = [];
     const resets: PendingReset[] = [];
@@ -163,19 +226,20 @@ export class StreamHub {
     // From here on no await until every feed is live or catching up, so no
     // bus event can slip between StreamReady and the feeds' first delivery.
     for (const feed of feeds) feed.attach();
-    send(
+    this.send(
       stream,
       outbound({
         case: "ready",
         value: {
           $typeName: "chat.v1.StreamReady",
           groups: positions,
-          heartbeatIntervalSeconds: Math.max(1, Math.round(this.deps.settings.heartbeatMs / 1000)),
+          // Rounded up: no silence on the stream is longer than the announced interval.
+          heartbeatIntervalSeconds: Math.max(1, Math.ceil(this.deps.settings.heartbeatMs / 1000)),
         },
       }),
     );
     for (const reset of resets) {
-      send(stream, reset.item);
+      this.send(stream, reset.item);
       this.metrics.cursorReset(reset.reason);
     }
     for (const feed of feeds) {
@@ -186,6 +250,25 @@ export class StreamHub {
     this.deps.presence?.opened(stream.principal.userId);
     for (const join of stream.pendingJoins.splice(0)) this.startJoin(stream, join.groupId, join.seq - 1);
     this.scheduleExpiry(stream);
+  }
+
+  /** requireLiveSession throws Unauthenticated if the session was revoked (remembered, or one store read). */
+  private async requireLiveSession(sessionId: string): Promise<void> {
+    if (!this.revokedSessions.has(sessionId)) {
+      if (!(await this.deps.store.isSessionRevoked(sessionId))) return;
+      this.rememberRevoked(sessionId);
+    }
+    throw sessionRevoked();
+  }
+
+  /** rememberRevoked adds a revoked session to the bounded memory, dropping the oldest past the bound. */
+  private rememberRevoked(sessionId: string): void {
+    if (this.revokedSessions.has(sessionId)) return;
+    this.revokedSessions.add(sessionId);
+    if (this.revokedSessions.size > REVOKED_SESSIONS_KEPT) {
+      const oldest = this.revokedSessions.values().next().value;
+      if (oldest !== undefined) this.revokedSessions.delete(oldest);
+    }
   }
 
   /** firstRetainedSeq is the group's oldest retained seq in the store, or 0 if none is retained (read each time: resume must be exact). */
@@ -247,7 +330,7 @@ export class StreamHub {
   /** deliver writes one event to a feed whose cursor is exactly event.seq - 1. */
   private deliver(feed: GroupFeed, event: GroupEvent, item: OutboundItem): void {
     const stream = feed.stream;
-    send(stream, item);
+    this.send(stream, item);
     feed.cursor = event.seq;
     if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) {
       this.overflow(stream);
@@ -341,7 +424,7 @@ export class StreamHub {
   /** jump moves a feed's cursor over expired events, saying so with a CursorReset unless the client asked for everything (cursor 0). */
   private jump(feed: GroupFeed, to: number): void {
     if (feed.cursor > 0) {
-      send(feed.stream, resetItem(feed.channel.groupId, feed.cursor, to + 1, feed.channel.epoch));
+      this.send(feed.stream, resetItem(feed.channel.groupId, feed.cursor, to + 1, feed.channel.epoch));
       this.metrics.cursorReset("expired");
     }
     feed.cursor = to;
@@ -349,13 +432,13 @@ export class StreamHub {
 
   /** onNotice handles a per-user notice for the user's local streams. */
   private onNotice(userId: string, notice: UserNotice): void {
+    if (notice.type === "session_revoked") this.rememberRevoked(notice.sessionId);
     const user = this.users.get(userId);
     if (!user) return;
     for (const stream of [...user.streams]) {
       if (notice.type === "session_revoked") {
-        if (stream.principal.sessionId === notice.sessionId) {
-          this.close(stream, new ChatError("Unauthenticated", "session was revoked; log in again"));
-        }
+        // Streams still being set up are in user.streams too: they end here as well.
+        if (stream.principal.sessionId === notice.sessionId) this.close(stream, sessionRevoked());
       } else if (!stream.ready) {
         stream.pendingJoins.push({ groupId: notice.groupId, seq: notice.seq });
       } else {
@@ -381,7 +464,7 @@ export class StreamHub {
     channel.noteSeq(cursor + 1);
     const feed = new GroupFeed(stream, channel, cursor);
     feed.attach();
-    send(stream, outbound({ case: "groupJoined", value: { $typeName: "chat.v1.GroupJoined", groupId, epoch: channel.epoch } }));
+    this.send(stream, outbound({ case: "groupJoined", value: { $typeName: "chat.v1.GroupJoined", groupId, epoch: channel.epoch } }));
     this.catchUp(feed);
   }
 
@@ -428,15 +511,30 @@ export class StreamHub {
     stream.expiry.unref();
   }
 
-  /** beat sends a heartbeat (one encoding for all) to every stream that sent nothing since the last beat. */
+  /** send writes an item to a stream and marks it not idle as of the current heartbeat tick. */
+  private send(stream: HubStream, item: OutboundItem): void {
+    stream.lastTick = this.ticks;
+    stream.sink.write(item);
+  }
+
+  /**
+   * beat runs HEARTBEAT_TICKS times per heartbeat interval and sends a
+   * heartbeat (one encoding for all) to every stream that wrote nothing
+   * during the last HEARTBEAT_TICKS ticks. A stream's last write fell
+   * between two ticks, so its heartbeat comes after more than
+   * (HEARTBEAT_TICKS - 1) / HEARTBEAT_TICKS of the interval and at most the
+   * interval of silence (plus timer lateness): no gap between two items of a
+   * stream exceeds heartbeatMs. Cost per tick: one pass over the streams,
+   * an integer compare each; writes note the tick count, not the clock.
+   */
   private beat(): void {
+    const now = ++this.ticks;
     let item: OutboundItem | undefined;
     for (const stream of this.streams) {
-      if (stream.sentSinceBeat) {
-        stream.sentSinceBeat = false;
-        continue;
-      }
+      // A stream still being set up gets nothing before its StreamReady.
+      if (now - stream.lastTick < HEARTBEAT_TICKS || !stream.ready) continue;
       item ??= heartbeatItem(this.deps.clock.now());
+      stream.lastTick = now;
       stream.sink.write(item);
     }
   }
@@ -523,8 +621,6 @@ class UserChannel {
 /** HubStream is one open client stream. */
 class HubStream {
   closed = false;
-  /** Set by every write; the heartbeat skips streams that were not idle. */
-  sentSinceBeat = false;
   /** Set once StreamReady is written; joins before that wait in pendingJoins. */
   ready = false;
   readonly pendingJoins: { groupId: string; seq: number }[] = [];
@@ -537,6 +633,8 @@ class HubStream {
   constructor(
     readonly principal: Principal,
     readonly sink: StreamSink,
+    /** The hub's tick count at the stream's last write (set by every write); the heartbeat goes to streams idle for HEARTBEAT_TICKS ticks. */
+    public lastTick: number,
   ) {}
 }
 
@@ -570,14 +668,21 @@ interface PendingReset {
   readonly reason: CursorResetReason;
 }
 
-function bufferFull(): ChatError {
-  return new ChatError("ResourceExhausted", "stream buffer is full because the client reads too slowly; reconnect with your cursors");
+/** HEARTBEAT_TICKS is how many times per heartbeat interval the hub looks for idle streams (see StreamHub.beat). */
+const HEARTBEAT_TICKS = 4;
+
+/** RESYNC_SESSION_READS bounds the concurrent store reads of a resync's session check. */
+const RESYNC_SESSION_READS = 16;
+
+/** REVOKED_SESSIONS_KEPT bounds the revoked sessions a hub remembers (about 100 bytes each). */
+const REVOKED_SESSIONS_KEPT = 10_000;
+
+function sessionRevoked(): ChatError {
+  return new ChatError("Unauthenticated", "session was revoked; log in again");
 }
 
-/** send writes an item to a stream and marks it not idle. */
-function send(stream: HubStream, item: OutboundItem): void {
-  stream.sentSinceBeat = true;
-  stream.sink.write(item);
+function bufferFull(): ChatError {
+  return new ChatError("ResourceExhausted", "stream buffer is full because the client reads too slowly; reconnect with your cursors");
 }
 
 function resetItem(groupId: string, requested: number, first: number, epoch: string): OutboundItem {

@@ -1,5 +1,5 @@
 import { create, toBinary } from "@bufbuild/protobuf";
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { Code, type ConnectRouter, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import {
   type ConnectRequest,
   type ConnectResponse,
@@ -16,9 +16,9 @@ import { principalOf } from "../platform/interceptors.js";
 import { type SendResultObserver, answerConnectRequest } from "./connect-requests.js";
 import { QueueSink } from "./queue-sink.js";
 import type { ClientCursor, StreamHandle, StreamHub } from "./stream-hub.js";
+import { MAX_CURSORS } from "./stream-limits.js";
 
-/** MAX_CURSORS caps the cursors one request may carry. */
-export const MAX_CURSORS = 10_000;
+export { MAX_CURSORS } from "./stream-limits.js";
 
 /**
  * streamRoutes serves chat.v1.StreamService over connect-node (gRPC,
@@ -48,7 +48,7 @@ export function streamRoutes(
         create(ConnectResponseSchema, { payload: { case: "item", value: item.message } }),
       );
       const cursors = parseCursors(first.value.payload.value.cursors);
-      yield* run(hub, principal, cursors, sink, ctx, (handle) => void serveRequests(input, principal, messages, sink, handle, onStreamSend));
+      yield* run(hub, principal, cursors, sink, ctx, (handle) => void serveRequests(input, principal, messages, sink, handle, onStreamSend, ctx.signal));
     },
   });
 }
@@ -83,6 +83,7 @@ async function serveRequests(
   sink: QueueSink<ConnectResponse>,
   handle: StreamHandle,
   onSendResult: SendResultObserver | undefined,
+  signal: AbortSignal,
 ): Promise<void> {
   // Replies share the stream's buffer cap with the events: a client that
   // sends but never reads is cut off like any slow reader.
@@ -95,14 +96,20 @@ async function serveRequests(
       const response = await answerConnectRequest(principal, next.value, messages, onSendResult);
       if (response) reply(response);
     }
-  } catch {
-    // The client went away mid-request; the stream's own teardown handles the rest.
+  } catch (e) {
+    // A client that went away is the stream's own teardown. Any other failure of the request side (a message
+    // over its cap, one that does not decode, a body deadline) ends the stream with that status, never with OK.
+    if (signal.aborted || (e instanceof ConnectError && e.code === Code.Canceled)) return;
+    sink.fail(e);
+    handle.close();
   }
 }
 
 /** parseCursors validates and indexes the client's cursors (the last one per group wins). */
 export function parseCursors(cursors: readonly GroupCursor[]): Map<string, ClientCursor> {
-  if (cursors.length > MAX_CURSORS) throw new ChatError("InvalidArgument", `at most ${MAX_CURSORS} cursors per request`);
+  if (cursors.length > MAX_CURSORS) {
+    throw new ChatError("InvalidArgument", `at most ${MAX_CURSORS} cursors per request (got ${cursors.length}); send one per group you are in`);
+  }
   const out = new Map<string, ClientCursor>();
   for (const c of cursors) {
     out.set(checkId("cursors.group_id", c.groupId), { seq: checkSeq("cursors.seq", c.seq), epoch: c.epoch });

@@ -26,15 +26,15 @@ class FakeResponse extends EventEmitter {
     this.headers = headers;
     return this;
   }
-  write(chunk: Buffer): boolean {
-    this.chunks.push(chunk);
+  write(chunk: Buffer | string): boolean {
+    this.chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
     return true;
   }
   addTrailers(t: Record<string, string>): void {
     this.trailers = t;
   }
-  end(chunk?: Buffer): this {
-    if (chunk) this.chunks.push(chunk);
+  end(chunk?: Buffer | string): this {
+    if (chunk) this.chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
     this.writableEnded = true;
     return this;
   }
@@ -117,6 +117,17 @@ describe("FrameWriter", () => {
     const trailer = web.res.chunks.at(-1);
     assert.equal(trailer?.readUInt8(0), 0x80, "gRPC-Web trailer frame");
     assert.equal(trailer?.subarray(5).toString("latin1"), "grpc-status: 8\r\ngrpc-message: too slow: 100%25\r\n");
+
+    // grpc-web-text: every write is base64 on its own (padded); the trailer frame too.
+    const text = writer("grpc-web-text");
+    assert.equal(text.res.headers?.["content-type"], "application/grpc-web-text+proto");
+    text.sink.writeFrame(Buffer.from([0, 0, 0, 0, 1, 42]));
+    text.sink.end(slow());
+    const [message, textTrailer] = text.res.chunks.map((c) => Buffer.from(c.toString(), "base64"));
+    assert.deepEqual(message, Buffer.from([0, 0, 0, 0, 1, 42]));
+    assert.equal(text.res.chunks[0]?.toString(), "AAAAAAEq");
+    assert.equal(textTrailer?.readUInt8(0), 0x80);
+    assert.equal(textTrailer?.subarray(5).toString("latin1"), "grpc-status: 8\r\ngrpc-message: too slow: 100%25\r\n");
 
     const connect = writer("connect");
     connect.sink.finish(undefined);

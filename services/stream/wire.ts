@@ -12,8 +12,13 @@ import { ChatError } from "../core/errors.js";
 import { toConnectError } from "../platform/errors.js";
 import type { OutboundItem, StreamSink } from "./outbound.js";
 
-/** WireProtocol is a streaming protocol whose binary framing the fast paths write themselves. */
-export type WireProtocol = "grpc" | "grpc-web" | "connect";
+/**
+ * WireProtocol is a streaming protocol whose binary framing the fast paths
+ * write themselves. "grpc-web-text" is gRPC-Web with each written chunk
+ * base64-encoded on its own (padded), as Google's grpc-web client reads it;
+ * binaryStreamProtocol never returns it (the front door decodes such requests).
+ */
+export type WireProtocol = "grpc" | "grpc-web" | "grpc-web-text" | "connect";
 
 const CONTENT_TYPES: Readonly<Record<string, WireProtocol>> = {
   "application/grpc": "grpc",
@@ -26,6 +31,7 @@ const CONTENT_TYPES: Readonly<Record<string, WireProtocol>> = {
 const RESPONSE_TYPES: Readonly<Record<WireProtocol, string>> = {
   grpc: "application/grpc",
   "grpc-web": "application/grpc-web+proto",
+  "grpc-web-text": "application/grpc-web-text+proto",
   connect: "application/connect+proto",
 };
 
@@ -82,6 +88,8 @@ export class FrameWriter implements StreamSink, Flushable {
     private readonly res: AnyResponse,
     /** frameOf picks the shared frame to write for a hub item (Subscribe: grpcFrame; Connect: connectFrame). */
     private readonly frameOf: (item: OutboundItem) => Buffer = grpcFrameOf,
+    /** contentType is the response's content type; by default the protocol's with the binary codec. */
+    private readonly contentType: string = RESPONSE_TYPES[protocol],
   ) {
     this.h2 = "stream" in res ? res.stream : undefined;
   }
@@ -96,7 +104,7 @@ export class FrameWriter implements StreamSink, Flushable {
   start(): void {
     if (this.started) return;
     this.started = true;
-    this.res.writeHead(200, { "content-type": RESPONSE_TYPES[this.protocol] });
+    this.res.writeHead(200, { "content-type": this.contentType });
   }
 
   /** write queues a hub item; the callback's items go to the response together (see the class comment). */
@@ -133,11 +141,13 @@ export class FrameWriter implements StreamSink, Flushable {
 
   private send(frame: Buffer): void {
     if (!this.started) this.start();
+    // grpc-web-text: each write is base64 on its own, padded, so no byte of a live stream waits for the next write.
+    const data: Buffer | string = this.protocol === "grpc-web-text" ? frame.toString("base64") : frame;
     const h2 = this.h2;
     if (h2) {
-      if (!h2.destroyed) h2.write(frame);
+      if (!h2.destroyed) h2.write(data);
     } else if (!this.res.destroyed) {
-      (this.res as http.ServerResponse).write(frame);
+      (this.res as http.ServerResponse).write(data);
     }
   }
 
@@ -181,7 +191,7 @@ export class FrameWriter implements StreamSink, Flushable {
     if (res.destroyed || res.writableEnded) return;
     if (!this.started) {
       this.started = true;
-      res.writeHead(200, { "content-type": RESPONSE_TYPES[this.protocol] });
+      res.writeHead(200, { "content-type": this.contentType });
     }
     const code = error?.code ?? 0;
     const message = error?.rawMessage;
@@ -190,13 +200,12 @@ export class FrameWriter implements StreamSink, Flushable {
         (res as http2.Http2ServerResponse).addTrailers(grpcStatus(code, message, error?.metadata));
         res.end();
         break;
-      case "grpc-web": {
-        const lines = Object.entries(grpcStatus(code, message, error?.metadata))
-          .map(([k, v]) => `${k}: ${v}\r\n`)
-          .join("");
-        res.end(envelope(0x80, Buffer.from(lines, "latin1")));
+      case "grpc-web":
+        res.end(grpcWebTrailerFrame(grpcStatus(code, message, error?.metadata)));
         break;
-      }
+      case "grpc-web-text":
+        res.end(grpcWebTrailerFrame(grpcStatus(code, message, error?.metadata)).toString("base64"));
+        break;
       case "connect": {
         const endStream = error ? { error: { code: codeToString(error.code), message: error.rawMessage } } : {};
         res.end(envelope(0x02, Buffer.from(JSON.stringify(endStream), "utf8")));
@@ -297,70 +306,62 @@ export interface Frame {
 
 /**
  * FrameReader cuts a request body into length-prefixed frames as chunks
- * arrive. A frame longer than `maxBytes` fails ResourceExhausted before it
+ * arrive, copying each frame's bytes at most once (when it is complete and
+ * spans chunks). A frame longer than `maxBytes` fails ResourceExhausted before it
  * is buffered; a compressed frame fails Unimplemented (this server does not
  * compress, and says so instead of guessing).
  */
 export class FrameReader {
-  private pending: Buffer = Buffer.alloc(0);
+  /** chunks hold the bytes not yet cut into frames, in order; they are joined only once a frame is complete. */
+  private chunks: Buffer[] = [];
+  private size = 0;
 
-  constructor(private readonly maxBytes: number) {}
+  /** frames counts the frames cut so far (the first may have its own cap). */
+  private frames = 0;
+
+  /**
+   * Creates a reader that accepts frames of at most `maxBytes`, the first
+   * one of at most `firstMaxBytes` (a stream's opening message may be
+   * larger than the rest: a SubscribeRequest with many cursors).
+   */
+  constructor(
+    private readonly maxBytes: number,
+    private readonly firstMaxBytes: number = maxBytes,
+  ) {}
 
   /** push adds a chunk and returns the frames it completed. */
   push(chunk: Buffer): Frame[] {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    this.chunks.push(chunk);
+    this.size += chunk.length;
     const frames: Frame[] = [];
-    while (this.pending.length >= 5) {
-      const flags = this.pending.readUInt8(0);
-      const length = this.pending.readUInt32BE(1);
-      if (length > this.maxBytes) throw new ChatError("ResourceExhausted", `request message is larger than ${this.maxBytes} bytes`);
+    while (this.size >= 5) {
+      if (this.chunks[0]!.length < 5) this.join();
+      const head = this.chunks[0]!;
+      const flags = head.readUInt8(0);
+      const length = head.readUInt32BE(1);
+      const max = this.frames === 0 ? this.firstMaxBytes : this.maxBytes;
+      if (length > max) throw new ChatError("ResourceExhausted", `request message is larger than ${max} bytes`);
       if (flags & 0x01) throw new ConnectError("compressed messages are not supported; send them uncompressed", Code.Unimplemented);
-      if (this.pending.length < 5 + length) break;
-      frames.push({ flags, payload: this.pending.subarray(5, 5 + length) });
-      this.pending = this.pending.subarray(5 + length);
+      if (this.size < 5 + length) break;
+      if (head.length < 5 + length) this.join();
+      const joined = this.chunks[0]!;
+      frames.push({ flags, payload: joined.subarray(5, 5 + length) });
+      this.frames++;
+      if (joined.length > 5 + length) this.chunks[0] = joined.subarray(5 + length);
+      else this.chunks.shift();
+      this.size -= 5 + length;
     }
     return frames;
   }
 
   /** leftover is how many bytes of an incomplete frame are buffered. */
   get leftover(): number {
-    return this.pending.length;
+    return this.size;
   }
-}
 
-/**
- * readOneFrame reads the body of a unary or server-streaming call: exactly
- * one framed message, handed to `onFrame` at the body's end. A refusal (a
- * second message, an incomplete one, one too large or compressed) goes to
- * `onError` as soon as it is seen, InvalidArgument naming `method`. Once
- * `answered()` is true (the caller has replied), the rest is ignored.
- */
-export function readOneFrame(
-  req: AnyRequest,
-  maxBytes: number,
-  method: string,
-  answered: () => boolean,
-  onFrame: (payload: Buffer) => void,
-  onError: (e: unknown) => void,
-): void {
-  const reader = new FrameReader(maxBytes);
-  const frames: Frame[] = [];
-  const oneMessage = () => new ChatError("InvalidArgument", `a ${method} request must carry exactly one message`);
-  req.on("data", (chunk: Buffer) => {
-    if (answered()) return;
-    try {
-      frames.push(...reader.push(chunk));
-      if (frames.length > 1) throw oneMessage();
-    } catch (e) {
-      onError(e);
-    }
-  });
-  req.on("end", () => {
-    if (answered()) return;
-    const frame = frames[0];
-    if (!frame || frames.length > 1 || reader.leftover > 0) onError(oneMessage());
-    else onFrame(frame.payload);
-  });
+  private join(): void {
+    this.chunks = [Buffer.concat(this.chunks, this.size)];
+  }
 }
 
 /** envelope frames a payload with the given flags. */
@@ -370,6 +371,13 @@ export function envelope(flags: number, payload: Buffer): Buffer {
   frame.writeUInt32BE(payload.length, 1);
   payload.copy(frame, 5);
   return frame;
+}
+
+/** grpcWebTrailerFrame is the gRPC-Web trailer frame (flag 0x80) carrying `trailers` as HTTP/1.1-style header lines. */
+export function grpcWebTrailerFrame(trailers: Readonly<Record<string, string>>): Buffer {
+  let lines = "";
+  for (const [k, v] of Object.entries(trailers)) lines += `${k}: ${v}\r\n`;
+  return envelope(0x80, Buffer.from(lines, "latin1"));
 }
 
 /** grpcStatus is the trailers of a gRPC status: code, message and the error's metadata (e.g. retry-after). */
@@ -383,8 +391,16 @@ function grpcStatus(code: number, message: string | undefined, metadata?: Header
   return status;
 }
 
-/** percentEncode encodes grpc-message as the gRPC spec asks: bytes outside 0x20-0x7E, and '%', as %XX. */
-function percentEncode(message: string): string {
+/**
+ * percentEncode encodes grpc-message as the gRPC spec asks: the UTF-8 bytes
+ * outside 0x20-0x7E, and '%', as %XX; everything else as is. It is the one
+ * encoder of every path (the fast paths', the front door's and connect-node's
+ * answers, re-encoded by connect-adapter.ts): grpc-js decodes it with
+ * decodeURI, connect-es with decodeURIComponent, and both get the original
+ * text back (encodeURIComponent's `%3A` for ':' would reach grpc-js users
+ * as is).
+ */
+export function percentEncode(message: string): string {
   let out = "";
   for (const byte of Buffer.from(message, "utf8")) {
     out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;

@@ -9,7 +9,10 @@
  *   offering the subprotocol `chat.v1.proto`, which the server selects;
  * - the access token in `authorization: Bearer <token>` or, for browsers
  *   (which cannot set headers), as a second offered subprotocol
- *   `bearer.<token>`; the server never echoes it;
+ *   `bearer.<token>`; the server never echoes it. It is verified before the
+ *   upgrade: without a valid token the handshake is refused with HTTP 401
+ *   and a text body. A token that expires (or whose session is revoked)
+ *   after the upgrade ends the stream with close code 4016;
  * - the client sends one binary message, a SubscribeRequest; the server
  *   sends binary messages, each one SubscribeResponse, in the same order and
  *   with the same guarantees as the gRPC stream;
@@ -21,6 +24,7 @@ import type http from "node:http";
 import type net from "node:net";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { type WebSocket, WebSocketServer } from "ws";
+import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import { verifyBearer } from "../platform/bearer.js";
 import { refuseSocket } from "../platform/one-port-server.js";
@@ -28,6 +32,7 @@ import { toConnectError } from "../platform/errors.js";
 import { type FastPathDeps, SUBSCRIBE_PATH, decodeSubscribeRequest } from "./fast-subscribe.js";
 import type { OutboundItem, StreamSink } from "./outbound.js";
 import type { StreamHandle } from "./stream-hub.js";
+import { streamOpenRequestBytes } from "./stream-limits.js";
 import { parseCursors } from "./stream-rpc.js";
 import { DrainWait, type Flushable, queueFlush } from "./wire.js";
 
@@ -57,7 +62,7 @@ export function wsSubscribeServer(deps: FastPathDeps): WsSubscribeServer {
     noServer: true,
     clientTracking: false, // the hub and the one-port server track streams and sockets
     perMessageDeflate: false, // compression would cost more than the small messages save, and a copy per recipient
-    maxPayload: deps.maxRequestBytes,
+    maxPayload: streamOpenRequestBytes(deps.maxRequestBytes), // the one message is a SubscribeRequest: MAX_CURSORS fit
     handleProtocols: (offered) => (offered.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
   });
   return {
@@ -69,13 +74,26 @@ export function wsSubscribeServer(deps: FastPathDeps): WsSubscribeServer {
         return refuseSocket(socket, 400, `offer the WebSocket subprotocol ${WS_SUBPROTOCOL} (binary protobuf messages)`);
       }
       const authorization = req.headers.authorization ?? bearerFromProtocols(protocols);
-      wss.handleUpgrade(req, socket, head, (ws) => serve(ws, socket, authorization, deps));
+      // The token is checked before the upgrade: an unauthenticated client gets a 401 and never a WebSocket, so it
+      // cannot make the server hold a connection that accepts a message as large as the opening request (maxPayload).
+      verifyBearer(deps.tokens, deps.clock, authorization).then(
+        (principal) => {
+          if (socket.destroyed) return;
+          wss.handleUpgrade(req, socket, head, (ws) => serve(ws, socket, principal, deps));
+        },
+        (e: unknown) => {
+          if (socket.destroyed) return;
+          if (e instanceof ChatError && e.kind === "Unauthenticated") return refuseSocket(socket, 401, e.message);
+          deps.logger.error({ rpc: SUBSCRIBE_PATH, transport: "websocket", err: e }, "could not check the access token");
+          refuseSocket(socket, 503, "could not check the access token; retry");
+        },
+      );
     },
   };
 }
 
-/** serve runs one upgraded connection: token, one SubscribeRequest, then the hub's stream. */
-function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefined, deps: FastPathDeps): void {
+/** serve runs one upgraded connection whose token verified: one SubscribeRequest, then the hub's stream. */
+function serve(ws: WebSocket, socket: net.Socket, caller: Principal, deps: FastPathDeps): void {
   const sink = new WebSocketSink(ws, socket);
   let handle: StreamHandle | undefined;
   let requested = false;
@@ -95,8 +113,6 @@ function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefi
     sink.closed();
     handle?.close();
   });
-  const principal = verifyBearer(deps.tokens, deps.clock, authorization);
-  principal.catch(fail);
   ws.on("message", (data, isBinary) => {
     if (sink.isEnded) return;
     if (requested) return fail(new ChatError("InvalidArgument", "Subscribe takes one SubscribeRequest; send nothing after it"));
@@ -105,7 +121,6 @@ function serve(ws: WebSocket, socket: net.Socket, authorization: string | undefi
     if (!isBinary) return fail(new ChatError("InvalidArgument", "send the SubscribeRequest as a binary message (protobuf)"));
     void (async () => {
       const request = decodeSubscribeRequest(data as Buffer);
-      const caller = await principal;
       const cursors = parseCursors(request.cursors);
       if (sink.isEnded) return;
       handle = await deps.hub.open(caller, cursors, sink);

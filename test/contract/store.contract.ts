@@ -207,6 +207,41 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         assert.notEqual((await store.findRefreshToken(a.tokenHash))?.revokedAt, null);
         await store.revokeRefreshFamily(newId(), at);
       });
+
+      it("isSessionRevoked: false for a live or unknown family, true once its family was revoked (only that family)", async () => {
+        const family = newId();
+        const other = newId();
+        const [a, b, c] = [token(family), token(family), token(other)];
+        for (const t of [a, b, c]) await store.insertRefreshToken(t);
+        assert.equal(await store.isSessionRevoked(family), false, "a live session");
+        assert.equal(await store.isSessionRevoked(newId()), false, "an unknown session");
+        await store.markRefreshTokenUsed(a.tokenHash, clock.now());
+        assert.equal(await store.isSessionRevoked(family), false, "rotating a token does not revoke the session");
+        await store.revokeRefreshFamily(family, clock.now());
+        assert.equal(await store.isSessionRevoked(family), true, "revoked at once, no cache");
+        assert.equal(await store.isSessionRevoked(other), false, "another session stays alive");
+        await store.revokeRefreshFamily(family, clock.now() + 1);
+        assert.equal(await store.isSessionRevoked(family), true, "revoking again keeps it revoked");
+        // A token the family gets after its revocation (a refresh that raced it) does not bring the session back.
+        await store.insertRefreshToken(token(family));
+        assert.equal(await store.isSessionRevoked(family), true);
+      });
+
+      it("a refresh racing a revocation cannot keep the session alive: its token stays under the mark, and revoking again covers it", async () => {
+        // AuthService.refresh inserts the new token, then reads the mark, and revokes again if it is set.
+        for (let round = 0; round < 5; round++) {
+          const family = newId();
+          const used = token(family);
+          await store.insertRefreshToken(used);
+          await store.markRefreshTokenUsed(used.tokenHash, clock.now());
+          const fresh = { ...token(family), expiresAt: clock.now() + 30 * DAY }; // as long-lived as a refresh makes it
+          await Promise.all([store.revokeRefreshFamily(family, clock.now()), store.insertRefreshToken(fresh)]);
+          assert.equal(await store.isSessionRevoked(family), true, "the racing insert does not hide the revocation");
+          await store.revokeRefreshFamily(family, clock.now() + 1);
+          assert.notEqual((await store.findRefreshToken(fresh.tokenHash))?.revokedAt, null, "revoking again revokes the racing token");
+          assert.equal(await store.isSessionRevoked(family), true);
+        }
+      });
     });
 
     describe("groups", () => {
@@ -418,6 +453,62 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         assert.equal(j?.group.headSeq, 2);
         assert.equal(every.find((m) => m.group.id === owned[0])?.role, "owner");
         assert.deepEqual(await store.listMemberships(newId(), "", 10), []);
+      });
+
+      it("countMemberships counts the user's groups up to a bound, following joins and leaves", async () => {
+        const user = userRef();
+        assert.equal(await store.countMemberships(user.id, 10), 0);
+        const owned = [];
+        for (let i = 0; i < 3; i++) owned.push((await groupWithOwner(store, clock.now())).group.id);
+        for (const [i, gid] of owned.entries()) {
+          const owner = (await store.listMembers(gid, "", 1))[0]?.user;
+          assert.ok(owner);
+          await addMember(store, gid, owner, user, clock.now() + i);
+        }
+        assert.equal(await store.countMemberships(user.id, 10), 3);
+        assert.equal(await store.countMemberships(user.id, 2), 2, "counts no further than asked");
+        const gid = owned[0] ?? "";
+        const owner = (await store.listMembers(gid, "", 10)).find((m) => m.role === "owner")?.user;
+        assert.ok(owner);
+        await change(store, gid, owner, clock.now() + 10, { type: "remove", member: user });
+        assert.equal(await store.countMemberships(user.id, 10), 2, "a group left no longer counts");
+      });
+
+      it("createGroup with maxOwnerGroups refuses an owner in that many groups (FailedPrecondition), writing nothing", async () => {
+        const owner = userRef();
+        const at = clock.now();
+        await store.createGroup({ ...newGroup(owner, at), maxOwnerGroups: 2 });
+        await store.createGroup({ ...newGroup(owner, at), maxOwnerGroups: 2 });
+        const third = { ...newGroup(owner, at), maxOwnerGroups: 2 };
+        await assert.rejects(store.createGroup(third), (e: unknown) => isKind("FailedPrecondition")(e) && /already in 2 groups/.test((e as Error).message));
+        assert.equal(await store.getGroup(third.id), undefined, "the group was not created");
+        assert.deepEqual(await store.readEvents(third.id, 0, 10), []);
+        assert.equal(await store.countMemberships(owner.id, 10), 2);
+        // Without a limit, or with room, creation goes on as before.
+        await store.createGroup({ ...newGroup(owner, at), maxOwnerGroups: 4 });
+        await store.createGroup(newGroup(owner, at));
+        assert.equal(await store.countMemberships(owner.id, 10), 4);
+      });
+
+      it("an add with maxGroups refuses a user in that many groups (FailedPrecondition naming them), writing nothing", async () => {
+        const user = userRef();
+        const groups = [await groupWithOwner(), await groupWithOwner(), await groupWithOwner()];
+        const addLimited = (g: (typeof groups)[number], at: number) =>
+          store.changeGroup(g.group.id, [user.id], g.owner, at, () => ({ type: "add", member: user, role: "member", maxGroups: 2 }));
+        const [g1, g2, g3] = groups;
+        assert.ok(g1 && g2 && g3);
+        await addLimited(g1, clock.now());
+        await addLimited(g2, clock.now());
+        await assert.rejects(
+          addLimited(g3, clock.now()),
+          (e: unknown) => isKind("FailedPrecondition")(e) && (e as Error).message.startsWith(`${user.username} is already in 2 groups`),
+        );
+        assert.equal((await store.getGroup(g3.group.id))?.headSeq, 1, "no event was appended");
+        assert.equal((await store.getGroup(g3.group.id))?.memberCount, 1);
+        assert.equal(await store.getMember(g3.group.id, user.id), undefined);
+        // An add without the limit is not counted.
+        await addMember(store, g3.group.id, g3.owner, user, clock.now());
+        assert.equal(await store.countMemberships(user.id, 10), 3);
       });
     });
 

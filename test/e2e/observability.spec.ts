@@ -7,7 +7,14 @@ import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pino } from "pino";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
+
+const run = promisify(execFile);
+/** BUF is the buf CLI the project pins (devDependency), a stock client with gRPC reflection. */
+const BUF = join(import.meta.dirname, "../../node_modules/.bin/buf");
 
 describe("logs", () => {
   let server: TestServer;
@@ -47,5 +54,16 @@ describe("logs", () => {
     const all = JSON.stringify(lines);
     assert.ok(!all.includes(alice.token ?? "no-token"), "no access token in the logs");
     assert.ok(!all.includes("correct horse battery"), "no password in the logs");
+  });
+
+  it("buf curl's reflection streams (it drops each one when done) log nothing at error or warn", async () => {
+    const before = lines.length;
+    for (const protocol of ["grpc", "grpcweb", "connect"]) {
+      const { stdout } = await run(BUF, ["curl", "--protocol", protocol, "--http2-prior-knowledge", "--list-methods", server.baseUrl], { timeout: 20_000 });
+      assert.match(stdout, /chat\.v1\.MessageService\/SendMessage/, `${protocol}: reflection answered`);
+    }
+    await new Promise((r) => setTimeout(r, 200)); // let the server see the resets
+    const loud = lines.slice(before).filter((l) => (l.level as number) >= 40);
+    assert.deepEqual(loud, [], "a dropped stream is the client's choice, not a server problem");
   });
 });

@@ -64,7 +64,9 @@ export type SubscribeRequest = Message<"chat.v1.SubscribeRequest"> & {
   /**
    * cursors are the client's positions. A group the caller belongs to but
    * that has no cursor starts at its head (no replay); a cursor for a group
-   * the caller does not belong to is ignored.
+   * the caller does not belong to is ignored. At most 10,000 cursors
+   * (INVALID_ARGUMENT past it); a user is in at most MAX_GROUPS_PER_USER
+   * groups (at most 10,000), so one request can carry a cursor for each.
    *
    * @generated from field: repeated chat.v1.GroupCursor cursors = 1;
    */
@@ -93,8 +95,14 @@ export type StreamReady = Message<"chat.v1.StreamReady"> & {
   groups: GroupPosition[];
 
   /**
-   * heartbeat_interval_seconds is how often a heartbeat comes when nothing
-   * else does; treat 2-3 missed heartbeats as a dead connection.
+   * heartbeat_interval_seconds bounds the silence on the stream: whenever
+   * it carried nothing for this long, the server sends a heartbeat, so two
+   * items leave the server at most this interval plus scheduling delay
+   * apart (a heartbeat comes after between 3/4 of it and all of it without
+   * another item). Treat
+   * 2 x heartbeat_interval_seconds without any item (one interval plus as
+   * much again for network and scheduling delays) as a dead connection, and
+   * reconnect with your cursors.
    *
    * @generated from field: uint32 heartbeat_interval_seconds = 2;
    */
@@ -524,7 +532,9 @@ export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
  * A stream ends with UNAUTHENTICATED when its access token expires,
  * RESOURCE_EXHAUSTED when the client reads too slowly (its buffer filled),
  * and UNAVAILABLE when the server shuts down. In each case reconnect with
- * fresh cursors and nothing is lost.
+ * fresh cursors and nothing is lost. A stream also ends, and none opens,
+ * with UNAUTHENTICATED "session was revoked; log in again" once its session
+ * is revoked (Logout, or a refresh token used twice): log in again.
  *
  * @generated from service chat.v1.StreamService
  */

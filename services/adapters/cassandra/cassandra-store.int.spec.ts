@@ -52,7 +52,7 @@ async function open({ retentionMs, clock }: { retentionMs: number; clock: Clock 
   const ks = await testKeyspace();
   const url = `cassandra://${ks.url.contactPoints.join(",")}/${ks.keyspace}?dc=${ks.url.localDataCenter}`;
   // migrate: false: the keyspace is migrated with a 30-day TTL; short retentions only hide events by the clock.
-  return createCassandraStore({ url, retentionMs, clock, nats: { servers: NATS_URL ?? "" }, prefix: natsPrefix, migrate: false });
+  return createCassandraStore({ url, retentionMs, refreshTtlMs: 30 * DAY, clock, nats: { servers: NATS_URL ?? "" }, prefix: natsPrefix, migrate: false });
 }
 
 /** deleteStream removes the timeline stream of a NATS prefix (tests that use a prefix of their own). */
@@ -268,7 +268,7 @@ describe("CassandraStore (integration)", { skip }, () => {
     try {
       const jsm = await jetstreamManager(nc);
       const sequencer = new LosesOneAnswer({ nc, names: new NatsNames(prefix), jsm });
-      const tables = new CassandraTables(ks.client, { keyspace: ks.keyspace, retentionMs: 30 * DAY, clock });
+      const tables = new CassandraTables(ks.client, { keyspace: ks.keyspace, retentionMs: 30 * DAY, refreshTtlMs: 30 * DAY, clock });
       const lossy = new CassandraStore({ tables, sequencer, nc, client: ks.client, clock, retentionMs: 30 * DAY, release: async () => {} });
       const { owner, groupId } = await newGroup(lossy);
       const bob = userRef();
@@ -427,6 +427,16 @@ describe("CassandraStore (integration)", { skip }, () => {
     } finally {
       await persister.stop();
     }
+  });
+
+  it("a session revoked through one instance is revoked for the other at once (stream openings on any process refuse it)", async () => {
+    const family = newId();
+    const record = { tokenHash: newId().replaceAll("-", ""), userId: newId(), familyId: family, expiresAt: Date.now() + DAY, usedAt: null, revokedAt: null };
+    await a.insertRefreshToken(record);
+    assert.equal(await b.isSessionRevoked(family), false);
+    await a.revokeRefreshFamily(family, Date.now());
+    assert.equal(await b.isSessionRevoked(family), true);
+    assert.equal(await a.isSessionRevoked(family), true);
   });
 
   it("reaches NatsEventBus subscribers live; the services' own publish is skipped", async () => {

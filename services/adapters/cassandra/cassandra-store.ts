@@ -13,9 +13,10 @@
  *    1; a duplicate Nats-Msg-Id returns the original);
  * 3. write it to Cassandra (idempotent, seq-stamped: CassandraTables; a
  *    message is one unlogged batch);
- * 4. return. The publish of step 2 already reached every stream process, so
- *    the services' own `bus.publishEvent` must be a no-op
- *    (`storePublishesEvents`, wired in platform/backends.ts).
+ * 4. return. The stream republished what step 2 stored to every stream
+ *    process (NatsEventBus subscribes to that republish, never to the
+ *    publish itself), so the services' own `bus.publishEvent` must be a
+ *    no-op (`storePublishesEvents`, wired in platform/backends.ts).
  *
  * A crash between 2 and 3 is repaired by the persister (persister.ts), and
  * by the next membership change of the group (below).
@@ -48,7 +49,7 @@ import type { Client } from "cassandra-driver";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { ChatError, groupNotFound } from "../../core/errors.js";
+import { ChatError, groupNotFound, tooManyGroups } from "../../core/errors.js";
 import type { ChatMessage, EventBody, Group, GroupEvent, Member, Membership, RefreshTokenRecord, User, UserCredentials, UserRef } from "../../core/model.js";
 import type {
   AppendResult,
@@ -81,6 +82,8 @@ export interface CassandraStoreOptions {
   readonly retentionMs: number;
   /** Source of "now" for retention. */
   readonly clock: Clock;
+  /** Lifetime of issued refresh tokens (REFRESH_TOKEN_TTL); see CassandraTablesOptions.refreshTtlMs. */
+  readonly refreshTtlMs: number;
   /** NATS: servers to connect to (the store owns that connection), or an open connection to share. */
   readonly nats: { readonly servers: string | readonly string[]; readonly name?: string } | { readonly connection: NatsConnection };
   /** NATS prefix (NatsNames; default "chat"); the same as the event bus's. */
@@ -195,10 +198,19 @@ export class CassandraStore implements Store {
     return this.tables.revokeRefreshFamily(familyId, at);
   }
 
+  isSessionRevoked(familyId: string): Promise<boolean> {
+    return this.tables.isSessionRevoked(familyId);
+  }
+
   // ---- groups ----
 
   async createGroup(group: NewGroup): Promise<GroupEvent> {
     this.names.group(group.id); // rejects an id that cannot be a subject token before anything is written
+    // Not serialised with the owner's other joins (see GroupStore): concurrent ones may pass together.
+    const maxGroups = group.maxOwnerGroups;
+    if (maxGroups !== undefined && (await this.tables.countMemberships(group.owner.id, maxGroups)) >= maxGroups) {
+      throw tooManyGroups(undefined, maxGroups);
+    }
     const event = await this.tables.createGroup(group);
     const msgId = this.names.msgId(group.id, 1);
     const counts = { memberCount: 1, ownerCount: 1 };
@@ -246,6 +258,10 @@ export class CassandraStore implements Store {
     return this.tables.listMemberships(userId, afterGroupId, limit);
   }
 
+  countMemberships(userId: string, upTo: number): Promise<number> {
+    return this.tables.countMemberships(userId, upTo);
+  }
+
   async changeGroup(
     groupId: string,
     userIds: readonly string[],
@@ -277,7 +293,7 @@ export class CassandraStore implements Store {
       };
       const change = decide(snapshot);
       const memberOf = async (id: string) => (asked.has(id) ? members.get(id) : await this.tables.getMember(groupId, id));
-      const { body, counts } = await applyChange(change, state, memberOf);
+      const { body, counts } = await applyChange(change, state, memberOf, (userId, upTo) => this.tables.countMemberships(userId, upTo));
       return { event: { groupId, seq: head + 1, at, actor, body }, msgId, counts };
     };
     // fresh: decide (and the preconditions) may reject, so they must see the group's real last event.
@@ -507,6 +523,7 @@ async function applyChange(
   change: GroupChange,
   state: GroupState,
   memberOf: (userId: string) => Promise<Member | undefined>,
+  groupsOf: (userId: string, upTo: number) => Promise<number>,
 ): Promise<{ body: EventBody; counts: GroupCounts | undefined }> {
   const members = state.group.memberCount;
   const owners = state.ownerCount;
@@ -515,6 +532,10 @@ async function applyChange(
     case "add": {
       if (await memberOf(change.member.id)) {
         throw new ChatError("AlreadyExists", `user ${change.member.username} is already a member`);
+      }
+      // Read, not serialised with the user's joins to other groups (see GroupStore): concurrent ones may pass together.
+      if (change.maxGroups !== undefined && (await groupsOf(change.member.id, change.maxGroups)) >= change.maxGroups) {
+        throw tooManyGroups(change.member, change.maxGroups);
       }
       return {
         body: { type: "member_added", member: change.member, role: change.role },
@@ -572,7 +593,7 @@ export async function createCassandraStore(opts: CassandraStoreOptions): Promise
       await createKeyspace(client, url.keyspace, url.replication);
       await migrate(client, url.keyspace, { retentionMs: opts.retentionMs });
     }
-    const tables = new CassandraTables(client, { keyspace: url.keyspace, retentionMs: opts.retentionMs, clock: opts.clock });
+    const tables = new CassandraTables(client, { keyspace: url.keyspace, retentionMs: opts.retentionMs, refreshTtlMs: opts.refreshTtlMs, clock: opts.clock });
     let nc: NatsConnection;
     if ("connection" in opts.nats) {
       nc = opts.nats.connection;

@@ -18,6 +18,7 @@ import type { TestKeyspace } from "./test-keyspace.js";
 
 const URL = process.env.CASSANDRA_URL;
 const RETENTION_MS = 30 * DAY_MS;
+const REFRESH_TTL_MS = 30 * DAY_MS;
 
 class FakeClock implements Clock {
   constructor(public t: number) {}
@@ -75,7 +76,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   before(async () => {
     ks = await openTestKeyspace(URL ?? "", { retentionMs: RETENTION_MS });
     client = ks.client;
-    t = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION_MS, clock });
+    t = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION_MS, refreshTtlMs: REFRESH_TTL_MS, clock });
   });
 
   after(async () => {
@@ -91,14 +92,14 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   }
 
   describe("migrations", () => {
-    it("applied version 1 once; a second run applies nothing", async () => {
-      assert.deepEqual(ks.migrated?.applied, [1]);
+    it("applied versions 1 and 2 once; a second run applies nothing", async () => {
+      assert.deepEqual(ks.migrated?.applied, [1, 2]);
       const again = await migrate(client, ks.keyspace, { retentionMs: RETENTION_MS });
       assert.deepEqual(again, { applied: [], retentionUpdated: [] });
       const rows = (await client.execute(`SELECT version FROM ${ks.keyspace}.schema_migrations`)).rows;
       assert.deepEqual(
-        rows.map((r) => r.get("version")),
-        [1],
+        rows.map((r) => r.get("version")).sort(),
+        [1, 2],
       );
     });
 
@@ -127,16 +128,16 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         const clients = [other.client, await other.newClient(), await other.newClient()];
         const results = await Promise.all(clients.map((c) => migrate(c, other.keyspace, { retentionMs: RETENTION_MS })));
         assert.deepEqual(
-          results.flatMap((r) => r.applied),
-          [1],
-          "exactly one run applied version 1",
+          results.flatMap((r) => r.applied).sort(),
+          [1, 2],
+          "exactly one run applied each version",
         );
         const tables = await client.execute(
           "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
           [other.keyspace],
           { prepare: true },
         );
-        assert.equal(tables.rowLength, 12);
+        assert.equal(tables.rowLength, 13);
         const week = 7 * DAY_MS;
         const changed = await Promise.all(clients.map((c) => migrate(c, other.keyspace, { retentionMs: week })));
         assert.deepEqual(
@@ -152,7 +153,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         assert.equal(ttl.rows[0]?.get("default_time_to_live"), week / 1000);
         // createKeyspace is idempotent too.
         await createKeyspace(client, other.keyspace, other.url.replication);
-        assert.equal(MIGRATIONS.length, 1);
+        assert.equal(MIGRATIONS.length, 2);
       } finally {
         await other.drop();
       }
@@ -238,6 +239,43 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       await t.revokeRefreshFamily(family, 600);
       assert.equal((await t.findRefreshToken(a.tokenHash))?.revokedAt, 500);
       await t.revokeRefreshFamily(newId(), 600);
+    });
+
+    it("keeps a session's revocation mark for the refresh TTL plus a day, however soon the family's known tokens expire", async () => {
+      // The family's only known token expires in an hour; a refresh racing the revocation may insert one that
+      // lives the whole refresh TTL (REFRESH_TTL_MS) and that the revocation never saw: the mark must outlive it.
+      const family = newId();
+      await t.insertRefreshToken({ ...token(family), expiresAt: clock.now() + 3_600_000 });
+      await t.revokeRefreshFamily(family, clock.now());
+      assert.equal(await t.isSessionRevoked(family), true);
+      const ttl = await client.execute(
+        `SELECT TTL(revoked_at) AS ttl FROM ${ks.keyspace}.revoked_sessions WHERE family_id = ?`,
+        [family],
+        { prepare: true },
+      );
+      const seconds = Number(ttl.rows[0]?.get("ttl"));
+      const least = REFRESH_TTL_MS / 1000 + 86_400;
+      assert.ok(seconds > least - 60 && seconds <= least, `mark ttl ${seconds} s, want about ${least} s`);
+      // A token past the refresh TTL (a longer TTL configured before) keeps the mark as long as itself.
+      const longer = newId();
+      await t.insertRefreshToken({ ...token(longer), expiresAt: clock.now() + REFRESH_TTL_MS + 10 * DAY_MS });
+      await t.revokeRefreshFamily(longer, clock.now());
+      const ttl2 = await client.execute(
+        `SELECT TTL(revoked_at) AS ttl FROM ${ks.keyspace}.revoked_sessions WHERE family_id = ?`,
+        [longer],
+        { prepare: true },
+      );
+      const seconds2 = Number(ttl2.rows[0]?.get("ttl"));
+      assert.ok(seconds2 > least + 10 * 86_400 - 60, `mark ttl ${seconds2} s`);
+    });
+
+    it("revoked_sessions drops its TTL tombstones after a day (gc_grace_seconds), like the events tables", async () => {
+      const r = await client.execute(
+        "SELECT gc_grace_seconds FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'revoked_sessions'",
+        [ks.keyspace],
+        { prepare: true },
+      );
+      assert.equal(r.rows[0]?.get("gc_grace_seconds"), 86_400);
     });
   });
 
@@ -575,7 +613,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
 
     it("hides expired events from every read, inside one bucket and across buckets", async () => {
       const c = new FakeClock(Date.UTC(2001, 0, 1, 12));
-      const r = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION, clock: c });
+      const r = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION, refreshTtlMs: REFRESH_TTL_MS, clock: c });
       const { id, owner } = await newGroup(c.now() - DAY_MS, r); // seq 1, the day before
       const old = messageEvent(id, 2, c.now(), owner);
       await r.writeEvent(old);

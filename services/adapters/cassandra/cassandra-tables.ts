@@ -43,6 +43,7 @@ import { isCqlIdentifier } from "./cassandra-url.js";
 import { EVENT_COLUMN_NAMES, decodeEvent, encodeEvent } from "./event-codec.js";
 import type { EventColumns } from "./event-codec.js";
 import { MAX_TTL_SECONDS } from "./migrations.js";
+import { mapLimit } from "../../core/map-limit.js";
 
 /** DAY_MS is the width of one event bucket. */
 export const DAY_MS = 86_400_000;
@@ -76,6 +77,13 @@ export interface CassandraTablesOptions {
   readonly retentionMs: number;
   /** Source of "now" for retention and token TTLs. */
   readonly clock: Clock;
+  /**
+   * Lifetime of the refresh tokens the services issue (REFRESH_TOKEN_TTL): a
+   * session's revocation mark lives at least this long (plus a day) after
+   * the revocation, since a refresh racing it may insert a token the
+   * revocation never saw.
+   */
+  readonly refreshTtlMs: number;
 }
 
 /** GroupCounts are a group's member and owner counts after an event. */
@@ -136,6 +144,7 @@ export class CassandraTables {
       throw new Error(`invalid keyspace ${JSON.stringify(opts.keyspace)}`);
     }
     if (!(opts.retentionMs > 0)) throw new Error(`invalid retention ${opts.retentionMs}`);
+    if (!(opts.refreshTtlMs > 0)) throw new Error(`invalid refresh token lifetime ${opts.refreshTtlMs}`);
     const driverOptions = (client as unknown as { options?: { encoding?: { useBigIntAsLong?: boolean } } }).options;
     if (driverOptions?.encoding?.useBigIntAsLong) {
       throw new Error("CassandraTables needs the driver's default encoding (encoding.useBigIntAsLong off)");
@@ -232,18 +241,43 @@ export class CassandraTables {
   }
 
   /**
-   * revokeRefreshFamily sets revoked_at = `at` on every token of the family
-   * that is not revoked yet (a token revoked before keeps its time, unless
-   * two revocations race: then one of their times wins). Idempotent; no-op
-   * for an unknown family.
+   * revokeRefreshFamily marks the session revoked (revoked_sessions), then
+   * sets revoked_at = `at` on every token of the family that is not revoked
+   * yet (a token revoked before keeps its time, unless two revocations race:
+   * then one of their times wins). Idempotent; no-op for an unknown family.
+   *
+   * The mark is what isSessionRevoked and AuthService.refresh trust, so it
+   * outlives every token the family can have: its TTL is a day past the
+   * later of the last known token's expiry and now + the refresh TTL. The
+   * second term covers a token that a refresh racing this revocation
+   * inserts after the family was read here (issued no later than now, so it
+   * expires by now + the refresh TTL), and tokens left unrevoked by a
+   * revocation cut short after the mark.
    */
   async revokeRefreshFamily(familyId: string, at: number): Promise<void> {
     const rows = await this.fetch(this.q.tokensOfFamily, [familyId], Number.MAX_SAFE_INTEGER);
+    if (rows.length > 0) {
+      // The session mark goes first: a revocation cut short still revokes the session.
+      const lastExpiry = Math.max(...rows.map((row) => num(row, "expires_at")), this.opts.clock.now() + this.opts.refreshTtlMs);
+      await this.run(this.q.revokeSession, [familyId, at, this.tokenTtl(lastExpiry)], true);
+    }
     await mapLimit(rows, LOOKUP_CONCURRENCY, async (row) => {
       const token = await this.findRefreshToken(str(row, "token_hash"));
       if (!token || token.revokedAt !== null) return;
       await this.run(this.q.revokeToken, [this.tokenTtl(token.expiresAt), at, token.tokenHash], true);
     });
+  }
+
+  /**
+   * isSessionRevoked reads the family's row in revoked_sessions (one read at
+   * LOCAL_QUORUM, as revokeRefreshFamily writes it, so a revocation that has
+   * returned is seen by every later call on any client). The row lives a day
+   * past the later of the family's last token expiry and the revocation
+   * time + the refresh TTL (see revokeRefreshFamily).
+   */
+  async isSessionRevoked(familyId: string): Promise<boolean> {
+    const row = (await this.run(this.q.sessionRevoked, [familyId], true)).rows[0];
+    return row !== undefined && optNum(row, "revoked_at") !== null;
   }
 
   // ----------------------------------------------------------------- groups
@@ -357,6 +391,17 @@ export class CassandraTables {
       if (group) out.push({ group, role: e.role, ackedSeq: e.ackedSeq });
     });
     return out;
+  }
+
+  /**
+   * countMemberships is how many groups the user is in (rows of their
+   * groups_by_user partition with a role and join time, as listMemberships
+   * counts them), counted up to `upTo`: one partition read of at most that
+   * many live rows.
+   */
+  async countMemberships(userId: string, upTo: number): Promise<number> {
+    const rows = await this.fetch(this.q.membershipRoles, [userId], upTo);
+    return rows.filter((r) => isRole(optStr(r, "role")) && optNum(r, "joined_at") !== null).length;
   }
 
   /**
@@ -855,7 +900,9 @@ function statements(ks: string) {
     insertTokenByFamily: `INSERT INTO ${ks}.refresh_tokens_by_family (family_id, token_hash, expires_at) VALUES (?, ?, ?) USING TTL ?`,
     tokenByHash: `SELECT user_id, family_id, expires_at, used_at, revoked_at FROM ${ks}.refresh_tokens WHERE token_hash = ?`,
     markTokenUsed: `UPDATE ${ks}.refresh_tokens USING TTL ? SET used_at = ? WHERE token_hash = ? IF user_id != null AND used_at = null`,
-    tokensOfFamily: `SELECT token_hash FROM ${ks}.refresh_tokens_by_family WHERE family_id = ?`,
+    tokensOfFamily: `SELECT token_hash, expires_at FROM ${ks}.refresh_tokens_by_family WHERE family_id = ?`,
+    revokeSession: `INSERT INTO ${ks}.revoked_sessions (family_id, revoked_at) VALUES (?, ?) USING TTL ?`,
+    sessionRevoked: `SELECT revoked_at FROM ${ks}.revoked_sessions WHERE family_id = ?`,
     revokeToken: `UPDATE ${ks}.refresh_tokens USING TTL ? SET revoked_at = ? WHERE token_hash = ?`,
 
     insertGroup: `INSERT INTO ${ks}.groups (group_id, name, epoch, created_at, head_seq, member_count, owner_count)
@@ -881,6 +928,7 @@ function statements(ks: string) {
     memberRoles: `SELECT role, joined_at FROM ${ks}.members_by_group WHERE group_id = ?`,
     membershipsPage: `SELECT group_id, role, joined_at, acked_seq FROM ${ks}.groups_by_user
       WHERE user_id = ? AND group_id > ? LIMIT ?`,
+    membershipRoles: `SELECT role, joined_at FROM ${ks}.groups_by_user WHERE user_id = ?`,
 
     insertEvent: `INSERT INTO ${ks}.events_by_group (group_id, bucket, seq, ${ev}) VALUES (?, ?, ?, ${evMarks})`,
     eventAt: `SELECT seq, ${ev} FROM ${ks}.events_by_group WHERE group_id = ? AND bucket = ? AND seq = ?`,
@@ -975,16 +1023,3 @@ function num(r: types.Row | undefined, col: string): number {
   return v;
 }
 
-/** mapLimit maps items with at most `limit` calls in flight; results keep the input order. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}

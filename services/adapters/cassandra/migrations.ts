@@ -63,7 +63,9 @@ const TWCS = "{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit'
  *   password hash; claimed by `INSERT ... IF NOT EXISTS`, the only LWT besides
  *   refresh-token rotation).
  * - `refresh_tokens` (by hash) and `refresh_tokens_by_family` (to revoke a
- *   session), both with a per-row TTL a day past the token's expiry.
+ *   session), both with a per-row TTL a day past the token's expiry;
+ *   `revoked_sessions` (by family, version 2), so a stream opening asks
+ *   "is this session revoked?" in one read.
  * - `groups`, `members_by_group`, `groups_by_user`: every write to them uses
  *   `USING TIMESTAMP <seq of the event it comes from>`, so replays and
  *   out-of-order writers converge on the state after the highest seq.
@@ -159,6 +161,20 @@ export const MIGRATIONS: readonly CassandraMigration[] = [
         PRIMARY KEY ((group_id, sender_id, client_message_id)))
       WITH default_time_to_live = ${ttl}
         AND gc_grace_seconds = ${DAY_SECONDS}`,
+    ],
+  },
+  {
+    version: 2,
+    description: "revoked sessions, so opening a stream checks its session in one read",
+    statements: ({ keyspace: ks }) => [
+      // One row per revoked refresh family, with a per-row TTL a day past the
+      // later of the family's last token expiry and the revocation + the
+      // refresh TTL (as long as a token of it can exist). Rows only expire
+      // (never deleted), so their tombstones may go after a day.
+      `CREATE TABLE IF NOT EXISTS ${ks}.revoked_sessions (
+        family_id  text PRIMARY KEY,
+        revoked_at bigint)
+        WITH gc_grace_seconds = ${DAY_SECONDS}`,
     ],
   },
 ];

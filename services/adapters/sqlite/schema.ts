@@ -101,6 +101,19 @@ export const MIGRATIONS: readonly Migration[] = [
     description: "drop events_messages: history pages walk the primary key",
     sql: "DROP INDEX IF EXISTS events_messages;",
   },
+  {
+    version: 3,
+    // Every stream opening asks whether its session was revoked (a token of
+    // the family with revoked_at set). A family gains a token per refresh, so
+    // the lookup seeks (family_id, revoked_at) instead of reading each row of
+    // the family; the new index also serves revokeRefreshFamily, so the old
+    // one goes.
+    description: "index refresh tokens by (family, revocation) for the per-stream session check",
+    sql: `
+      CREATE INDEX IF NOT EXISTS refresh_tokens_family_revoked ON refresh_tokens (family_id, revoked_at);
+      DROP INDEX IF EXISTS refresh_tokens_family;
+    `,
+  },
 ];
 
 /**

@@ -157,6 +157,23 @@ describe("SqliteStore", () => {
     }
   });
 
+  it("answers the per-stream session check with an index seek, not a read of every token of the family", async () => {
+    const store = createSqliteStore({ path: ":memory:", retentionMs: 60_000, clock: systemClock });
+    try {
+      const stmts = (store as unknown as { stmts: Record<string, { source: string }> }).stmts;
+      const db = (store as unknown as { db: Database.Database }).db;
+      const sql = stmts.familyRevoked?.source ?? "";
+      const plan = db
+        .prepare<unknown[], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+        .all("f")
+        .map((r) => r.detail)
+        .join("; ");
+      assert.match(plan, /^SEARCH refresh_tokens USING COVERING INDEX refresh_tokens_family_revoked \(family_id=\? AND revoked_at>\?\)$/);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("upgrades a version 1 database to version 2 with its events intact", () => {
     const db = new Database(":memory:");
     try {
@@ -167,7 +184,7 @@ describe("SqliteStore", () => {
       );
       insert.run(1, "m1", "one", "c1");
       insert.run(2, "m2", "two", "c2");
-      assert.deepEqual(migrate(db), [2]);
+      assert.deepEqual(migrate(db), [2, 3]);
       const indexes = eventIndexes(db);
       assert.deepEqual(indexes, ["events_at", "events_dedupe", "sqlite_autoindex_events_1"]);
       const texts = db.prepare("SELECT text FROM events WHERE group_id = 'g' AND type = 'message' ORDER BY seq").pluck().all();

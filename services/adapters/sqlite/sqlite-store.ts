@@ -11,7 +11,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import type { Database as Db } from "better-sqlite3";
-import { ChatError, groupNotFound } from "../../core/errors.js";
+import { ChatError, groupNotFound, tooManyGroups } from "../../core/errors.js";
 import type {
   ChatMessage,
   EventBody,
@@ -129,6 +129,9 @@ function prepareStatements(db: Db) {
     revokeFamily: db.prepare<[number, string]>(
       "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
     ),
+    familyRevoked: db.prepare<[string], number>(
+      "SELECT 1 FROM refresh_tokens WHERE family_id = ? AND revoked_at IS NOT NULL LIMIT 1",
+    ).pluck(),
     insertGroup: db.prepare<[string, string, string, number]>(
       "INSERT INTO groups (id, name, epoch, created_at, head_seq, member_count) VALUES (?, ?, ?, ?, 1, 1)",
     ),
@@ -149,6 +152,9 @@ function prepareStatements(db: Db) {
       "UPDATE members SET acked_seq = MAX(acked_seq, ?) WHERE group_id = ? AND user_id = ?",
     ),
     member: db.prepare<[string, string], MemberRow>("SELECT * FROM members WHERE group_id = ? AND user_id = ?"),
+    groupsOfUser: db
+      .prepare<[string, number], number>("SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE user_id = ? LIMIT ?)")
+      .pluck(),
     ownerCount: db
       .prepare<[string], number>("SELECT COUNT(*) FROM members WHERE group_id = ? AND role = 'owner'")
       .pluck(),
@@ -306,6 +312,11 @@ export class SqliteStore implements Store {
     this.stmts.revokeFamily.run(at, familyId);
   }
 
+  /** isSessionRevoked seeks the (family_id, revoked_at) index (refresh_tokens_family_revoked): one indexed lookup. */
+  async isSessionRevoked(familyId: string): Promise<boolean> {
+    return this.stmts.familyRevoked.get(familyId) !== undefined;
+  }
+
   // ---- groups ----
 
   async createGroup(group: NewGroup): Promise<GroupEvent> {
@@ -328,6 +339,10 @@ export class SqliteStore implements Store {
 
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]> {
     return this.stmts.membershipsPage.all(userId, afterGroupId, clampLimit(limit)).map(toMembership);
+  }
+
+  async countMemberships(userId: string, upTo: number): Promise<number> {
+    return this.groupCount(userId, upTo);
   }
 
   async changeGroup(
@@ -413,6 +428,9 @@ export class SqliteStore implements Store {
   // ---- transaction bodies (run inside IMMEDIATE transactions) ----
 
   private createGroupInTx(g: NewGroup): GroupEvent {
+    if (g.maxOwnerGroups !== undefined && this.groupCount(g.owner.id, g.maxOwnerGroups) >= g.maxOwnerGroups) {
+      throw tooManyGroups(undefined, g.maxOwnerGroups);
+    }
     try {
       this.stmts.insertGroup.run(g.id, g.name, g.epoch, g.createdAt);
     } catch (e) {
@@ -447,6 +465,11 @@ export class SqliteStore implements Store {
     return event;
   }
 
+  /** groupCount is how many groups the user is in, counted up to `upTo` (inside the caller's write transaction). */
+  private groupCount(userId: string, upTo: number): number {
+    return this.stmts.groupsOfUser.get(userId, upTo) ?? 0;
+  }
+
   private snapshot(groupId: string, userIds: readonly string[]): GroupSnapshot {
     const row = this.stmts.groupById.get(groupId);
     if (!row) throw groupNotFound(groupId);
@@ -464,6 +487,9 @@ export class SqliteStore implements Store {
       case "add": {
         if (this.stmts.member.get(groupId, change.member.id)) {
           throw new ChatError("AlreadyExists", `user ${change.member.username} is already a member`);
+        }
+        if (change.maxGroups !== undefined && this.groupCount(change.member.id, change.maxGroups) >= change.maxGroups) {
+          throw tooManyGroups(change.member, change.maxGroups);
         }
         this.stmts.insertMember.run(groupId, change.member.id, change.member.username, change.role, at);
         return { body: { type: "member_added", member: change.member, role: change.role }, countDelta: 1 };
