@@ -190,7 +190,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       if (serves("message")) messageRoutes(router, messages);
       if (serves("stream")) streamRoutes(router, hub, messages, onStreamSend);
       healthRoutes(router, health);
-      reflectionRoutes(router, { services: served });
+      reflectionRoutes(router, { services: served, idleTimeoutMs: config.reflectionIdleTimeoutMs });
     },
   });
   const notAMethod = (req: AnyRequest, res: AnyResponse) => {
@@ -231,6 +231,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       openingRequestBytes: { [CONNECT_PATH.slice(1)]: streamOpenRequestBytes(config.maxRequestBytes) },
       requestBodyTimeoutMs: config.requestBodyTimeoutMs,
       unauthenticatedBodyBytes: config.unauthenticatedBodyBytes,
+      maxOpenCallsWithoutToken: config.maxOpenCallsWithoutToken,
       contextValues: (req, principal) =>
         createContextValues().set(kClientAddress, clientAddress(req, config.trustProxy)).set(kPrincipal, principal),
       unaryRoutes: serves("message") ? messageFastRoutes(messages, sendResult) : [],
@@ -262,6 +263,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       onWebSocket,
       logger,
       maxStreamsPerConnection: config.maxStreamsPerConnection,
+      sessionIdleTimeoutMs: config.http2IdleTimeoutMs,
       requestBodyTimeoutMs: config.requestBodyTimeoutMs,
     });
   } catch (e) {

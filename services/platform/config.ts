@@ -33,8 +33,14 @@ export interface Config {
   readonly requestBodyTimeoutMs: number;
   /** Most concurrent HTTP/2 streams (calls) per connection. */
   readonly maxStreamsPerConnection: number;
+  /** How long an HTTP/2 connection may have no open stream before the server closes it (GOAWAY). */
+  readonly http2IdleTimeoutMs: number;
   /** Bytes of request bodies of calls without a verified token (public methods, health, reflection) buffered at once per process. */
   readonly unauthenticatedBodyBytes: number;
+  /** Calls without a token that stay open (health Watch, reflection streams) at once per process; past it RESOURCE_EXHAUSTED with retry-after. */
+  readonly maxOpenCallsWithoutToken: number;
+  /** How long a reflection stream may go without a request before it ends with DEADLINE_EXCEEDED. */
+  readonly reflectionIdleTimeoutMs: number;
   readonly maxGroupMembers: number;
   /** The most groups one user may be in; at most MAX_CURSORS, so one Subscribe can resume all of them. */
   readonly maxGroupsPerUser: number;
@@ -87,8 +93,13 @@ export const SETTINGS = {
   REQUEST_BODY_TIMEOUT:
     "how long a request body may take to arrive after its headers; past it the call gets DEADLINE_EXCEEDED and its buffered bytes are released (default 10s)",
   MAX_STREAMS_PER_CONNECTION: "most concurrent calls (HTTP/2 streams) per connection; a client needs its streams plus its concurrent unary calls (default 100)",
+  HTTP2_IDLE_TIMEOUT:
+    "how long an HTTP/2 connection may have no call open before the server closes it with GOAWAY (NO_ERROR; clients reconnect on their next call); a connection with an open stream is never idle (default 5m)",
   UNAUTHENTICATED_BODY_BYTES:
     "request-body bytes of calls without a verified token (Register, Login, RefreshToken, health, reflection) one process buffers at once; past it such calls get RESOURCE_EXHAUSTED (default 16777216)",
+  MAX_OPEN_CALLS_WITHOUT_TOKEN:
+    "calls without a token that stay open (health Watch, reflection streams) one process holds at once; past it such calls get RESOURCE_EXHAUSTED with retry-after (default 1000)",
+  REFLECTION_IDLE_TIMEOUT: "how long a reflection stream may go without a request; then it ends with DEADLINE_EXCEEDED (default 60s)",
   MAX_GROUP_MEMBERS: "largest group (default 1000)",
   MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
@@ -180,7 +191,10 @@ export function loadConfig(env: Env): Config {
     maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),
     requestBodyTimeoutMs: read.duration("REQUEST_BODY_TIMEOUT", "10s", 100, MAX_TIMER_MS),
     maxStreamsPerConnection: read.integer("MAX_STREAMS_PER_CONNECTION", 100, 1, 10_000),
+    http2IdleTimeoutMs: read.duration("HTTP2_IDLE_TIMEOUT", "5m", 100, MAX_TIMER_MS),
     unauthenticatedBodyBytes: read.integer("UNAUTHENTICATED_BODY_BYTES", 16 << 20, 64 << 10, 1 << 30),
+    maxOpenCallsWithoutToken: read.integer("MAX_OPEN_CALLS_WITHOUT_TOKEN", 1000, 1, 1_000_000),
+    reflectionIdleTimeoutMs: read.duration("REFLECTION_IDLE_TIMEOUT", "60s", 100, MAX_TIMER_MS),
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
     maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),

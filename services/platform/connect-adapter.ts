@@ -5,6 +5,7 @@
  * answers leave in this server's own wire conventions (grpc-message encoded as
  * the gRPC spec asks, gRPC-Web in base64 text mode when asked for).
  */
+import http2 from "node:http2";
 import { Code, ConnectError, type ConnectRouterOptions, type ContextValues, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
@@ -50,19 +51,67 @@ export function createConnectAdapter(
   return {
     handlers,
     serve(handler, req, res, contextValues, body, mode) {
-      const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
-      if (mode === "grpc-web-text") uReq.header.set("content-type", "application/grpc-web+proto");
-      const request = body === undefined ? uReq : { ...uReq, body: body instanceof Uint8Array ? oneChunk(body) : body };
-      handler(request)
-        .then((uRes) => universalResponseToNodeResponse(ownConventions(uRes, mode), res))
-        .catch((reason: unknown) => {
-          const err = ConnectError.from(reason);
-          const line = { rpc: `${handler.service.typeName}/${handler.method.name}`, err };
-          if (err.code === Code.Aborted || res.destroyed) logger.debug(line, "connect-node handler ended with the client gone");
-          else logger.error(line, "connect-node handler failed");
-        });
+      const rpc = `${handler.service.typeName}/${handler.method.name}`;
+      // Nothing thrown here may escape: connect-node throws synchronously for a request it cannot make a URL of
+      // (no Host on HTTP/1.0, a bad Host or :authority), and the caller is an HTTP server's request listener.
+      try {
+        const uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+        if (mode === "grpc-web-text") uReq.header.set("content-type", "application/grpc-web+proto");
+        const request = body === undefined ? uReq : { ...uReq, body: body instanceof Uint8Array ? oneChunk(body) : body };
+        handler(request)
+          .then((uRes) => universalResponseToNodeResponse(ownConventions(uRes, mode), res))
+          .catch((reason: unknown) => {
+            const err = ConnectError.from(reason);
+            const line = { rpc, err };
+            if (err.code === Code.Aborted || res.destroyed) logger.debug(line, "connect-node handler ended with the client gone");
+            else logger.error(line, "connect-node handler failed");
+            // An answer that could not be written in full must not leave the stream (or connection) open.
+            if (!res.writableEnded) destroyResponse(res);
+          })
+          .catch(() => {});
+      } catch (reason) {
+        const err = ConnectError.from(reason);
+        logger.debug({ rpc, err, host: req.headers.host ?? null, authority: req.headers[":authority"] ?? null }, "request refused before connect-node: no usable URL");
+        try {
+          answerUnusable(req, res, err);
+        } catch {
+          destroyResponse(res);
+        }
+      }
     },
   };
+}
+
+/** destroyResponse ends a response abruptly: the HTTP/2 stream is reset, the HTTP/1 connection closed. */
+function destroyResponse(res: AnyResponse): void {
+  if ("stream" in res) {
+    if (!res.stream.destroyed) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  } else if (!res.destroyed) res.destroy();
+}
+
+/**
+ * answerUnusable answers a request connect-node could not take (no usable
+ * URL): INVALID_ARGUMENT, as a trailers-only gRPC or gRPC-Web answer for
+ * those content types, else HTTP 400 with a Connect error body. The body is
+ * not read; on HTTP/1 the connection closes after the answer.
+ */
+function answerUnusable(req: AnyRequest, res: AnyResponse, err: ConnectError): void {
+  if (res.headersSent || res.writableEnded) {
+    if (!res.writableEnded) destroyResponse(res);
+    return;
+  }
+  const message = `the request has no usable authority (Host or :authority): ${err.rawMessage}`;
+  const type = (req.headers["content-type"] ?? "").toLowerCase();
+  const h1 = !("stream" in res);
+  if (h1 && !req.complete) res.setHeader("connection", "close");
+  if (type.startsWith("application/grpc")) {
+    const responseType = type.startsWith("application/grpc-web-text") ? "application/grpc-web-text+proto" : type.startsWith("application/grpc-web") ? "application/grpc-web+proto" : "application/grpc+proto";
+    res.writeHead(200, { "content-type": responseType, "grpc-status": String(Code.InvalidArgument), "grpc-message": percentEncode(message) });
+    res.end();
+    return;
+  }
+  res.writeHead(400, { "content-type": "application/json" });
+  res.end(JSON.stringify({ code: "invalid_argument", message }));
 }
 
 async function* oneChunk(body: Uint8Array): AsyncIterable<Uint8Array> {

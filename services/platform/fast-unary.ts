@@ -99,9 +99,13 @@ export function serveFastUnary(
     fail(e);
     return;
   }
-  // (A deadline beyond setTimeout's range, ~24 days, is no deadline for this call.)
-  if (timeoutMs !== undefined && timeoutMs < 2 ** 31 - 1) deadlineTimer = setTimeout(deadlinePassed, Math.ceil(timeoutMs));
-  if (timeoutMs !== undefined && performance.now() - startedPrecise >= timeoutMs) return deadlinePassed();
+  if (timeoutMs !== undefined) {
+    // The deadline counts from the request's arrival, not from the end of its body: what is left of it.
+    const leftMs = timeoutMs - (performance.now() - startedPrecise);
+    if (leftMs <= 0) return deadlinePassed();
+    // (A deadline beyond setTimeout's range, ~24 days, is no deadline for this call.)
+    if (leftMs < 2 ** 31 - 1) deadlineTimer = setTimeout(deadlinePassed, Math.ceil(leftMs));
+  }
   route.handle(principal, payload).then((reply) => finish(undefined, reply), fail);
 }
 

@@ -8,7 +8,10 @@
  * without a token, the process-wide budget, refuses undecodable messages
  * with INVALID_ARGUMENT, and hands the message to a fast path or to
  * connect-node. Bidirectional calls keep streaming their body to their
- * handler, authenticated first.
+ * handler, authenticated first. Public streaming calls (health Watch,
+ * reflection), which may stay open, are held at most
+ * MAX_OPEN_CALLS_WITHOUT_TOKEN at once; a fast unary call's body is bounded
+ * by its grpc-timeout too, when that is sooner than REQUEST_BODY_TIMEOUT.
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
@@ -24,7 +27,7 @@ import { type AnyRequest, type AnyResponse, FrameWriter, type WireProtocol, enve
 import { verifyBearer } from "./bearer.js";
 import type { ConnectAdapter } from "./connect-adapter.js";
 import { toConnectError } from "./errors.js";
-import { type FastUnaryDeps, type FastUnaryRoute, serveFastUnary } from "./fast-unary.js";
+import { type FastUnaryDeps, type FastUnaryRoute, grpcTimeoutMs, serveFastUnary } from "./fast-unary.js";
 import { REQUEST_ID_RE, isPublicMethod } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { BodyBudget, BodyDeadlines, type BodyFraming, readRequestBody, readRequestStream } from "./request-body.js";
@@ -93,6 +96,13 @@ export interface FrontDoorOptions {
   readonly requestBodyTimeoutMs: number;
   readonly unauthenticatedBodyBytes: number;
   /**
+   * maxOpenCallsWithoutToken caps the calls without a token that stay open
+   * (health Watch, reflection streams: the public streaming methods) held at
+   * once by this process; past it they are RESOURCE_EXHAUSTED with
+   * retry-after. Default unlimited.
+   */
+  readonly maxOpenCallsWithoutToken?: number;
+  /**
    * requestBytes overrides the request cap of named methods, e.g.
    * `{ "chat.v1.StreamService/Subscribe": SUBSCRIBE_REQUEST_BYTES }`: the
    * hook for limits other layers own. Others get MAX_REQUEST_BYTES, the
@@ -118,11 +128,16 @@ export interface FrontDoorOptions {
   readonly fallback: (req: AnyRequest, res: AnyResponse) => void;
 }
 
-/** FrontDoor is the request handler, with its process-wide budget (for tests and metrics). */
+/** FrontDoor is the request handler, with its process-wide budget and open-call count (for tests and metrics). */
 export interface FrontDoor {
   (req: AnyRequest, res: AnyResponse): void;
   readonly budget: BodyBudget;
+  /** openCallsWithoutToken is how many public streaming calls (Watch, reflection) are open now. */
+  readonly openCallsWithoutToken: () => number;
 }
+
+/** OPEN_CALLS_RETRY_AFTER_S is the retry-after of a call refused by MAX_OPEN_CALLS_WITHOUT_TOKEN (such calls free slots slowly). */
+const OPEN_CALLS_RETRY_AFTER_S = "5";
 
 /** createFrontDoor builds the request handler of every routed method. */
 export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
@@ -147,20 +162,40 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
   }
   const budget = new BodyBudget(opts.unauthenticatedBodyBytes);
   const deadlines = new BodyDeadlines(opts.requestBodyTimeoutMs);
+  const maxOpen = opts.maxOpenCallsWithoutToken ?? Number.POSITIVE_INFINITY;
+  let open = 0;
 
-  const refuse = (route: Route, protocol: RequestProtocol, req: AnyRequest, res: AnyResponse, error: ConnectError, bodyComplete: boolean) => {
+  const refuse = (
+    route: Route,
+    protocol: RequestProtocol,
+    req: AnyRequest,
+    res: AnyResponse,
+    error: ConnectError,
+    bodyComplete: boolean,
+    principal: Principal | undefined,
+    arrived: number,
+  ) => {
     opts.onRefused?.(route.rpc, error.code);
     const given = req.headers["x-request-id"];
     const requestId = typeof given === "string" && REQUEST_ID_RE.test(given) ? given : newId();
-    const line = { rpc: route.rpc, code: Code[error.code], requestId, err: error.cause instanceof Error ? error.cause : undefined };
+    // The same fields as fast-unary.ts's lines (userId when the token was verified).
+    const line = {
+      rpc: route.rpc,
+      code: Code[error.code],
+      requestId,
+      userId: principal?.userId,
+      durationMs: Math.round(performance.now() - arrived),
+      err: error.cause instanceof Error ? error.cause : undefined,
+    };
     if (error.code === Code.Internal) logger.error(line, error.rawMessage);
     else if (error.code === Code.Unavailable) logger.warn(line, error.rawMessage);
     else logger.debug(line, error.rawMessage);
     if (res.destroyed || res.headersSent) return;
     res.setHeader("x-request-id", requestId);
-    // HTTP/1.1: what is left of a body not yet received is not read; the connection closes after the answer.
+    // HTTP/1.1: what is left of a body not yet received is not read; the connection closes after the answer. A body
+    // received whole (Node discards it after the answer) keeps the connection for the client's next call.
     // (HTTP/2: one-port-server.ts discards it and resets the stream after a grace.)
-    if (!bodyComplete && !req.complete && !("stream" in res)) res.setHeader("connection", "close");
+    if (!bodyComplete && !("stream" in res) && !bodyReceived(req)) res.setHeader("connection", "close");
     if (protocol.wire !== "connect-unary") return new FrameWriter(protocol.wire, res, undefined, protocol.responseType).finish(error);
     const headers: Record<string, string> = { "content-type": "application/json" };
     error.metadata.forEach((value, key) => {
@@ -173,18 +208,18 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
   const dispatch = (route: Route, protocol: RequestProtocol, req: AnyRequest, res: AnyResponse, principal: Principal | undefined, arrived: number, message: Buffer, flags: number) => {
     const { wire, binary } = protocol;
     const h2 = req.httpVersionMajor === 2;
-    if (binary && principal && route.fastUnary && (wire === "grpc-web" || wire === "grpc-web-text" || (wire === "grpc" && h2))) {
-      return serveFastUnary(route.fastUnary, wire, req, res, opts.fastUnary, principal, message, arrived);
+    if (principal && route.fastUnary && takesFastUnary(route, protocol, req)) {
+      return serveFastUnary(route.fastUnary, wire as "grpc" | "grpc-web" | "grpc-web-text", req, res, opts.fastUnary, principal, message, arrived);
     }
-    if (binary && opts.streams && route.rpc === SUBSCRIBE_RPC && wire !== "connect-unary" && (wire !== "grpc" || h2)) {
-      return serveFastSubscribe(wire, req, res, opts.streams, message);
+    if (binary && principal && opts.streams && route.rpc === SUBSCRIBE_RPC && wire !== "connect-unary" && (wire !== "grpc" || h2)) {
+      return serveFastSubscribe(wire, req, res, opts.streams, principal, message);
     }
     // connect-node would answer undecodable bytes INTERNAL, outside the interceptors: decode here first.
     if (binary && !compressed(req, protocol)) {
       try {
         checkDecodes(route, message);
       } catch (e) {
-        return refuse(route, protocol, req, res, toConnectError(e), true);
+        return refuse(route, protocol, req, res, toConnectError(e), true, principal, arrived);
       }
     }
     const body = wire === "connect-unary" ? message : envelope(flags, message);
@@ -197,7 +232,7 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
       // only), else readRequestStream, with each message bounded as a unary body is.
       const { wire, binary } = protocol;
       if (opts.streams && principal && route.rpc === CONNECT_RPC && binary && req.httpVersionMajor === 2 && (wire === "grpc" || wire === "connect")) {
-        return serveFastConnect(wire, req, res, opts.streams, principal);
+        return serveFastConnect(wire, req, res, opts.streams, principal, deadlines);
       }
       if (wire === "connect-unary" || wire === "grpc-web-text") return adapter.serve(route.handler, req, res, opts.contextValues(req, principal));
       const limits = {
@@ -210,6 +245,18 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
       };
       return adapter.serve(route.handler, req, res, opts.contextValues(req, principal), readRequestStream(req, res, limits));
     }
+    // A fast unary call's body must also arrive within its grpc-timeout (when sooner than REQUEST_BODY_TIMEOUT):
+    // the call is answered DEADLINE_EXCEEDED at its deadline, not when a trickling body ends.
+    let answered = false;
+    let deadline: NodeJS.Timeout | undefined;
+    const leftMs = principal && takesFastUnary(route, protocol, req) ? deadlineLeftMs(req, arrived) : undefined;
+    if (leftMs !== undefined && leftMs < opts.requestBodyTimeoutMs) {
+      deadline = setTimeout(() => {
+        answered = true;
+        const error = new ConnectError("the call's deadline (grpc-timeout) passed before its request body arrived", Code.DeadlineExceeded);
+        refuse(route, protocol, req, res, error, false, principal, arrived);
+      }, Math.max(0, Math.ceil(leftMs)));
+    }
     readRequestBody(
       req,
       res,
@@ -220,8 +267,14 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
         deadlines,
         ...(principal ? {} : { budget }),
       },
-      (message, flags) => dispatch(route, protocol, req, res, principal, arrived, message, flags),
-      (refusal) => refuse(route, protocol, req, res, refusal.error, refusal.bodyComplete),
+      (message, flags) => {
+        clearTimeout(deadline);
+        if (!answered) dispatch(route, protocol, req, res, principal, arrived, message, flags);
+      },
+      (refusal) => {
+        clearTimeout(deadline);
+        if (!answered) refuse(route, protocol, req, res, refusal.error, refusal.bodyComplete, principal, arrived);
+      },
     );
   };
 
@@ -236,13 +289,58 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
     const arrived = performance.now();
     req.on("error", () => {});
     res.on("error", () => {});
-    if (route.public) return admit(route, protocol, req, res, undefined, arrived);
+    if (route.public) {
+      // Public streaming calls (health Watch, reflection) may stay open for long: at most maxOpen at once.
+      if (!route.unary) {
+        if (open >= maxOpen) {
+          const metadata = new Headers({ "retry-after": OPEN_CALLS_RETRY_AFTER_S });
+          const error = new ConnectError(
+            `the server holds too many open calls without a token (MAX_OPEN_CALLS_WITHOUT_TOKEN=${maxOpen}); retry in a moment`,
+            Code.ResourceExhausted,
+            metadata,
+          );
+          return refuse(route, protocol, req, res, error, false, undefined, arrived);
+        }
+        open++;
+        res.once("close", () => open--);
+      }
+      return admit(route, protocol, req, res, undefined, arrived);
+    }
     verifyBearer(tokens, clock, req.headers.authorization).then(
       (principal) => admit(route, protocol, req, res, principal, arrived),
-      (e: unknown) => refuse(route, protocol, req, res, toConnectError(e), false),
+      (e: unknown) => refuse(route, protocol, req, res, toConnectError(e), false, undefined, arrived),
     );
   };
-  return Object.assign(frontDoor, { budget });
+  return Object.assign(frontDoor, { budget, openCallsWithoutToken: () => open });
+}
+
+/**
+ * bodyReceived tells whether an HTTP/1.1 request's whole body has arrived:
+ * parsed to its end, or all of its content-length buffered (the parser may
+ * not have reached the message's end when the handler runs, e.g. on a
+ * reused connection).
+ */
+function bodyReceived(req: AnyRequest): boolean {
+  if (req.complete) return true;
+  const length = Number(req.headers["content-length"] ?? Number.NaN);
+  return Number.isSafeInteger(length) && req.readableLength >= length;
+}
+
+/** takesFastUnary tells whether an authenticated call to `route` is served by the unary fast path: a fast route, binary gRPC (HTTP/2) or gRPC-Web. */
+function takesFastUnary(route: Route, protocol: RequestProtocol, req: AnyRequest): boolean {
+  const { wire, binary } = protocol;
+  return binary && route.fastUnary !== undefined && (wire === "grpc-web" || wire === "grpc-web-text" || (wire === "grpc" && req.httpVersionMajor === 2));
+}
+
+/** deadlineLeftMs is what is left of the call's grpc-timeout, counted from `arrived`; undefined without one (or a malformed one: fast-unary.ts refuses it). */
+function deadlineLeftMs(req: AnyRequest, arrived: number): number | undefined {
+  let timeoutMs: number | undefined;
+  try {
+    timeoutMs = grpcTimeoutMs(req.headers["grpc-timeout"]);
+  } catch {
+    return undefined;
+  }
+  return timeoutMs === undefined ? undefined : timeoutMs - (performance.now() - arrived);
 }
 
 /** checkDecodes throws ConnectError InvalidArgument, naming the type and the reason, for a message that is not the method's input in binary. */

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
+import { HealthRegistry, MAX_SERVICE_NAME_BYTES, ServingStatus, healthRoutes } from "./health.js";
 
 function setup(registry = new HealthRegistry()): { registry: HealthRegistry; client: Client<typeof Health> } {
   const transport = createRouterTransport((router) => healthRoutes(router, registry));
@@ -110,6 +110,29 @@ describe("grpc.health.v1.Health (in process)", () => {
       assert.equal(ConnectError.from(e).code, Code.NotFound);
       return true;
     });
+  });
+
+  it("Check and Watch refuse a service name over 256 UTF-8 bytes with INVALID_ARGUMENT, before any watcher exists", async () => {
+    const { registry, client } = setup();
+    const long = "s".repeat(MAX_SERVICE_NAME_BYTES + 1);
+    const wide = "é".repeat(129); // 258 bytes in 129 UTF-16 units
+    for (const name of [long, wide]) {
+      await assert.rejects(client.check({ service: name }), (e: unknown) => {
+        assert.ok(e instanceof ConnectError);
+        assert.equal(e.code, Code.InvalidArgument);
+        assert.match(e.rawMessage, /service name is \d+ bytes; at most 256/);
+        return true;
+      });
+      await assert.rejects(
+        (async () => {
+          for await (const _ of client.watch({ service: name })) assert.fail("no status for a name over the cap");
+        })(),
+        (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument,
+      );
+    }
+    assert.equal(registry.watcherCount, 0);
+    // At the cap, the name is served (unknown: NOT_FOUND).
+    await assert.rejects(client.check({ service: "s".repeat(MAX_SERVICE_NAME_BYTES) }), (e: unknown) => e instanceof ConnectError && e.code === Code.NotFound);
   });
 
   it("Check fails with NOT_FOUND after clearStatus", async () => {

@@ -18,6 +18,24 @@ export const ServingStatus = HealthCheckResponse_ServingStatus;
 /** ServingStatus is the type of the {@link ServingStatus} enum values. */
 export type ServingStatus = HealthCheckResponse_ServingStatus;
 
+/**
+ * MAX_SERVICE_NAME_BYTES caps the service name of Check and Watch (UTF-8
+ * bytes): names are fully qualified service names (or "backend.<name>"),
+ * far shorter; a longer one is INVALID_ARGUMENT, so an unknown name a
+ * client makes up cannot hold kilobytes per watcher.
+ */
+export const MAX_SERVICE_NAME_BYTES = 256;
+
+/** checkServiceName throws ConnectError InvalidArgument for a service name over MAX_SERVICE_NAME_BYTES. */
+function checkServiceName(service: string): void {
+  // A UTF-16 unit is at most 3 UTF-8 bytes: count only when it could be over.
+  if (service.length * 3 <= MAX_SERVICE_NAME_BYTES) return;
+  const bytes = Buffer.byteLength(service, "utf8");
+  if (bytes > MAX_SERVICE_NAME_BYTES) {
+    throw new ConnectError(`service name is ${bytes} bytes; at most ${MAX_SERVICE_NAME_BYTES} (a fully qualified service name)`, Code.InvalidArgument);
+  }
+}
+
 /** OVERALL is the service name ("") under which the server's overall health is kept. */
 export const OVERALL = "";
 
@@ -229,16 +247,20 @@ export class HealthRegistry {
  * healthRoutes registers grpc.health.v1.Health on `router`, backed by
  * `registry`:
  * - Check: the stored status; NOT_FOUND (ConnectError) for an unknown name.
+ *   Check and Watch answer INVALID_ARGUMENT for a name over
+ *   MAX_SERVICE_NAME_BYTES.
  * - List: every known service with its status (a non-atomic snapshot is allowed
  *   by the spec; this one is atomic).
  * - Watch: server stream with the current status at once (SERVICE_UNKNOWN for
  *   an unknown name, the call stays open) and each change; ends when the
  *   client cancels (handler context `signal`) or {@link HealthRegistry.close}.
  * Requires no authentication; put it behind the auth interceptor's allow list.
+ * (Open Watch calls count against the front door's MAX_OPEN_CALLS_WITHOUT_TOKEN.)
  */
 export function healthRoutes(router: ConnectRouter, registry: HealthRegistry): ConnectRouter {
   return router.service(Health, {
     check(req) {
+      checkServiceName(req.service);
       const status = registry.getStatus(req.service);
       if (status === undefined) {
         throw new ConnectError(`unknown service ${JSON.stringify(req.service)}`, Code.NotFound);
@@ -253,6 +275,7 @@ export function healthRoutes(router: ConnectRouter, registry: HealthRegistry): C
       return { statuses };
     },
     async *watch(req, ctx) {
+      checkServiceName(req.service);
       for await (const status of registry.watch(req.service, ctx.signal)) {
         yield { status };
       }

@@ -58,6 +58,12 @@ export async function listenOnePort(opts: {
    * whole request, as a backstop for paths the front door does not read.
    */
   requestBodyTimeoutMs?: number;
+  /**
+   * sessionIdleTimeoutMs closes (GOAWAY, NO_ERROR) an HTTP/2 connection that
+   * has had no open stream for this long (default: never). A connection with
+   * a stream open (a Subscribe, a Watch) is never idle, however quiet.
+   */
+  sessionIdleTimeoutMs?: number;
 }): Promise<OnePortServer> {
   const { handler, logger, onWebSocket } = opts;
   const sockets = new Set<net.Socket>();
@@ -136,9 +142,26 @@ export async function listenOnePort(opts: {
   });
 
   const sessions = new Set<http2.Http2Session>();
+  const idleMs = opts.sessionIdleTimeoutMs;
   h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    if (idleMs === undefined) return;
+    let open = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const arm = () => {
+      idle = setTimeout(() => session.close(), idleMs);
+      idle.unref();
+    };
+    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+      open++;
+      clearTimeout(idle);
+      stream.once("close", () => {
+        if (--open === 0 && !session.closed && !session.destroyed) arm();
+      });
+    });
+    session.once("close", () => clearTimeout(idle));
+    arm();
   });
 
   return {

@@ -12,7 +12,7 @@ import {
   type MessageInitShape,
 } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
-import { Code, createClient, createRouterTransport, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { AuthService } from "../../gen/chat/v1/auth_service_pb.js";
@@ -272,6 +272,45 @@ describe("grpc.reflection.v1.ServerReflection (in process)", () => {
     assert.equal(res.messageResponse.value.errorCode, Code.InvalidArgument);
     assert.equal(res.validHost, "h");
   });
+});
+
+describe("reflection streams without a request for idleTimeoutMs (REFLECTION_IDLE_TIMEOUT)", () => {
+  const idle = createRouterTransport((r) => reflectionRoutes(r, { services: [MessageService], idleTimeoutMs: 200 }));
+  for (const [name, client] of [
+    ["v1", createClient(v1.ServerReflection, idle)],
+    ["v1alpha", createClient(v1alpha.ServerReflection, idle)],
+  ] as const) {
+    it(`${name}: answers requests that come in time, then ends an idle stream with DEADLINE_EXCEEDED`, async () => {
+      const hold = new AbortController();
+      async function* input() {
+        yield { messageRequest: { case: "listServices" as const, value: "" } };
+        await new Promise((r) => setTimeout(r, 120));
+        yield { messageRequest: { case: "listServices" as const, value: "" } };
+        // Then silence, never half-closing.
+        await new Promise((r) => hold.signal.addEventListener("abort", r));
+      }
+      const started = performance.now();
+      const answers: string[] = [];
+      try {
+        await assert.rejects(
+          (async () => {
+            for await (const res of client.serverReflectionInfo(input())) answers.push(String(res.messageResponse.case));
+          })(),
+          (e: unknown) => {
+            assert.ok(e instanceof ConnectError, String(e));
+            assert.equal(e.code, Code.DeadlineExceeded);
+            assert.match(e.rawMessage, /no reflection request for 200 ms \(REFLECTION_IDLE_TIMEOUT\)/);
+            return true;
+          },
+        );
+      } finally {
+        hold.abort();
+      }
+      const took = performance.now() - started;
+      assert.deepEqual(answers, ["listServicesResponse", "listServicesResponse"]);
+      assert.ok(took >= 300 && took < 2000, `ended after ${Math.round(took)} ms: 200 ms after the last request`);
+    });
+  }
 });
 
 describe("grpc.reflection.v1alpha.ServerReflection (in process)", () => {

@@ -6,7 +6,7 @@
 
 import { toBinary, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { Code, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -19,12 +19,46 @@ import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
  *   health routes are not registered.
  * - `files`: extra files to serve without listing a service (e.g. types that
  *   travel inside google.protobuf.Any).
+ * - `idleTimeoutMs` (default none): a stream that receives no request for
+ *   this long ends with DEADLINE_EXCEEDED (REFLECTION_IDLE_TIMEOUT), so a
+ *   client without a token cannot hold one open forever.
  * The reflection services (v1 and v1alpha) are always listed and described.
  */
 export interface ReflectionOptions {
   readonly services: readonly DescService[];
   readonly health?: boolean;
   readonly files?: readonly DescFile[];
+  readonly idleTimeoutMs?: number;
+}
+
+/**
+ * withIdleTimeout yields the requests of `requests` and throws ConnectError
+ * DeadlineExceeded when none comes for `ms` (counted from the stream's start
+ * and from each request; the time spent answering one is not idle).
+ */
+async function* withIdleTimeout<T>(requests: AsyncIterable<T>, ms: number | undefined): AsyncGenerator<T, void, undefined> {
+  if (ms === undefined) {
+    yield* requests;
+    return;
+  }
+  const it = requests[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const idle = new Promise<"idle">((resolve) => {
+        timer = setTimeout(() => resolve("idle"), ms);
+      });
+      const next = await Promise.race([it.next(), idle]).finally(() => clearTimeout(timer));
+      if (next === "idle") {
+        throw new ConnectError(`no reflection request for ${ms} ms (REFLECTION_IDLE_TIMEOUT); open a new stream`, Code.DeadlineExceeded);
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    // Not awaited: a next() still pending would hold the return until the client sends again.
+    void it.return?.()?.catch(() => {});
+  }
 }
 
 type Answer =
@@ -217,19 +251,22 @@ function messageResponse(a: Answer): MessageResponseInit {
  * - Unknown file or symbol: error_response with error_code 5 (NOT_FOUND);
  *   a request with no message_request: error_code 3 (INVALID_ARGUMENT).
  *   Errors never end the stream.
+ * - A stream idle (no request) for `opts.idleTimeoutMs` ends with
+ *   DEADLINE_EXCEEDED; open streams also count against the front door's
+ *   MAX_OPEN_CALLS_WITHOUT_TOKEN.
  */
 export function reflectionRoutes(router: ConnectRouter, opts: ReflectionOptions): ConnectRouter {
   const index = new ReflectionIndex(opts);
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {
-      for await (const req of requests) {
+      for await (const req of withIdleTimeout(requests, opts.idleTimeoutMs)) {
         yield { validHost: req.host, originalRequest: req, messageResponse: messageResponse(index.answer(req)) };
       }
     },
   });
   router.service(v1alpha.ServerReflection, {
     async *serverReflectionInfo(requests) {
-      for await (const req of requests) {
+      for await (const req of withIdleTimeout(requests, opts.idleTimeoutMs)) {
         yield { validHost: req.host, originalRequest: req, messageResponse: messageResponse(index.answer(req)) };
       }
     },

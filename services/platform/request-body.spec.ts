@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
 import { isChatError } from "../core/errors.js";
-import { Base64Chunks, BodyBudget, BodyDeadlines } from "./request-body.js";
+import type { AnyRequest, AnyResponse } from "../stream/wire.js";
+import { Base64Chunks, BodyBudget, BodyDeadlines, MAX_HELD_STREAM_BYTES, readRequestStream } from "./request-body.js";
 
 describe("Base64Chunks", () => {
   const bytes = Buffer.from(Array.from({ length: 40 }, (_, i) => (i * 37) % 256));
@@ -57,5 +59,85 @@ describe("BodyDeadlines", () => {
     while (expired.length === 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(expired.map((e) => e.name), ["slow"]);
     assert.ok(expired[0]!.afterMs >= 100, `expired after ${expired[0]!.afterMs} ms, not before its deadline`);
+  });
+});
+
+describe("readRequestStream", () => {
+  /** fakeCall is a request that records pause/resume, and its response. */
+  const fakeCall = () => {
+    const req = Object.assign(new EventEmitter(), {
+      paused: false,
+      headers: {},
+      pause() {
+        req.paused = true;
+        return req;
+      },
+      resume() {
+        req.paused = false;
+        return req;
+      },
+    });
+    return { req, asRequest: req as unknown as AnyRequest, res: new EventEmitter() as unknown as AnyResponse };
+  };
+  /** A 16 KiB HTTP/2 DATA frame's worth of empty 5-byte frames (3,276 of them). */
+  const emptyFrames = (n: number) => Buffer.alloc(5 * n);
+
+  it("holds a chunk of many empty frames as raw bytes, counted, and pauses past the bound until the handler takes them", async () => {
+    const { req, asRequest, res } = fakeCall();
+    const budget = new BodyBudget(16 * 1024 * 1024);
+    const body = readRequestStream(asRequest, res, { maxBytes: 8192, method: "ServerReflectionInfo", deadlines: new BodyDeadlines(10_000), budget });
+    const chunk = emptyFrames(3276);
+    req.emit("data", chunk);
+    // Nothing is cut before the handler asks: the bytes are held raw and stay counted against the budget.
+    assert.equal(budget.inUse, chunk.length, "the raw bytes held count against the budget until consumed");
+    assert.equal(req.paused, false, "under the bound the request keeps flowing");
+    let sent = chunk.length;
+    while (sent <= MAX_HELD_STREAM_BYTES) {
+      req.emit("data", chunk);
+      sent += chunk.length;
+    }
+    assert.equal(req.paused, true, `paused once ${sent} bytes are held (bound ${MAX_HELD_STREAM_BYTES})`);
+    assert.equal(budget.inUse, sent);
+
+    const it = body[Symbol.asyncIterator]();
+    const first = await it.next();
+    assert.deepEqual(first.value, Buffer.alloc(5), "one empty message, its envelope included");
+    assert.equal(budget.inUse, sent - 5, "a message taken is the handler's: its bytes are given back");
+    let taken = 1;
+    while (req.paused) {
+      await it.next();
+      taken++;
+    }
+    assert.ok(sent - 5 * taken <= MAX_HELD_STREAM_BYTES, "resumed once at most the bound is held");
+    assert.equal(budget.inUse, sent - 5 * taken);
+    await it.return?.(undefined);
+    assert.equal(budget.inUse, 0, "a handler that stops reading releases what was held");
+  });
+
+  it("times an incomplete message, not complete ones waiting for the handler, and ends with DEADLINE_EXCEEDED", async () => {
+    const { req, asRequest, res } = fakeCall();
+    const budget = new BodyBudget(1 << 20);
+    const body = readRequestStream(asRequest, res, { maxBytes: 8192, method: "ServerReflectionInfo", deadlines: new BodyDeadlines(100), budget });
+    const partial = Buffer.alloc(5 + 10);
+    partial.writeUInt32BE(1000, 1);
+    req.emit("data", Buffer.concat([Buffer.alloc(5), partial]));
+    const it = body[Symbol.asyncIterator]();
+    assert.deepEqual((await it.next()).value, Buffer.alloc(5));
+    const t0 = Date.now();
+    const alive = setInterval(() => {}, 50); // the deadlines' timer does not hold the process open
+    await assert.rejects(it.next(), (e: Error) => /REQUEST_BODY_TIMEOUT/.test(e.message));
+    clearInterval(alive);
+    assert.ok(Date.now() - t0 >= 50, "expired by its deadline");
+    assert.equal(budget.inUse, 0);
+  });
+
+  it("yields the messages before an end inside a message, then INVALID_ARGUMENT", async () => {
+    const { req, asRequest, res } = fakeCall();
+    const body = readRequestStream(asRequest, res, { maxBytes: 8192, method: "M", deadlines: new BodyDeadlines(10_000) });
+    req.emit("data", Buffer.concat([Buffer.from([0, 0, 0, 0, 1, 7]), Buffer.from([0, 0, 0])]));
+    req.emit("end");
+    const it = body[Symbol.asyncIterator]();
+    assert.deepEqual((await it.next()).value, Buffer.from([0, 0, 0, 0, 1, 7]));
+    await assert.rejects(it.next(), /ended inside a message/);
   });
 });

@@ -214,20 +214,28 @@ export function readRequestBody(
   res.once("close", onClose);
 }
 
-/** MAX_QUEUED_MESSAGES is how many complete messages of a streamed body may wait for the handler; past it the request is paused (flow control). */
-const MAX_QUEUED_MESSAGES = 16;
+/**
+ * MAX_HELD_STREAM_BYTES is how many raw bytes of a streamed body may wait
+ * for its handler (one HTTP/2 stream window): past it, once a complete
+ * message waits, the request is paused (flow control). Messages are cut
+ * from these bytes one at a time, as the handler asks for them.
+ */
+export const MAX_HELD_STREAM_BYTES = 64 * 1024;
 
 /**
  * readRequestStream reads the body of a client-streaming or bidirectional
  * call as it arrives, for a handler that consumes it message by message
  * (connect-node): it yields each complete length-prefixed message (its
- * envelope included), and holds at most one incomplete message and
- * MAX_QUEUED_MESSAGES complete ones (then the request is paused). Each
+ * envelope included). It holds the body's raw bytes and cuts one message
+ * per step of the iteration, so it holds at most MAX_HELD_STREAM_BYTES (or
+ * one message, if larger) plus one chunk: past that, with a complete
+ * message waiting, the request is paused until the handler takes it. Each
  * message is bounded like a unary body: at most `maxBytes` (refused from
  * its header), complete within the deadline from its first byte (an idle
- * stream has no deadline), and its buffered bytes count against the budget
- * until it is complete. A refusal ends the iteration with its status; a
- * body that ends inside a message is INVALID_ARGUMENT.
+ * stream, or one whose handler has not taken a complete message yet, has
+ * none), and every raw byte held counts against the budget until the
+ * handler takes its message. A refusal ends the iteration with its status;
+ * a body that ends inside a message is INVALID_ARGUMENT.
  */
 export function readRequestStream(
   req: AnyRequest,
@@ -241,8 +249,9 @@ export function readRequestStream(
 ): AsyncIterable<Uint8Array> {
   const { budget, deadlines } = limits;
   const reader = new FrameReader(limits.maxBytes, limits.openingMaxBytes ?? limits.maxBytes);
-  const queue: Buffer[] = [];
   let ended = false;
+  let inputEnded = false;
+  let paused = false;
   let error: unknown;
   let held = 0;
   let entry: Pending | undefined;
@@ -267,46 +276,69 @@ export function readRequestStream(
     stop();
     settle();
   };
+  /**
+   * review sets the flow and the deadline from what is held: paused while
+   * over MAX_HELD_STREAM_BYTES with a complete message waiting; timed while
+   * the first message held is incomplete. It throws for a bad header.
+   */
+  const review = () => {
+    const ready = reader.ready();
+    const pause = ready && reader.leftover > MAX_HELD_STREAM_BYTES;
+    if (pause !== paused) {
+      paused = pause;
+      if (pause) req.pause();
+      else req.resume();
+    }
+    const partial = !ready && reader.leftover > 0;
+    if (!partial && entry) {
+      deadlines.delete(entry);
+      entry = undefined;
+    } else if (partial && !entry) {
+      entry = deadlines.add(() => {
+        entry = undefined;
+        fail(new ConnectError(`a ${limits.method} request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded));
+      });
+    }
+    return ready;
+  };
   const onData = (chunk: Buffer) => {
+    if (error !== undefined) return;
     if (budget) {
       if (!budget.take(chunk.length)) {
         return fail(new ConnectError("the server is reading too many requests without a token at once; retry in a moment", Code.ResourceExhausted, new Headers({ "retry-after": "1" })));
       }
       held += chunk.length;
     }
-    let frames: Frame[];
     try {
-      frames = reader.push(chunk);
-      if (limits.check) for (const f of frames) limits.check(f.payload);
+      reader.add(chunk);
+      if (review()) settle();
     } catch (e) {
-      return fail(e);
+      fail(e);
     }
-    for (const f of frames) queue.push(envelope(f.flags, f.payload));
-    // Complete messages are the handler's now: only the incomplete one's bytes stay counted, and timed.
-    if (budget) {
-      budget.give(held - reader.leftover);
-      held = reader.leftover;
-    }
-    if (entry && (frames.length > 0 || reader.leftover === 0)) {
-      deadlines.delete(entry);
-      entry = undefined;
-    }
-    if (reader.leftover > 0 && !entry) {
-      entry = deadlines.add(() => {
-        entry = undefined;
-        fail(new ConnectError(`a ${limits.method} request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded));
-      });
-    }
-    if (queue.length >= MAX_QUEUED_MESSAGES) req.pause();
-    settle();
   };
   const onEnd = () => {
-    if (reader.leftover > 0) return fail(new ChatError("InvalidArgument", `the ${limits.method} request stream ended inside a message`));
-    ended = true;
-    stop();
+    inputEnded = true;
     settle();
   };
   const onClose = () => fail(new ConnectError("the client cancelled the call", Code.Canceled));
+  /** take cuts the next message, if complete: checked, its bytes given back to the budget (the handler's now). */
+  const take = (): Buffer | undefined => {
+    const before = reader.leftover;
+    const f = reader.next();
+    if (!f) return undefined;
+    if (budget) {
+      const n = Math.min(held, before - reader.leftover);
+      budget.give(n);
+      held -= n;
+    }
+    limits.check?.(f.payload);
+    try {
+      review();
+    } catch (e) {
+      fail(e); // the next message's header is bad: this one is still the handler's, the stream ends after it
+    }
+    return envelope(f.flags, f.payload);
+  };
   req.on("data", onData);
   req.on("end", onEnd);
   res.once("close", onClose);
@@ -314,14 +346,27 @@ export function readRequestStream(
     async *[Symbol.asyncIterator]() {
       try {
         for (;;) {
-          const next = queue.shift();
+          if (error !== undefined) throw error;
+          let next: Buffer | undefined;
+          try {
+            next = take();
+          } catch (e) {
+            fail(e);
+            continue;
+          }
           if (next) {
-            if (queue.length < MAX_QUEUED_MESSAGES / 2) req.resume();
             yield next;
             continue;
           }
-          if (error !== undefined) throw error;
-          if (ended) return;
+          if (inputEnded) {
+            if (reader.leftover > 0) {
+              fail(new ChatError("InvalidArgument", `the ${limits.method} request stream ended inside a message`));
+              continue;
+            }
+            ended = true;
+            stop();
+            return;
+          }
           await new Promise<void>((resolve) => {
             wake = resolve;
           });

@@ -1,11 +1,12 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { type ConnectRequest, ConnectRequestSchema, ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import type { MessageService } from "../message/message-service.js";
 import { verifyBearer } from "../platform/bearer.js";
 import { toConnectError } from "../platform/errors.js";
+import { BodyDeadlines, MAX_HELD_STREAM_BYTES } from "../platform/request-body.js";
 import { answerConnectRequest } from "./connect-requests.js";
 import type { FastPathDeps } from "./fast-subscribe.js";
 import { grpcFrame } from "./outbound.js";
@@ -17,8 +18,12 @@ import { type AnyRequest, type AnyResponse, FrameReader, FrameWriter, type WireP
 /** CONNECT_PATH is the path of StreamService/Connect. */
 export const CONNECT_PATH = "/chat.v1.StreamService/Connect";
 
-/** MAX_QUEUED_REQUESTS is how many client items may wait; past it the request stream is paused (TCP/HTTP/2 backpressure). */
-const MAX_QUEUED_REQUESTS = 64;
+/**
+ * FALLBACK_DEADLINES time a partial request message when the caller passes
+ * none: REQUEST_BODY_TIMEOUT's default (platform/config.ts). The front door
+ * passes its own (the configured timeout).
+ */
+const FALLBACK_DEADLINES = new BodyDeadlines(10_000);
 
 /**
  * fastConnectProtocol tells whether a request is a Connect (bidirectional)
@@ -46,20 +51,25 @@ export function serveFastConnect(
   deps: FastPathDeps & { readonly messages: MessageService },
   /** caller is the principal the front door verified (platform/front-door.ts); without it the bearer is verified here. */
   caller?: Principal,
+  /** deadlines time a partial request message (REQUEST_BODY_TIMEOUT): the front door's, else a 10 s default. */
+  deadlines: BodyDeadlines = FALLBACK_DEADLINES,
 ): void {
   const writer = new FrameWriter(protocol, res, (item) => item.connectFrame);
   // The first message may carry MAX_CURSORS cursors; the sends and acks after it keep MAX_REQUEST_BYTES.
   const reader = new FrameReader(deps.maxRequestBytes, streamOpenRequestBytes(deps.maxRequestBytes));
-  const queue: ConnectRequest[] = [];
   let handle: StreamHandle | undefined;
   let busy = false;
   let failed = false;
   let inputEnded = false;
+  let paused = false;
+  let entry: ReturnType<BodyDeadlines["add"]> | undefined;
   const noSubscribe = () => fail(new ChatError("InvalidArgument", "the first ConnectRequest must carry `subscribe`"));
 
   const fail = (e: unknown) => {
     if (failed) return;
     failed = true;
+    if (entry) deadlines.delete(entry);
+    entry = undefined;
     const err = toConnectError(e);
     if (err.code === Code.Internal) deps.logger.error({ rpc: CONNECT_PATH, err: err.cause }, err.rawMessage);
     // The status first: closing the hub's stream ends the writer, and an ended writer writes no status (it would end OK).
@@ -69,18 +79,52 @@ export function serveFastConnect(
   const principal = caller ? Promise.resolve(caller) : verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
   principal.catch(fail);
 
+  /**
+   * review sets the flow and the deadline from the raw bytes held (requests
+   * are cut one at a time, as they are served): paused while over
+   * MAX_HELD_STREAM_BYTES with a complete request waiting; a partial request
+   * first in line must complete within the body deadline. Throws for a bad
+   * header (over its cap, compressed).
+   */
+  const review = (): boolean => {
+    const ready = reader.ready();
+    const pause = ready && reader.leftover > MAX_HELD_STREAM_BYTES;
+    if (pause !== paused) {
+      paused = pause;
+      if (pause) req.pause();
+      else req.resume();
+    }
+    const partial = !ready && reader.leftover > 0;
+    if (!partial && entry) {
+      deadlines.delete(entry);
+      entry = undefined;
+    } else if (partial && !entry && !failed) {
+      entry = deadlines.add(() => {
+        entry = undefined;
+        fail(new ConnectError(`a Connect request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded));
+      });
+    }
+    return ready;
+  };
+
   const pump = async (): Promise<void> => {
     if (busy) return;
     busy = true;
     try {
       const caller = await principal;
-      for (let next = queue.shift(); next && !failed && !writer.isEnded; next = queue.shift()) {
-        if (queue.length < MAX_QUEUED_REQUESTS / 2) req.resume();
-        await serveOne(caller, next);
+      while (!failed && !writer.isEnded) {
+        const frame = reader.next();
+        if (!frame) break;
+        const request = decode(frame.payload);
+        review();
+        await serveOne(caller, request);
       }
     } finally {
       busy = false;
-      if (inputEnded && !handle) noSubscribe();
+      if (inputEnded && !failed) {
+        if (reader.leftover > 0 && !reader.ready()) fail(new ChatError("InvalidArgument", "the request stream ended inside a message"));
+        else if (reader.leftover === 0 && !handle) noSubscribe();
+      }
     }
   };
 
@@ -104,22 +148,31 @@ export function serveFastConnect(
 
   req.on("error", () => {});
   res.on("error", () => {});
-  res.once("close", () => handle?.close());
+  res.once("close", () => {
+    if (entry) deadlines.delete(entry);
+    entry = undefined;
+    handle?.close();
+  });
   req.on("data", (chunk: Buffer) => {
     if (failed) return;
     try {
-      for (const frame of reader.push(chunk)) queue.push(decode(frame.payload));
+      reader.add(chunk);
+      if (!review()) return;
     } catch (e) {
       fail(e);
       return;
     }
-    if (queue.length >= MAX_QUEUED_REQUESTS) req.pause();
     pump().catch(fail);
   });
   req.on("end", () => {
     inputEnded = true;
-    if (reader.leftover > 0) fail(new ChatError("InvalidArgument", "the request stream ended inside a message"));
-    else if (!busy && !handle) noSubscribe();
+    try {
+      // Requests still held are served first; a partial one at the end is an error.
+      if (!reader.ready() && reader.leftover > 0) fail(new ChatError("InvalidArgument", "the request stream ended inside a message"));
+      else if (!busy && !handle && reader.leftover === 0) noSubscribe();
+    } catch (e) {
+      fail(e);
+    }
   });
 }
 

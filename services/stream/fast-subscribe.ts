@@ -1,10 +1,9 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { SubscribeRequestSchema } from "../../gen/chat/v1/stream_service_pb.js";
-import type { AccessTokens } from "../auth/access-tokens.js";
+import type { AccessTokens, Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
 import type { Clock } from "../core/ports.js";
-import { verifyBearer } from "../platform/bearer.js";
 import { toConnectError } from "../platform/errors.js";
 import type { Logger } from "../platform/logger.js";
 import type { SendResultObserver } from "./connect-requests.js";
@@ -44,10 +43,12 @@ export interface FastPathDeps {
  * Buffer written to every recipient; only the stream's end differs (HTTP/2
  * trailers, a gRPC-Web trailer frame, a Connect end-of-stream frame). It
  * keeps the semantics of the connect-node handler (`payload` is the request
- * message, read by the front door): bearer auth, validation, status codes, the hub's buffer cap (applied to the response's own write
- * buffer).
+ * message, read by the front door): validation, status codes, the hub's
+ * buffer cap (applied to the response's own write buffer). `principal` is
+ * the caller the front door verified (platform/front-door.ts): the token is
+ * checked once per call, there.
  */
-export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res: AnyResponse, deps: FastPathDeps, payload: Buffer): void {
+export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res: AnyResponse, deps: FastPathDeps, principal: Principal, payload: Buffer): void {
   let failed = false;
   const writer = new FrameWriter(protocol, res);
   const fail = (e: unknown) => {
@@ -62,7 +63,6 @@ export function serveFastSubscribe(protocol: WireProtocol, req: AnyRequest, res:
   const subscribe = (payload: Buffer) =>
     void (async () => {
       const request = decodeSubscribeRequest(payload);
-      const principal = await verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
       const cursors = parseCursors(request.cursors);
       if (res.destroyed) return;
       writer.start();

@@ -139,6 +139,13 @@ describe("FrameWriter", () => {
     assert.deepEqual(JSON.parse(connectFailed.res.chunks.at(-1)?.subarray(5).toString() ?? ""), {
       error: { code: "resource_exhausted", message: "too slow: 100%" },
     });
+    // A retry hint reaches Connect clients too, as the end-of-stream message's metadata.
+    const connectLimited = writer("connect");
+    connectLimited.sink.end(new ChatError("ResourceExhausted", "slow down", { retryAfterMs: 1500 }));
+    assert.deepEqual(JSON.parse(connectLimited.res.chunks.at(-1)?.subarray(5).toString() ?? ""), {
+      error: { code: "resource_exhausted", message: "slow down" },
+      metadata: { "retry-after": ["2"] },
+    });
   });
 });
 

@@ -207,7 +207,15 @@ export class FrameWriter implements StreamSink, Flushable {
         res.end(grpcWebTrailerFrame(grpcStatus(code, message, error?.metadata)).toString("base64"));
         break;
       case "connect": {
-        const endStream = error ? { error: { code: codeToString(error.code), message: error.rawMessage } } : {};
+        // The error's metadata (e.g. retry-after) travels as the end-of-stream message's "metadata", as the Connect
+        // protocol has it for trailers: a value list per lower-case key.
+        const metadata: Record<string, string[]> = {};
+        error?.metadata.forEach((value, key) => {
+          (metadata[key] ??= []).push(value);
+        });
+        const endStream = error
+          ? { error: { code: codeToString(error.code), message: error.rawMessage }, ...(Object.keys(metadata).length > 0 ? { metadata } : {}) }
+          : {};
         res.end(envelope(0x02, Buffer.from(JSON.stringify(endStream), "utf8")));
         break;
       }
@@ -310,6 +318,11 @@ export interface Frame {
  * spans chunks). A frame longer than `maxBytes` fails ResourceExhausted before it
  * is buffered; a compressed frame fails Unimplemented (this server does not
  * compress, and says so instead of guessing).
+ *
+ * Frames are cut eagerly by `push` (every frame a chunk completes) or lazily
+ * by `add` and `next` (one frame per call): a reader that cuts lazily holds
+ * raw bytes only, so a chunk of thousands of tiny frames costs its bytes, not
+ * one object per frame, until they are consumed.
  */
 export class FrameReader {
   /** chunks hold the bytes not yet cut into frames, in order; they are joined only once a frame is complete. */
@@ -331,30 +344,52 @@ export class FrameReader {
 
   /** push adds a chunk and returns the frames it completed. */
   push(chunk: Buffer): Frame[] {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
+    this.add(chunk);
     const frames: Frame[] = [];
-    while (this.size >= 5) {
-      if (this.chunks[0]!.length < 5) this.join();
-      const head = this.chunks[0]!;
-      const flags = head.readUInt8(0);
-      const length = head.readUInt32BE(1);
-      const max = this.frames === 0 ? this.firstMaxBytes : this.maxBytes;
-      if (length > max) throw new ChatError("ResourceExhausted", `request message is larger than ${max} bytes`);
-      if (flags & 0x01) throw new ConnectError("compressed messages are not supported; send them uncompressed", Code.Unimplemented);
-      if (this.size < 5 + length) break;
-      if (head.length < 5 + length) this.join();
-      const joined = this.chunks[0]!;
-      frames.push({ flags, payload: joined.subarray(5, 5 + length) });
-      this.frames++;
-      if (joined.length > 5 + length) this.chunks[0] = joined.subarray(5 + length);
-      else this.chunks.shift();
-      this.size -= 5 + length;
-    }
+    for (let f = this.next(); f; f = this.next()) frames.push(f);
     return frames;
   }
 
-  /** leftover is how many bytes of an incomplete frame are buffered. */
+  /** add holds a chunk, uncut; the header of the first frame held is checked at once (throws as `next` does). */
+  add(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    this.ready();
+  }
+
+  /**
+   * ready tells whether the first frame held is complete (`next` would
+   * return it). Its header, once held, is checked: over its cap
+   * ResourceExhausted, compressed Unimplemented (thrown).
+   */
+  ready(): boolean {
+    if (this.size < 5) return false;
+    if (this.chunks[0]!.length < 5) this.join();
+    const head = this.chunks[0]!;
+    const flags = head.readUInt8(0);
+    const length = head.readUInt32BE(1);
+    const max = this.frames === 0 ? this.firstMaxBytes : this.maxBytes;
+    if (length > max) throw new ChatError("ResourceExhausted", `request message is larger than ${max} bytes`);
+    if (flags & 0x01) throw new ConnectError("compressed messages are not supported; send them uncompressed", Code.Unimplemented);
+    return this.size >= 5 + length;
+  }
+
+  /** next cuts the first frame held, if complete (else undefined); it throws for a bad header as `ready` does. */
+  next(): Frame | undefined {
+    if (!this.ready()) return undefined;
+    const length = this.chunks[0]!.readUInt32BE(1);
+    if (this.chunks[0]!.length < 5 + length) this.join();
+    const joined = this.chunks[0]!;
+    const frame = { flags: joined.readUInt8(0), payload: joined.subarray(5, 5 + length) };
+    this.frames++;
+    if (joined.length > 5 + length) this.chunks[0] = joined.subarray(5 + length);
+    else this.chunks.shift();
+    this.size -= 5 + length;
+    return frame;
+  }
+
+  /** leftover is how many bytes are held and not cut yet (after `push`: those of an incomplete frame). */
   get leftover(): number {
     return this.size;
   }

@@ -11,6 +11,7 @@
  * (The attack itself, with RSS, is request-bounds.spec.ts.)
  */
 import assert from "node:assert/strict";
+import { constants as http2Constants } from "node:http2";
 import net from "node:net";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
@@ -410,3 +411,344 @@ describe("front door (e2e): the process-wide budget for bodies without a token",
   });
 });
 
+
+/**
+ * openH2 starts a raw gRPC call over `session` and reads its frames as they
+ * come: `frames` fills, `done` resolves with the status at the stream's close.
+ */
+function openH2(session: import("node:http2").ClientHttp2Session, path: string, headers: Record<string, string>) {
+  const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers", ...headers });
+  const frames: Buffer[] = [];
+  let pending: Buffer = Buffer.alloc(0);
+  const meta: Record<string, string | undefined> = {};
+  let at = 0;
+  const take = (h: Record<string, unknown>) => {
+    for (const k of ["grpc-status", "grpc-message", "retry-after"]) meta[k] ??= h[k] as string | undefined;
+    if (meta["grpc-status"] !== undefined && at === 0) at = performance.now();
+  };
+  stream.on("response", take);
+  stream.on("trailers", take);
+  stream.on("error", () => {});
+  stream.on("data", (d: Buffer) => {
+    const { frames: got, rest } = parseFrames(Buffer.concat([pending, d]));
+    pending = rest;
+    for (const f of got) frames.push(f.payload);
+  });
+  // A call still open after 8 s is cancelled here (its status: none), so a test fails instead of hanging.
+  const timer = setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), 8000);
+  /** done: `at` is when the status came (the stream may close later). */
+  const done = new Promise<{ status: string | undefined; message: string | undefined; retryAfter: string | undefined; at: number }>((resolve) =>
+    stream.on("close", () => {
+      clearTimeout(timer);
+      resolve({ status: meta["grpc-status"], message: grpcJsDecode(meta["grpc-message"]), retryAfter: meta["retry-after"], at: at || performance.now() });
+    }),
+  );
+  return { stream, frames, done };
+}
+
+/** until polls `pred` every 10 ms for up to `ms`. */
+async function until(pred: () => boolean, ms = 5000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("front door (e2e): review of a8aae09", () => {
+  let server: TestServer;
+  let alice: Clients;
+  let http2: typeof import("node:http2");
+  before(async () => {
+    http2 = await import("node:http2");
+    server = await startTestServer({ REQUEST_BODY_TIMEOUT: "5s" });
+    alice = await registerUser(server.baseUrl, "grpc", "review");
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("finding 6: a Subscribe's token is verified once (by the front door), not again by the fast path", async () => {
+    const { AccessTokens } = await import("../../services/auth/access-tokens.js");
+    const original = AccessTokens.prototype.verify;
+    let verifies = 0;
+    AccessTokens.prototype.verify = function (this: typeof AccessTokens.prototype, ...args: Parameters<typeof original>) {
+      verifies++;
+      return original.apply(this, args);
+    };
+    const session = http2.connect(server.baseUrl);
+    session.on("error", () => {});
+    try {
+      const call = openH2(session, "/chat.v1.StreamService/Subscribe", { authorization: `Bearer ${alice.token}` });
+      call.stream.end(frame(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, {}))));
+      await until(() => call.frames.some((f) => fromBinary(SubscribeResponseSchema, f).payload.case === "ready"), 5000, "ready");
+      assert.equal(verifies, 1, "one token check per Subscribe");
+    } finally {
+      AccessTokens.prototype.verify = original;
+      session.destroy();
+    }
+  });
+
+  describe("finding 5: grpc-timeout counts from the request's arrival", () => {
+    const sendBody = (groupId: string, id: string) =>
+      frame(toBinary(SendMessageRequestSchema, create(SendMessageRequestSchema, { groupId, text: "trickled", clientMessageId: id })));
+
+    it("answers DEADLINE_EXCEEDED at the deadline while a body still trickles (bound by grpc-timeout, not REQUEST_BODY_TIMEOUT)", async () => {
+      const { group } = await alice.groups.createGroup({ name: "trickle" });
+      const body = sendBody(group!.groupId, "trickle-1");
+      const session = http2.connect(server.baseUrl);
+      session.on("error", () => {});
+      try {
+        const started = performance.now();
+        const call = openH2(session, "/chat.v1.MessageService/SendMessage", { authorization: `Bearer ${alice.token}`, "grpc-timeout": "500m" });
+        call.stream.write(body.subarray(0, 3)); // the rest never comes (REQUEST_BODY_TIMEOUT is 5 s)
+        const end = await call.done;
+        assert.equal(end.status, String(Code.DeadlineExceeded), end.message);
+        assert.match(end.message ?? "", /grpc-timeout/);
+        const took = end.at - started;
+        assert.ok(took >= 450 && took < 1500, `answered after ${Math.round(took)} ms, at the 500 ms deadline`);
+      } finally {
+        session.destroy();
+      }
+    });
+
+    it("a call whose body took 600 ms of a 1 s deadline gets the 400 ms left, not a fresh 1 s", async () => {
+      const { group } = await alice.groups.createGroup({ name: "slow send" });
+      const body = sendBody(group!.groupId, "trickle-2");
+      const { MessageService: Service } = await import("../../services/message/message-service.js");
+      const original = Service.prototype.send;
+      // The use-case takes 800 ms: done at ~1.4 s from arrival, past the deadline at 1 s.
+      Service.prototype.send = async function (this: typeof Service.prototype, ...args: Parameters<typeof original>) {
+        await new Promise((r) => setTimeout(r, 800));
+        return original.apply(this, args);
+      };
+      const session = http2.connect(server.baseUrl);
+      session.on("error", () => {});
+      try {
+        const started = performance.now();
+        const call = openH2(session, "/chat.v1.MessageService/SendMessage", { authorization: `Bearer ${alice.token}`, "grpc-timeout": "1000m" });
+        call.stream.write(body.subarray(0, 3));
+        await new Promise((r) => setTimeout(r, 600));
+        call.stream.end(body.subarray(3));
+        const end = await call.done;
+        const took = end.at - started;
+        assert.equal(end.status, String(Code.DeadlineExceeded), `${end.status} ${end.message} after ${Math.round(took)} ms`);
+        assert.ok(took < 1350, `answered after ${Math.round(took)} ms, at the 1 s deadline`);
+      } finally {
+        Service.prototype.send = original;
+        session.destroy();
+      }
+    });
+  });
+});
+
+describe("front door (e2e): finding 3, calls without a token that stay open", () => {
+  let server: TestServer;
+  let http2: typeof import("node:http2");
+  let health: typeof import("../../gen/grpc/health/v1/health_pb.js");
+  let reflection: typeof import("../../gen/grpc/reflection/v1/reflection_pb.js");
+  before(async () => {
+    http2 = await import("node:http2");
+    health = await import("../../gen/grpc/health/v1/health_pb.js");
+    reflection = await import("../../gen/grpc/reflection/v1/reflection_pb.js");
+    server = await startTestServer({ MAX_OPEN_CALLS_WITHOUT_TOKEN: "3", REFLECTION_IDLE_TIMEOUT: "500ms" });
+  });
+  after(async () => {
+    await server.stop();
+  });
+  const watchBody = (service: string) => frame(toBinary(health.HealthCheckRequestSchema, create(health.HealthCheckRequestSchema, { service })));
+  const listServices = () =>
+    frame(toBinary(reflection.ServerReflectionRequestSchema, create(reflection.ServerReflectionRequestSchema, { messageRequest: { case: "listServices", value: "" } })));
+
+  it("refuses a health service name over 256 bytes with INVALID_ARGUMENT (Watch and Check), holding no watcher", async () => {
+    const session = http2.connect(server.baseUrl);
+    session.on("error", () => {});
+    try {
+      for (const method of ["Watch", "Check"]) {
+        const call = openH2(session, `/grpc.health.v1.Health/${method}`, {});
+        call.stream.end(watchBody("x".repeat(8000)));
+        const end = await call.done;
+        assert.equal(end.status, String(Code.InvalidArgument), `${method}: ${end.message}`);
+        assert.match(end.message ?? "", /service name is 8000 bytes; at most 256/);
+      }
+      assert.equal(server.app.health.watcherCount, 0);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("holds at most MAX_OPEN_CALLS_WITHOUT_TOKEN Watches and reflection streams; the next gets RESOURCE_EXHAUSTED with retry-after", async () => {
+    const session = http2.connect(server.baseUrl);
+    session.on("error", () => {});
+    try {
+      const watches = [0, 1].map(() => {
+        const call = openH2(session, "/grpc.health.v1.Health/Watch", {});
+        call.stream.end(watchBody("no.such.Service"));
+        return call;
+      });
+      const refl = openH2(session, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", {});
+      refl.stream.write(listServices());
+      await until(() => watches.every((w) => w.frames.length === 1) && refl.frames.length === 1, 5000, "3 open calls answered");
+      // The 4th, of either kind, is refused at once.
+      for (const path of ["/grpc.health.v1.Health/Watch", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"]) {
+        const fourth = openH2(session, path, {});
+        fourth.stream.end(path.includes("Health") ? watchBody("") : listServices());
+        const end = await fourth.done;
+        assert.equal(end.status, String(Code.ResourceExhausted), `${path}: ${end.message}`);
+        assert.equal(end.retryAfter, "5");
+        assert.match(end.message ?? "", /MAX_OPEN_CALLS_WITHOUT_TOKEN=3/);
+      }
+      // Unary public calls are not counted.
+      const check = await h2Call(server.baseUrl, "/grpc.health.v1.Health/Check", { "content-type": "application/grpc" }, watchBody(""));
+      assert.equal(check.grpcStatus, "0");
+      // A cancelled Watch frees its slot.
+      watches[0]!.stream.close(http2.constants.NGHTTP2_CANCEL);
+      await watches[0]!.done;
+      const again = openH2(session, "/grpc.health.v1.Health/Watch", {});
+      again.stream.end(watchBody(""));
+      await until(() => again.frames.length === 1, 5000, "a Watch served once a slot is free");
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("ends a reflection stream with no request for REFLECTION_IDLE_TIMEOUT with DEADLINE_EXCEEDED, freeing its slot", async () => {
+    const session = http2.connect(server.baseUrl);
+    session.on("error", () => {});
+    try {
+      await until(() => server.app.health.watcherCount === 0, 5000, "the last test's watches to go");
+      const started = performance.now();
+      const refl = openH2(session, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", {});
+      refl.stream.write(listServices()); // and never half-closes
+      const end = await refl.done;
+      const took = end.at - started;
+      assert.equal(refl.frames.length, 1, "the request was answered");
+      assert.equal(end.status, String(Code.DeadlineExceeded), end.message);
+      assert.match(end.message ?? "", /no reflection request for 500 ms \(REFLECTION_IDLE_TIMEOUT\)/);
+      assert.ok(took >= 450 && took < 3000, `ended after ${Math.round(took)} ms`);
+      // Its slot is free again: three calls open (the cap).
+      const watches = [0, 1, 2].map(() => {
+        const call = openH2(session, "/grpc.health.v1.Health/Watch", {});
+        call.stream.end(watchBody(""));
+        return call;
+      });
+      await until(() => watches.every((w) => w.frames.length === 1), 5000, "3 Watches served");
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
+describe("front door (e2e): finding 7, refusals", () => {
+  let server: TestServer;
+  let alice: Clients;
+  const lines: LogLine[] = [];
+  before(async () => {
+    server = await startTestServer({}, { logger: capturingLogger(lines) });
+    alice = await registerUser(server.baseUrl, "grpc", "nits");
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("logs its refusals with userId (when the token was verified) and durationMs, like fast-unary's lines", async () => {
+    const noToken = await h2Call(server.baseUrl, "/chat.v1.GroupService/GetGroup", { "content-type": "application/grpc", "x-request-id": "refused-no-token" }, ISSUE_FRAME);
+    assert.equal(noToken.grpcStatus, String(Code.Unauthenticated));
+    const badBody = await h2Call(
+      server.baseUrl,
+      "/chat.v1.GroupService/GetGroup",
+      { "content-type": "application/grpc", authorization: `Bearer ${alice.token}`, "x-request-id": "refused-bad-body" },
+      ISSUE_FRAME,
+    );
+    assert.equal(badBody.grpcStatus, String(Code.InvalidArgument));
+    await until(() => lines.some((l) => l.requestId === "refused-bad-body"), 2000, "the log line");
+    const first = lines.find((l) => l.requestId === "refused-no-token");
+    const second = lines.find((l) => l.requestId === "refused-bad-body");
+    assert.equal(first?.code, "Unauthenticated");
+    assert.equal(typeof first?.durationMs, "number", JSON.stringify(first));
+    assert.equal(first?.userId, undefined);
+    assert.equal(second?.code, "InvalidArgument");
+    assert.equal(typeof second?.durationMs, "number", JSON.stringify(second));
+    assert.equal(second?.userId, alice.userId);
+  });
+
+  /** h1Exchange writes `first` then, after 150 ms, `later` on one HTTP/1.1 connection and returns the responses' heads and whether it closed. */
+  const h1Exchange = (first: string | Buffer, later: string | Buffer | undefined) =>
+    new Promise<{ text: string; closed: boolean }>((resolve, reject) => {
+      const socket = net.connect(server.port, "127.0.0.1");
+      const chunks: Buffer[] = [];
+      let closed = false;
+      socket.on("data", (d) => chunks.push(d));
+      socket.on("error", reject);
+      socket.on("close", () => (closed = true));
+      socket.write(first);
+      setTimeout(() => {
+        if (later !== undefined && !closed) socket.write(later);
+        setTimeout(() => {
+          socket.destroy();
+          resolve({ text: Buffer.concat(chunks).toString("latin1"), closed });
+        }, 400);
+      }, 150);
+    });
+  const head = (length: number) =>
+    `POST /chat.v1.GroupService/GetGroup HTTP/1.1\r\nhost: x\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: ${length}\r\n\r\n`;
+
+  it("refusing a token over HTTP/1.1 keeps the connection when the whole body had arrived, and closes it otherwise", async () => {
+    const body = frame(new Uint8Array(5));
+    // The whole body with the headers: answered, kept; a second request on the same connection is answered too.
+    const kept = await h1Exchange(Buffer.concat([Buffer.from(head(body.length)), body]), Buffer.concat([Buffer.from(head(body.length)), body]));
+    assert.equal(kept.text.match(/HTTP\/1\.1 200/g)?.length, 2, kept.text);
+    assert.doesNotMatch(kept.text, /connection: close/i);
+    assert.ok(!kept.closed);
+    // The body not yet sent: answered at once with connection: close, and closed.
+    const closed = await h1Exchange(head(body.length), undefined);
+    assert.match(closed.text, /HTTP\/1\.1 200/);
+    assert.match(closed.text, /connection: close/i);
+    assert.ok(closed.closed);
+  });
+});
+
+describe("front door (e2e): finding 3, HTTP/2 connections with no call open (HTTP2_IDLE_TIMEOUT)", () => {
+  let server: TestServer;
+  let http2: typeof import("node:http2");
+  before(async () => {
+    http2 = await import("node:http2");
+    server = await startTestServer({ HTTP2_IDLE_TIMEOUT: "300ms" });
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  it("closes a connection idle past the timeout with GOAWAY (NO_ERROR), never one with a stream open", async () => {
+    const health = await import("../../gen/grpc/health/v1/health_pb.js");
+    const body = frame(toBinary(health.HealthCheckRequestSchema, create(health.HealthCheckRequestSchema, { service: "" })));
+    const idle = http2.connect(server.baseUrl);
+    const busy = http2.connect(server.baseUrl);
+    for (const s of [idle, busy]) s.on("error", () => {});
+    try {
+      let goaway: number | undefined;
+      let idleClosedAt = 0;
+      idle.on("goaway", (code) => (goaway = code));
+      idle.on("close", () => (idleClosedAt = performance.now()));
+      let busyClosed = false;
+      busy.on("close", () => (busyClosed = true));
+      const started = performance.now();
+      // One call on each; the busy connection then keeps a Watch open, silent, past the timeout.
+      const check = openH2(idle, "/grpc.health.v1.Health/Check", {});
+      check.stream.end(body);
+      assert.equal((await check.done).status, "0");
+      const watch = openH2(busy, "/grpc.health.v1.Health/Watch", {});
+      watch.stream.end(body);
+      await until(() => idleClosedAt > 0, 3000, "the idle connection to close");
+      assert.equal(goaway, http2.constants.NGHTTP2_NO_ERROR);
+      assert.ok(idleClosedAt - started >= 250, `closed after ${Math.round(idleClosedAt - started)} ms`);
+      await new Promise((r) => setTimeout(r, 700));
+      assert.ok(!busyClosed, "a connection with an open stream stays");
+      assert.equal(watch.frames.length, 1, "the Watch is open and answered");
+      assert.equal(watch.stream.closed, false);
+    } finally {
+      idle.destroy();
+      busy.destroy();
+    }
+  });
+});
