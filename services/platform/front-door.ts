@@ -249,15 +249,17 @@ export function createFrontDoor(opts: FrontDoorOptions): FrontDoor {
     // the call is answered DEADLINE_EXCEEDED at its deadline, not when a trickling body ends.
     let answered = false;
     let deadline: NodeJS.Timeout | undefined;
+    let cancelBody: (() => void) | undefined;
     const leftMs = principal && takesFastUnary(route, protocol, req) ? deadlineLeftMs(req, arrived) : undefined;
     if (leftMs !== undefined && leftMs < opts.requestBodyTimeoutMs) {
       deadline = setTimeout(() => {
         answered = true;
+        cancelBody?.(); // what the body held is released now, not at REQUEST_BODY_TIMEOUT
         const error = new ConnectError("the call's deadline (grpc-timeout) passed before its request body arrived", Code.DeadlineExceeded);
         refuse(route, protocol, req, res, error, false, principal, arrived);
       }, Math.max(0, Math.ceil(leftMs)));
     }
-    readRequestBody(
+    cancelBody = readRequestBody(
       req,
       res,
       {

@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
 import { isChatError } from "../core/errors.js";
 import type { AnyRequest, AnyResponse } from "../stream/wire.js";
-import { Base64Chunks, BodyBudget, BodyDeadlines, MAX_HELD_STREAM_BYTES, readRequestStream } from "./request-body.js";
+import { Base64Chunks, BodyBudget, BodyDeadlines, MAX_HELD_STREAM_BYTES, readRequestBody, readRequestStream } from "./request-body.js";
 
 describe("Base64Chunks", () => {
   const bytes = Buffer.from(Array.from({ length: 40 }, (_, i) => (i * 37) % 256));
@@ -139,5 +139,32 @@ describe("readRequestStream", () => {
     const it = body[Symbol.asyncIterator]();
     assert.deepEqual((await it.next()).value, Buffer.from([0, 0, 0, 0, 1, 7]));
     await assert.rejects(it.next(), /ended inside a message/);
+  });
+});
+
+describe("readRequestBody", () => {
+  it("cancel lets go of a body at once: its bytes go back to the budget, its deadline is dropped, and neither callback runs", async () => {
+    const req = Object.assign(new EventEmitter(), { headers: {} });
+    const res = new EventEmitter();
+    const budget = new BodyBudget(1024 * 1024);
+    const deadlines = new BodyDeadlines(100);
+    const heard: string[] = [];
+    const cancel = readRequestBody(
+      req as unknown as AnyRequest,
+      res as unknown as AnyResponse,
+      { framing: "framed", maxBytes: 8192, method: "SendMessage", deadlines, budget },
+      () => heard.push("message"),
+      (r) => heard.push(`refused ${r.error.code}`),
+    );
+    const partial = Buffer.alloc(1000);
+    partial.writeUInt32BE(4000, 1); // announces 4,000 bytes, sends 995
+    req.emit("data", partial);
+    assert.equal(budget.inUse, 1000);
+    cancel();
+    assert.equal(budget.inUse, 0, "the held bytes are given back at once");
+    assert.equal(req.listenerCount("data"), 0, "nothing more is read");
+    await new Promise((r) => setTimeout(r, 1200)); // past the deadline and its sweep
+    req.emit("end");
+    assert.deepEqual(heard, [], "the caller answered by itself: no callback");
   });
 });

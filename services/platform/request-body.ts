@@ -132,7 +132,7 @@ export function readRequestBody(
   limits: BodyLimits,
   onMessage: (message: Buffer, flags: number) => void,
   onRefused: (refusal: BodyRefusal) => void,
-): void {
+): () => void {
   const { framing, maxBytes, budget } = limits;
   let done = false;
   let held = 0;
@@ -206,12 +206,23 @@ export function readRequestBody(
       ),
     ),
   );
-  if (res.destroyed) return refuse(cancelled());
+  // cancel lets go of the body at once, with neither callback (the caller answered by itself, e.g. at its grpc-timeout).
+  const cancel = () => {
+    if (!done) release();
+  };
+  if (res.destroyed) {
+    refuse(cancelled());
+    return cancel;
+  }
   const length = Number(req.headers["content-length"]);
-  if (framing === "unframed" && length > maxBytes) return refuse(tooLarge());
+  if (framing === "unframed" && length > maxBytes) {
+    refuse(tooLarge());
+    return cancel;
+  }
   req.on("data", onData);
   req.on("end", onEnd);
   res.once("close", onClose);
+  return cancel;
 }
 
 /**
