@@ -234,6 +234,56 @@ export function readRequestBody(
 export const MAX_HELD_STREAM_BYTES = 64 * 1024;
 
 /**
+ * HeldFlow keeps a streamed body's flow control and deadline in step with
+ * the raw bytes its FrameReader holds (messages are cut one at a time, as
+ * the handler takes them): the request is paused while more than
+ * MAX_HELD_STREAM_BYTES are held with a complete message waiting, and a
+ * partial message first in line must complete within the body deadline
+ * (`onTimeout` runs once then). After `stop` nothing is timed again.
+ */
+export class HeldFlow {
+  private paused = false;
+  private entry: Pending | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly req: { pause(): unknown; resume(): unknown },
+    private readonly reader: FrameReader,
+    private readonly deadlines: BodyDeadlines,
+    private readonly onTimeout: () => void,
+  ) {}
+
+  /** review sets the flow and the deadline from what is held; returns whether a complete message waits. Throws for a bad header. */
+  review(): boolean {
+    const ready = this.reader.ready();
+    const pause = ready && this.reader.leftover > MAX_HELD_STREAM_BYTES;
+    if (pause !== this.paused) {
+      this.paused = pause;
+      if (pause) this.req.pause();
+      else this.req.resume();
+    }
+    const partial = !ready && this.reader.leftover > 0;
+    if (!partial && this.entry) {
+      this.deadlines.delete(this.entry);
+      this.entry = undefined;
+    } else if (partial && !this.entry && !this.stopped) {
+      this.entry = this.deadlines.add(() => {
+        this.entry = undefined;
+        this.onTimeout();
+      });
+    }
+    return ready;
+  }
+
+  /** stop drops the deadline for good (the body is done with: ended, failed or closed). */
+  stop(): void {
+    this.stopped = true;
+    if (this.entry) this.deadlines.delete(this.entry);
+    this.entry = undefined;
+  }
+}
+
+/**
  * readRequestStream reads the body of a client-streaming or bidirectional
  * call as it arrives, for a handler that consumes it message by message
  * (connect-node): it yields each complete length-prefixed message (its
@@ -262,10 +312,8 @@ export function readRequestStream(
   const reader = new FrameReader(limits.maxBytes, limits.openingMaxBytes ?? limits.maxBytes);
   let ended = false;
   let inputEnded = false;
-  let paused = false;
   let error: unknown;
   let held = 0;
-  let entry: Pending | undefined;
   let wake: (() => void) | undefined;
   const settle = () => {
     const w = wake;
@@ -273,8 +321,7 @@ export function readRequestStream(
     w?.();
   };
   const stop = () => {
-    if (entry) deadlines.delete(entry);
-    entry = undefined;
+    flow.stop();
     if (held > 0) budget?.give(held);
     held = 0;
     req.off("data", onData);
@@ -287,31 +334,10 @@ export function readRequestStream(
     stop();
     settle();
   };
-  /**
-   * review sets the flow and the deadline from what is held: paused while
-   * over MAX_HELD_STREAM_BYTES with a complete message waiting; timed while
-   * the first message held is incomplete. It throws for a bad header.
-   */
-  const review = () => {
-    const ready = reader.ready();
-    const pause = ready && reader.leftover > MAX_HELD_STREAM_BYTES;
-    if (pause !== paused) {
-      paused = pause;
-      if (pause) req.pause();
-      else req.resume();
-    }
-    const partial = !ready && reader.leftover > 0;
-    if (!partial && entry) {
-      deadlines.delete(entry);
-      entry = undefined;
-    } else if (partial && !entry) {
-      entry = deadlines.add(() => {
-        entry = undefined;
-        fail(new ConnectError(`a ${limits.method} request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded));
-      });
-    }
-    return ready;
-  };
+  const flow = new HeldFlow(req, reader, deadlines, () =>
+    fail(new ConnectError(`a ${limits.method} request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded)),
+  );
+  const review = () => flow.review();
   const onData = (chunk: Buffer) => {
     if (error !== undefined) return;
     if (budget) {

@@ -6,7 +6,7 @@ import { ChatError } from "../core/errors.js";
 import type { MessageService } from "../message/message-service.js";
 import { verifyBearer } from "../platform/bearer.js";
 import { toConnectError } from "../platform/errors.js";
-import { BodyDeadlines, MAX_HELD_STREAM_BYTES } from "../platform/request-body.js";
+import { BodyDeadlines, HeldFlow } from "../platform/request-body.js";
 import { answerConnectRequest } from "./connect-requests.js";
 import type { FastPathDeps } from "./fast-subscribe.js";
 import { grpcFrame } from "./outbound.js";
@@ -61,15 +61,12 @@ export function serveFastConnect(
   let busy = false;
   let failed = false;
   let inputEnded = false;
-  let paused = false;
-  let entry: ReturnType<BodyDeadlines["add"]> | undefined;
   const noSubscribe = () => fail(new ChatError("InvalidArgument", "the first ConnectRequest must carry `subscribe`"));
 
   const fail = (e: unknown) => {
     if (failed) return;
     failed = true;
-    if (entry) deadlines.delete(entry);
-    entry = undefined;
+    flow.stop();
     const err = toConnectError(e);
     if (err.code === Code.Internal) deps.logger.error({ rpc: CONNECT_PATH, err: err.cause }, err.rawMessage);
     // The status first: closing the hub's stream ends the writer, and an ended writer writes no status (it would end OK).
@@ -79,33 +76,11 @@ export function serveFastConnect(
   const principal = caller ? Promise.resolve(caller) : verifyBearer(deps.tokens, deps.clock, req.headers.authorization);
   principal.catch(fail);
 
-  /**
-   * review sets the flow and the deadline from the raw bytes held (requests
-   * are cut one at a time, as they are served): paused while over
-   * MAX_HELD_STREAM_BYTES with a complete request waiting; a partial request
-   * first in line must complete within the body deadline. Throws for a bad
-   * header (over its cap, compressed).
-   */
-  const review = (): boolean => {
-    const ready = reader.ready();
-    const pause = ready && reader.leftover > MAX_HELD_STREAM_BYTES;
-    if (pause !== paused) {
-      paused = pause;
-      if (pause) req.pause();
-      else req.resume();
-    }
-    const partial = !ready && reader.leftover > 0;
-    if (!partial && entry) {
-      deadlines.delete(entry);
-      entry = undefined;
-    } else if (partial && !entry && !failed) {
-      entry = deadlines.add(() => {
-        entry = undefined;
-        fail(new ConnectError(`a Connect request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded));
-      });
-    }
-    return ready;
-  };
+  // Requests are cut one at a time, as they are served; a partial one first in line must complete within the deadline.
+  const flow = new HeldFlow(req, reader, deadlines, () =>
+    fail(new ConnectError(`a Connect request message did not arrive within ${deadlines.timeoutMs} ms (REQUEST_BODY_TIMEOUT)`, Code.DeadlineExceeded)),
+  );
+  const review = () => flow.review();
 
   const pump = async (): Promise<void> => {
     if (busy) return;
@@ -149,8 +124,7 @@ export function serveFastConnect(
   req.on("error", () => {});
   res.on("error", () => {});
   res.once("close", () => {
-    if (entry) deadlines.delete(entry);
-    entry = undefined;
+    flow.stop();
     handle?.close();
   });
   req.on("data", (chunk: Buffer) => {
