@@ -74,6 +74,7 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger,
         nats: { servers: config.busUrl, name: `${connectionName}-store` },
         prefix: config.namespace,
         migrate: config.migrate,
+        timeline: { replicas: config.timelineReplicas },
       })
     : undefined;
   const store: Store =
@@ -134,6 +135,7 @@ async function openRest(
       prefix: config.namespace,
       name: connectionName,
       logger,
+      replicas: config.timelineReplicas,
     });
     bus = storePublishes ? storePublishesEvents(nats) : nats;
     checks.push({ name: "nats", critical: true, healthy: () => nats.isHealthy() });

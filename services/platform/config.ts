@@ -44,6 +44,8 @@ export interface Config {
   readonly maxGroupMembers: number;
   /** The most groups one user may be in; at most MAX_CURSORS, so one Subscribe can resume all of them. */
   readonly maxGroupsPerUser: number;
+  /** Replicas of the JetStream timeline stream (TIMELINE_REPLICAS): 3 in production (an ack is then on a quorum of three nats-servers). */
+  readonly timelineReplicas: number;
   /** Sustained sends per user per second, and the burst allowed above it. */
   readonly sendsPerSecond: number;
   readonly sendBurst: number;
@@ -101,6 +103,8 @@ export const SETTINGS = {
     "calls without a token that stay open (health Watch, reflection streams) one process holds at once; past it such calls get RESOURCE_EXHAUSTED with retry-after (default 1000)",
   REFLECTION_IDLE_TIMEOUT: "how long a reflection stream may go without a request; then it ends with DEADLINE_EXCEEDED (default 60s)",
   MAX_GROUP_MEMBERS: "largest group (default 1000)",
+  TIMELINE_REPLICAS:
+    "replicas of the JetStream timeline stream with BUS_URL=nats://: 1 (default; a lone nats-server) or 3 (production: a 3-node NATS cluster; a send's ack then means stored on a quorum of the three, docs/production.md)",
   MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
@@ -197,6 +201,7 @@ export function loadConfig(env: Env): Config {
     reflectionIdleTimeoutMs: read.duration("REFLECTION_IDLE_TIMEOUT", "60s", 100, MAX_TIMER_MS),
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
     maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
+    timelineReplicas: read.integer("TIMELINE_REPLICAS", 1, 1, 5),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),

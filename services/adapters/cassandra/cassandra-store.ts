@@ -67,12 +67,13 @@ import type { ChangeRef, Proposal, SequencedEvent, SequencerOptions, Tail } from
 import { ensureTimelineStream } from "../nats/nats-event-bus.js";
 import type { TimelineOptions } from "../nats/nats-event-bus.js";
 import { NatsNames } from "../nats/subjects.js";
+import { mapLimit } from "../../core/map-limit.js";
 import { CassandraTables } from "./cassandra-tables.js";
 import type { GroupCounts, GroupState, MessageEvent } from "./cassandra-tables.js";
 import { cassandraClientOptions, parseCassandraUrl } from "./cassandra-url.js";
 import { createKeyspace, migrate } from "./migrations.js";
 import type { MigrateResult } from "./migrations.js";
-import { noteWritten, persistEvent } from "./persister.js";
+import { persistEvent } from "./persister.js";
 
 /** CassandraStoreOptions configures createCassandraStore. */
 export interface CassandraStoreOptions {
@@ -110,17 +111,25 @@ export interface CassandraStoreParts {
   readonly release: () => Promise<void>;
 }
 
-/** Largest number of events a change writes from JetStream before deciding (a longer gap is the persister's). */
-const MAX_CATCH_UP = 10_000;
-
 /**
- * How long a sender's membership check is reused for later sends (if no
- * change was sequenced meanwhile), ms. It also bounds how long a check read
- * while a removal's batch was half applied (batches are not isolated) can
- * let the removed member send: kept short for that reason; a busy sender
- * still skips most member reads.
+ * How long a sender's membership check is reused for later sends while the
+ * group's latest change stays the one it was made as of, ms: membership
+ * only changes with a change event, so the check holds exactly as long as
+ * that change is the latest; the bound only limits what is remembered.
  */
-const MEMBER_CHECK_TTL_MS = 2_000;
+const MEMBER_CHECK_TTL_MS = 300_000;
+
+/** How long a check made without knowing the group's latest change is reused, ms. */
+const UNANCHORED_CHECK_TTL_MS = 2_000;
+
+/** Most changes a change writes from JetStream before deciding (more is the persister's to write). */
+const MAX_CATCH_UP = 1_000;
+
+/** Most events of the timeline stream firstRetained looks at for the oldest retained one. */
+const MAX_EDGE_SCAN = 64;
+
+/** Most events one read fetches from the timeline stream to fill what Cassandra does not hold yet. */
+const MAX_LOG_FILL = 1_024;
 
 /** How many senders' membership checks are kept. */
 const MEMBER_CHECKS = 100_000;
@@ -219,7 +228,6 @@ export class CassandraStore implements Store {
       const outcome = await this.sequencer.append(event, 0, msgId, { counts });
       switch (outcome.status) {
         case "appended":
-          noteWritten(this.tables, outcome.stored);
           return event;
         case "duplicate":
           return outcome.original.event;
@@ -242,9 +250,6 @@ export class CassandraStore implements Store {
     return event;
   }
 
-  getGroup(groupId: string): Promise<Group | undefined> {
-    return this.tables.getGroup(groupId);
-  }
 
   getMember(groupId: string, userId: string): Promise<Member | undefined> {
     return this.tables.getMember(groupId, userId);
@@ -305,13 +310,9 @@ export class CassandraStore implements Store {
   async appendMessage(draft: MessageDraft): Promise<AppendResult> {
     const { groupId, sender, clientMessageId } = draft;
     this.names.group(groupId);
-    // The dedupe read and (unless known) the membership check go out together. A retry is answered with
-    // the original whatever the membership says now.
-    const [previous, first] = await Promise.all([
-      this.tables.findMessageByClientId(groupId, sender.id, clientMessageId),
-      this.memberAsOf(groupId, sender.id, this.sequencer.tailOf(groupId)?.change),
-    ]);
-    if (previous) return { event: previous, duplicate: true };
+    // The one membership check of a send (reused while the group's latest change stays the same). Nothing is
+    // written to Cassandra: the timeline stream's ack is the send's durability, the persister writes history.
+    const first = await this.memberAsOf(groupId, sender.id, this.sequencer.tailOf(groupId)?.change);
     if (!first) throw groupNotFound(groupId);
     let checkedAt = first;
     const baseMsgId = messageMsgId(groupId, sender.id, clientMessageId);
@@ -342,20 +343,62 @@ export class CassandraStore implements Store {
       // events Cassandra holds (that also breaks a remembered tail's compare-and-set, forcing this read).
       { floor: () => this.headFloor(groupId) },
     );
-    await this.persist(groupId, result.stored);
     return { event: result.stored.event as MessageEvent, duplicate: result.duplicate };
   }
 
-  readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
-    return this.tables.readEvents(groupId, afterSeq, limit);
+  /**
+   * readEvents reads Cassandra and fills what it does not hold yet (the
+   * persister's lag, or a Cassandra outage) from the timeline stream: the
+   * stream's newest event bounds the range, so an event acknowledged before
+   * the read started is in it.
+   */
+  async readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
+    const [stored, head] = await Promise.all([this.tables.readEvents(groupId, afterSeq, limit), this.sequencer.readLog(groupId, "last")]);
+    const n = Math.max(0, limit);
+    if (n === 0) return stored;
+    const top = stored.length >= n ? (stored.at(-1)?.seq ?? afterSeq) : Math.max(head?.seq ?? 0, stored.at(-1)?.seq ?? 0);
+    const merged = await this.fillFromLog(groupId, stored, afterSeq + 1, Math.min(top, afterSeq + n), head);
+    return merged.slice(0, n);
   }
 
-  listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage> {
-    return this.tables.listMessages(groupId, anchor, limit);
+  /** listMessages pages Cassandra's messages merged with the timeline stream's not-yet-persisted ones (see readEvents). */
+  async listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage> {
+    const [page, head] = await Promise.all([this.tables.listMessages(groupId, anchor, limit), this.sequencer.readLog(groupId, "last")]);
+    if (!head) return page;
+    const n = Math.max(0, limit);
+    const before = anchor.beforeSeq ?? Number.MAX_SAFE_INTEGER;
+    const full = page.messages.length >= n;
+    const forward = anchor.afterSeq !== undefined;
+    // The seq range the page covers once merged: between the anchor and the page's far end (or the stream's head).
+    const lo = forward ? (anchor.afterSeq ?? 0) + 1 : full ? (page.messages[0]?.seq ?? 1) : 1;
+    const hi = Math.min(before - 1, forward && full ? (page.messages.at(-1)?.seq ?? head.seq) : head.seq);
+    if (hi < lo) return page;
+    const events = page.messages.map((m) => messageEvent(m, m.seq));
+    const merged = (await this.fillFromLog(groupId, events, lo, hi, head)).filter((e) => e.body.type === "message" && e.seq < before);
+    if (merged.length === page.messages.length) return page;
+    const all = merged.map((e) => (e.body.type === "message" ? e.body.message : undefined)).filter((m): m is ChatMessage => m !== undefined);
+    const messages = forward ? all.slice(0, n) : all.slice(Math.max(0, all.length - n));
+    return { messages, hasMore: page.hasMore || all.length > n };
   }
 
-  firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
-    return this.tables.firstRetained(groupId);
+  /** firstRetained is Cassandra's oldest retained event, or else the timeline stream's oldest (not persisted yet). */
+  async firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
+    const [edge, first] = await Promise.all([this.tables.firstRetained(groupId), this.sequencer.readLog(groupId, "first")]);
+    if (!first || (edge && edge.seq <= first.seq)) return edge;
+    // The stream may hold retained events below Cassandra's oldest (not persisted yet): the first of them is the edge.
+    const cutoff = this.cutoff();
+    let e: GroupEvent | undefined = first;
+    for (let i = 0; e && i < MAX_EDGE_SCAN && (!edge || e.seq < edge.seq); i++) {
+      if (e.at >= cutoff) return { seq: e.seq, retainedUntil: e.at + this.retentionMs };
+      e = await this.sequencer.readLog(groupId, e.seq + 1);
+    }
+    return edge;
+  }
+
+  /** getGroup is Cassandra's group with its head_seq raised to the timeline stream's newest event. */
+  async getGroup(groupId: string): Promise<Group | undefined> {
+    const [group, head] = await Promise.all([this.tables.getGroup(groupId), this.sequencer.readLog(groupId, "last")]);
+    return group && head && head.seq > group.headSeq ? { ...group, headSeq: head.seq } : group;
   }
 
   ackMember(groupId: string, userId: string, seq: number): Promise<void> {
@@ -405,7 +448,7 @@ export class CassandraStore implements Store {
     const key = `${groupId}/${userId}`;
     const now = Date.now();
     const known = this.memberChecks.get(key);
-    if (known && sameChange(known.change, change) && now - known.at < MEMBER_CHECK_TTL_MS) return known;
+    if (known && sameChange(known.change, change) && now - known.at < (change ? MEMBER_CHECK_TTL_MS : UNANCHORED_CHECK_TTL_MS)) return known;
     const [member, stamp] = await Promise.all([
       this.tables.getMember(groupId, userId),
       change ? this.tables.changeStamp(groupId) : undefined,
@@ -460,42 +503,61 @@ export class CassandraStore implements Store {
   }
 
   /**
-   * catchUp makes Cassandra hold what a change must decide on, given the
-   * group's last event in JetStream: every event after `head` (walking the
-   * Chat-Prev chain back from the last one), and the latest membership or
-   * rename event (Chat-Change), which may be missing below `head` if its
-   * writer died before writing it while later messages were written.
-   * Returns true if it wrote anything.
+   * fillFromLog merges `stored` (events read from Cassandra, ascending) with
+   * the events of seqs in [lo, hi] that Cassandra does not hold yet, read
+   * from the timeline stream (only seqs the stream still holds: at or above
+   * its oldest event of the group; at most MAX_LOG_FILL). Ascending, no
+   * repeats. `head` is the stream's newest event of the group, if known.
    */
-  private async catchUp(groupId: string, head: number, last: SequencedEvent | undefined): Promise<boolean> {
-    if (!last) return false;
-    let wrote = false;
-    if (last.groupSeq > head) {
-      const missing: SequencedEvent[] = [];
-      let e: SequencedEvent | undefined = last;
-      while (e && e.groupSeq > head && missing.length < MAX_CATCH_UP) {
-        missing.push(e);
-        e = e.prevStreamSeq > 0 ? await this.sequencer.get(groupId, e.prevStreamSeq) : undefined;
-      }
-      if (e && e.groupSeq > head) {
+  private async fillFromLog(groupId: string, stored: readonly GroupEvent[], lo: number, hi: number, head: GroupEvent | undefined): Promise<GroupEvent[]> {
+    if (!head || hi < lo) return [...stored];
+    const have = new Set(stored.map((e) => e.seq));
+    const top = Math.min(hi, head.seq);
+    let missing: number[] = [];
+    for (let seq = top; seq >= lo && missing.length < MAX_LOG_FILL; seq--) if (!have.has(seq)) missing.push(seq);
+    if (missing.length === 0) return [...stored];
+    // Below the stream's oldest event of the group nothing can be filled (retention, or the stream's max_age).
+    const lowest = missing.at(-1) ?? lo;
+    if (lowest < head.seq) {
+      const first = await this.sequencer.readLog(groupId, "first");
+      const floor = first?.seq ?? head.seq;
+      missing = missing.filter((seq) => seq >= floor);
+    }
+    const found = await mapLimit(missing, 32, (seq) => (seq === head.seq ? Promise.resolve(head) : this.sequencer.readLog(groupId, seq)));
+    const cutoff = this.cutoff();
+    const out = [...stored];
+    for (const e of found) if (e && e.at >= cutoff) out.push(e);
+    out.sort((a, b) => a.seq - b.seq);
+    return out;
+  }
+
+  /**
+   * catchUp makes Cassandra hold what a change must decide on, given the
+   * group's last event in JetStream: every membership event and rename up
+   * to it (messages do not matter to a change's snapshot; the persister
+   * writes them). A change's writer writes it right after sequencing, having
+   * caught up the same way before deciding, so the changes Cassandra lacks
+   * are the newest ones after its change stamp: they are found by walking the
+   * change chain back (Chat-Change) from the latest, and written oldest
+   * first. Returns true if it wrote anything.
+   */
+  private async catchUp(groupId: string, _head: number, last: SequencedEvent | undefined): Promise<boolean> {
+    let ref = last?.change;
+    if (!ref || !last) return false;
+    const stamp = (await this.tables.changeStamp(groupId)) ?? 0;
+    const missing: SequencedEvent[] = [];
+    while (ref && ref.groupSeq > stamp) {
+      const e: SequencedEvent | undefined = ref.groupSeq === last.groupSeq ? last : await this.sequencer.get(groupId, ref.streamSeq);
+      if (e?.groupSeq !== ref.groupSeq) {
         // Deciding on a partial snapshot would write wrong state for good: let the persister catch up first.
         throw new ChatError("Unavailable", `group ${groupId} is catching up on its timeline; retry`);
       }
-      for (const e of missing.reverse()) await persistEvent(this.tables, e);
-      wrote = true;
+      missing.push(e);
+      ref = e.prevChange;
+      if (missing.length > MAX_CATCH_UP) throw new ChatError("Unavailable", `group ${groupId} is catching up on its timeline; retry`);
     }
-    const change = last.change;
-    if (change && change.groupSeq <= head) {
-      const [found] = await this.tables.readEvents(groupId, change.groupSeq - 1, 1);
-      if (found?.seq !== change.groupSeq) {
-        const stored = await this.sequencer.get(groupId, change.streamSeq);
-        if (stored?.groupSeq === change.groupSeq) {
-          await persistEvent(this.tables, stored);
-          wrote = true;
-        }
-      }
-    }
-    return wrote;
+    for (const e of missing.reverse()) await persistEvent(this.tables, e);
+    return missing.length > 0;
   }
 }
 

@@ -495,6 +495,62 @@ export class CassandraTables {
   }
 
   /**
+   * writeMessages stores message events of one group whose seqs are already
+   * assigned, idempotently, batched per partition: the events of one bucket
+   * go out as unlogged batches (their event rows and message_ids rows, the
+   * bucket's first and last seq, and head_seq; at most MESSAGES_BATCH_BYTES
+   * of text per batch, a long text in a batch of its own), the buckets in
+   * parallel. For the persister, the one writer of messages: it resolves
+   * once every row is written. A batch that failed half-way left rows that
+   * writing the same events again completes (idempotent, seq-stamped).
+   * Throws ChatError Internal for an event of another group or not a message.
+   */
+  async writeMessages(groupId: string, events: readonly GroupEvent[]): Promise<void> {
+    const byBucket = new Map<number, GroupEvent[]>();
+    for (const e of events) {
+      if (e.groupId !== groupId || e.body.type !== "message") {
+        throw new ChatError("Internal", `writeMessages(${groupId}) was given ${e.body.type} event ${e.groupId}/${e.seq}`);
+      }
+      const b = bucketOf(e.at);
+      const list = byBucket.get(b);
+      if (list) list.push(e);
+      else byBucket.set(b, [e]);
+    }
+    const q = this.q;
+    const writes: Promise<unknown>[] = [];
+    for (const [bucket, list] of byBucket) {
+      let rows: [string, Params][] = [];
+      let bytes = 0;
+      let lo = Number.POSITIVE_INFINITY;
+      let hi = 0;
+      const send = () => {
+        if (rows.length === 0) return;
+        rows.push(...this.bucketWrites(groupId, bucket, lo), [q.bucketLast, [hi, hi, groupId, bucket]], [q.setHead, [hi, hi, groupId]]);
+        writes.push(this.batch(rows, true, false));
+        rows = [];
+        bytes = 0;
+        lo = Number.POSITIVE_INFINITY;
+        hi = 0;
+      };
+      for (const e of list) {
+        if (e.body.type !== "message") continue;
+        const m = e.body.message;
+        const size = isSmall(m.text) ? m.text.length + ROW_OVERHEAD_BYTES : MESSAGES_BATCH_BYTES;
+        if (bytes > 0 && bytes + size > MESSAGES_BATCH_BYTES) send();
+        rows.push(
+          [q.insertEvent, this.eventParams(e, encodeEvent(e))],
+          [q.insertMessageId, [groupId, m.sender.id, m.clientMessageId, e.seq, bucket, e.at, e.seq]],
+        );
+        bytes += size;
+        lo = Math.min(lo, e.seq);
+        hi = Math.max(hi, e.seq);
+      }
+      send();
+    }
+    await Promise.all(writes);
+  }
+
+  /**
    * repairIndex writes what finds the stored message events of one bucket
    * with seqs in [fromSeq, toSeq], whose rows are known to exist: the
    * bucket's first and last seq, and head_seq. For the persister, which
@@ -959,6 +1015,15 @@ function statements(ks: string) {
  * `batch_size_warn_threshold` (5 KiB by default) and refuses one above 50 KiB.
  */
 const SMALL_BATCH_BYTES = 3072;
+
+/**
+ * MESSAGES_BATCH_BYTES bounds what writeMessages puts in one batch (each
+ * message counted as its text's length plus ROW_OVERHEAD_BYTES for its other
+ * columns and its message_ids row), near Cassandra's 5 KiB batch-size
+ * warning; a text longer than SMALL_BATCH_BYTES goes alone.
+ */
+const MESSAGES_BATCH_BYTES = 4096;
+const ROW_OVERHEAD_BYTES = 256;
 
 /** isSmall tells whether a text's UTF-8 length is at most SMALL_BATCH_BYTES (without encoding short ones). */
 function isSmall(text: string): boolean {

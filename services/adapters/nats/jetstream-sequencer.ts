@@ -108,6 +108,13 @@ export interface SequencedEvent extends Tail {
   readonly counts: EventCounts | undefined;
   /** The message's Nats-Msg-Id, if any. */
   readonly msgId: string | undefined;
+  /**
+   * For a membership event or rename: the latest change before it (its
+   * `Chat-Change` header), so the group's changes form a chain a reader can
+   * walk back; undefined for a message, for the group's first change, or if
+   * its writer did not know.
+   */
+  readonly prevChange?: ChangeRef | undefined;
 }
 
 /** AppendExtras are what a publish carries besides the event. */
@@ -239,7 +246,8 @@ export class JetStreamSequencer {
   async last(groupId: string): Promise<SequencedEvent | undefined> {
     const subject = this.names.group(groupId);
     this.counters.lastReads++;
-    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}.${subject}`, EMPTY, "the sequencer could not read the group's last event");
+    const body = new TextEncoder().encode(JSON.stringify({ last_by_subj: subject }));
+    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read the group's last event");
     if (!msg) return undefined;
     const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
     if (!stored || stored.event.groupId !== groupId) {
@@ -257,29 +265,90 @@ export class JetStreamSequencer {
     if (!Number.isSafeInteger(streamSeq) || streamSeq < 1) return undefined;
     const body = new TextEncoder().encode(JSON.stringify({ seq: streamSeq }));
     const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event");
-    if (!msg || msg.subject !== this.names.group(groupId)) return undefined;
+    if (!msg || this.names.groupIdOf(msg.subject) !== groupId) return undefined;
     const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
     return stored?.event.groupId === groupId ? stored : undefined;
   }
 
   /**
-   * append publishes `event` on its group's subject if the subject's last
-   * message has stream sequence `expectedLastStreamSeq` (0: the subject is
-   * empty), with Nats-Msg-Id `msgId` and the headers of the module comment.
-   * Distinguishes a lost race ("conflict"), a repeated msgId ("duplicate",
-   * with the stored original) and no answer ("unknown"); any other refusal
-   * throws ChatError Unavailable.
+   * at returns the group's event at group seq `seq` as the timeline stream
+   * holds it (its slot subject), or undefined if the stream holds none there
+   * (not written yet, or past the stream's max_age). Throws ChatError
+   * Unavailable if JetStream cannot be asked.
    */
-  async append(event: GroupEvent, expectedLastStreamSeq: number, msgId: string, extras: AppendExtras = {}): Promise<AppendOutcome> {
-    const subject = this.names.group(event.groupId);
+  async at(groupId: string, seq: number): Promise<SequencedEvent | undefined> {
+    const subject = this.names.slot(groupId, seq);
+    const body = new TextEncoder().encode(JSON.stringify({ last_by_subj: subject }));
+    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event");
+    if (!msg || msg.subject !== subject) return undefined;
+    const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
+    return stored?.event.groupId === groupId && stored.groupSeq === seq ? stored : undefined;
+  }
+
+  /**
+   * readLog answers history reads from the stream's leader (the JetStream
+   * `STREAM.MSG.GET` API, not a direct get, which any replica may answer a
+   * little behind), so an event acknowledged to a writer is seen by a read
+   * started after the ack: `last` is the group's newest event, `first` its
+   * oldest still in the stream, a number the event at that group seq.
+   * Resolves undefined if the stream holds no such event. Throws ChatError
+   * Unavailable if JetStream cannot be asked.
+   */
+  async readLog(groupId: string, which: "last" | "first" | number): Promise<GroupEvent | undefined> {
+    const query =
+      which === "last"
+        ? { last_by_subj: this.names.group(groupId) }
+        : which === "first"
+          ? { seq: 1, next_by_subj: this.names.group(groupId) }
+          : { last_by_subj: this.names.slot(groupId, which) };
+    let reply: Msg;
+    const subject = `${JS_API}.STREAM.MSG.GET.${this.names.timelineStream}`;
+    const body = new TextEncoder().encode(JSON.stringify(query));
+    try {
+      reply = await this.api.request(subject, body).catch((e: unknown) => {
+        if (e instanceof RequestInterruptedError) return this.api.request(subject, body);
+        throw e;
+      });
+    } catch (e) {
+      throw new ChatError("Unavailable", "could not read the group's timeline from JetStream", { cause: e });
+    }
+    let answer: { message?: { subject?: unknown; data?: unknown }; error?: { code?: unknown; description?: unknown } };
+    try {
+      answer = JSON.parse(TEXT.decode(reply.data));
+    } catch (e) {
+      throw new ChatError("Unavailable", "JetStream answered a timeline read with something else than JSON", { cause: e });
+    }
+    if (answer.error) {
+      if (answer.error.code === 404) return undefined;
+      throw new ChatError("Unavailable", "JetStream refused a timeline read", { cause: new Error(`${answer.error.code} ${answer.error.description}`) });
+    }
+    const m = answer.message;
+    if (!m || typeof m.subject !== "string" || this.names.groupIdOf(m.subject) !== groupId) return undefined;
+    const event = decodeEvent(typeof m.data === "string" ? Buffer.from(m.data, "base64") : EMPTY);
+    const slot = this.names.slotOf(m.subject);
+    return event && event.groupId === groupId && event.seq === slot?.seq ? event : undefined;
+  }
+
+  /**
+   * append publishes `event` on its slot subject (`<prefix>.group.<g>.<seq>`)
+   * if that slot is empty (`Nats-Expected-Last-Subject-Sequence: 0`, which is
+   * exclusive on a replicated stream too), with Nats-Msg-Id `msgId` and the
+   * headers of the module comment; `prevStreamSeq` is the stream seq of the
+   * event at seq - 1 if known (0 if not), for `Chat-Prev`. Distinguishes a
+   * taken slot ("conflict": another writer stored this seq), a repeated msgId
+   * ("duplicate", with the stored original) and no answer ("unknown"); any
+   * other refusal throws ChatError Unavailable.
+   */
+  async append(event: GroupEvent, prevStreamSeq: number, msgId: string, extras: AppendExtras = {}): Promise<AppendOutcome> {
+    const subject = this.names.slot(event.groupId, event.seq);
     const h = natsHeaders();
     h.set(SEQ_HEADER, String(event.seq));
-    h.set(PREV_HEADER, String(expectedLastStreamSeq));
+    h.set(PREV_HEADER, String(prevStreamSeq));
     h.set(TYPE_HEADER, event.body.type);
     if (extras.change) h.set(CHANGE_HEADER, `${extras.change.groupSeq}:${extras.change.streamSeq}`);
     if (extras.counts) h.set(COUNTS_HEADER, `${extras.counts.memberCount}:${extras.counts.ownerCount}`);
     h.set("Nats-Msg-Id", msgId);
-    h.set("Nats-Expected-Last-Subject-Sequence", String(expectedLastStreamSeq));
+    h.set("Nats-Expected-Last-Subject-Sequence", "0");
     let reply: Msg;
     try {
       reply = await this.api.request(subject, encodeEvent(event), h);
@@ -314,10 +383,11 @@ export class JetStreamSequencer {
         event,
         streamSeq: ack.seq,
         groupSeq: event.seq,
-        prevStreamSeq: expectedLastStreamSeq,
+        prevStreamSeq,
         change: isChange(event) ? { groupSeq: event.seq, streamSeq: ack.seq } : extras.change,
         counts: extras.counts,
         msgId,
+        prevChange: isChange(event) ? extras.change : undefined,
       },
     };
   }
@@ -379,7 +449,8 @@ export class JetStreamSequencer {
         this.publishing.set(groupId, p.msgId);
         let outcome: AppendOutcome;
         try {
-          outcome = await this.append(p.event, expected, p.msgId, { change, counts: p.counts });
+          const prev = last && p.event.seq === last.groupSeq + 1 ? expected : 0;
+          outcome = await this.append(p.event, prev, p.msgId, { change, counts: p.counts });
         } finally {
           this.publishing.delete(groupId);
         }
@@ -399,12 +470,12 @@ export class JetStreamSequencer {
             continue;
           case "conflict": {
             this.counters.conflicts++;
-            lastCause = new Error(`wrong last sequence ${expected}`);
+            lastCause = new Error(`seq ${p.event.seq} of group ${groupId} is taken`);
             // Another process appends to this group: follow the tails for a while (changes read afresh anyway).
             if (!opts.fresh) this.wantTails();
             // The republished tail usually arrives before the refusal: retry on it at once.
             const known = opts.fresh ? undefined : this.tails.get(groupId);
-            if (known && outcome.lastStreamSeq !== undefined && known.streamSeq >= outcome.lastStreamSeq && known.streamSeq !== expected) {
+            if (known && known.groupSeq >= p.event.seq) {
               this.counters.tailRetries++;
               last = known;
               floor = 0;
@@ -657,7 +728,8 @@ export function parseSequenced(
   data: Uint8Array,
 ): SequencedEvent | undefined {
   const event = decodeEvent(data);
-  if (!event || names.groupIdOf(subject) !== event.groupId) return undefined;
+  const slot = names.slotOf(subject);
+  if (!event || slot?.groupId !== event.groupId || slot.seq !== event.seq) return undefined;
   const seqText = header?.get(SEQ_HEADER) ?? "";
   if (seqText !== "" && positive(seqText) !== event.seq) return undefined;
   const counts = pair(header?.get(COUNTS_HEADER) ?? "");
@@ -669,6 +741,10 @@ export function parseSequenced(
       : undefined;
   const prev = positive(header?.get(PREV_HEADER) ?? "");
   const msgId = header?.get("Nats-Msg-Id") ?? "";
+  const prevChange =
+    isChange(event) && changeHdr && changeHdr[0] >= 1 && changeHdr[0] < event.seq && changeHdr[1] >= 1 && changeHdr[1] < streamSeq
+      ? { groupSeq: changeHdr[0], streamSeq: changeHdr[1] }
+      : undefined;
   return {
     event,
     streamSeq,
@@ -677,6 +753,7 @@ export function parseSequenced(
     change,
     counts: counts && { memberCount: counts[0], ownerCount: counts[1] },
     msgId: msgId === "" ? undefined : msgId,
+    prevChange,
   };
 }
 

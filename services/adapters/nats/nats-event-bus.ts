@@ -74,6 +74,12 @@ export interface TimelineOptions {
   readonly maxAgeMs?: number;
   /** duplicateWindowMs is how long a `Nats-Msg-Id` is remembered for dedupe; default 2 min. */
   readonly duplicateWindowMs?: number;
+  /**
+   * replicas is the stream's replica count: 3 in production (an ack then
+   * means stored on a quorum of three nats-servers), 1 on a lone server;
+   * default 1.
+   */
+  readonly replicas?: number;
 }
 
 /** NatsEventBusOptions configures {@link createNatsEventBus}. */
@@ -180,7 +186,7 @@ export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {
     max_msgs_per_subject: -1,
     max_msg_size: -1,
     max_consumers: -1,
-    num_replicas: 1,
+    num_replicas: opts.replicas ?? 1,
     allow_direct: true,
     mirror_direct: false,
     sealed: false,
@@ -328,7 +334,7 @@ export class NatsEventBus implements EventBus {
     this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
     this.subscribeTimeoutMs = opts.subscribeTimeoutMs ?? 5000;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
-    this.timeline = { maxAgeMs: opts.maxAgeMs, duplicateWindowMs: opts.duplicateWindowMs };
+    this.timeline = { maxAgeMs: opts.maxAgeMs, duplicateWindowMs: opts.duplicateWindowMs, replicas: opts.replicas };
     this.ensureOnReconnect = opts.ensureStream ?? true;
     this.link = new Link(!this.nc.isClosed());
     void this.watchStatus();
@@ -337,7 +343,7 @@ export class NatsEventBus implements EventBus {
   /** publishEvent stores the event in JetStream, whose republish fans it out; resolves on JetStream's ack (see the class comment). */
   async publishEvent(event: GroupEvent): Promise<void> {
     this.assertOpen();
-    const subject = this.names.group(event.groupId);
+    const subject = this.names.slot(event.groupId, event.seq);
     const msgID = this.names.msgId(event.groupId, event.seq);
     const data = encodeEvent(event);
     await this.untilDone("publish the event", this.publishTimeoutMs, async (remainingMs) => {
@@ -425,7 +431,7 @@ export class NatsEventBus implements EventBus {
     const stream = this.names.timelineStream;
     try {
       const stored = await this.jsm.direct.getMessage(stream, { seq });
-      const event = stored && stored.subject === this.names.group(groupId) ? decodeEvent(stored.data) : undefined;
+      const event = stored && this.names.groupIdOf(stored.subject) === groupId ? decodeEvent(stored.data) : undefined;
       if (event?.groupId === groupId) return event;
       this.log?.warn({ stream, seq, groupId }, "a headers-only republish names no stored event of its group");
     } catch (err) {

@@ -109,14 +109,29 @@ export class NatsNames {
   }
 
   /**
-   * group is the subject of one group's timeline events,
-   * `<prefix>.group.<groupId>`, which writers publish to the timeline stream.
-   * Nobody subscribes to it: it also carries publishes JetStream refused;
-   * subscribers use {@link tail}. Throws ChatError InvalidArgument unless
-   * `groupId` is a lower-case UUID.
+   * slot is the subject of one event of a group's timeline,
+   * `<prefix>.group.<groupId>.<seq>`: each event has a subject of its own,
+   * written with `Nats-Expected-Last-Subject-Sequence: 0`, so the timeline
+   * stream stores at most one event per (group, seq), also on a replicated
+   * stream under racing writers (on nats-server 2.9 a non-zero expected
+   * subject sequence is not exclusive on R3; expected 0 is:
+   * jetstream-cluster.int.spec.ts). Nobody subscribes to it: it also carries
+   * publishes JetStream refused; subscribers use {@link tail}. Throws
+   * ChatError InvalidArgument unless `groupId` is a lower-case UUID and `seq`
+   * a positive safe integer.
+   */
+  slot(groupId: string, seq: number): string {
+    return `${this.prefix}.group.${token("group id", groupId)}.${positiveSeq(seq)}`;
+  }
+
+  /**
+   * group is the filter matching every event subject of one group,
+   * `<prefix>.group.<groupId>.*` (its slots): for a group's last event
+   * (direct get `last_by_subj`) and consumers of one group. Throws ChatError
+   * InvalidArgument unless `groupId` is a lower-case UUID.
    */
   group(groupId: string): string {
-    return `${this.prefix}.group.${token("group id", groupId)}`;
+    return `${this.prefix}.group.${token("group id", groupId)}.*`;
   }
 
   /**
@@ -129,39 +144,43 @@ export class NatsNames {
   }
 
   /**
-   * groupIdOf returns the group id of a group event subject built by
-   * {@link group} with this prefix, or undefined for any other subject.
+   * groupIdOf returns the group id of an event subject built by {@link slot}
+   * with this prefix, or undefined for any other subject.
    */
   groupIdOf(subject: string): string | undefined {
-    const head = `${this.prefix}.group.`;
-    if (!subject.startsWith(head)) return undefined;
-    const id = subject.slice(head.length);
-    return isId(id) ? id : undefined;
+    return slotOf(`${this.prefix}.group.`, subject)?.groupId;
   }
 
   /**
-   * tail is the subject on which the timeline stream republishes each event
-   * of a group it stored, whole (its headers plus `Nats-Sequence`),
-   * `<prefix>.tail.<groupId>` (core NATS only): what subscribers of the
-   * group's events listen to. The stream leader republishes as it applies
-   * each entry: at most once and in stream order per leader term; across a
-   * leader change an event may be missing or repeated (subscribers repair by
-   * seq). Throws ChatError InvalidArgument unless `groupId` is a lower-case
-   * UUID.
+   * slotOf returns the group id and seq of an event subject built by
+   * {@link slot} with this prefix, or undefined for any other subject.
+   */
+  slotOf(subject: string): { readonly groupId: string; readonly seq: number } | undefined {
+    return slotOf(`${this.prefix}.group.`, subject);
+  }
+
+  /**
+   * tail is the filter of the subjects on which the timeline stream
+   * republishes each event of a group it stored, whole (its headers plus
+   * `Nats-Sequence`), `<prefix>.tail.<groupId>.*` (core NATS only; one
+   * subject per event, `<prefix>.tail.<groupId>.<seq>`): what subscribers of
+   * the group's events listen to. The stream leader republishes as it
+   * applies each entry: at most once and in stream order per leader term;
+   * across a leader change an event may be missing or repeated (subscribers
+   * repair by seq). Throws ChatError InvalidArgument unless `groupId` is a
+   * lower-case UUID.
    */
   tail(groupId: string): string {
-    return `${this.prefix}.tail.${token("group id", groupId)}`;
+    return `${this.prefix}.tail.${token("group id", groupId)}.*`;
   }
 
   /**
-   * groupIdOfTail returns the group id of a tail subject built by
-   * {@link tail} with this prefix, or undefined for any other subject.
+   * groupIdOfTail returns the group id of a republished event's subject
+   * (`<prefix>.tail.<groupId>.<seq>`) with this prefix, or undefined for any
+   * other subject.
    */
   groupIdOfTail(subject: string): string | undefined {
-    const head = `${this.prefix}.tail.`;
-    if (!subject.startsWith(head)) return undefined;
-    const id = subject.slice(head.length);
-    return isId(id) ? id : undefined;
+    return slotOf(`${this.prefix}.tail.`, subject)?.groupId;
   }
 
   /**
@@ -188,6 +207,26 @@ export class NatsNames {
 }
 
 /** token returns `id` if it is safe as one subject token (a lower-case UUID); throws ChatError InvalidArgument otherwise. */
+/** slotOf parses `<head><groupId>.<seq>`; undefined unless the id is a lower-case UUID and seq a positive decimal without leading zeros. */
+function slotOf(head: string, subject: string): { readonly groupId: string; readonly seq: number } | undefined {
+  if (!subject.startsWith(head)) return undefined;
+  const rest = subject.slice(head.length);
+  const dot = rest.indexOf(".");
+  if (dot < 0) return undefined;
+  const groupId = rest.slice(0, dot);
+  const seqText = rest.slice(dot + 1);
+  if (!isId(groupId) || !/^[1-9][0-9]{0,15}$/.test(seqText)) return undefined;
+  const seq = Number(seqText);
+  return Number.isSafeInteger(seq) ? { groupId, seq } : undefined;
+}
+
+function positiveSeq(seq: number): number {
+  if (!Number.isSafeInteger(seq) || seq < 1) {
+    throw new ChatError("InvalidArgument", `invalid seq ${seq}: must be a positive integer`);
+  }
+  return seq;
+}
+
 function token(what: string, id: string): string {
   if (!isId(id)) throw new ChatError("InvalidArgument", `invalid ${what}: must be a lower-case UUID`);
   return id;
