@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { type TestKeyspace, openTestKeyspace } from "../../services/adapters/cassandra/test-keyspace.js";
+import { PrivateNatsCluster } from "../../services/adapters/nats/private-nats-cluster.js";
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
 import { PrivateRedis } from "../../services/adapters/redis/redis-test-helpers.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
@@ -62,8 +63,17 @@ function assertStoredAtEachSeq(what: string, events: readonly GroupEvent[], stor
   assert.deepEqual(delivered, expected, `${what}: each seq carries the event the store holds at it`);
 }
 
-describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
-  let nats: PrivateNatsServer;
+/**
+ * The suite runs on two NATS topologies: one nats-server (the timeline stream
+ * R1), and a 3-node NATS cluster with the timeline stream on 3 replicas
+ * (TIMELINE_REPLICAS=3, production's shape), where the NATS fault is the
+ * SIGKILL of the stream leader's node mid-traffic and its restart.
+ */
+for (const topology of ["one nats-server", "3-node NATS cluster, R3 timeline"] as const) {
+describe(`cluster of processes (${topology})`, { skip: !process.env.NATS_URL }, () => {
+  const replicated = topology !== "one nats-server";
+  let nats: PrivateNatsServer | undefined;
+  let natsCluster: PrivateNatsCluster | undefined;
   let redis: PrivateRedis;
   let dataDir: string;
   let keyspace: TestKeyspace | undefined;
@@ -124,8 +134,15 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
   }
 
   before(async () => {
-    nats = await PrivateNatsServer.create();
-    await nats.start();
+    let busUrl: string;
+    if (replicated) {
+      natsCluster = await PrivateNatsCluster.start();
+      busUrl = natsCluster.urls;
+    } else {
+      nats = await PrivateNatsServer.create();
+      await nats.start();
+      busUrl = nats.url;
+    }
     redis = await PrivateRedis.start();
     dataDir = await mkdtemp(join(tmpdir(), "chat-cluster-"));
     const authPort = await freePort();
@@ -140,7 +157,8 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
       DATA_DIR: dataDir,
       STORE_URL: storeUrl,
       MIGRATE: "true",
-      BUS_URL: nats.url,
+      BUS_URL: busUrl,
+      TIMELINE_REPLICAS: replicated ? "3" : "1",
       CACHE_URL: redis.url,
       NAMESPACE: "cluster",
       LOG_LEVEL: "info",
@@ -163,6 +181,7 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
   after(async () => {
     await Promise.all([...procs.keys()].map((n) => stopProc(n, "SIGKILL")));
     await nats?.dispose();
+    await natsCluster?.dispose();
     await redis?.close();
     await keyspace?.drop();
     await rm(dataDir, { recursive: true, force: true });
@@ -309,18 +328,54 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     }
     for (const id of acked) assert.ok(stored.has(id), `acknowledged ${id} is stored`);
 
-    // Restart nats-server: acknowledged messages are neither lost nor doubled on the open streams.
     const beforeRestart = await sendMany(aliceSend, gid, 5, { prefix: "pre-nats" });
-    // A send in flight when NATS dies: frozen first (SIGSTOP), so its publish is sent and never answered.
-    nats.signal("SIGSTOP");
-    const inFlight = aliceSend.messages.sendMessage({ groupId: gid, text: "in flight", clientMessageId: "in-flight-at-nats-restart" });
-    await sleep(300);
-    await nats.kill("SIGKILL");
-    await nats.start();
-    const back = Date.now();
-    const inFlightAck = await inFlight;
-    t.diagnostic(`the send in flight when NATS died was acknowledged ${Date.now() - back} ms after NATS was back`);
-    assert.equal(inFlightAck.message?.text, "in flight");
+    if (nats) {
+      // Restart nats-server: acknowledged messages are neither lost nor doubled on the open streams.
+      // A send in flight when NATS dies: frozen first (SIGSTOP), so its publish is sent and never answered.
+      nats.signal("SIGSTOP");
+      const inFlight = aliceSend.messages.sendMessage({ groupId: gid, text: "in flight", clientMessageId: "in-flight-at-nats-restart" });
+      await sleep(300);
+      await nats.kill("SIGKILL");
+      await nats.start();
+      const back = Date.now();
+      const inFlightAck = await inFlight;
+      t.diagnostic(`the send in flight when NATS died was acknowledged ${Date.now() - back} ms after NATS was back`);
+      assert.equal(inFlightAck.message?.text, "in flight");
+    } else if (natsCluster) {
+      // SIGKILL the timeline stream leader's node mid-traffic, bring it back: every acked send is stored once.
+      const cluster = natsCluster;
+      const leaderName = (await cluster.streamState(0, "CLUSTER_TIMELINE"))?.leader ?? (await cluster.streamState(1, "CLUSTER_TIMELINE"))?.leader;
+      const leader = cluster.indexOf(leaderName ?? "");
+      assert.ok(leader >= 0, `the timeline stream has a leader among our nodes (${leaderName})`);
+      const ackedAcross: string[] = [];
+      const across = (async () => {
+        for (let i = 0; i < 60; i++) {
+          const req = { groupId: gid, text: `leader-kill ${i}`, clientMessageId: `leader-kill-${i}` };
+          // A client retries a failed send with the same client_message_id (bounded).
+          for (let attempt = 0; attempt < 40; attempt++) {
+            try {
+              const r = await aliceSend.messages.sendMessage(req);
+              ackedAcross.push(r.message?.clientMessageId ?? "");
+              break;
+            } catch {
+              await sleep(250);
+            }
+          }
+        }
+      })();
+      await sleep(200);
+      const killedAt = Date.now();
+      await cluster.kill(leader);
+      await sleep(3000);
+      await cluster.restart(leader);
+      await across;
+      t.diagnostic(`stream leader node ${leaderName} SIGKILLed mid-traffic and restarted after ${Date.now() - killedAt} ms; ${ackedAcross.length}/60 sends acked`);
+      assert.equal(ackedAcross.length, 60, "every send was acknowledged (with retries) across the loss of a node");
+      const storedIds = [...(await storedMessages(aliceSend, gid)).values()].map((m) => m.text);
+      for (let i = 0; i < 60; i++) {
+        assert.equal(storedIds.filter((x) => x === `leader-kill ${i}`).length, 1, `leader-kill ${i} is stored exactly once`);
+      }
+    }
     const afterRestart: string[] = [];
     for (let i = 0; i < 20; i++) {
       try {
@@ -354,3 +409,4 @@ describe("cluster of processes", { skip: !process.env.NATS_URL }, () => {
     swMoved.close();
   });
 });
+}

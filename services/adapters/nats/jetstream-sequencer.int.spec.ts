@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
 import { decodeEvent } from "./event-codec.js";
@@ -58,31 +59,48 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     await ncB.close();
   });
 
-  it("appends on an empty subject expecting 0, then reports a lost race and a duplicate", async () => {
+  it("appends on an empty slot, then reports a taken slot and a duplicate", async () => {
     const g = newId();
     assert.equal(await a.last(g), undefined);
+    assert.equal(await a.at(g, 1), undefined);
     const first = await a.append(added(g, 1), 0, "k1", { counts: { memberCount: 1, ownerCount: 1 } });
     assert.equal(first.status, "appended");
     assert.ok(first.status === "appended");
     const last = await b.last(g);
     assert.deepEqual(last, first.stored);
+    assert.deepEqual(await b.at(g, 1), first.stored);
     assert.deepEqual(last?.change, { groupSeq: 1, streamSeq: first.stored.streamSeq });
     assert.deepEqual(last?.counts, { memberCount: 1, ownerCount: 1 });
+    // Stored on the event's own slot, `<prefix>.group.<g>.1`.
+    const jsm = await jetstreamManager(ncA);
+    assert.equal((await jsm.streams.getMessage(names.timelineStream, { seq: first.stored.streamSeq }))?.subject, `${prefix}.group.${g}.1`);
 
-    assert.deepEqual(await b.append(message(g, 1), 0, "k2"), { status: "conflict", lastStreamSeq: first.stored.streamSeq }, "the refusal names the real last sequence");
+    // Seq 1 is taken, whatever the proposal says of the event before it: the refusal names the slot's stored message.
+    assert.deepEqual(await b.append(message(g, 1), 0, "k2"), { status: "conflict", lastStreamSeq: first.stored.streamSeq }, "the refusal names the slot's message");
+    assert.deepEqual(await b.append(message(g, 1), first.stored.streamSeq, "k3"), { status: "conflict", lastStreamSeq: first.stored.streamSeq });
+    assert.deepEqual(await a.at(g, 1), first.stored, "the slot keeps the first event");
     const dup = await b.append(message(g, 2), first.stored.streamSeq, "k1");
     assert.equal(dup.status, "duplicate");
     assert.ok(dup.status === "duplicate");
     assert.deepEqual(dup.original, first.stored);
+    assert.equal(await a.at(g, 2), undefined, "a duplicate msgId takes no slot");
 
     const second = await b.append(message(g, 2), first.stored.streamSeq, "k2", { change: last?.change });
     assert.ok(second.status === "appended");
+    assert.equal((await jsm.streams.getMessage(names.timelineStream, { seq: second.stored.streamSeq }))?.subject, `${prefix}.group.${g}.2`);
     const again = await a.last(g);
+    assert.deepEqual(again, second.stored);
     assert.equal(again?.groupSeq, 2);
     assert.equal(again?.prevStreamSeq, first.stored.streamSeq);
     assert.deepEqual(again?.change, first.stored.change);
+    assert.deepEqual(await a.at(g, 2), second.stored);
+    assert.deepEqual(await a.at(g, 1), first.stored);
+    assert.equal(await a.at(g, 3), undefined, "a slot not written yet");
+    assert.equal(await a.at(newId(), 1), undefined, "another group's slot");
     assert.deepEqual(await a.get(g, first.stored.streamSeq), first.stored);
+    assert.deepEqual(await a.get(g, second.stored.streamSeq), second.stored);
     assert.equal(await a.get(newId(), first.stored.streamSeq), undefined, "another group's subject");
+    await assert.rejects(a.at(g, 0), (e) => isChatError(e, "InvalidArgument"), "seq 0 has no slot");
   });
 
   it("sequences concurrent writers from two connections densely", async () => {
@@ -105,14 +123,88 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
       e = e && e.prevStreamSeq > 0 ? await a.get(g, e.prevStreamSeq) : undefined;
     }
     assert.equal(e, undefined);
+    const info = await (await jetstreamManager(ncA)).streams.info(names.timelineStream, { subjects_filter: names.group(g) });
+    assert.deepEqual(info.state.subjects, Object.fromEntries(Array.from({ length: n }, (_, i) => [names.slot(g, i + 1), 1])), "each seq stored once, on its slot");
   });
 
-  it("the stream republishes each event whole, with its headers and stream sequence, on the group's tail subject", async () => {
+  it("two sequencers racing on one group from the start store seqs 1..N densely, each event once; readLog reads them back", { timeout: 60_000 }, async () => {
     const g = newId();
-    const seen: { seq: string; type: string; streamSeq: string; event: GroupEvent | undefined }[] = [];
+    const n = 40;
+    const c = await createJetStreamSequencer(ncA, prefix);
+    const d = await createJetStreamSequencer(ncB, prefix);
+    try {
+      assert.equal(await c.readLog(g, "first"), undefined, "an empty group has no first event");
+      assert.equal(await c.readLog(g, "last"), undefined);
+      assert.equal(await c.readLog(g, 1), undefined);
+      // The first proposal of each sequencer waits for the other's, so both propose seq 1 on an empty group:
+      // one of them must lose (a conflict), which proves the two really raced.
+      let arrived = 0;
+      let open: () => void = () => {};
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      const firstProposals = new Set<number>();
+      const proposedSeqs: number[] = [];
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          (i % 2 ? d : c).sequence(g, async (last) => {
+            const seq = (last?.groupSeq ?? 0) + 1;
+            proposedSeqs.push(seq);
+            if (i < 2 && !firstProposals.has(i)) {
+              firstProposals.add(i);
+              if (++arrived === 2) open();
+              await gate;
+            }
+            return { event: message(g, seq), msgId: `race:${g}:${i}` };
+          }),
+        ),
+      );
+      const [sc, sd] = [c.stats(), d.stats()];
+      assert.ok(sc.conflicts + sd.conflicts >= 1, `the two sequencers raced (conflicts: ${sc.conflicts} + ${sd.conflicts})`);
+      assert.equal(sc.appended + sd.appended, n);
+      assert.ok(proposedSeqs.filter((seq) => seq === 1).length >= 2, "both proposed seq 1");
+      assert.ok(results.every((r) => !r.duplicate));
+      assert.deepEqual(
+        results.map((r) => r.stored.groupSeq).sort((x, y) => x - y),
+        Array.from({ length: n }, (_, i) => i + 1),
+        "dense seqs 1..N",
+      );
+      results.forEach((r, i) => assert.equal(r.stored.msgId, `race:${g}:${i}`, `call ${i} got its own event`));
+
+      // Every event is stored exactly once, on its slot: no lost race left a second message anywhere.
+      const jsm = await jetstreamManager(ncA);
+      const info = await jsm.streams.info(names.timelineStream, { subjects_filter: names.group(g) });
+      assert.deepEqual(info.state.subjects, Object.fromEntries(Array.from({ length: n }, (_, i) => [names.slot(g, i + 1), 1])));
+      const bySeq = new Map(results.map((r) => [r.stored.groupSeq, r.stored]));
+      for (let seq = 1; seq <= n; seq++) {
+        const stored = bySeq.get(seq);
+        assert.deepEqual(await d.at(g, seq), stored, `at(${seq})`);
+        assert.deepEqual(await c.readLog(g, seq), stored?.event, `readLog(${seq})`);
+      }
+      assert.equal(await d.at(g, n + 1), undefined);
+      // readLog reads from the leader: first, last and by seq.
+      assert.deepEqual(await c.readLog(g, "first"), bySeq.get(1)?.event);
+      assert.deepEqual(await d.readLog(g, "last"), bySeq.get(n)?.event);
+      assert.equal((await d.readLog(g, "last"))?.seq, n);
+      assert.equal((await c.readLog(g, "first"))?.seq, 1);
+      assert.equal(await c.readLog(g, n + 1), undefined, "no event past the last");
+      const other = newId();
+      assert.equal(await c.readLog(other, "first"), undefined, "another group's log is empty");
+      assert.equal(await c.readLog(other, "last"), undefined);
+      assert.equal(await c.readLog(other, 1), undefined);
+    } finally {
+      c.close();
+      d.close();
+    }
+  });
+
+  it("the stream republishes each event whole, with its headers and stream sequence, on the event's tail subject", async () => {
+    const g = newId();
+    const seen: { subject: string; seq: string; type: string; streamSeq: string; event: GroupEvent | undefined }[] = [];
     const sub = ncB.subscribe(names.tail(g), {
       callback: (_err, m) => {
         seen.push({
+          subject: m.subject,
           seq: m.headers?.get("Chat-Seq") ?? "",
           type: m.headers?.get("Chat-Type") ?? "",
           streamSeq: m.headers?.get("Nats-Sequence") ?? "",
@@ -128,9 +220,10 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     sub.unsubscribe();
     assert.deepEqual(seen, [
-      { seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq), event: one.stored.event },
-      { seq: "2", type: "message", streamSeq: String(two.stored.streamSeq), event: two.stored.event },
+      { subject: `${prefix}.tail.${g}.1`, seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq), event: one.stored.event },
+      { subject: `${prefix}.tail.${g}.2`, seq: "2", type: "message", streamSeq: String(two.stored.streamSeq), event: two.stored.event },
     ]);
+    assert.ok(seen.every((m) => names.groupIdOfTail(m.subject) === g));
   });
 
   it("writers taking turns on a group follow each other's tails after the first conflict, instead of conflicting", async () => {
@@ -231,7 +324,8 @@ describe("JetStreamSequencer across a NATS blip (private server)", { skip: NATS_
       texts.unshift(e.event.body.type === "message" ? e.event.body.message.text : "");
     }
     assert.deepEqual(texts, ["a", "b", "c", "in-flight", "queued"]);
-    const info = await (await jetstreamManager(nc)).streams.info(names.timelineStream);
+    const info = await (await jetstreamManager(nc)).streams.info(names.timelineStream, { subjects_filter: names.group(g) });
     assert.equal(info.state.messages, 5, "no event stored twice");
+    assert.deepEqual(info.state.subjects, Object.fromEntries([1, 2, 3, 4, 5].map((seq) => [names.slot(g, seq), 1])), "each send on its own slot");
   });
 });

@@ -42,7 +42,7 @@ describe("parseSequenced", () => {
   it("reads a message event with its chain headers", () => {
     const g = newId();
     const e = message(g, 7);
-    const s = parseSequenced(names, names.group(g), 40, hdrs({ [SEQ_HEADER]: "7", [PREV_HEADER]: "38", [CHANGE_HEADER]: "5:30", "Nats-Msg-Id": "m" }), encodeEvent(e));
+    const s = parseSequenced(names, names.slot(g, 7), 40, hdrs({ [SEQ_HEADER]: "7", [PREV_HEADER]: "38", [CHANGE_HEADER]: "5:30", "Nats-Msg-Id": "m" }), encodeEvent(e));
     assert.deepEqual(s, {
       event: e,
       streamSeq: 40,
@@ -51,37 +51,60 @@ describe("parseSequenced", () => {
       change: { groupSeq: 5, streamSeq: 30 },
       counts: undefined,
       msgId: "m",
+      prevChange: undefined,
     });
   });
 
   it("makes a membership event its own latest change and reads its counts", () => {
     const g = newId();
     const e: GroupEvent = { groupId: g, seq: 3, at: 1, actor, body: { type: "member_added", member: actor, role: "member" } };
-    const s = parseSequenced(names, names.group(g), 9, hdrs({ [SEQ_HEADER]: "3", [COUNTS_HEADER]: "4:1", [CHANGE_HEADER]: "1:2" }), encodeEvent(e));
+    const s = parseSequenced(names, names.slot(g, 3), 9, hdrs({ [SEQ_HEADER]: "3", [COUNTS_HEADER]: "4:1", [CHANGE_HEADER]: "1:2" }), encodeEvent(e));
     assert.deepEqual(s?.change, { groupSeq: 3, streamSeq: 9 });
     assert.deepEqual(s?.counts, { memberCount: 4, ownerCount: 1 });
+    assert.deepEqual(s?.prevChange, { groupSeq: 1, streamSeq: 2 }, "a change's Chat-Change names the change before it");
     assert.equal(s?.prevStreamSeq, 0);
   });
 
   it("accepts an event without headers (published by the bus)", () => {
     const g = newId();
-    const s = parseSequenced(names, names.group(g), 2, undefined, encodeEvent(message(g, 1)));
+    const s = parseSequenced(names, names.slot(g, 1), 2, undefined, encodeEvent(message(g, 1)));
     assert.equal(s?.groupSeq, 1);
     assert.equal(s?.change, undefined);
   });
 
   it("ignores chain headers that cannot be right", () => {
     const g = newId();
-    const s = parseSequenced(names, names.group(g), 10, hdrs({ [PREV_HEADER]: "10", [CHANGE_HEADER]: "7:3" }), encodeEvent(message(g, 7)));
+    const s = parseSequenced(names, names.slot(g, 7), 10, hdrs({ [PREV_HEADER]: "10", [CHANGE_HEADER]: "7:3" }), encodeEvent(message(g, 7)));
     assert.equal(s?.prevStreamSeq, 0, "prev must be below the message's own stream seq");
     assert.equal(s?.change, undefined, "a change must be below the event's seq");
   });
 
   it("rejects a payload of another group, a Chat-Seq that disagrees, and garbage", () => {
     const g = newId();
-    assert.equal(parseSequenced(names, names.group(newId()), 1, undefined, encodeEvent(message(g, 1))), undefined);
-    assert.equal(parseSequenced(names, names.group(g), 1, hdrs({ [SEQ_HEADER]: "2" }), encodeEvent(message(g, 1))), undefined);
-    assert.equal(parseSequenced(names, names.group(g), 1, undefined, new TextEncoder().encode("{")), undefined);
+    assert.ok(parseSequenced(names, names.slot(g, 1), 1, hdrs({ [SEQ_HEADER]: "1" }), encodeEvent(message(g, 1))), "the well-formed control");
+    assert.equal(parseSequenced(names, names.slot(newId(), 1), 1, undefined, encodeEvent(message(g, 1))), undefined);
+    assert.equal(parseSequenced(names, names.slot(g, 1), 1, hdrs({ [SEQ_HEADER]: "2" }), encodeEvent(message(g, 1))), undefined);
+    assert.equal(parseSequenced(names, names.slot(g, 1), 1, undefined, new TextEncoder().encode("{")), undefined);
+  });
+
+  it("accepts an event only on its own slot: not another seq's, not the group's subject of old nor its filter", () => {
+    const g = newId();
+    const data = encodeEvent(message(g, 7));
+    const h = hdrs({ [SEQ_HEADER]: "7" });
+    assert.equal(parseSequenced(names, names.slot(g, 7), 40, h, data)?.groupSeq, 7, "the well-formed control");
+    for (const subject of [
+      names.slot(g, 6),
+      names.slot(g, 8),
+      names.slot(g, 70),
+      `t.group.${g}`, // a group's one subject before slots
+      names.group(g), // the filter, not a subject a message is stored on
+      `t.group.${g}.07`,
+      `t.tail.${g}.7`, // the republished subject
+      new NatsNames("u").slot(g, 7),
+    ]) {
+      assert.equal(parseSequenced(names, subject, 40, h, data), undefined, subject);
+      assert.equal(parseSequenced(names, subject, 40, undefined, data), undefined, `${subject} without headers`);
+    }
   });
 });
 

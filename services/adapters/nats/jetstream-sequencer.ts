@@ -264,7 +264,11 @@ export class JetStreamSequencer {
   async get(groupId: string, streamSeq: number): Promise<SequencedEvent | undefined> {
     if (!Number.isSafeInteger(streamSeq) || streamSeq < 1) return undefined;
     const body = new TextEncoder().encode(JSON.stringify({ seq: streamSeq }));
-    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event");
+    // A direct get may be answered by a replica a little behind the leader (a duplicate's original stored a
+    // moment ago by another writer): when it has nothing, the leader is asked.
+    const msg =
+      (await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event")) ??
+      (await this.leaderGet({ seq: streamSeq }));
     if (!msg || this.names.groupIdOf(msg.subject) !== groupId) return undefined;
     const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
     return stored?.event.groupId === groupId ? stored : undefined;
@@ -279,7 +283,9 @@ export class JetStreamSequencer {
   async at(groupId: string, seq: number): Promise<SequencedEvent | undefined> {
     const subject = this.names.slot(groupId, seq);
     const body = new TextEncoder().encode(JSON.stringify({ last_by_subj: subject }));
-    const msg = await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event");
+    const msg =
+      (await this.directGet(`${JS_API}.DIRECT.GET.${this.names.timelineStream}`, body, "the sequencer could not read a stored event")) ??
+      (await this.leaderGet({ last_by_subj: subject }));
     if (!msg || msg.subject !== subject) return undefined;
     const stored = parseSequenced(this.names, msg.subject, msg.seq, msg.header, msg.data);
     return stored?.event.groupId === groupId && stored.groupSeq === seq ? stored : undefined;
@@ -301,6 +307,19 @@ export class JetStreamSequencer {
         : which === "first"
           ? { seq: 1, next_by_subj: this.names.group(groupId) }
           : { last_by_subj: this.names.slot(groupId, which) };
+    const m = await this.leaderGet(query);
+    if (!m || this.names.groupIdOf(m.subject) !== groupId) return undefined;
+    const event = decodeEvent(m.data);
+    const slot = this.names.slotOf(m.subject);
+    return event && event.groupId === groupId && event.seq === slot?.seq ? event : undefined;
+  }
+
+  /**
+   * leaderGet reads one stored message through the stream leader (the
+   * `STREAM.MSG.GET` API); undefined if the stream has none (404). Throws
+   * ChatError Unavailable if JetStream cannot be asked or refuses.
+   */
+  private async leaderGet(query: Record<string, unknown>): Promise<{ subject: string; seq: number; header: MsgHdrs; data: Uint8Array } | undefined> {
     let reply: Msg;
     const subject = `${JS_API}.STREAM.MSG.GET.${this.names.timelineStream}`;
     const body = new TextEncoder().encode(JSON.stringify(query));
@@ -312,7 +331,7 @@ export class JetStreamSequencer {
     } catch (e) {
       throw new ChatError("Unavailable", "could not read the group's timeline from JetStream", { cause: e });
     }
-    let answer: { message?: { subject?: unknown; data?: unknown }; error?: { code?: unknown; description?: unknown } };
+    let answer: { message?: { subject?: unknown; seq?: unknown; data?: unknown; hdrs?: unknown }; error?: { code?: unknown; description?: unknown } };
     try {
       answer = JSON.parse(TEXT.decode(reply.data));
     } catch (e) {
@@ -323,10 +342,16 @@ export class JetStreamSequencer {
       throw new ChatError("Unavailable", "JetStream refused a timeline read", { cause: new Error(`${answer.error.code} ${answer.error.description}`) });
     }
     const m = answer.message;
-    if (!m || typeof m.subject !== "string" || this.names.groupIdOf(m.subject) !== groupId) return undefined;
-    const event = decodeEvent(typeof m.data === "string" ? Buffer.from(m.data, "base64") : EMPTY);
-    const slot = this.names.slotOf(m.subject);
-    return event && event.groupId === groupId && event.seq === slot?.seq ? event : undefined;
+    if (!m || typeof m.subject !== "string" || typeof m.seq !== "number") return undefined;
+    const header = natsHeaders();
+    if (typeof m.hdrs === "string") {
+      // "NATS/1.0\r\nName: value\r\n...\r\n\r\n"
+      for (const line of Buffer.from(m.hdrs, "base64").toString("utf8").split("\r\n").slice(1)) {
+        const colon = line.indexOf(":");
+        if (colon > 0) header.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+      }
+    }
+    return { subject: m.subject, seq: m.seq, header, data: typeof m.data === "string" ? Buffer.from(m.data, "base64") : EMPTY };
   }
 
   /**

@@ -19,7 +19,7 @@ import { eventBusContract } from "../../../test/contract/event-bus.contract.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
-import { encodeEvent } from "./event-codec.js";
+import { decodeEvent, encodeEvent } from "./event-codec.js";
 import { createJetStreamSequencer } from "./jetstream-sequencer.js";
 import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus, timelineStreamConfig } from "./nats-event-bus.js";
 import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
@@ -56,6 +56,17 @@ function message(groupId: string, seq: number, text = `m${seq}`): GroupEvent {
       message: { id: newId(), groupId, seq, sender: actor, text, sentAt: 1_700_000_000_000 + seq, clientMessageId: `c${seq}` },
     },
   };
+}
+
+/**
+ * tailSubject is the subject on which the timeline stream republishes the event stored on slot (`groupId`, `seq`):
+ * `<prefix>.tail.<groupId>.<seq>` (republish src `<prefix>.group.>`, dest `<prefix>.tail.>`). NatsNames builds only
+ * the filter `tail(groupId)`; a test that plays the server's part needs the subject itself.
+ */
+function tailSubject(names: NatsNames, groupId: string, seq: number): string {
+  const subject = `${names.prefix}.tail.${groupId}.${seq}`;
+  assert.equal(names.groupIdOfTail(subject), groupId);
+  return subject;
 }
 
 /** waitUntil polls `condition` every 10 ms until it holds; fails after `timeoutMs`. */
@@ -187,38 +198,86 @@ describe("NatsEventBus on the shared server", { skip }, () => {
     const all = await b.readTimeline(g, 0, 100);
     assert.deepEqual(all[0], (await b.readTimeline(g, 0, 1))[0]);
     assert.equal(all[4]?.body.type, "message");
+    // Each event is stored once, on its own slot subject.
+    const nc = await connect({ servers: url });
+    try {
+      const info = await (await jetstreamManager(nc)).streams.info(a.names.timelineStream, { subjects_filter: a.names.group(g) });
+      assert.deepEqual(info.state.subjects, Object.fromEntries([1, 2, 3, 4, 5].map((seq) => [`${prefix}.group.${g}.${seq}`, 1])));
+    } finally {
+      await nc.close();
+    }
   });
 
-  it("delivers only what the stream stored: never a refused compare-and-set proposal nor a duplicate Nats-Msg-Id", async () => {
+  it("delivers only what the stream stored: never a refused proposal nor a duplicate Nats-Msg-Id", async () => {
     const g = newId();
     const seen: GroupEvent[] = [];
     const sub = await b.subscribeGroup(g, (e) => seen.push(e));
-    const nc = await connect({ servers: url, name: "adapter-writer" });
-    const writer = await createJetStreamSequencer(nc, prefix);
+    // A plain core NATS subscriber of the group's slots sees every proposal as sent, stored or refused (what a
+    // subscriber of the wrong subject would get): proof that the refused proposals below were on the wire.
+    const raw = await connect({ servers: url, name: "adapter-raw" });
+    const onWire: { subject: string; text: string }[] = [];
+    const rawSub = raw.subscribe(b.names.group(g), {
+      callback: (_err, m) => {
+        const e = decodeEvent(m.data);
+        onWire.push({ subject: m.subject, text: e?.body.type === "message" ? e.body.message.text : "" });
+      },
+    });
+    await raw.flush();
+    const ncX = await connect({ servers: url, name: "adapter-writer-x" });
+    const ncY = await connect({ servers: url, name: "adapter-writer-y" });
+    const x = await createJetStreamSequencer(ncX, prefix);
+    const y = await createJetStreamSequencer(ncY, prefix);
     try {
-      const first = await writer.append(message(g, 1), 0, "k1");
+      const first = await x.append(message(g, 1), 0, "k1");
       assert.ok(first.status === "appended");
-      // Two proposals for seq 2 reach the server before the real seq 2, and JetStream stores neither:
-      // one expects a stale last sequence (a writer that lost the race), one repeats k1 (a client's retry).
-      assert.equal((await writer.append(message(g, 2, "the loser"), 0, "k-loser")).status, "conflict");
-      assert.equal((await writer.append(message(g, 2, "the retry"), first.stored.streamSeq, "k1")).status, "duplicate");
-      const second = await writer.append(message(g, 2), first.stored.streamSeq, "k2");
+      // Two writers race for seq 2, each on the same slot subject: JetStream stores one, refuses the other.
+      const [rx, ry] = await Promise.all([
+        x.append(message(g, 2, "x wants 2"), first.stored.streamSeq, "k-x"),
+        y.append(message(g, 2, "y wants 2"), first.stored.streamSeq, "k-y"),
+      ]);
+      assert.deepEqual([rx.status, ry.status].sort(), ["appended", "conflict"], "exactly one writer gets seq 2");
+      const second = rx.status === "appended" ? rx : ry;
       assert.ok(second.status === "appended");
-      assert.equal((await writer.append(message(g, 3), second.stored.streamSeq, "k3")).status, "appended");
+      const loser = rx.status === "appended" ? "y wants 2" : "x wants 2";
+      const loserOutcome = rx.status === "appended" ? ry : rx;
+      assert.deepEqual(loserOutcome, { status: "conflict", lastStreamSeq: second.stored.streamSeq }, "the loser is told the slot's message");
+      // More proposals JetStream stores none of: a writer that believes the group empty (seq 1 is taken), and a
+      // client's retry repeating k1 (a duplicate, even on a free slot).
+      assert.equal((await y.append(message(g, 1, "the stale"), 0, "k-stale")).status, "conflict");
+      const retry = await y.append(message(g, 3, "the retry"), second.stored.streamSeq, "k1");
+      assert.ok(retry.status === "duplicate");
+      assert.deepEqual(retry.original, first.stored);
+      assert.equal((await x.append(message(g, 3), second.stored.streamSeq, "k3")).status, "appended");
       // Seq 3 comes after anything published before it, so once it is seen nothing else is on its way.
       await waitUntil("seq 3 delivered", () => seen.some((e) => e.seq === 3));
+      await waitUntil("every proposal seen on the wire", () => onWire.length >= 6);
+      await raw.flush();
+      assert.deepEqual(
+        onWire.map((m) => m.text).sort(),
+        ["m1", "m3", "the retry", "the stale", "x wants 2", "y wants 2"],
+        "every proposal went out on its slot subject, refused ones too",
+      );
+      for (const m of onWire) assert.equal(b.names.groupIdOf(m.subject), g, m.subject);
       const stored = await b.readTimeline(g, 0, 10);
       assert.deepEqual(
         stored.map((e) => e.seq),
         [1, 2, 3],
       );
-      const view = (e: GroupEvent) => ({ seq: e.seq, id: e.body.type === "message" ? e.body.message.id : "", text: e.body.type === "message" ? e.body.message.text : "" });
+      const text = (e: GroupEvent | undefined) => (e?.body.type === "message" ? e.body.message.text : "");
+      assert.deepEqual(stored.map(text), ["m1", second.stored.event.body.type === "message" ? second.stored.event.body.message.text : "", "m3"]);
+      assert.notEqual(text(stored[1]), loser);
+      const view = (e: GroupEvent) => ({ seq: e.seq, id: e.body.type === "message" ? e.body.message.id : "", text: text(e) });
       assert.deepEqual(seen.map(view), stored.map(view), "each seq delivered once, carrying the event stored at that seq");
       assert.deepEqual(seen, stored);
+      for (const refused of [loser, "the stale", "the retry"]) assert.ok(!seen.some((e) => text(e) === refused), `${refused} never delivered`);
     } finally {
-      writer.close();
+      x.close();
+      y.close();
       sub.unsubscribe();
-      await nc.close();
+      rawSub.unsubscribe();
+      await ncX.close();
+      await ncY.close();
+      await raw.close();
     }
   });
 
@@ -226,19 +285,21 @@ describe("NatsEventBus on the shared server", { skip }, () => {
     const g = newId();
     const seen: number[] = [];
     const sub = await b.subscribeGroup(g, (e) => seen.push(e.seq));
+    const before = b.stats().decodeErrors;
     const raw = await connect({ servers: url });
     try {
-      raw.publish(b.names.group(g), "not json");
-      raw.publish(b.names.group(g), JSON.stringify({ groupId: g, seq: 0 }));
+      // Stored by the stream (a core publish on a slot subject) and republished on the group's tails, but no events.
+      raw.publish(b.names.slot(g, 7), "not json");
+      raw.publish(b.names.slot(g, 8), JSON.stringify({ groupId: g, seq: 0 }));
       await raw.flush();
     } finally {
       await raw.close();
     }
-    const before = b.stats().decodeErrors;
     await a.publishEvent(message(g, 1));
+    // The stream republishes in its order: by the time seq 1 is delivered, both messages before it were handled.
     await waitUntil("seq 1", () => seen.length > 0);
     assert.deepEqual(seen, [1]);
-    assert.ok(b.stats().decodeErrors >= 2, `decode errors counted (${before} -> ${b.stats().decodeErrors})`);
+    assert.equal(b.stats().decodeErrors - before, 2, `decode errors counted (${before} -> ${b.stats().decodeErrors})`);
     sub.unsubscribe();
   });
 
@@ -399,7 +460,7 @@ describe("NatsEventBus during a rolling upgrade: headers-only republish (private
       const events = [1, 2, 3, 4].map((seq) => message(g, seq));
       const streamSeqs: number[] = [];
       for (const e of events) {
-        const ack = await js.publish(names.group(g), encodeEvent(e), { msgID: names.msgId(g, e.seq) });
+        const ack = await js.publish(names.slot(g, e.seq), encodeEvent(e), { msgID: names.msgId(g, e.seq) });
         streamSeqs.push(ack.seq);
       }
       const stored = await bus.readTimeline(g, 0, 10);
@@ -419,12 +480,12 @@ describe("NatsEventBus during a rolling upgrade: headers-only republish (private
       const republish = (seq: number, whole: boolean) => {
         const h = natsHeaders();
         h.set("Nats-Stream", stream);
-        h.set("Nats-Subject", names.group(g));
+        h.set("Nats-Subject", names.slot(g, seq));
         h.set("Nats-Sequence", String(streamSeqs[seq - 1]));
         h.set("Nats-Last-Sequence", String(seq === 1 ? 0 : streamSeqs[seq - 2]));
         const body = encodeEvent(events[seq - 1] ?? message(g, seq));
         if (!whole) h.set("Nats-Msg-Size", String(body.length));
-        nc.publish(names.tail(g), whole ? body : new Uint8Array(0), { headers: h });
+        nc.publish(tailSubject(names, g, seq), whole ? body : new Uint8Array(0), { headers: h });
       };
       republish(1, false);
       republish(2, true);

@@ -26,7 +26,7 @@
  * that subject: each message is decoded once and handed to every handler.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { connect, nanos } from "@nats-io/transport-node";
+import { connect, headers, nanos } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node";
 import {
   DeliverPolicy,
@@ -121,6 +121,8 @@ export interface NatsEventBusOptions extends TimelineOptions {
 
 const DEFAULT_MAX_AGE_MS = 24 * 60 * 60 * 1000;
 const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
+/** JetStream API error: the subject's last sequence is not the expected one (here: the event's slot is taken). */
+const WRONG_LAST_SEQUENCE = 10071;
 /** JetStream API error: stream name already in use with a different configuration. */
 const STREAM_NAME_IN_USE = 10058;
 /** READ_BATCH is how many stored messages readTimeline asks for per pull. */
@@ -346,8 +348,16 @@ export class NatsEventBus implements EventBus {
     const subject = this.names.slot(event.groupId, event.seq);
     const msgID = this.names.msgId(event.groupId, event.seq);
     const data = encodeEvent(event);
+    const h = headers();
+    // The slot is written at most once, also by a resend after the duplicate window: a slot already holding
+    // an event holds this one (the store, the one source of seqs here, gave this seq to this event only).
+    h.set("Nats-Expected-Last-Subject-Sequence", "0");
     await this.untilDone("publish the event", this.publishTimeoutMs, async (remainingMs) => {
-      await this.js.publish(subject, data, { msgID, timeout: remainingMs });
+      try {
+        await this.js.publish(subject, data, { msgID, timeout: remainingMs, headers: h });
+      } catch (e) {
+        if (!(e instanceof JetStreamApiError) || e.code !== WRONG_LAST_SEQUENCE) throw e;
+      }
     });
   }
 
