@@ -145,6 +145,7 @@ export class Bench {
       messageProcs: o.messageProcs,
       cassandraUrl: o.cassandraUrl,
       natsUrl: o.natsUrl,
+      natsReplicas: o.natsReplicas,
       redisUrl: o.redisUrl,
       keep: o.keep,
       logDir,

@@ -49,7 +49,8 @@ export const FLAGS = {
   "stream-procs": ["2", "production: stream processes"],
   "message-procs": ["1", "production: message processes"],
   "cassandra-url": ["cassandra://127.0.0.1:9042/bench", "production: Cassandra contact point; the run uses a fresh keyspace <name>_<random> and drops it"],
-  "nats-url": ["nats://127.0.0.1:4222", "production: NATS JetStream (the run uses its own namespace and deletes its stream)"],
+  "nats-url": ["nats://127.0.0.1:4222", "production: NATS JetStream (the run uses its own namespace and deletes its stream); ignored with --nats-replicas 3"],
+  "nats-replicas": ["3", "production: 3 starts a private 3-node NATS cluster for the run (the timeline stream on 3 replicas, as in production); 1 uses --nats-url"],
   "redis-url": ["redis://127.0.0.1:6379", "production: Redis (the run's keys are prefixed by its namespace and deleted)"],
   // server process
   "server-env": ["", "extra KEY=VALUE for every server process (repeatable)"],
@@ -104,6 +105,7 @@ export interface Options {
   messageProcs: number;
   cassandraUrl: string;
   natsUrl: string;
+  natsReplicas: number;
   redisUrl: string;
   serverEnv: Record<string, string>;
   serverNodeArgs: string[];
@@ -224,6 +226,7 @@ export function parseOptions(argv: string[]): Options {
     messageProcs: int("message-procs", 1, 64),
     cassandraUrl: str("cassandra-url"),
     natsUrl: str("nats-url"),
+    natsReplicas: int("nats-replicas", 1, 3),
     redisUrl: str("redis-url"),
     serverEnv,
     serverNodeArgs: list("server-node-arg"),

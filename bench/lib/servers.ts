@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Managed, spawnGuarded, stopChild } from "./children.js";
 import { pidListeningOn } from "./procstat.js";
+import { PrivateNatsCluster } from "../../services/adapters/nats/private-nats-cluster.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const MAIN = join(REPO, "services/main.ts");
@@ -65,6 +66,8 @@ export interface TargetOptions {
   /** Production backends. */
   cassandraUrl: string;
   natsUrl: string;
+  /** 3: a private 3-node NATS cluster for the run (TIMELINE_REPLICAS=3); 1: natsUrl. */
+  natsReplicas?: number;
   redisUrl: string;
   /** Keep the data directory / keyspace after the run. */
   keep: boolean;
@@ -194,6 +197,9 @@ async function productionTarget(opts: TargetOptions): Promise<Target> {
   const keyspace = `${keyspaceBase.slice(0, 30)}_${id}`;
   const storeUrl = `cassandra://${base.host}/${keyspace}${base.search}`;
   const dataDir = await mkdtemp(join(tmpdir(), "chat-bench-prod-"));
+  // Production's shape: the timeline stream on 3 replicas of a 3-node NATS cluster (on this machine's cores too).
+  const natsCluster = (opts.natsReplicas ?? 1) >= 3 ? await PrivateNatsCluster.start() : undefined;
+  const natsUrl = natsCluster?.urls ?? opts.natsUrl;
   const common: Record<string, string> = {
     ...BENCH_SERVER_ENV,
     HOST: "127.0.0.1",
@@ -201,7 +207,8 @@ async function productionTarget(opts: TargetOptions): Promise<Target> {
     DATA_DIR: dataDir,
     STORE_URL: storeUrl,
     MIGRATE: "true",
-    BUS_URL: opts.natsUrl,
+    BUS_URL: natsUrl,
+    TIMELINE_REPLICAS: natsCluster ? "3" : "1",
     CACHE_URL: opts.redisUrl,
     NAMESPACE: namespace,
     MAX_GROUP_MEMBERS: String(Math.max(1000, opts.maxGroupMembers)),
@@ -221,9 +228,10 @@ async function productionTarget(opts: TargetOptions): Promise<Target> {
       process.stderr.write(`bench: kept keyspace ${keyspace}, namespace ${namespace}, data ${dataDir}\n`);
       return;
     }
-    await dropProductionState({ cassandraUrl: opts.cassandraUrl, keyspace, natsUrl: opts.natsUrl, redisUrl: opts.redisUrl, namespace }).catch((e: unknown) =>
+    await dropProductionState({ cassandraUrl: opts.cassandraUrl, keyspace, natsUrl, redisUrl: opts.redisUrl, namespace }).catch((e: unknown) =>
       process.stderr.write(`bench: cleanup of keyspace ${keyspace} / namespace ${namespace} failed: ${String(e)}\n`),
     );
+    await natsCluster?.dispose();
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
@@ -254,7 +262,13 @@ async function productionTarget(opts: TargetOptions): Promise<Target> {
     },
     processes: procs,
     extraPids: [],
-    backends: findBackends(opts),
+    backends: [
+      ...findBackends(natsCluster ? { ...opts, natsUrl: "" } : opts),
+      ...(natsCluster ? [0, 1, 2].flatMap((i) => {
+        const pid = natsCluster.pid(i);
+        return pid === undefined ? [] : [{ name: `nats-${i + 1}`, pid }];
+      }) : []),
+    ],
     settings: { ...common, DATA_DIR: "<tmp>", layout: procs.map((p) => `${p.name}(${p.services})`).join(" ") },
     restart: () => Promise.reject(new Error("restart of the production topology is not implemented; cold reads use deep pages")),
     async stop() {

@@ -1,52 +1,56 @@
 /**
- * JetStreamSequencer: a group's next seq from a JetStream per-subject
- * compare-and-set (docs/production.md, "Sequencing without LWT on the hot
- * path").
+ * JetStreamSequencer: a group's next seq from the JetStream timeline stream
+ * (docs/production.md, "The write path").
  *
- * The group's subject `<prefix>.group.<groupId>` in the timeline stream is a
- * compare-and-set register: a publish with `Nats-Expected-Last-Subject-Sequence: S`
- * is stored only if the subject's last message has stream sequence S. The
- * writer reads the last message (direct get, `last_by_subj`), builds the
- * event with group seq N + 1 and publishes it expecting S; if another writer
- * won, JetStream answers "wrong last sequence" and the writer starts over.
+ * Each event of a group is stored on a subject of its own, its slot
+ * `<prefix>.group.<groupId>.<seq>`, published with
+ * `Nats-Expected-Last-Subject-Sequence: 0`: JetStream stores it only if the
+ * slot is empty, so at most one event is ever stored per (group, seq). That
+ * holds on a replicated (R3) stream under racing writers, where a non-zero
+ * expected subject sequence does not on nats-server 2.9 (both racing
+ * proposals were stored in 7-55 % of rounds; expected 0 was exclusive in
+ * every round: jetstream-cluster.int.spec.ts). A writer proposes the seq
+ * after the group's last event it knows (its remembered tail, or a direct
+ * get `last_by_subj: <prefix>.group.<groupId>.*`); a taken slot ("conflict")
+ * means another writer stored that seq, and the writer retries after the
+ * real last event. The ack names the stream sequence once the event is
+ * stored on the stream's quorum: that is a send's durability.
  *
- * Events are published with the NatsEventBus's codec on the NatsEventBus's
- * subject, so the timeline stream republishes each one it stores on the
- * group's tail subject, where the bus's subscribers (stream processes)
- * receive it live: the stream's republish is the fan-out, and a proposal
- * JetStream refused (a lost race, a repeated msgId) reaches no subscriber.
- * Callers must therefore not publish the event again through the bus (see
- * {@link storePublishesEvents}).
+ * Events are published with the NatsEventBus's codec, so the timeline stream
+ * republishes each one it stores on `<prefix>.tail.<groupId>.<seq>`, where
+ * the bus's subscribers (stream processes) receive it live: the stream's
+ * republish is the fan-out, and a proposal JetStream refused (a taken slot, a
+ * repeated msgId) reaches no subscriber. Callers must therefore not publish
+ * the event again through the bus (see {@link storePublishesEvents}).
  *
  * Every sequenced message carries headers (all decimal):
  *
  * | header        | value                                                                |
  * |---------------|----------------------------------------------------------------------|
- * | `Chat-Seq`    | the event's group seq                                                |
- * | `Chat-Prev`   | stream seq of the previous event on the subject (0: none): a backward chain |
+ * | `Chat-Seq`    | the event's group seq (also the slot's last token)                   |
+ * | `Chat-Prev`   | stream seq of the previous event of the group (0: unknown)           |
  * | `Chat-Change` | `<groupSeq>:<streamSeq>` of the latest membership/rename event before it |
  * | `Chat-Counts` | `<memberCount>:<ownerCount>` after a member_* event                  |
- *
  * | `Chat-Type`   | the event's type (`message`, `member_added`, ...)                    |
  *
- * `Chat-Prev` lets a writer find events JetStream holds but the store lacks
- * (walking back from the last one); `Chat-Change` lets it check, with one
- * read, that the store holds the latest membership event (the snapshot a
- * change is decided on depends on it); `Chat-Counts` lets anyone (the
- * persister) write a member_* event with its counts; `Chat-Type` lets a
- * reader of the headers alone (the tails below) tell a change from a message.
+ * `Chat-Change` lets a sender's membership check be reused while the group's
+ * latest change stays the same, and chains the changes (on a change event it
+ * names the previous change), so a writer can find the changes Cassandra
+ * lacks by walking back; `Chat-Counts` lets anyone (the persister) write a
+ * member_* event with its counts; `Chat-Type` lets a reader of the headers
+ * alone (the tails below) tell a change from a message.
  *
- * Cost on the hot path (issue 4). A sequencer remembers each group's last
- * event (its "tail": stream seq, group seq, latest change) and proposes on it
- * without reading it; the timeline stream republishes every stored event
- * on `<prefix>.tail.<groupId>` (with `Nats-Sequence`), and once
- * the sequencer sees contention (a conflict) it follows those for a minute
- * (renewed while others keep appending to its groups), keeping the tails of
- * the groups it writes current, so an append by another process costs no
- * conflict unless the two race within a round trip. A conflict answer names the subject's real last sequence: if
- * the tail has caught up with it, the retry goes at once, without a read.
- * Publishes and direct gets go through JsRequests (one inbox subscription,
- * no per-request timers or stack traces).
+ * Cost on the hot path. A sequencer remembers each group's last event (its
+ * "tail": stream seq, group seq, latest change) and proposes on it without
+ * reading it; once it sees contention (a conflict) it follows the stream's
+ * republished tails for a minute (renewed while others keep appending to
+ * its groups), keeping the tails of the groups it writes current, so an
+ * append by another process costs no conflict unless the two race within a
+ * round trip. Publishes and direct gets go through JsRequests (one inbox
+ * subscription, no per-request timers or stack traces). Reads that must
+ * see every acknowledged event (history, a duplicate's original) go to the
+ * stream leader when a direct get, which any replica may answer, finds
+ * nothing.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { createHash } from "node:crypto";
@@ -130,8 +134,8 @@ export type AppendOutcome =
   /** Stored as the subject's new last message. */
   | { readonly status: "appended"; readonly stored: SequencedEvent }
   /**
-   * Another writer appended first (wrong last sequence): retry on the real last message.
-   * `lastStreamSeq` is the subject's last stream sequence, as the server named it (if it did).
+   * Another writer stored an event at this seq first (the slot is taken): retry after the real last event.
+   * `lastStreamSeq` is the stream sequence of the event in the slot, as the server named it (if it did).
    */
   | { readonly status: "conflict"; readonly lastStreamSeq?: number }
   /** The Nats-Msg-Id was stored before within the duplicate window: `original` is that message. */
