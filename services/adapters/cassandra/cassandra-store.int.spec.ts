@@ -173,6 +173,7 @@ describe("CassandraStore (integration)", { skip }, () => {
       range(2, 21),
     );
     const g = await a.getGroup(groupId);
+    assert.deepEqual(await a.tables.countMembers(groupId), { memberCount: 21, ownerCount: 1 }, "every member row is there");
     assert.equal(g?.memberCount, 21);
     assert.equal(g?.headSeq, 21);
     assert.equal((await a.tables.getGroupState(groupId))?.ownerCount, 1);

@@ -283,12 +283,11 @@ export class CassandraStore implements Store {
       const last = tail as SequencedEvent | undefined;
       if (last && !("event" in last)) throw new ChatError("Internal", "a change was proposed on a remembered tail");
       await this.settle(groupId);
-      let state = await this.tables.getGroupState(groupId);
+      // Catch up first, then read: a snapshot read before the check could miss a change another writer
+      // finished writing in between (the check would then find it written and the decision use stale counts).
+      await this.catchUp(groupId, last);
+      const state = await this.tables.getGroupState(groupId);
       if (!state) throw groupNotFound(groupId);
-      if (await this.catchUp(groupId, state.group.headSeq, last)) {
-        state = await this.tables.getGroupState(groupId);
-        if (!state) throw groupNotFound(groupId);
-      }
       const head = Math.max(last?.groupSeq ?? 0, state.group.headSeq);
       const members = await this.tables.getMembers(groupId, [...asked]);
       const snapshot: GroupSnapshot = {
@@ -541,7 +540,7 @@ export class CassandraStore implements Store {
    * change chain back (Chat-Change) from the latest, and written oldest
    * first. Returns true if it wrote anything.
    */
-  private async catchUp(groupId: string, _head: number, last: SequencedEvent | undefined): Promise<boolean> {
+  private async catchUp(groupId: string, last: SequencedEvent | undefined): Promise<boolean> {
     let ref = last?.change;
     if (!ref || !last) return false;
     const stamp = (await this.tables.changeStamp(groupId)) ?? 0;

@@ -192,6 +192,9 @@ class RunningPersister implements Persister {
   private readonly concurrency: number;
   private readonly retryDelayMs: number;
   private taken: JsMsg[] = [];
+  /** Events handed to this persister and not acked, nak'ed or terminated yet (taken or being written). */
+  private readonly held = new Set<JsMsg>();
+  private keepAlive: NodeJS.Timeout | undefined;
   private scheduled = false;
   private flushing: Promise<void> | undefined;
   private messages: ConsumerMessages | undefined;
@@ -223,8 +226,13 @@ class RunningPersister implements Persister {
         await this.loop;
         while (this.flushing) await this.flushing;
         // Not written yet: hand them back at once rather than after ack_wait.
-        for (const m of this.taken) m.nak();
+        for (const m of this.taken) {
+          this.held.delete(m);
+          m.nak();
+        }
         this.taken = [];
+        clearInterval(this.keepAlive);
+        this.keepAlive = undefined;
       })();
     }
     return this.stopping;
@@ -249,6 +257,7 @@ class RunningPersister implements Persister {
             continue;
           }
           this.taken.push(m);
+          this.hold(m);
           this.schedule();
         }
       } catch (err) {
@@ -283,13 +292,40 @@ class RunningPersister implements Persister {
     });
   }
 
+  /**
+   * hold keeps a delivered event until it is settled. While any is held,
+   * JetStream is told every ackWait/2 that they are in progress (a write that
+   * hangs in a Cassandra outage, and the events waiting behind it), so it does
+   * not hand them to another persister to write again meanwhile.
+   */
+  private hold(m: JsMsg): void {
+    this.held.add(m);
+    if (this.keepAlive) return;
+    this.keepAlive = setInterval(() => {
+      for (const h of this.held) h.working();
+      if (this.held.size === 0) {
+        clearInterval(this.keepAlive);
+        this.keepAlive = undefined;
+      }
+    }, Math.max(100, (this.opts.ackWaitMs ?? 5000) / 2));
+    this.keepAlive.unref();
+  }
+
+  /** settle acks, naks (after retryDelayMs) or terminates a held event and stops holding it. */
+  private settle(m: JsMsg, how: "ack" | "nak" | "term"): void {
+    this.held.delete(m);
+    if (how === "ack") m.ack();
+    else if (how === "nak") m.nak(this.retryDelayMs);
+    else m.term();
+  }
+
   /** decode parses a delivered event; an undecodable one is terminated (never redelivered) and undefined returned. */
   private decode(m: JsMsg): SequencedEvent | undefined {
     const stored = parseSequenced(this.opts.names, m.subject, m.seq, m.headers, m.data);
     if (stored) return stored;
     this.counters.undecodable++;
     this.opts.logger?.warn({ subject: m.subject, streamSeq: m.seq }, "persister dropped a message that is not a group event");
-    m.term();
+    this.settle(m, "term");
     return undefined;
   }
 
@@ -332,13 +368,13 @@ class RunningPersister implements Persister {
         { err, groupId, seqs: `${list[0]?.stored.groupSeq}-${list.at(-1)?.stored.groupSeq}` },
         "persister could not write events; they will be redelivered",
       );
-      for (const h of list) h.m.nak(this.retryDelayMs);
+      for (const h of list) this.settle(h.m, "nak");
       return;
     }
     this.counters.batches++;
     for (const h of list) {
       await this.afterWrite(h.stored);
-      h.m.ack();
+      this.settle(h.m, "ack");
       this.counters.persisted++;
     }
   }

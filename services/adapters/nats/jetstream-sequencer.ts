@@ -193,6 +193,22 @@ export interface SequencerStats {
   readonly tailUpdates: number;
 }
 
+/** How long a read of a group's last event waits for the floor when the stream holds an event of the group, ms. */
+const FLOOR_WAIT_MS = 250;
+
+/** soonOr resolves with `p`'s value if it settles fulfilled within `ms`, else (late or rejected) with `fallback`. */
+async function soonOr<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(fallback), ms);
+  });
+  try {
+    return await Promise.race([p.catch(() => fallback), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** How many groups' last events the sequencer remembers. */
 const LAST_CACHE_SIZE = 4096;
 
@@ -429,8 +445,10 @@ export class JetStreamSequencer {
    * last one's: normally max(last, floor) + 1); it may be called more than
    * once and may throw (the error is passed through, nothing is appended).
    * The floor is what `opts.floor` resolved to when the last event had to be
-   * read from the stream (read at the same time), and 0 when the proposal is
-   * made on a remembered tail (a tail this instance appended or saw stored).
+   * read from the stream (asked at the same time; waited for at most
+   * FLOOR_WAIT_MS, else 0, when the stream holds an event of the group), and
+   * 0 when the proposal is made on a remembered tail (a tail this instance
+   * appended or saw stored).
    * On a duplicate msgId, `acceptDuplicate(original)` decides: true returns
    * the original (default), false retries (the next proposal should carry
    * another msgId).
@@ -455,7 +473,13 @@ export class JetStreamSequencer {
     return this.queued(groupId, async () => {
       const deadline = Date.now() + this.timeoutMs;
       const read = async (): Promise<{ last: Tail | undefined; floor: number }> => {
-        const [last, floor] = await Promise.all([this.last(groupId), opts.floor ? opts.floor() : 0]);
+        const asked = opts.floor ? opts.floor() : Promise.resolve(0);
+        asked.catch(() => {});
+        const last = await this.last(groupId);
+        // The stream holds the group's last event: the floor only guards against a quorum's lost data, so an
+        // append does not wait on the floor's source (Cassandra) beyond FLOOR_WAIT_MS. An empty subject (a group
+        // idle past max_age) needs the floor: its seq continues from it.
+        const floor = last ? await soonOr(asked, FLOOR_WAIT_MS, 0) : await asked;
         return { last, floor };
       };
       const cached = opts.fresh ? undefined : this.tails.get(groupId);
