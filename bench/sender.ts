@@ -9,6 +9,7 @@
  * over IPC (lib/protocol.ts).
  */
 import * as hdr from "hdr-histogram-js";
+import { turnOffPretenuring } from "../services/server/gc-tuning.js";
 import type { FromSender, SenderGroup, SenderPhase, SenderPhaseStats, ToSender } from "./lib/protocol.js";
 import { LIST_PATH, SEND_PATH, UnaryPool, type UnaryResult } from "./lib/unary.js";
 import {
@@ -19,7 +20,6 @@ import {
   encodeSendMessageRequest,
   nowUs,
 } from "./lib/wire-lite.js";
-import { turnOffPretenuring } from "../services/platform/gc-tuning.js";
 
 // The same young-generation behaviour as the server (see gc-tuning.ts): the readers' and the sender's own stalls count in
 // the latencies they measure.

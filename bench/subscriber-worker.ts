@@ -9,10 +9,10 @@
 import type http2 from "node:http2";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import * as hdr from "hdr-histogram-js";
+import { turnOffPretenuring } from "../services/server/gc-tuning.js";
 import { type LeanStream, type LeanSubscribeOptions, connectSession, leanSubscribe, leanWsSubscribe } from "./lib/lean-reader.js";
 import { type FromWorker, type PhaseStats, type StreamSpec, type ToWorker, type WorkerTotals, emptyTotals } from "./lib/protocol.js";
 import { type LeanItem, type Stamp, nowUs, readStamp } from "./lib/wire-lite.js";
-import { turnOffPretenuring } from "../services/platform/gc-tuning.js";
 
 // The same young-generation behaviour as the server (see gc-tuning.ts): the readers' and the sender's own stalls count in
 // the latencies they measure.

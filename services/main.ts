@@ -1,12 +1,12 @@
 /**
  * main runs the whole chat backend in one process on the embedded defaults
  * (SQLite, in-process bus and cache), configured only by environment
- * variables (see platform/config.ts). SIGTERM or SIGINT shut it down
+ * variables (see server/config.ts). SIGTERM or SIGINT shut it down
  * gracefully; a second signal during the shutdown is ignored.
  */
-import { ConfigError, argsToEnv, loadConfig } from "./platform/config.js";
-import { startApp } from "./platform/app.js";
-import { turnOffPretenuring } from "./platform/gc-tuning.js";
+import { startApp } from "./server/app.js";
+import { ConfigError, argsToEnv, loadConfig } from "./server/config.js";
+import { turnOffPretenuring } from "./server/gc-tuning.js";
 
 async function main(): Promise<void> {
   turnOffPretenuring();

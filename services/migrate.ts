@@ -1,6 +1,6 @@
 /**
  * `npm run migrate`: applies the store's schema migrations and exits,
- * configured by the same environment as the server (platform/config.ts).
+ * configured by the same environment as the server (server/config.ts).
  *
  * - cassandra:// STORE_URL: creates the keyspace if missing (with the URL's
  *   replication) and applies every pending versioned migration; also aligns
@@ -13,7 +13,7 @@
 import { migrateCassandra } from "./adapters/cassandra/cassandra-store.js";
 import { createSqliteStore } from "./adapters/sqlite/sqlite-store.js";
 import { systemClock } from "./core/ports.js";
-import { ConfigError, loadConfig } from "./platform/config.js";
+import { ConfigError, loadConfig } from "./server/config.js";
 
 async function main(): Promise<void> {
   let config;

@@ -26,8 +26,9 @@
  * - `tcp`: each subscriber a bare TCP connection (it sends its token and a
  *   newline), each delivery one `net.Socket.write` of the same frame:
  *   libuv and the kernel, nothing else;
- * - `--compare DIR` adds a `base` hub stack whose stream/platform code is
- *   imported from DIR (another checkout of this repository, e.g.
+ * - `--compare DIR` adds a `base` hub stack whose delivery, rpc, wire and
+ *   server code is imported from DIR (another checkout of this repository
+ *   with the same layout, issue 13 or later, e.g.
  *   `git archive HEAD | tar -x -C /tmp/base` with node_modules linked).
  * With several stacks (`--stacks hub,raw`), each gets `--groups` groups of
  * its own and its own listener; the measured phases (`--phase` s each)
@@ -57,15 +58,16 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { createSqliteStore } from "../../services/adapters/sqlite/sqlite-store.js";
-import type { AccessTokens, Principal } from "../../services/auth/access-tokens.js";
+import type { AccessTokens } from "../../services/auth/access-tokens.js";
 import { ChatError } from "../../services/core/errors.js";
 import { newId } from "../../services/core/ids.js";
 import type { GroupEvent, UserRef } from "../../services/core/model.js";
 import { systemClock } from "../../services/core/ports.js";
-import { type RequestHandler, listenOnePort } from "../../services/platform/one-port-server.js";
-import { eventItem } from "../../services/stream/outbound.js";
-import { benchText, nowUs } from "../lib/wire-lite.js";
+import type { Principal } from "../../services/core/principal.js";
+import { eventItem } from "../../services/delivery/outbound.js";
+import { type RequestHandler, listenOnePort } from "../../services/server/one-port-server.js";
 import { mergeHistograms } from "../lib/report.js";
+import { benchText, nowUs } from "../lib/wire-lite.js";
 import type { FromMicroWorker, MicroStats, MicroSub, ToMicroWorker } from "./fanout-micro-worker.js";
 
 const { values: flags } = parseArgs({
@@ -211,15 +213,21 @@ interface Stack {
 /**
  * hubStack is the product's fan-out: StreamHub + serveFastSubscribe from the
  * checkout at `root`, or with `websocket` StreamHub + Subscribe over WebSocket.
+ * What the front door does before serveFastSubscribe (the bearer check, the
+ * request message read within its limits) is done here with the same
+ * functions, for gRPC over HTTP/2 (what the workers speak).
  */
 async function hubStack(name: string, root: string, websocket = false): Promise<Stack> {
   const load = (path: string) => import(pathToFileURL(join(root, path)).href);
-  const [{ MemoryEventBus }, { AppMetrics }, { StreamHub }, { fastSubscribeProtocol, serveFastSubscribe }] = await Promise.all([
-    load("services/adapters/memory/memory-bus.ts"),
-    load("services/platform/metrics.ts"),
-    load("services/stream/stream-hub.ts"),
-    load("services/stream/fast-subscribe.ts"),
-  ]);
+  const [{ MemoryEventBus }, { AppMetrics }, { StreamHub }, { SUBSCRIBE_PATH, serveFastSubscribe }, { verifyBearer }, { BodyDeadlines, readRequestBody }] =
+    await Promise.all([
+      load("services/adapters/memory/memory-bus.ts"),
+      load("services/server/metrics.ts"),
+      load("services/delivery/stream-hub.ts"),
+      load("services/wire/framed-subscribe.ts"),
+      load("services/rpc/bearer.ts"),
+      load("services/wire/request-body.ts"),
+    ]);
   const bus = new MemoryEventBus();
   const metrics = new AppMetrics();
   const hub = new StreamHub({
@@ -230,13 +238,26 @@ async function hubStack(name: string, root: string, websocket = false): Promise<
     settings: { heartbeatMs: HEARTBEAT_MS, bufferMaxBytes: 1 << 20, catchUpBatch: 500 },
   });
   const fastPath = { hub, tokens, clock: systemClock, logger, maxRequestBytes: 1 << 20 };
-  const handler: RequestHandler = (req, res) => {
-    const protocol = fastSubscribeProtocol(req);
-    if (protocol) return serveFastSubscribe(protocol, req, res, fastPath);
-    res.writeHead(404);
+  const deadlines = new BodyDeadlines(10_000);
+  const refuse = (res: Parameters<RequestHandler>[1], status: number) => {
+    res.writeHead(status);
     res.end();
   };
-  const ws = websocket ? (await load("services/stream/ws-subscribe.ts")).wsSubscribeServer(fastPath) : undefined;
+  const handler: RequestHandler = (req, res) => {
+    if (req.method !== "POST" || req.url !== SUBSCRIBE_PATH || req.httpVersionMajor !== 2) return refuse(res, 404);
+    verifyBearer(tokens, systemClock, req.headers.authorization).then(
+      (principal: Principal) =>
+        readRequestBody(
+          req,
+          res,
+          { framing: "framed", maxBytes: 1 << 20, method: "Subscribe", deadlines },
+          (message: Buffer) => serveFastSubscribe("grpc", req, res, fastPath, principal, message),
+          () => refuse(res, 400),
+        ),
+      () => refuse(res, 401),
+    );
+  };
+  const ws = websocket ? (await load("services/wire/ws-subscribe.ts")).wsSubscribeServer(fastPath) : undefined;
   const server = await listenOnePort({ host: "127.0.0.1", port: 0, handler, onWebSocket: ws?.handleUpgrade, logger });
   return {
     name,

@@ -15,16 +15,7 @@ import {
 } from "jose";
 import { ChatError } from "../core/errors.js";
 import { newId } from "../core/ids.js";
-
-/** Principal is the authenticated caller of an RPC. */
-export interface Principal {
-  readonly userId: string;
-  readonly username: string;
-  /** The session (refresh-token family) the access token belongs to. */
-  readonly sessionId: string;
-  /** When the access token expires (ms since epoch). */
-  readonly expiresAt: number;
-}
+import type { Principal } from "../core/principal.js";
 
 /** AccessTokenSettings configures issuing and checking access tokens. */
 export interface AccessTokenSettings {

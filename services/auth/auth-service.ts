@@ -1,13 +1,14 @@
 import { createHash, randomBytes } from "node:crypto";
 import { ChatError } from "../core/errors.js";
+import type { Fanout } from "../core/fanout.js";
 import { newId } from "../core/ids.js";
 import type { User } from "../core/model.js";
-import type { Fanout } from "../core/fanout.js";
 import type { Clock, RateLimit, RateLimiter, RefreshTokenStore, UserStore } from "../core/ports.js";
-import { checkPassword, normalizeUsername } from "../core/validate.js";
-import type { AccessTokens, Principal } from "./access-tokens.js";
-import { burnPasswordCheck, hashPassword, verifyPassword } from "./passwords.js";
+import type { Principal } from "../core/principal.js";
 import { takeToken } from "../core/rate-limit.js";
+import { checkPassword, normalizeUsername } from "../core/validate.js";
+import type { AccessTokens } from "./access-tokens.js";
+import { burnPasswordCheck, hashPassword, verifyPassword } from "./passwords.js";
 
 /** Session is a token pair handed to a client. */
 export interface Session {

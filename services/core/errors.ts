@@ -1,6 +1,6 @@
 /**
  * ErrorKind is the closed set of failures the core reports. Each maps to
- * exactly one gRPC status in `platform/errors.ts`; adding a kind means adding
+ * exactly one gRPC status in `rpc/errors.ts`; adding a kind means adding
  * its mapping there (the compiler enforces it).
  */
 export type ErrorKind =

@@ -12,13 +12,13 @@ import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
 import { MemoryPresence } from "../adapters/memory/memory-presence.js";
 import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
-import type { Principal } from "../auth/access-tokens.js";
 import { isChatError } from "../core/errors.js";
 import { Fanout } from "../core/fanout.js";
 import { newId } from "../core/ids.js";
 import { Membership } from "../core/membership.js";
 import type { UserRef } from "../core/model.js";
 import { type Store, systemClock } from "../core/ports.js";
+import type { Principal } from "../core/principal.js";
 import { GroupService } from "./group-service.js";
 
 const MAX = 2;

@@ -1,13 +1,13 @@
-import type { Principal } from "../auth/access-tokens.js";
 import { ChatError, groupNotFound, isChatError, tooManyGroups } from "../core/errors.js";
-import { newId } from "../core/ids.js";
-import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
-import type { Membership } from "../core/membership.js";
 import type { Fanout } from "../core/fanout.js";
+import { newId } from "../core/ids.js";
+import { mapLimit } from "../core/map-limit.js";
+import type { Membership } from "../core/membership.js";
+import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
 import type { Clock, GroupStore, Presence, UserStore } from "../core/ports.js";
+import type { Principal } from "../core/principal.js";
 import { checkGroupName, checkId, normalizeUsername, pageSize } from "../core/validate.js";
 import { decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
-import { mapLimit } from "../core/map-limit.js";
 
 /** GroupSettings are the group use-cases' limits. */
 export interface GroupSettings {

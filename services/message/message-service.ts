@@ -1,10 +1,10 @@
-import type { Principal } from "../auth/access-tokens.js";
 import { ChatError } from "../core/errors.js";
-import { newId } from "../core/ids.js";
-import type { ChatMessage } from "../core/model.js";
-import type { Membership } from "../core/membership.js";
 import type { Fanout } from "../core/fanout.js";
+import { newId } from "../core/ids.js";
+import type { Membership } from "../core/membership.js";
+import type { ChatMessage } from "../core/model.js";
 import type { Clock, GroupStore, RateLimit, RateLimiter, RecentMessages } from "../core/ports.js";
+import type { Principal } from "../core/principal.js";
 import { takeToken } from "../core/rate-limit.js";
 import { type HistoryAnchor, pageFromRecent, recentScanFor } from "../core/recent-history.js";
 import { RetentionEdges } from "../core/retention-edges.js";

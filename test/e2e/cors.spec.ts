@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { CORS_HEADERS } from "../../services/platform/app.js";
+import { CORS_HEADERS } from "../../services/server/app.js";
 import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
 
 const list = (value: string | null | undefined) => (value ?? "").split(",").map((s) => s.trim().toLowerCase()).filter(Boolean);

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { ConnectRequestSchema } from "../../gen/chat/v1/stream_service_pb.js";
-import { createConnectAdapter } from "../../services/platform/connect-adapter.js";
+import { createConnectAdapter } from "../../services/wire/connect-adapter.js";
 import { frame, h2Call } from "../support/raw-calls.js";
 import { type TestServer, registerUser, startTestServer } from "../support/test-server.js";
 

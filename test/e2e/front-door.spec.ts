@@ -1,5 +1,5 @@
 /**
- * The front door (platform/front-door.ts) end to end, issue 12:
+ * The front door (services/wire/front-door.ts) end to end, issue 12:
  * - point 2: the token is checked before a body is read; bodies are bounded
  *   in size (small for the public methods), time (REQUEST_BODY_TIMEOUT) and,
  *   without a token, process-wide bytes (UNAUTHENTICATED_BODY_BYTES);
@@ -651,7 +651,7 @@ describe("front door (e2e): finding 7, refusals", () => {
     await server.stop();
   });
 
-  it("logs its refusals with userId (when the token was verified) and durationMs, like fast-unary's lines", async () => {
+  it("logs its refusals with userId (when the token was verified) and durationMs, like the framed unary path's lines", async () => {
     const noToken = await h2Call(server.baseUrl, "/chat.v1.GroupService/GetGroup", { "content-type": "application/grpc", "x-request-id": "refused-no-token" }, ISSUE_FRAME);
     assert.equal(noToken.grpcStatus, String(Code.Unauthenticated));
     const badBody = await h2Call(

@@ -1,6 +1,6 @@
 /**
  * SendMessage and ListMessages over gRPC and gRPC-Web are served by a fast path
- * (services/platform/fast-unary.ts, services/message/fast-message.ts) rather than connect-node: the same
+ * (services/wire/framed-unary.ts, services/wire/framed-message-routes.ts) rather than connect-node: the same
  * answers, request ids, and refusals of malformed frames, from raw HTTP/2
  * and from the grpc-js reference client.
  */

@@ -18,7 +18,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { MemberRole } from "../../gen/chat/v1/group_pb.js";
 import { ConnectRequestSchema, type GroupCursor, StreamService, SubscribeRequestSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import { newId } from "../../services/core/ids.js";
-import { MAX_CURSORS, STREAM_OPEN_REQUEST_BYTES } from "../../services/stream/stream-limits.js";
+import { MAX_CURSORS, STREAM_OPEN_REQUEST_BYTES } from "../../services/delivery/stream-limits.js";
 import { rejectsWith } from "../support/assertions.js";
 import { grpcJsClient } from "../support/grpc-js-client.js";
 import { sendMany } from "../support/helpers.js";

@@ -1,5 +1,5 @@
 /**
- * Subscribe over WebSocket (services/stream/ws-subscribe.ts, docs/websocket.md):
+ * Subscribe over WebSocket (services/wire/ws-subscribe.ts, docs/websocket.md):
  * the same stream as over gRPC (DESIGN invariants 3 and 4: every event once,
  * in seq order, resumable from cursors with no gap or duplicate), with its
  * own handshake, authentication and close codes (4000 + gRPC status).

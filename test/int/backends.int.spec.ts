@@ -8,15 +8,15 @@
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import { pino } from "pino";
 import { Code } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
+import { pino } from "pino";
 import { HealthCheckResponse_ServingStatus, Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
-import { PrivateRedis, connectRedis, deleteKeysByPrefix, uniquePrefix } from "../../services/adapters/redis/redis-test-helpers.js";
 import { rejectsWith } from "../support/assertions.js";
 import { historySnapshot, sendMany } from "../support/helpers.js";
 import { scrape } from "../support/metrics-scrape.js";
+import { PrivateRedis, connectRedis, deleteKeysByPrefix, uniquePrefix } from "../support/redis-test-helpers.js";
 import { type TestServer, clientsFor, registerUser, startTestServer, transportFor, uniqueName } from "../support/test-server.js";
 
 const REDIS_URL = process.env.REDIS_URL;

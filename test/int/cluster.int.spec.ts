@@ -12,14 +12,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { GroupEvent } from "../../gen/chat/v1/message_pb.js";
 import { type TestKeyspace, openTestKeyspace } from "../../services/adapters/cassandra/test-keyspace.js";
 import { PrivateNatsCluster } from "../../services/adapters/nats/private-nats-cluster.js";
 import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
-import { PrivateRedis } from "../../services/adapters/redis/redis-test-helpers.js";
 import { freePort, range, sendMany } from "../support/helpers.js";
-import type { GroupEvent } from "../../gen/chat/v1/message_pb.js";
+import { PrivateRedis } from "../support/redis-test-helpers.js";
 import { type StreamReader, seqs, subscribe, wsSubscribe } from "../support/stream-reader.js";
 import { type Clients, clientsFor } from "../support/test-server.js";
 

@@ -144,7 +144,7 @@ export interface WsStreamReader extends StreamReader {
 }
 
 /**
- * wsSubscribe opens Subscribe over WebSocket (services/stream/ws-subscribe.ts)
+ * wsSubscribe opens Subscribe over WebSocket (services/wire/ws-subscribe.ts)
  * as a client of the documented contract would: the token in the
  * authorization header or, as browsers must, in a `bearer.<token>`
  * subprotocol. A close other than 1000 ends the reader with a WsStreamEnd.

@@ -14,8 +14,8 @@ import { GroupService } from "../../gen/chat/v1/group_service_pb.js";
 import { MessageService } from "../../gen/chat/v1/message_service_pb.js";
 import { StreamService } from "../../gen/chat/v1/stream_service_pb.js";
 import type { Clock } from "../../services/core/ports.js";
-import { type App, startApp } from "../../services/platform/app.js";
-import { loadConfig } from "../../services/platform/config.js";
+import { type App, startApp } from "../../services/server/app.js";
+import { loadConfig } from "../../services/server/config.js";
 
 /** TestServer is a running app plus what a test needs to reach it and restart it. */
 export interface TestServer {
@@ -40,7 +40,7 @@ export class MovableClock implements Clock {
 /** startTestServer starts the all-in-one app on 127.0.0.1:0 with a fresh data directory. */
 export async function startTestServer(
   env: Record<string, string> = {},
-  opts: { clock?: Clock; logger?: import("../../services/platform/logger.js").Logger } = {},
+  opts: { clock?: Clock; logger?: import("../../services/core/logger.js").Logger } = {},
 ): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "chat-test-"));
   const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });

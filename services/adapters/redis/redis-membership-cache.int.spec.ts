@@ -9,9 +9,6 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Redis } from "ioredis";
 import { membershipCacheContract } from "../../../test/contract/membership-cache.contract.js";
-import { isChatError } from "../../core/errors.js";
-import { newId } from "../../core/ids.js";
-import { RedisMembershipCache } from "./redis-membership-cache.js";
 import {
   connectRedis,
   hasRedisServerBin,
@@ -19,7 +16,10 @@ import {
   sharedRedis,
   uniquePrefix,
   waitUntil,
-} from "./redis-test-helpers.js";
+} from "../../../test/support/redis-test-helpers.js";
+import { isChatError } from "../../core/errors.js";
+import { newId } from "../../core/ids.js";
+import { RedisMembershipCache } from "./redis-membership-cache.js";
 
 const url = process.env.REDIS_URL;
 const skip = !url;

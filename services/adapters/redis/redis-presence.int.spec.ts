@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Redis } from "ioredis";
 import { presenceContract } from "../../../test/contract/presence.contract.js";
+import { sharedRedis } from "../../../test/support/redis-test-helpers.js";
 import { newId } from "../../core/ids.js";
 import { RedisPresence } from "./redis-presence.js";
-import { sharedRedis } from "./redis-test-helpers.js";
 
 const url = process.env.REDIS_URL;
 const skip = !url;

@@ -9,10 +9,6 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Redis } from "ioredis";
 import { rateLimiterContract } from "../../../test/contract/rate-limiter.contract.js";
-import { isChatError } from "../../core/errors.js";
-import { newId } from "../../core/ids.js";
-import type { RateDecision } from "../../core/ports.js";
-import { RedisRateLimiter } from "./redis-rate-limiter.js";
 import {
   connectRedis,
   hasRedisServerBin,
@@ -20,7 +16,11 @@ import {
   sharedRedis,
   uniquePrefix,
   waitUntil,
-} from "./redis-test-helpers.js";
+} from "../../../test/support/redis-test-helpers.js";
+import { isChatError } from "../../core/errors.js";
+import { newId } from "../../core/ids.js";
+import type { RateDecision } from "../../core/ports.js";
+import { RedisRateLimiter } from "./redis-rate-limiter.js";
 
 const url = process.env.REDIS_URL;
 const skip = !url;

@@ -9,11 +9,11 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Redis } from "ioredis";
 import { recentMessagesContract } from "../../../test/contract/recent-messages.contract.js";
+import { connectRedis, hasRedisServerBin, PrivateRedis, sharedRedis } from "../../../test/support/redis-test-helpers.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
 import { RedisRecentMessages } from "./redis-recent-messages.js";
-import { connectRedis, hasRedisServerBin, PrivateRedis, sharedRedis } from "./redis-test-helpers.js";
 
 const url = process.env.REDIS_URL;
 const skip = !url;

@@ -1,0 +1,458 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type HubFixture, RecordingSink, createHubFixture } from "../../test/support/hub-fixture.js";
+import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
+import { newId } from "../core/ids.js";
+import type { GroupEvent, UserRef } from "../core/model.js";
+import { type Store, systemClock } from "../core/ports.js";
+import type { Principal } from "../core/principal.js";
+import type { OutboundItem } from "./outbound.js";
+import { StreamHub } from "./stream-hub.js";
+
+/** TimedSink is a RecordingSink that also notes the clock at each write. */
+class TimedSink extends RecordingSink {
+  readonly times: number[] = [];
+  constructor(private readonly clock: { now(): number }) {
+    super();
+  }
+  override write(item: OutboundItem): void {
+    super.write(item);
+    this.times.push(this.clock.now());
+  }
+}
+
+function principal(user: UserRef): Principal {
+  return { userId: user.id, username: user.username, sessionId: newId(), expiresAt: Date.now() + 3_600_000 };
+}
+
+async function until(pred: () => boolean): Promise<void> {
+  for (let i = 0; i < 250 && !pred(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(pred(), "timed out");
+}
+
+describe("StreamHub", () => {
+  let fixture: HubFixture;
+  let store: Store;
+  let bus: MemoryEventBus;
+  let hub: StreamHub;
+  before(() => {
+    fixture = createHubFixture({ catchUpBatch: 2 });
+    ({ store, bus, hub } = fixture);
+  });
+  after(() => fixture.close());
+
+  async function groupWith(users: UserRef[]): Promise<string> {
+    const [owner, ...rest] = users;
+    assert.ok(owner);
+    const { groupId } = await store.createGroup({ id: newId(), name: "g", epoch: newId(), createdAt: Date.now(), owner });
+    for (const u of rest) await store.changeGroup(groupId, [u.id], owner, Date.now(), () => ({ type: "add", member: u, role: "member" }));
+    return groupId;
+  }
+
+  async function append(groupId: string, sender: UserRef): Promise<GroupEvent> {
+    const id = newId();
+    const { event } = await store.appendMessage({ id, groupId, sender, text: "t", clientMessageId: id, sentAt: Date.now() });
+    return event;
+  }
+
+  it("encodes a live event once and hands the same bytes to every local stream", async () => {
+    const users = [1, 2, 3].map((i) => ({ id: newId(), username: `u${i}` }));
+    const gid = await groupWith(users);
+    const sinks = users.map(() => new RecordingSink());
+    const sinkA = new RecordingSink();
+    const a = users[0];
+    assert.ok(a);
+    await Promise.all(users.map((u, i) => hub.open(principal(u), new Map(), sinks[i] as RecordingSink)));
+    await hub.open(principal(a), new Map(), sinkA); // a second device of the first user
+    const event = await append(gid, a);
+    await bus.publishEvent(event);
+    const delivered = [...sinks, sinkA].map((s) => s.items.at(-1));
+    assert.ok(delivered[0]?.message.payload.case === "event");
+    for (const item of delivered) {
+      assert.equal(item, delivered[0], "the same OutboundItem object");
+      assert.equal(item?.grpcFrame, delivered[0]?.grpcFrame, "the same framed bytes");
+    }
+  });
+
+  it("repairs a gap from the store when the bus loses events, and drops duplicates", async () => {
+    const owner = { id: newId(), username: "owner" };
+    const gid = await groupWith([owner]);
+    const sink = new RecordingSink();
+    await hub.open(principal(owner), new Map(), sink);
+    const e2 = await append(gid, owner);
+    const e3 = await append(gid, owner);
+    const e4 = await append(gid, owner);
+    const e5 = await append(gid, owner);
+    await bus.publishEvent(e2);
+    await bus.publishEvent(e2); // duplicate
+    await bus.publishEvent(e5); // 3 and 4 lost on the bus
+    await until(() => sink.eventSeqs(gid).length >= 4);
+    await bus.publishEvent(e3); // late duplicates
+    await bus.publishEvent(e4);
+    const e6 = await append(gid, owner);
+    await bus.publishEvent(e6);
+    await until(() => sink.eventSeqs(gid).length >= 5);
+    assert.deepEqual(sink.eventSeqs(gid), [2, 3, 4, 5, 6]);
+  });
+
+  it("repairs quiet groups when the bus says it may have missed events", async () => {
+    const owner = { id: newId(), username: "resync" };
+    const gid = await groupWith([owner]);
+    let resync: (() => void) | undefined;
+    const lossy = Object.assign(Object.create(bus) as MemoryEventBus, {
+      onResync: (h: () => void) => {
+        resync = h;
+      },
+    });
+    const resyncing = new StreamHub({ store, bus: lossy, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      await resyncing.open(principal(owner), new Map(), sink);
+      await append(gid, owner); // stored, never published: "missed while disconnected"
+      await append(gid, owner);
+      assert.deepEqual(sink.eventSeqs(gid), []);
+      resync?.();
+      await until(() => sink.eventSeqs(gid).length >= 2);
+      assert.deepEqual(sink.eventSeqs(gid), [2, 3]);
+    } finally {
+      resyncing.shutdown();
+    }
+  });
+
+  it("replays from the cursor in batches and goes live with no duplicate at the seam", async () => {
+    const owner = { id: newId(), username: "replay" };
+    const gid = await groupWith([owner]);
+    for (let i = 0; i < 7; i++) await append(gid, owner); // seqs 2..8, not published
+    const sink = new RecordingSink();
+    await hub.open(principal(owner), new Map([[gid, { seq: 1, epoch: "" }]]), sink);
+    const live = await append(gid, owner); // published while the replay runs
+    await bus.publishEvent(live);
+    await until(() => sink.eventSeqs(gid).length >= 8);
+    assert.deepEqual(sink.eventSeqs(gid), [2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(sink.items[0]?.message.payload.case, "ready");
+  });
+
+  it("ends a stream whose sink buffers more than the cap with RESOURCE_EXHAUSTED", async () => {
+    const owner = { id: newId(), username: "slow" };
+    const gid = await groupWith([owner]);
+    const sink = new RecordingSink();
+    await hub.open(principal(owner), new Map(), sink);
+    const before = hub.size;
+    sink.bufferedBytes = 2 << 20; // the client stopped reading
+    await bus.publishEvent(await append(gid, owner));
+    assert.equal(sink.ended?.error?.kind, "ResourceExhausted");
+    assert.equal(hub.size, before - 1);
+  });
+
+  it("sends heartbeats only to streams that were idle for a whole interval", async () => {
+    const beating = new StreamHub({ store, bus, clock: systemClock, settings: { heartbeatMs: 40, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const idleUser = { id: newId(), username: "idle" };
+      const busyUser = { id: newId(), username: "busy" };
+      await groupWith([idleUser]);
+      const busyGroup = await groupWith([busyUser]);
+      const idle = new RecordingSink();
+      const busy = new RecordingSink();
+      await beating.open(principal(idleUser), new Map(), idle);
+      await beating.open(principal(busyUser), new Map(), busy);
+      const heartbeats = (s: RecordingSink) => s.items.filter((i) => i.message.payload.case === "heartbeat").length;
+      for (let i = 0; i < 30; i++) {
+        await bus.publishEvent(await append(busyGroup, busyUser)); // every ~10 ms
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(heartbeats(idle) >= 3, `idle stream got ${heartbeats(idle)} heartbeats`);
+      // A busy stream gets (almost) none: at most a stray one if the event loop stalled for a whole interval.
+      assert.ok(heartbeats(busy) * 2 < heartbeats(idle), `busy stream got ${heartbeats(busy)} heartbeats, idle ${heartbeats(idle)}`);
+    } finally {
+      beating.shutdown();
+    }
+  });
+
+  it("bounds every stream's silence by the heartbeat interval, whenever its last item came, with one encoding per tick", async (t) => {
+    t.mock.timers.enable({ apis: ["setInterval"] });
+    let now = 1_000_000; // virtual ms, moved with the mocked timers
+    const clock = { now: () => now };
+    const interval = 1000;
+    const beating = new StreamHub({ store, bus, clock, settings: { heartbeatMs: interval, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const idleUser = { id: newId(), username: "idle2" };
+      const busyUser = { id: newId(), username: "busy2" };
+      await groupWith([idleUser]);
+      const busyGroup = await groupWith([busyUser]);
+      const idle = new TimedSink(clock);
+      const busy = new TimedSink(clock);
+      await beating.open(principal(idleUser), new Map(), idle);
+      await beating.open(principal(busyUser), new Map(), busy);
+      // Events land just after a heartbeat check, just before one, and in between.
+      const eventsAt = new Set([1, 240, 251, 1001, 1999, 2010, 2600, 5003, 5200, 9999].map((ms) => 1_000_000 + ms));
+      for (let i = 0; i < 14_000; i++) {
+        now += 1;
+        t.mock.timers.tick(1);
+        if (eventsAt.has(now)) await bus.publishEvent(await append(busyGroup, busyUser));
+      }
+      for (const [name, sink] of [["idle", idle], ["busy", busy]] as const) {
+        const gaps = sink.times.slice(1).map((at, i) => at - (sink.times[i] ?? 0));
+        assert.ok(Math.max(...gaps) <= interval, `${name}: longest silence ${Math.max(...gaps)} ms, interval ${interval} ms`);
+        // A heartbeat never comes much earlier than the interval: after more than 3/4 of it.
+        sink.items.forEach((item, i) => {
+          if (i > 0 && item.message.payload.case === "heartbeat") {
+            const gap = (sink.times[i] ?? 0) - (sink.times[i - 1] ?? 0);
+            assert.ok(gap > (interval * 3) / 4, `${name}: heartbeat after only ${gap} ms`);
+          }
+        });
+      }
+      assert.ok(idle.items.filter((i) => i.message.payload.case === "heartbeat").length >= 13);
+      // One encoding per tick: streams beaten at the same instant got the same item.
+      const idleBeats = new Map(idle.items.flatMap((item, i) => (item.message.payload.case === "heartbeat" ? [[idle.times[i], item] as const] : [])));
+      let shared = 0;
+      busy.items.forEach((item, i) => {
+        const other = idleBeats.get(busy.times[i]);
+        if (item.message.payload.case === "heartbeat" && other) {
+          assert.equal(item, other, "one heartbeat item per tick");
+          shared++;
+        }
+      });
+      assert.ok(shared > 0, "the two streams were beaten together at least once");
+    } finally {
+      beating.shutdown();
+    }
+  });
+
+  /** session makes a principal whose session (refresh family) the store knows. */
+  async function session(user: UserRef): Promise<Principal> {
+    const p = principal(user);
+    const tokenHash = newId().replaceAll("-", "");
+    await store.insertRefreshToken({ tokenHash, userId: user.id, familyId: p.sessionId, expiresAt: Date.now() + 3_600_000, usedAt: null, revokedAt: null });
+    return p;
+  }
+
+  /** countingHub is a hub on the fixture's store that counts isSessionRevoked reads, and hands out the bus's resync hook. */
+  function countingHub(settings: { heartbeatMs?: number; holdMemberships?: { userId: string; until: Promise<void> } } = {}) {
+    const reads: string[] = [];
+    let resync: (() => void) | undefined;
+    const hold = settings.holdMemberships;
+    const counted = Object.assign(Object.create(store) as Store, {
+      isSessionRevoked: (sessionId: string) => {
+        reads.push(sessionId);
+        return store.isSessionRevoked(sessionId);
+      },
+      // A stream of `hold.userId` stays in its setup (past the session check) until `hold.until`.
+      listMemberships: async (userId: string, after: string, limit: number) => {
+        if (hold && userId === hold.userId) await hold.until;
+        return store.listMemberships(userId, after, limit);
+      },
+    });
+    const lossy = Object.assign(Object.create(bus) as MemoryEventBus, {
+      onResync: (h: () => void) => {
+        resync = h;
+      },
+    });
+    const counting = new StreamHub({
+      store: counted,
+      bus: lossy,
+      clock: systemClock,
+      settings: { heartbeatMs: settings.heartbeatMs ?? 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 },
+    });
+    return { hub: counting, reads, resync: () => resync?.() };
+  }
+
+  it("refuses to open a stream for a revoked session (UNAUTHENTICATED, no StreamReady), asking the store each time it was alive", async () => {
+    const user = { id: newId(), username: "revoked" };
+    await groupWith([user]);
+    const dead = await session(user);
+    const alive = await session(user);
+    const { hub: counting, reads } = countingHub();
+    try {
+      for (let i = 0; i < 2; i++) {
+        const first = new RecordingSink();
+        await counting.open(dead, new Map(), first);
+        assert.equal(first.items[0]?.message.payload.case, "ready", "alive at first");
+      }
+      assert.deepEqual(reads, [dead.sessionId, dead.sessionId], "one store read per opening while alive: no answer is remembered");
+      // Revoked in the store only (its notice lost, or published before this stream's subscription).
+      await store.revokeRefreshFamily(dead.sessionId, Date.now());
+      const before = counting.size;
+      const refused = new RecordingSink();
+      await counting.open(dead, new Map(), refused);
+      assert.equal(refused.ended?.error?.kind, "Unauthenticated");
+      assert.equal(refused.ended?.error?.message, "session was revoked; log in again");
+      assert.deepEqual(refused.items, [], "nothing written, StreamReady least of all");
+      assert.equal(reads.length, 3, "the revocation was read from the store");
+      assert.equal(counting.size, before, "the refused stream is not held");
+      const other = new RecordingSink();
+      await counting.open(alive, new Map(), other);
+      assert.equal(other.items[0]?.message.payload.case, "ready", "another session of the user opens");
+      assert.equal(other.ended, undefined);
+    } finally {
+      counting.shutdown();
+    }
+  });
+
+  it("remembers a revoked session: a client retrying with its token is refused without a store read", async () => {
+    const user = { id: newId(), username: "memo" };
+    await groupWith([user]);
+    const dead = await session(user);
+    const byNotice = await session(user);
+    const { hub: counting, reads } = countingHub();
+    try {
+      await store.revokeRefreshFamily(dead.sessionId, Date.now());
+      const first = new RecordingSink();
+      await counting.open(dead, new Map(), first);
+      assert.equal(first.ended?.error?.kind, "Unauthenticated");
+      assert.equal(reads.length, 1, "the first refusal reads the store");
+      for (let i = 0; i < 3; i++) {
+        const again = new RecordingSink();
+        await counting.open(dead, new Map(), again);
+        assert.equal(again.ended?.error?.kind, "Unauthenticated");
+        assert.deepEqual(again.items, []);
+      }
+      assert.equal(reads.length, 1, "later refusals of the remembered session read nothing");
+      // A session_revoked notice is remembered too.
+      const open = new RecordingSink();
+      await counting.open(byNotice, new Map(), open);
+      assert.equal(open.items[0]?.message.payload.case, "ready");
+      assert.equal(reads.length, 2);
+      await bus.publishUser(user.id, { type: "session_revoked", sessionId: byNotice.sessionId });
+      assert.equal(open.ended?.error?.kind, "Unauthenticated");
+      const noticed = new RecordingSink();
+      await counting.open(byNotice, new Map(), noticed);
+      assert.equal(noticed.ended?.error?.kind, "Unauthenticated");
+      assert.equal(reads.length, 2, "refused from the remembered notice, no store read");
+    } finally {
+      counting.shutdown();
+    }
+  });
+
+  it("on a bus resync, ends the open and opening streams of sessions revoked while their notice was lost, one store read per session", async () => {
+    const user = { id: newId(), username: "lostnotice" };
+    const other = { id: newId(), username: "lostother" };
+    await groupWith([user, other]);
+    const dead = await session(user);
+    const alive = await session(user);
+    const otherSession = await session(other);
+    const slowUser = { id: newId(), username: "lostslow" };
+    await groupWith([slowUser]);
+    const opening = await session(slowUser);
+    let release: (() => void) | undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const { hub: counting, reads, resync } = countingHub({ holdMemberships: { userId: slowUser.id, until: held } });
+    try {
+      const deadSinks = [new RecordingSink(), new RecordingSink()];
+      for (const s of deadSinks) await counting.open(dead, new Map(), s); // two streams of one session
+      const aliveSink = new RecordingSink();
+      await counting.open(alive, new Map(), aliveSink);
+      const otherSink = new RecordingSink();
+      await counting.open(otherSession, new Map(), otherSink);
+      for (const s of [...deadSinks, aliveSink, otherSink]) assert.equal(s.items[0]?.message.payload.case, "ready");
+      const openingSink = new RecordingSink();
+      const opened = counting.open(opening, new Map(), openingSink); // held in its setup, past its session check
+      await until(() => reads.includes(opening.sessionId));
+      // Revoked while this process was cut off from the bus: the store has it, the notice never comes.
+      await store.revokeRefreshFamily(dead.sessionId, Date.now());
+      await store.revokeRefreshFamily(opening.sessionId, Date.now());
+      assert.equal(deadSinks[0]?.ended, undefined, "without a notice the stream lives on");
+      reads.length = 0;
+      resync();
+      await until(() => deadSinks.every((s) => s.ended !== undefined));
+      for (const s of deadSinks) {
+        assert.equal(s.ended?.error?.kind, "Unauthenticated");
+        assert.equal(s.ended?.error?.message, "session was revoked; log in again");
+      }
+      await until(() => openingSink.ended !== undefined);
+      assert.equal(openingSink.ended?.error?.kind, "Unauthenticated", "a stream still being set up ends too");
+      release?.();
+      await opened;
+      assert.deepEqual(openingSink.items, [], "no StreamReady for the stream that was being set up");
+      assert.equal(aliveSink.ended, undefined, "another session of the user stays");
+      assert.equal(otherSink.ended, undefined, "another user's session stays");
+      assert.deepEqual(
+        [...reads].sort(),
+        [dead.sessionId, alive.sessionId, otherSession.sessionId, opening.sessionId].sort(),
+        "one read per distinct session",
+      );
+      assert.equal(counting.size, 2);
+      // Remembered: reopening costs no store read.
+      const again = new RecordingSink();
+      await counting.open(dead, new Map(), again);
+      assert.equal(again.ended?.error?.kind, "Unauthenticated");
+      assert.equal(reads.length, 4);
+    } finally {
+      release?.();
+      counting.shutdown();
+    }
+  });
+
+  it("ends a stream whose session is revoked while it is being set up, before StreamReady", async () => {
+    const user = { id: newId(), username: "racing" };
+    await groupWith([user]);
+    const p = await session(user);
+    let release: (() => void) | undefined;
+    let asked: (() => void) | undefined;
+    const reading = new Promise<void>((resolve) => {
+      asked = resolve;
+    });
+    // The store read answers "alive" (it ran before the revocation was written), but only after the notice came.
+    const slow = Object.assign(Object.create(store) as Store, {
+      isSessionRevoked: async () => {
+        asked?.();
+        await new Promise<void>((r) => {
+          release = r;
+        });
+        return false;
+      },
+    });
+    const racing = new StreamHub({ store: slow, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      const opened = racing.open(p, new Map(), sink);
+      await reading;
+      await store.revokeRefreshFamily(p.sessionId, Date.now());
+      await bus.publishUser(user.id, { type: "session_revoked", sessionId: p.sessionId });
+      release?.();
+      await opened;
+      assert.equal(sink.ended?.error?.kind, "Unauthenticated");
+      assert.deepEqual(sink.items, [], "no StreamReady");
+      assert.equal(racing.size, 0);
+    } finally {
+      racing.shutdown();
+    }
+  });
+
+  it("writes no heartbeat to a stream still being set up: StreamReady comes first however long the setup takes", async () => {
+    const user = { id: newId(), username: "slowsetup" };
+    await groupWith([user]);
+    const p = await session(user);
+    const slow = Object.assign(Object.create(store) as Store, {
+      isSessionRevoked: async () => {
+        await new Promise((r) => setTimeout(r, 200)); // five heartbeat intervals
+        return false;
+      },
+    });
+    const beating = new StreamHub({ store: slow, bus, clock: systemClock, settings: { heartbeatMs: 40, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      await beating.open(p, new Map(), sink);
+      assert.equal(sink.items[0]?.message.payload.case, "ready");
+      await until(() => sink.items.length >= 2);
+      assert.equal(sink.items[1]?.message.payload.case, "heartbeat", "heartbeats start once the stream is ready");
+    } finally {
+      beating.shutdown();
+    }
+  });
+
+  it("ends streams whose session is revoked, and only those", async () => {
+    const user = { id: newId(), username: "sess" };
+    await groupWith([user]);
+    const p1 = principal(user);
+    const p2 = principal(user);
+    const s1 = new RecordingSink();
+    const s2 = new RecordingSink();
+    await hub.open(p1, new Map(), s1);
+    await hub.open(p2, new Map(), s2);
+    await bus.publishUser(user.id, { type: "session_revoked", sessionId: p1.sessionId });
+    assert.equal(s1.ended?.error?.kind, "Unauthenticated");
+    assert.equal(s2.ended, undefined);
+  });
+});

@@ -1,0 +1,317 @@
+import { resolve } from "node:path";
+import { parseCassandraUrl } from "../adapters/cassandra/cassandra-url.js";
+import { MAX_CURSORS } from "../delivery/stream-limits.js";
+
+/**
+ * Config is every setting of a server process, validated and frozen. It is
+ * built once from the environment by loadConfig; nothing else reads
+ * process.env.
+ */
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  /** The services this process serves (all four by default). */
+  readonly services: readonly ServiceName[];
+  /** Where processes without the auth service fetch the token-signing keys. */
+  readonly authJwksUrl: string | undefined;
+  readonly dataDir: string;
+  readonly storeUrl: string;
+  /** Create the Cassandra keyspace and apply pending migrations at start (cassandra:// stores only). */
+  readonly migrate: boolean;
+  readonly busUrl: string;
+  readonly cacheUrl: string;
+  /** Prefix of every shared name (Redis keys, NATS subjects) so deployments and test runs never collide. */
+  readonly namespace: string;
+  readonly logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  readonly jwt: { readonly issuer: string; readonly audience: string; readonly keyFile: string };
+  readonly accessTokenTtlMs: number;
+  readonly refreshTokenTtlMs: number;
+  readonly retentionMs: number;
+  readonly maxTextBytes: number;
+  readonly maxRequestBytes: number;
+  /** How long a request body may take to arrive, from the request's headers on; past it the call is refused and its memory released. */
+  readonly requestBodyTimeoutMs: number;
+  /** Most concurrent HTTP/2 streams (calls) per connection. */
+  readonly maxStreamsPerConnection: number;
+  /** How long an HTTP/2 connection may have no open stream before the server closes it (GOAWAY). */
+  readonly http2IdleTimeoutMs: number;
+  /** Bytes of request bodies of calls without a verified token (public methods, health, reflection) buffered at once per process. */
+  readonly unauthenticatedBodyBytes: number;
+  /** Calls without a token that stay open (health Watch, reflection streams) at once per process; past it RESOURCE_EXHAUSTED with retry-after. */
+  readonly maxOpenCallsWithoutToken: number;
+  /** How long a reflection stream may go without a request before it ends with DEADLINE_EXCEEDED. */
+  readonly reflectionIdleTimeoutMs: number;
+  readonly maxGroupMembers: number;
+  /** The most groups one user may be in; at most MAX_CURSORS, so one Subscribe can resume all of them. */
+  readonly maxGroupsPerUser: number;
+  /** Replicas of the JetStream timeline stream (TIMELINE_REPLICAS): 3 in production (an ack is then on a quorum of three nats-servers). */
+  readonly timelineReplicas: number;
+  /** Sustained sends per user per second, and the burst allowed above it. */
+  readonly sendsPerSecond: number;
+  readonly sendBurst: number;
+  /** Sends one process works on at once; past it SendMessage is RESOURCE_EXHAUSTED with a retry hint. */
+  readonly sendMaxInFlight: number;
+  /** Newest messages per group kept for history reads by the recent-messages cache. */
+  readonly recentMessagesPerGroup: number;
+  /** How long a process's presence entries live unrefreshed (after a crash, its users look online this long). */
+  readonly presenceTtlMs: number;
+  readonly heartbeatMs: number;
+  readonly streamBufferBytes: number;
+  readonly loginAttemptsPerMinute: number;
+  readonly loginAttemptsPerMinutePerAddress: number;
+  readonly registrationsPerMinutePerAddress: number;
+  readonly trustProxy: boolean;
+  readonly shutdownGraceMs: number;
+}
+
+/** SERVICE_NAMES are the services a process can serve. */
+export const SERVICE_NAMES = ["auth", "group", "message", "stream"] as const;
+
+/** ServiceName is one of SERVICE_NAMES. */
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+/** SETTINGS documents every environment variable (the README table is generated from the same words). */
+export const SETTINGS = {
+  HOST: "address to listen on (default 127.0.0.1)",
+  SERVICES: "comma-separated services this process serves: auth, group, message, stream (default all; also --services=)",
+  AUTH_JWKS_URL: "JWKS of the auth service, for processes that do not serve auth (e.g. http://auth:8080/.well-known/jwks.json)",
+  PORT: "port for gRPC, gRPC-Web, Connect and /.well-known/jwks.json (default 8080; 0 picks a free one)",
+  DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
+  STORE_URL:
+    "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db), sqlite::memory:, or cassandra://host[:port][,host...]/keyspace[?dc=datacenter1&replication=3] (Cassandra/ScyllaDB; needs BUS_URL=nats://)",
+  MIGRATE: "true to create the Cassandra keyspace and apply pending migrations at start (default true with a cassandra:// STORE_URL; npm run migrate does it alone)",
+  BUS_URL: "memory: (default; in-process) or nats://host:port[,host:port] (NATS JetStream)",
+  CACHE_URL: "memory: (default; in-process) or redis://host:port[/db] (membership cache and rate limits)",
+  NAMESPACE: "prefix of Redis keys and NATS subjects (default chat)",
+  LOG_LEVEL: "fatal, error, warn, info (default), debug, trace or silent",
+  JWT_ISSUER: "iss of access tokens (default chat)",
+  JWT_AUDIENCE: "aud of access tokens (default chat)",
+  JWT_KEY_FILE: "Ed25519 private key as a JWK file; created on first start (default <DATA_DIR>/jwt-ed25519.jwk)",
+  ACCESS_TOKEN_TTL: "lifetime of access tokens (default 15m)",
+  REFRESH_TOKEN_TTL: "lifetime of refresh tokens (default 30d)",
+  RETENTION: "how long events are kept (default 30d)",
+  MAX_TEXT_BYTES: "largest message text in UTF-8 bytes (default 4096)",
+  MAX_REQUEST_BYTES: "largest request message in bytes (default 65536); a stream's opening message (a SubscribeRequest, Connect's first) may take at least 1351024 bytes, so 10000 cursors fit",
+  REQUEST_BODY_TIMEOUT:
+    "how long a request body may take to arrive after its headers; past it the call gets DEADLINE_EXCEEDED and its buffered bytes are released (default 10s)",
+  MAX_STREAMS_PER_CONNECTION: "most concurrent calls (HTTP/2 streams) per connection; a client needs its streams plus its concurrent unary calls (default 100)",
+  HTTP2_IDLE_TIMEOUT:
+    "how long an HTTP/2 connection may have no call open before the server closes it with GOAWAY (NO_ERROR; clients reconnect on their next call); a connection with an open stream is never idle (default 5m)",
+  UNAUTHENTICATED_BODY_BYTES:
+    "request-body bytes of calls without a verified token (Register, Login, RefreshToken, health, reflection) one process buffers at once; past it such calls get RESOURCE_EXHAUSTED (default 16777216)",
+  MAX_OPEN_CALLS_WITHOUT_TOKEN:
+    "calls without a token that stay open (health Watch, reflection streams) one process holds at once; past it such calls get RESOURCE_EXHAUSTED with retry-after (default 1000)",
+  REFLECTION_IDLE_TIMEOUT: "how long a reflection stream may go without a request; then it ends with DEADLINE_EXCEEDED (default 60s)",
+  MAX_GROUP_MEMBERS: "largest group (default 1000)",
+  TIMELINE_REPLICAS:
+    "replicas of the JetStream timeline stream with BUS_URL=nats://: 1 (default; a lone nats-server) or 3 (production: a 3-node NATS cluster; a send's ack then means stored on a quorum of the three, docs/production.md)",
+  MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
+  SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
+  SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
+  SEND_MAX_IN_FLIGHT: "sends one process works on at once; past it SendMessage answers RESOURCE_EXHAUSTED with retry-after (default 1000)",
+  RECENT_MESSAGES_PER_GROUP: "newest messages per group the recent-messages cache keeps for history reads (default 100)",
+  PRESENCE_TTL: "how long a process's presence entries live unless refreshed (every third of it); after a crash its users look online this long (default 30s)",
+  HEARTBEAT_INTERVAL: "longest silence on a stream: one that sent nothing for this long gets a heartbeat, so clients may treat twice this without any item as a dead connection (default 15s)",
+  STREAM_BUFFER_BYTES: "per-stream send buffer before RESOURCE_EXHAUSTED (default 1048576)",
+  LOGIN_ATTEMPTS_PER_MINUTE: "login attempts per username per minute (default 10)",
+  LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "login attempts per client address per minute (default 60)",
+  REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "registrations per client address per minute (default 30)",
+  TRUST_PROXY: "true to take the client address from the last X-Forwarded-For hop, appended by the trusted proxy (default false)",
+  SHUTDOWN_GRACE: "how long in-flight calls may take after SIGTERM (default 10s)",
+} as const;
+
+/** ConfigError lists every invalid setting at once. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid environment variables:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** loadConfig validates the environment and returns a frozen Config, or throws ConfigError naming every bad variable. */
+export function loadConfig(env: Env): Config {
+  const problems: string[] = [];
+  const read = new Reader(env, problems);
+  const dataDir = resolve(read.string("DATA_DIR", "./data"));
+  const storeUrl = read.string("STORE_URL", `sqlite:${dataDir}/chat.db`);
+  const cassandraStore = storeUrl.startsWith("cassandra://");
+  if (cassandraStore) {
+    try {
+      parseCassandraUrl(storeUrl);
+    } catch (e) {
+      problems.push(`STORE_URL: "${redactUrl(storeUrl)}" is not a valid cassandra:// URL: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  } else if (!/^sqlite:.+/.test(storeUrl)) {
+    problems.push(`STORE_URL: "${redactUrl(storeUrl)}" is not supported (use sqlite:<path> or cassandra://host/keyspace)`);
+  }
+  const migrate = read.boolean("MIGRATE", cassandraStore);
+  const busUrl = read.string("BUS_URL", "memory:");
+  const natsBus = /^nats:\/\/[^/]+/.test(busUrl);
+  if (busUrl !== "memory:" && !natsBus) problems.push(`BUS_URL: "${redactUrl(busUrl)}" is not supported (use memory: or nats://host:port)`);
+  else if (cassandraStore && !natsBus) {
+    problems.push(`BUS_URL: "${redactUrl(busUrl)}" must be nats://host:port with a cassandra:// STORE_URL (JetStream sequences the store's events)`);
+  }
+  const cacheUrl = read.string("CACHE_URL", "memory:");
+  if (cacheUrl !== "memory:" && !/^redis:\/\/[^/]+/.test(cacheUrl)) {
+    problems.push(`CACHE_URL: "${redactUrl(cacheUrl)}" is not supported (use memory: or redis://host:port)`);
+  }
+  const namespace = read.string("NAMESPACE", "chat");
+  if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(namespace)) problems.push(`NAMESPACE: "${namespace}" must be 1 to 32 of a-z 0-9 _ - (starting with a letter or digit)`);
+  const logLevel = read.choice("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const);
+  const services = parseServices(read.string("SERVICES", SERVICE_NAMES.join(",")), problems);
+  const authJwksUrl = read.string("AUTH_JWKS_URL", "") || undefined;
+  if (!services.includes("auth") && authJwksUrl === undefined) {
+    problems.push("AUTH_JWKS_URL: required when this process does not serve auth (it verifies tokens with the auth service's keys)");
+  }
+  if (authJwksUrl !== undefined && !/^https?:\/\/[^/]+\/\S*$/.test(authJwksUrl)) {
+    problems.push(`AUTH_JWKS_URL: "${authJwksUrl}" must be an http(s) URL`);
+  }
+  if (services.length < SERVICE_NAMES.length && busUrl === "memory:") {
+    problems.push("BUS_URL: separate processes need a shared bus (nats://host:port); memory: only works with all services in one process");
+  }
+  const config: Config = {
+    host: read.string("HOST", "127.0.0.1"),
+    services,
+    authJwksUrl,
+    port: read.integer("PORT", 8080, 0, 65535),
+    dataDir,
+    storeUrl,
+    migrate,
+    busUrl,
+    cacheUrl,
+    namespace,
+    logLevel,
+    jwt: Object.freeze({
+      issuer: read.string("JWT_ISSUER", "chat"),
+      audience: read.string("JWT_AUDIENCE", "chat"),
+      keyFile: resolve(read.string("JWT_KEY_FILE", `${dataDir}/jwt-ed25519.jwk`)),
+    }),
+    accessTokenTtlMs: read.duration("ACCESS_TOKEN_TTL", "15m", 1_000),
+    refreshTokenTtlMs: read.duration("REFRESH_TOKEN_TTL", "30d", 60_000),
+    retentionMs: read.duration("RETENTION", "30d", 1_000),
+    maxTextBytes: read.integer("MAX_TEXT_BYTES", 4096, 1, 1 << 20),
+    maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),
+    requestBodyTimeoutMs: read.duration("REQUEST_BODY_TIMEOUT", "10s", 100, MAX_TIMER_MS),
+    maxStreamsPerConnection: read.integer("MAX_STREAMS_PER_CONNECTION", 100, 1, 10_000),
+    http2IdleTimeoutMs: read.duration("HTTP2_IDLE_TIMEOUT", "5m", 100, MAX_TIMER_MS),
+    unauthenticatedBodyBytes: read.integer("UNAUTHENTICATED_BODY_BYTES", 16 << 20, 64 << 10, 1 << 30),
+    maxOpenCallsWithoutToken: read.integer("MAX_OPEN_CALLS_WITHOUT_TOKEN", 1000, 1, 1_000_000),
+    reflectionIdleTimeoutMs: read.duration("REFLECTION_IDLE_TIMEOUT", "60s", 100, MAX_TIMER_MS),
+    maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
+    maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
+    timelineReplicas: read.integer("TIMELINE_REPLICAS", 1, 1, 5),
+    sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
+    sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
+    sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
+    recentMessagesPerGroup: read.integer("RECENT_MESSAGES_PER_GROUP", 100, 1, 10_000),
+    presenceTtlMs: read.duration("PRESENCE_TTL", "30s", 1_000, MAX_TIMER_MS),
+    heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100, MAX_TIMER_MS),
+    streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
+    loginAttemptsPerMinute: read.integer("LOGIN_ATTEMPTS_PER_MINUTE", 10, 1, 1_000_000),
+    loginAttemptsPerMinutePerAddress: read.integer("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 60, 1, 1_000_000),
+    registrationsPerMinutePerAddress: read.integer("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", 30, 1, 1_000_000),
+    trustProxy: read.boolean("TRUST_PROXY", false),
+    shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s", 0),
+  };
+  if (config.maxTextBytes > config.maxRequestBytes) {
+    problems.push(`MAX_TEXT_BYTES (${config.maxTextBytes}) must not exceed MAX_REQUEST_BYTES (${config.maxRequestBytes})`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/**
+ * MAX_TIMER_MS is the longest delay a Node timer takes (2^31 - 1 ms, about
+ * 24.8 days); a longer one fires after 1 ms instead.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** MAX_DURATION_MS caps every duration setting (10 years), so that `now + duration` stays a valid date. */
+export const MAX_DURATION_MS = 3650 * 86_400_000;
+
+function parseServices(text: string, problems: string[]): ServiceName[] {
+  const names = [...new Set(text.split(",").map((n) => n.trim()).filter((n) => n !== ""))];
+  const bad = names.filter((n) => !(SERVICE_NAMES as readonly string[]).includes(n));
+  if (bad.length > 0 || names.length === 0) {
+    problems.push(`SERVICES: "${text}" must list some of ${SERVICE_NAMES.join(", ")}`);
+    return [...SERVICE_NAMES];
+  }
+  return SERVICE_NAMES.filter((n) => names.includes(n));
+}
+
+/** redactUrl hides the user-info part (user:password@) of a URL quoted in an error. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^@/]*@/i, "$1[redacted]@");
+}
+
+/** argsToEnv turns command-line settings (`--services=stream`) into the environment variables they stand for. */
+export function argsToEnv(argv: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const arg of argv) {
+    const m = /^--services=(.*)$/.exec(arg);
+    if (m?.[1] !== undefined) env.SERVICES = m[1];
+  }
+  return env;
+}
+
+const UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** parseDuration reads "250ms", "15s", "15m", "12h" or "30d" into milliseconds; undefined if malformed. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m?.[1] || !m[2]) return undefined;
+  return Number(m[1]) * (UNITS[m[2]] ?? Number.NaN);
+}
+
+class Reader {
+  constructor(
+    private readonly env: Env,
+    private readonly problems: string[],
+  ) {}
+
+  string(name: keyof typeof SETTINGS, fallback: string): string {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    return v;
+  }
+
+  integer(name: keyof typeof SETTINGS, fallback: number, min: number, max: number): number {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || n < min || n > max) {
+      this.problems.push(`${name}: "${v}" must be a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  duration(name: keyof typeof SETTINGS, fallback: string, minMs: number, maxMs = MAX_DURATION_MS): number {
+    const v = this.env[name];
+    const ms = parseDuration(v === undefined || v === "" ? fallback : v);
+    if (ms === undefined || ms < minMs || ms > maxMs) {
+      this.problems.push(`${name}: "${v}" must be a duration like 250ms, 15s, 15m, 12h or 30d, from ${minMs} to ${maxMs} ms`);
+      return parseDuration(fallback) ?? 0;
+    }
+    return ms;
+  }
+
+  boolean(name: keyof typeof SETTINGS, fallback: boolean): boolean {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    if (v === "true" || v === "1") return true;
+    if (v === "false" || v === "0") return false;
+    this.problems.push(`${name}: "${v}" must be true or false`);
+    return fallback;
+  }
+
+  choice<T extends string>(name: keyof typeof SETTINGS, fallback: T, allowed: readonly T[]): T {
+    const v = this.env[name];
+    if (v === undefined || v === "") return fallback;
+    if ((allowed as readonly string[]).includes(v)) return v as T;
+    this.problems.push(`${name}: "${v}" must be one of ${allowed.join(", ")}`);
+    return fallback;
+  }
+}
