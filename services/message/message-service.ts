@@ -73,7 +73,9 @@ export class MessageService {
   }
 
   /**
-   * send stores and publishes a message; ResourceExhausted (with a retry
+   * send stores and publishes a message; NotFound if the group does not
+   * exist or the caller is not a member (the store checks, once, as it
+   * appends); ResourceExhausted (with a retry
    * hint) past the sender's rate limit, or when this process already works
    * on `maxSendsInFlight` sends (checked before anything is read or taken,
    * so a refused send costs no rate-limit token and writes nothing). A
@@ -99,7 +101,8 @@ export class MessageService {
       // The token first: a refused send reads nothing else (a membership miss costs a store read,
       // and the per-user limit is what caps them).
       await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
-      await this.deps.membership.requireMember(groupId, caller.userId);
+      // The send's one membership check is the store's: appendMessage refuses a non-member (NotFound, exactly as
+      // for a missing group) at the event's place in the timeline, which a check made before it could not promise.
       const { event, duplicate } = await this.deps.store.appendMessage({
         id: newId(),
         groupId,
