@@ -85,17 +85,8 @@ module.exports = {
       name: "adapters-import-only-core",
       comment: "An adapter imports core/ and its own folder only: no other adapter, no layer above core/, no gen/.",
       severity: "error",
-      from: { path: "^services/adapters/([^/]+)", pathNot: ["^services/adapters/cassandra/", SPEC] },
+      from: { path: "^services/adapters/([^/]+)", pathNot: SPEC },
       to: { path: ["^services/", "^gen/"], pathNot: "^services/(core/|adapters/$1)" },
-    },
-    {
-      name: "adapters-import-only-core (cassandra)",
-      comment:
-        "The one known exception: the production Store (adapters/cassandra) sequences on the JetStream timeline " +
-        "(adapters/nats). Otherwise the rule above holds for it.",
-      severity: "error",
-      from: { path: "^services/adapters/cassandra/", pathNot: SPEC },
-      to: { path: ["^services/", "^gen/"], pathNot: "^services/(core|adapters/cassandra|adapters/nats)/" },
     },
     {
       name: "adapters-import-only-core (specs)",

@@ -10,7 +10,7 @@
  *
  * Exit codes: 0 done, 1 the migration failed, 2 invalid configuration.
  */
-import { migrateCassandra } from "./adapters/cassandra/cassandra-store.js";
+import { migrateCassandra } from "./adapters/jetstream-cassandra/cassandra-store.js";
 import { createSqliteStore } from "./adapters/sqlite/sqlite-store.js";
 import { systemClock } from "./core/ports.js";
 import { ConfigError, loadConfig } from "./server/config.js";

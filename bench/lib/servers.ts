@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Managed, spawnGuarded, stopChild } from "./children.js";
 import { pidListeningOn } from "./procstat.js";
-import { PrivateNatsCluster } from "../../services/adapters/nats/private-nats-cluster.js";
+import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const MAIN = join(REPO, "services/main.ts");

@@ -1,13 +1,13 @@
-import { createCassandraStore } from "../adapters/cassandra/cassandra-store.js";
-import { startPersister } from "../adapters/cassandra/persister.js";
+import { createCassandraStore } from "../adapters/jetstream-cassandra/cassandra-store.js";
+import { startPersister } from "../adapters/jetstream-cassandra/persister.js";
 import { FallbackRateLimiter } from "../adapters/fallback-rate-limiter.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { MemoryMembershipCache } from "../adapters/memory/memory-membership-cache.js";
 import { MemoryPresence } from "../adapters/memory/memory-presence.js";
 import { MemoryRateLimiter } from "../adapters/memory/memory-rate-limiter.js";
 import { MemoryRecentMessages } from "../adapters/memory/memory-recent-messages.js";
-import { storePublishesEvents } from "../adapters/nats/jetstream-sequencer.js";
-import { createNatsEventBus } from "../adapters/nats/nats-event-bus.js";
+import { storePublishesEvents } from "../adapters/jetstream-cassandra/jetstream-sequencer.js";
+import { createNatsEventBus } from "../adapters/jetstream-cassandra/nats-event-bus.js";
 import { createRedisClient, isRedisReady } from "../adapters/redis/redis-client.js";
 import { RedisMembershipCache } from "../adapters/redis/redis-membership-cache.js";
 import { RedisPresence } from "../adapters/redis/redis-presence.js";

@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { parseCassandraUrl } from "../adapters/cassandra/cassandra-url.js";
+import { parseCassandraUrl } from "../adapters/jetstream-cassandra/cassandra-url.js";
 import { MAX_CURSORS } from "../delivery/stream-limits.js";
 
 /**

@@ -12,7 +12,7 @@ import { Code } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { pino } from "pino";
 import { HealthCheckResponse_ServingStatus, Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
+import { PrivateNatsServer } from "../support/private-nats-server.js";
 import { rejectsWith } from "../support/assertions.js";
 import { historySnapshot, sendMany } from "../support/helpers.js";
 import { scrape } from "../support/metrics-scrape.js";

@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { GroupService } from "../../gen/chat/v1/group_service_pb.js";
-import { PrivateNatsServer } from "../../services/adapters/nats/private-nats-server.js";
+import { PrivateNatsServer } from "../support/private-nats-server.js";
 import { authMetadata, grpcJsClient, unary } from "../support/grpc-js-client.js";
 import { type Protocol, type TestServer, registerUser, startTestServer } from "../support/test-server.js";
 

@@ -6,10 +6,10 @@
 import { randomBytes } from "node:crypto";
 import cassandra from "cassandra-driver";
 import type { Client } from "cassandra-driver";
-import { cassandraClientOptions, parseCassandraUrl } from "./cassandra-url.js";
-import type { CassandraUrl } from "./cassandra-url.js";
-import { createKeyspace, migrate } from "./migrations.js";
-import type { MigrateResult } from "./migrations.js";
+import { cassandraClientOptions, parseCassandraUrl } from "../../services/adapters/jetstream-cassandra/cassandra-url.js";
+import type { CassandraUrl } from "../../services/adapters/jetstream-cassandra/cassandra-url.js";
+import { createKeyspace, migrate } from "../../services/adapters/jetstream-cassandra/migrations.js";
+import type { MigrateResult } from "../../services/adapters/jetstream-cassandra/migrations.js";
 
 /** TestKeyspace is a fresh keyspace and a client connected to its cluster. */
 export interface TestKeyspace {

@@ -12,7 +12,7 @@
  * persister is the one writer of messages to Cassandra. So:
  * 1. Cassandra frozen (SIGSTOP) for 10 s under steady load: sends keep being
  *    acknowledged; after SIGCONT the persister catches up and Cassandra
- *    itself (CassandraTables.readEvents, which does not merge the stream)
+ *    itself (EventTables.readEvents, which does not merge the stream)
  *    holds every event 1..head of every group exactly once, each acked
  *    message at its acked seq; both subscribers got exactly the stored
  *    events, once each, in order.
@@ -34,14 +34,14 @@ import type { GroupEvent, UserRef } from "../../core/model.js";
 import { systemClock } from "../../core/ports.js";
 import type { Subscription } from "../../core/ports.js";
 import { StoreTimeline } from "../../core/timeline.js";
-import { createNatsEventBus } from "../nats/nats-event-bus.js";
-import type { NatsEventBus } from "../nats/nats-event-bus.js";
-import { NatsNames } from "../nats/subjects.js";
+import { createNatsEventBus } from "./nats-event-bus.js";
+import type { NatsEventBus } from "./nats-event-bus.js";
+import { NatsNames } from "./subjects.js";
 import { createCassandraStore } from "./cassandra-store.js";
 import type { CassandraStore } from "./cassandra-store.js";
 import { startPersister } from "./persister.js";
 import type { Persister, PersisterLogger } from "./persister.js";
-import { PrivateCassandra } from "./private-cassandra.js";
+import { PrivateCassandra } from "../../../test/support/private-cassandra.js";
 
 const NATS_URL = process.env.NATS_URL ?? "";
 const CASSANDRA_URL = process.env.CASSANDRA_URL ?? "";
@@ -330,7 +330,7 @@ describe("timeline under faults (private Cassandra, shared NATS)", { skip: NATS_
 
   /** cassandraHolds tells whether Cassandra itself holds exactly the events 1..head of the group (and at least head of them). */
   async function cassandraHolds(groupId: string, head: number): Promise<boolean> {
-    const events = await tables().readEvents(groupId, 0, head);
+    const events = await tables().events.readEvents(groupId, 0, head);
     return events.length === head && events.every((e, i) => e.seq === i + 1);
   }
 
@@ -347,7 +347,7 @@ describe("timeline under faults (private Cassandra, shared NATS)", { skip: NATS_
     for (const { groupId } of groups) {
       const head = await streamHead(groupId);
       const waited = await waitFor(`Cassandra to hold ${groupId} 1..${head}`, () => cassandraHolds(groupId, head), 60_000, 200);
-      const stored = await tables().readEvents(groupId, 0, head + 1000);
+      const stored = await tables().events.readEvents(groupId, 0, head + 1000);
       assert.deepEqual(
         stored.map((e) => e.seq),
         range(1, head),
@@ -406,7 +406,7 @@ describe("timeline under faults (private Cassandra, shared NATS)", { skip: NATS_
       await sleep(500);
       probe = {};
       const p = tables()
-        .headSeq((groups[0] as (typeof groups)[number]).groupId)
+        .groups.headSeq((groups[0] as (typeof groups)[number]).groupId)
         .then(
           () => {
             probe.answeredAt = Date.now();
@@ -480,9 +480,9 @@ describe("timeline under faults (private Cassandra, shared NATS)", { skip: NATS_
     await old.stop();
     retired.push(old);
     const tStopped = Date.now();
-    const headsAtStop = await Promise.all(groups.map((g) => tables().headSeq(g.groupId)));
+    const headsAtStop = await Promise.all(groups.map((g) => tables().groups.headSeq(g.groupId)));
     await sleep(2_000);
-    const headsBeforeRestart = await Promise.all(groups.map((g) => tables().headSeq(g.groupId)));
+    const headsBeforeRestart = await Promise.all(groups.map((g) => tables().groups.headSeq(g.groupId)));
     const streamHeads = await Promise.all(groups.map((g) => streamHead(g.groupId)));
     const tRestart = Date.now();
     persister = await newPersister();

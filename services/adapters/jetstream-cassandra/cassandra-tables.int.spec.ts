@@ -10,11 +10,14 @@ import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent, UserCredentials, UserRef } from "../../core/model.js";
 import type { Clock } from "../../core/ports.js";
-import { CassandraTables, DAY_MS, bucketOf } from "./cassandra-tables.js";
-import type { GroupCounts, MessageEvent } from "./cassandra-tables.js";
+import { createCassandraTables } from "./cassandra-tables.js";
+import type { CassandraTables } from "./cassandra-tables.js";
+import { DAY_MS, bucketOf } from "./event-tables.js";
+import type { MessageEvent } from "./event-tables.js";
+import type { GroupCounts } from "./group-tables.js";
 import { MIGRATIONS, createKeyspace, migrate } from "./migrations.js";
-import { openTestKeyspace } from "./test-keyspace.js";
-import type { TestKeyspace } from "./test-keyspace.js";
+import { openTestKeyspace } from "../../../test/support/test-keyspace.js";
+import type { TestKeyspace } from "../../../test/support/test-keyspace.js";
 
 const URL = process.env.CASSANDRA_URL;
 const RETENTION_MS = 30 * DAY_MS;
@@ -59,6 +62,11 @@ function memberEvent(
   return { groupId, seq, at, actor, body };
 }
 
+/** writeEvent writes any event as its writer does: a message with EventTables, a change with GroupTables. */
+function writeEvent(tables: CassandraTables, e: GroupEvent, counts?: GroupCounts): Promise<void> {
+  return e.body.type === "message" ? tables.events.writeMessage(e) : tables.groups.writeChange(e, counts);
+}
+
 function seqs(events: readonly { seq: number }[]): number[] {
   return events.map((e) => e.seq);
 }
@@ -76,7 +84,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   before(async () => {
     ks = await openTestKeyspace(URL ?? "", { retentionMs: RETENTION_MS });
     client = ks.client;
-    t = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION_MS, refreshTtlMs: REFRESH_TTL_MS, clock });
+    t = createCassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION_MS, refreshTtlMs: REFRESH_TTL_MS, clock });
   });
 
   after(async () => {
@@ -87,7 +95,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   async function newGroup(at = clock.now(), tables = t) {
     const owner = userRef();
     const id = newId();
-    const created = await tables.createGroup({ id, name: "g", epoch: newId(), createdAt: at, owner });
+    const created = await tables.groups.createGroup({ id, name: "g", epoch: newId(), createdAt: at, owner });
     return { id, owner, created };
   }
 
@@ -163,26 +171,26 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   describe("users", () => {
     it("creates, finds by name and by id", async () => {
       const u = credentials(clock.now());
-      await t.createUser(u);
-      assert.deepEqual(await t.findUserByName(u.username), u);
-      assert.deepEqual(await t.getUser(u.id), { id: u.id, username: u.username, createdAt: u.createdAt });
-      assert.equal(await t.findUserByName(`u-${newId()}`), undefined);
-      assert.equal(await t.getUser(newId()), undefined);
-      await t.createUser(u); // a retry of a successful create succeeds
+      await t.users.createUser(u);
+      assert.deepEqual(await t.users.findUserByName(u.username), u);
+      assert.deepEqual(await t.users.getUser(u.id), { id: u.id, username: u.username, createdAt: u.createdAt });
+      assert.equal(await t.users.findUserByName(`u-${newId()}`), undefined);
+      assert.equal(await t.users.getUser(newId()), undefined);
+      await t.users.createUser(u); // a retry of a successful create succeeds
     });
 
     it("lets exactly one of 10 concurrent creates with one username win", async () => {
       const username = `u-${newId()}`;
       const attempts = range(1, 10).map(() => credentials(clock.now(), username));
-      const results = await Promise.allSettled(attempts.map((u) => t.createUser(u)));
+      const results = await Promise.allSettled(attempts.map((u) => t.users.createUser(u)));
       const won = attempts.filter((_, i) => results[i]?.status === "fulfilled");
       assert.equal(won.length, 1);
       for (const r of results) {
         if (r.status === "rejected") assert.ok(isChatError(r.reason, "AlreadyExists"), String(r.reason));
       }
-      assert.equal((await t.findUserByName(username))?.id, won[0]?.id);
+      assert.equal((await t.users.findUserByName(username))?.id, won[0]?.id);
       for (const u of attempts) {
-        if (u !== won[0]) assert.equal(await t.getUser(u.id), undefined, "a loser leaves no user row");
+        if (u !== won[0]) assert.equal(await t.users.getUser(u.id), undefined, "a loser leaves no user row");
       }
     });
   });
@@ -199,9 +207,9 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
 
     it("stores with a TTL and finds by hash", async () => {
       const r = token();
-      await t.insertRefreshToken(r);
-      assert.deepEqual(await t.findRefreshToken(r.tokenHash), r);
-      assert.equal(await t.findRefreshToken(newId()), undefined);
+      await t.users.insertRefreshToken(r);
+      assert.deepEqual(await t.users.findRefreshToken(r.tokenHash), r);
+      assert.equal(await t.users.findRefreshToken(newId()), undefined);
       const ttl = await client.execute(
         `SELECT TTL(user_id) AS ttl FROM ${ks.keyspace}.refresh_tokens WHERE token_hash = ?`,
         [r.tokenHash],
@@ -213,41 +221,41 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
 
     it("marks a token used once, also under concurrency, and never creates unknown tokens", async () => {
       const a = token();
-      await t.insertRefreshToken(a);
-      assert.equal(await t.markRefreshTokenUsed(a.tokenHash, 111), true);
-      assert.equal(await t.markRefreshTokenUsed(a.tokenHash, 222), false);
-      assert.equal((await t.findRefreshToken(a.tokenHash))?.usedAt, 111);
+      await t.users.insertRefreshToken(a);
+      assert.equal(await t.users.markRefreshTokenUsed(a.tokenHash, 111), true);
+      assert.equal(await t.users.markRefreshTokenUsed(a.tokenHash, 222), false);
+      assert.equal((await t.users.findRefreshToken(a.tokenHash))?.usedAt, 111);
 
       const b = token();
-      await t.insertRefreshToken(b);
-      const results = await Promise.all(range(1, 10).map((i) => t.markRefreshTokenUsed(b.tokenHash, i)));
+      await t.users.insertRefreshToken(b);
+      const results = await Promise.all(range(1, 10).map((i) => t.users.markRefreshTokenUsed(b.tokenHash, i)));
       assert.equal(results.filter(Boolean).length, 1);
 
       const unknown = newId();
-      assert.equal(await t.markRefreshTokenUsed(unknown, 1), false);
-      assert.equal(await t.findRefreshToken(unknown), undefined);
+      assert.equal(await t.users.markRefreshTokenUsed(unknown, 1), false);
+      assert.equal(await t.users.findRefreshToken(unknown), undefined);
     });
 
     it("revokes a whole family, only it, keeping the first revocation time", async () => {
       const family = newId();
       const [a, b, other] = [token(family), token(family), token()];
-      for (const r of [a, b, other]) await t.insertRefreshToken(r);
-      await t.revokeRefreshFamily(family, 500);
-      assert.equal((await t.findRefreshToken(a.tokenHash))?.revokedAt, 500);
-      assert.equal((await t.findRefreshToken(b.tokenHash))?.revokedAt, 500);
-      assert.equal((await t.findRefreshToken(other.tokenHash))?.revokedAt, null);
-      await t.revokeRefreshFamily(family, 600);
-      assert.equal((await t.findRefreshToken(a.tokenHash))?.revokedAt, 500);
-      await t.revokeRefreshFamily(newId(), 600);
+      for (const r of [a, b, other]) await t.users.insertRefreshToken(r);
+      await t.users.revokeRefreshFamily(family, 500);
+      assert.equal((await t.users.findRefreshToken(a.tokenHash))?.revokedAt, 500);
+      assert.equal((await t.users.findRefreshToken(b.tokenHash))?.revokedAt, 500);
+      assert.equal((await t.users.findRefreshToken(other.tokenHash))?.revokedAt, null);
+      await t.users.revokeRefreshFamily(family, 600);
+      assert.equal((await t.users.findRefreshToken(a.tokenHash))?.revokedAt, 500);
+      await t.users.revokeRefreshFamily(newId(), 600);
     });
 
     it("keeps a session's revocation mark for the refresh TTL plus a day, however soon the family's known tokens expire", async () => {
       // The family's only known token expires in an hour; a refresh racing the revocation may insert one that
       // lives the whole refresh TTL (REFRESH_TTL_MS) and that the revocation never saw: the mark must outlive it.
       const family = newId();
-      await t.insertRefreshToken({ ...token(family), expiresAt: clock.now() + 3_600_000 });
-      await t.revokeRefreshFamily(family, clock.now());
-      assert.equal(await t.isSessionRevoked(family), true);
+      await t.users.insertRefreshToken({ ...token(family), expiresAt: clock.now() + 3_600_000 });
+      await t.users.revokeRefreshFamily(family, clock.now());
+      assert.equal(await t.users.isSessionRevoked(family), true);
       const ttl = await client.execute(
         `SELECT TTL(revoked_at) AS ttl FROM ${ks.keyspace}.revoked_sessions WHERE family_id = ?`,
         [family],
@@ -258,8 +266,8 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       assert.ok(seconds > least - 60 && seconds <= least, `mark ttl ${seconds} s, want about ${least} s`);
       // A token past the refresh TTL (a longer TTL configured before) keeps the mark as long as itself.
       const longer = newId();
-      await t.insertRefreshToken({ ...token(longer), expiresAt: clock.now() + REFRESH_TTL_MS + 10 * DAY_MS });
-      await t.revokeRefreshFamily(longer, clock.now());
+      await t.users.insertRefreshToken({ ...token(longer), expiresAt: clock.now() + REFRESH_TTL_MS + 10 * DAY_MS });
+      await t.users.revokeRefreshFamily(longer, clock.now());
       const ttl2 = await client.execute(
         `SELECT TTL(revoked_at) AS ttl FROM ${ks.keyspace}.revoked_sessions WHERE family_id = ?`,
         [longer],
@@ -290,19 +298,19 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         actor: owner,
         body: { type: "member_added", member: owner, role: "owner" },
       });
-      const state = await t.getGroupState(id);
+      const state = await t.groups.getGroupState(id);
       assert.equal(state?.ownerCount, 1);
       assert.deepEqual(state?.group, { id, name: "g", createdAt: at, epoch: state?.group.epoch, headSeq: 1, memberCount: 1 });
-      assert.equal(await t.headSeq(id), 1);
-      assert.deepEqual(await t.getMember(id, owner.id), { groupId: id, user: owner, role: "owner", joinedAt: at, ackedSeq: 0 });
-      const ms = await t.listMemberships(owner.id, "", 10);
+      assert.equal(await t.groups.headSeq(id), 1);
+      assert.deepEqual(await t.groups.getMember(id, owner.id), { groupId: id, user: owner, role: "owner", joinedAt: at, ackedSeq: 0 });
+      const ms = await t.groups.listMemberships(owner.id, "", 10);
       assert.deepEqual(
         ms.map((m) => [m.group.id, m.role, m.ackedSeq]),
         [[id, "owner", 0]],
       );
-      assert.deepEqual(await t.readEvents(id, 0, 10), [created]);
-      assert.equal(await t.getGroup(newId()), undefined);
-      assert.equal(await t.headSeq(newId()), undefined);
+      assert.deepEqual(await t.events.readEvents(id, 0, 10), [created]);
+      assert.equal(await t.groups.getGroup(newId()), undefined);
+      assert.equal(await t.groups.headSeq(newId()), undefined);
     });
 
     it("applies add / set_role / rename / remove with their events, in both directions", async () => {
@@ -311,48 +319,48 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       const at = clock.now();
       const counts = (memberCount: number, ownerCount: number): GroupCounts => ({ memberCount, ownerCount });
       const e2 = memberEvent(id, 2, at, owner, { type: "member_added", member: bob, role: "member" });
-      await t.writeEvent(e2, counts(2, 1));
-      assert.equal((await t.getMember(id, bob.id))?.role, "member");
-      assert.equal((await t.listMemberships(bob.id, "", 10))[0]?.group.memberCount, 2);
+      await writeEvent(t, e2, counts(2, 1));
+      assert.equal((await t.groups.getMember(id, bob.id))?.role, "member");
+      assert.equal((await t.groups.listMemberships(bob.id, "", 10))[0]?.group.memberCount, 2);
 
       const e3 = memberEvent(id, 3, at + 1, owner, { type: "member_role_changed", member: bob, role: "owner" });
-      await t.writeEvent(e3, counts(2, 2));
-      assert.equal((await t.getMember(id, bob.id))?.role, "owner");
-      assert.equal((await t.listMemberships(bob.id, "", 10))[0]?.role, "owner");
-      assert.equal((await t.getGroupState(id))?.ownerCount, 2);
+      await writeEvent(t, e3, counts(2, 2));
+      assert.equal((await t.groups.getMember(id, bob.id))?.role, "owner");
+      assert.equal((await t.groups.listMemberships(bob.id, "", 10))[0]?.role, "owner");
+      assert.equal((await t.groups.getGroupState(id))?.ownerCount, 2);
 
       const e4 = memberEvent(id, 4, at + 2, bob, { type: "group_renamed", name: "renamed" });
-      await t.writeEvent(e4);
-      assert.equal((await t.getGroup(id))?.name, "renamed");
+      await writeEvent(t, e4);
+      assert.equal((await t.groups.getGroup(id))?.name, "renamed");
 
       const e5 = memberEvent(id, 5, at + 3, owner, { type: "member_removed", member: bob });
-      await t.writeEvent(e5, counts(1, 1));
-      assert.equal(await t.getMember(id, bob.id), undefined);
-      assert.deepEqual(await t.listMemberships(bob.id, "", 10), []);
-      const g = await t.getGroupState(id);
+      await writeEvent(t, e5, counts(1, 1));
+      assert.equal(await t.groups.getMember(id, bob.id), undefined);
+      assert.deepEqual(await t.groups.listMemberships(bob.id, "", 10), []);
+      const g = await t.groups.getGroupState(id);
       assert.deepEqual([g?.group.headSeq, g?.group.memberCount, g?.ownerCount, g?.group.name], [5, 1, 1, "renamed"]);
-      assert.deepEqual(await t.countMembers(id), { memberCount: 1, ownerCount: 1 });
+      assert.deepEqual(await t.groups.countMembers(id), { memberCount: 1, ownerCount: 1 });
 
       // Replaying older events after the removal changes nothing (timestamps = seq).
-      await t.writeEvent(e3, counts(2, 2));
-      await t.writeEvent(e2, counts(2, 1));
-      assert.equal(await t.getMember(id, bob.id), undefined, "a replayed add does not undo a later removal");
-      const after = await t.getGroupState(id);
+      await writeEvent(t, e3, counts(2, 2));
+      await writeEvent(t, e2, counts(2, 1));
+      assert.equal(await t.groups.getMember(id, bob.id), undefined, "a replayed add does not undo a later removal");
+      const after = await t.groups.getGroupState(id);
       assert.deepEqual([after?.group.headSeq, after?.group.memberCount, after?.ownerCount], [5, 1, 1]);
-      assert.deepEqual(seqs(await t.readEvents(id, 0, 10)), [1, 2, 3, 4, 5]);
-      assert.deepEqual((await t.readEvents(id, 1, 10))[1], e3);
+      assert.deepEqual(seqs(await t.events.readEvents(id, 0, 10)), [1, 2, 3, 4, 5]);
+      assert.deepEqual((await t.events.readEvents(id, 1, 10))[1], e3);
 
       // Re-adding later works again.
-      await t.writeEvent(memberEvent(id, 6, at + 4, owner, { type: "member_added", member: bob, role: "admin" }), counts(2, 1));
-      assert.equal((await t.getMember(id, bob.id))?.role, "admin");
-      assert.equal((await t.getMember(id, bob.id))?.ackedSeq, 0);
+      await writeEvent(t, memberEvent(id, 6, at + 4, owner, { type: "member_added", member: bob, role: "admin" }), counts(2, 1));
+      assert.equal((await t.groups.getMember(id, bob.id))?.role, "admin");
+      assert.equal((await t.groups.getMember(id, bob.id))?.ackedSeq, 0);
     });
 
     it("refuses a member event without counts", async () => {
       const { id, owner } = await newGroup();
       const e = memberEvent(id, 2, clock.now(), owner, { type: "member_added", member: userRef(), role: "member" });
-      await assert.rejects(t.writeEvent(e), (err) => isChatError(err, "Internal"));
-      assert.equal(await t.headSeq(id), 1);
+      await assert.rejects(writeEvent(t, e), (err) => isChatError(err, "Internal"));
+      assert.equal(await t.groups.headSeq(id), 1);
     });
 
     it("pages members by user id and memberships by group id", async () => {
@@ -361,36 +369,36 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       let seq = 1;
       for (const u of others) {
         seq++;
-        await t.writeEvent(memberEvent(id, seq, clock.now(), owner, { type: "member_added", member: u, role: "member" }), {
+        await writeEvent(t, memberEvent(id, seq, clock.now(), owner, { type: "member_added", member: u, role: "member" }), {
           memberCount: seq,
           ownerCount: 1,
         });
       }
       const all = [owner, ...others].map((u) => u.id).sort();
-      const p1 = await t.listMembers(id, "", 2);
-      const p2 = await t.listMembers(id, p1.at(-1)?.user.id ?? "", 2);
-      const p3 = await t.listMembers(id, p2.at(-1)?.user.id ?? "", 2);
+      const p1 = await t.groups.listMembers(id, "", 2);
+      const p2 = await t.groups.listMembers(id, p1.at(-1)?.user.id ?? "", 2);
+      const p3 = await t.groups.listMembers(id, p2.at(-1)?.user.id ?? "", 2);
       assert.deepEqual(
         [...p1, ...p2, ...p3].map((m) => m.user.id),
         all,
       );
       assert.equal(p3.length, 1);
-      assert.deepEqual(await t.listMembers(id, all.at(-1) ?? "", 2), []);
-      assert.deepEqual(await t.getMembers(id, [owner.id, newId(), others[0]?.id ?? ""]), new Map([
-        [owner.id, await t.getMember(id, owner.id)],
-        [others[0]?.id, await t.getMember(id, others[0]?.id ?? "")],
+      assert.deepEqual(await t.groups.listMembers(id, all.at(-1) ?? "", 2), []);
+      assert.deepEqual(await t.groups.getMembers(id, [owner.id, newId(), others[0]?.id ?? ""]), new Map([
+        [owner.id, await t.groups.getMember(id, owner.id)],
+        [others[0]?.id, await t.groups.getMember(id, others[0]?.id ?? "")],
       ]));
 
       const user = userRef();
       const ids: string[] = [];
       for (let i = 0; i < 3; i++) {
         const gid = newId();
-        await t.createGroup({ id: gid, name: `n${i}`, epoch: newId(), createdAt: clock.now(), owner: user });
+        await t.groups.createGroup({ id: gid, name: `n${i}`, epoch: newId(), createdAt: clock.now(), owner: user });
         ids.push(gid);
       }
       ids.sort();
-      const m1 = await t.listMemberships(user.id, "", 2);
-      const m2 = await t.listMemberships(user.id, m1.at(-1)?.group.id ?? "", 2);
+      const m1 = await t.groups.listMemberships(user.id, "", 2);
+      const m2 = await t.groups.listMemberships(user.id, m1.at(-1)?.group.id ?? "", 2);
       assert.deepEqual(
         [...m1, ...m2].map((m) => m.group.id),
         ids,
@@ -401,22 +409,22 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
     it("ackMember never lowers the acked seq, in order or concurrently, and ignores non-members", async () => {
       const { id, owner } = await newGroup();
       const acked = async () => [
-        (await t.getMember(id, owner.id))?.ackedSeq,
-        (await t.listMemberships(owner.id, "", 10))[0]?.ackedSeq,
+        (await t.groups.getMember(id, owner.id))?.ackedSeq,
+        (await t.groups.listMemberships(owner.id, "", 10))[0]?.ackedSeq,
       ];
-      await t.ackMember(id, owner.id, 5);
+      await t.groups.ackMember(id, owner.id, 5);
       assert.deepEqual(await acked(), [5, 5]);
-      await t.ackMember(id, owner.id, 3);
+      await t.groups.ackMember(id, owner.id, 3);
       assert.deepEqual(await acked(), [5, 5]);
-      await t.ackMember(id, owner.id, 7);
+      await t.groups.ackMember(id, owner.id, 7);
       assert.deepEqual(await acked(), [7, 7]);
-      await Promise.all([12, 9, 11, 10, 8].map((s) => t.ackMember(id, owner.id, s)));
+      await Promise.all([12, 9, 11, 10, 8].map((s) => t.groups.ackMember(id, owner.id, s)));
       assert.deepEqual(await acked(), [12, 12]);
 
       const stranger = userRef();
-      await t.ackMember(id, stranger.id, 4);
-      assert.equal(await t.getMember(id, stranger.id), undefined);
-      assert.deepEqual(await t.listMemberships(stranger.id, "", 10), []);
+      await t.groups.ackMember(id, stranger.id, 4);
+      assert.equal(await t.groups.getMember(id, stranger.id), undefined);
+      assert.deepEqual(await t.groups.listMemberships(stranger.id, "", 10), []);
       const raw = await client.execute(
         `SELECT * FROM ${ks.keyspace}.members_by_group WHERE group_id = ? AND user_id = ?`,
         [id, stranger.id],
@@ -430,13 +438,13 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
     it("stores an event written twice once, with its message id", async () => {
       const { id, owner } = await newGroup();
       const e = messageEvent(id, 2, clock.now(), owner);
-      await t.writeEvent(e);
-      await t.writeEvent(e);
-      assert.deepEqual(await t.readEvents(id, 1, 10), [e]);
-      assert.equal(await t.headSeq(id), 2);
-      assert.deepEqual(await t.findMessageByClientId(id, owner.id, e.body.message.clientMessageId), e);
-      assert.equal(await t.findMessageByClientId(id, newId(), e.body.message.clientMessageId), undefined);
-      assert.equal(await t.findMessageByClientId(id, owner.id, newId()), undefined);
+      await writeEvent(t, e);
+      await writeEvent(t, e);
+      assert.deepEqual(await t.events.readEvents(id, 1, 10), [e]);
+      assert.equal(await t.groups.headSeq(id), 2);
+      assert.deepEqual(await t.events.findMessageByClientId(id, owner.id, e.body.message.clientMessageId), e);
+      assert.equal(await t.events.findMessageByClientId(id, newId(), e.body.message.clientMessageId), undefined);
+      assert.equal(await t.events.findMessageByClientId(id, owner.id, newId()), undefined);
       const count = await client.execute(
         `SELECT COUNT(*) AS n FROM ${ks.keyspace}.events_by_group WHERE group_id = ? AND bucket = ?`,
         [id, bucketOf(e.at)],
@@ -457,61 +465,61 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       const e = messageEvent(id, 2, clock.now(), owner);
       // 4,000 characters of 3 UTF-8 bytes: 12 KB, above the small-batch bound.
       const long: MessageEvent = { ...e, body: { type: "message", message: { ...e.body.message, text: "\u20ac".repeat(4000) } } };
-      await t.writeEvent(long);
-      assert.deepEqual(await t.readEvents(id, 1, 10), [long]);
-      assert.equal(await t.headSeq(id), 2);
-      assert.deepEqual(await t.findMessageByClientId(id, owner.id, long.body.message.clientMessageId), long);
-      assert.deepEqual((await t.listMessages(id, {}, 10)).messages, [long.body.message]);
+      await writeEvent(t, long);
+      assert.deepEqual(await t.events.readEvents(id, 1, 10), [long]);
+      assert.equal(await t.groups.headSeq(id), 2);
+      assert.deepEqual(await t.events.findMessageByClientId(id, owner.id, long.body.message.clientMessageId), long);
+      assert.deepEqual((await t.events.listMessages(id, {}, 10)).messages, [long.body.message]);
     });
 
     it("storedSeqs tells which seqs of a range have an event row; repairIndex only widens the index", async () => {
       const { id, owner } = await newGroup();
       const at = clock.now();
-      for (const seq of [2, 3, 5]) await t.writeEvent(messageEvent(id, seq, at, owner));
-      assert.deepEqual([...(await t.storedSeqs(id, bucketOf(at), 2, 6))].sort(), [2, 3, 5]);
-      assert.deepEqual([...(await t.storedSeqs(id, bucketOf(at) - 1, 1, 6))], [], "another bucket");
-      assert.deepEqual([...(await t.storedSeqs(id, bucketOf(at), 6, 2))], [], "an empty range");
+      for (const seq of [2, 3, 5]) await writeEvent(t, messageEvent(id, seq, at, owner));
+      assert.deepEqual([...(await t.events.storedSeqs(id, bucketOf(at), 2, 6))].sort(), [2, 3, 5]);
+      assert.deepEqual([...(await t.events.storedSeqs(id, bucketOf(at) - 1, 1, 6))], [], "another bucket");
+      assert.deepEqual([...(await t.events.storedSeqs(id, bucketOf(at), 6, 2))], [], "an empty range");
       const index = async () => {
         const rs = await client.execute(
           `SELECT first_seq, last_seq FROM ${ks.keyspace}.group_buckets WHERE group_id = ? AND bucket = ?`,
           [id, bucketOf(at)],
           { prepare: true },
         );
-        return [Number(rs.rows[0]?.get("first_seq")), Number(rs.rows[0]?.get("last_seq")), await t.headSeq(id)];
+        return [Number(rs.rows[0]?.get("first_seq")), Number(rs.rows[0]?.get("last_seq")), await t.groups.headSeq(id)];
       };
       assert.deepEqual(await index(), [1, 5, 5]);
-      await t.repairIndex(id, bucketOf(at), 3, 9);
+      await t.events.repairIndex(id, bucketOf(at), 3, 9);
       assert.deepEqual(await index(), [1, 9, 9]);
-      await t.repairIndex(id, bucketOf(at), 2, 7);
+      await t.events.repairIndex(id, bucketOf(at), 2, 7);
       assert.deepEqual(await index(), [1, 9, 9], "never lowered");
     });
 
     it("changeStamp is the seq of the latest membership event or rename stored", async () => {
       const { id, owner } = await newGroup();
       const at = clock.now();
-      assert.equal(await t.changeStamp(id), 1, "the creation");
-      await t.writeEvent(messageEvent(id, 2, at, owner));
-      assert.equal(await t.changeStamp(id), 1, "messages are not changes");
-      await t.writeEvent(memberEvent(id, 3, at, owner, { type: "member_added", member: userRef(), role: "member" }), {
+      assert.equal(await t.groups.changeStamp(id), 1, "the creation");
+      await writeEvent(t, messageEvent(id, 2, at, owner));
+      assert.equal(await t.groups.changeStamp(id), 1, "messages are not changes");
+      await writeEvent(t, memberEvent(id, 3, at, owner, { type: "member_added", member: userRef(), role: "member" }), {
         memberCount: 2,
         ownerCount: 1,
       });
-      assert.equal(await t.changeStamp(id), 3);
-      await t.writeEvent(memberEvent(id, 4, at, owner, { type: "group_renamed", name: "n" }));
-      assert.equal(await t.changeStamp(id), 4);
-      assert.equal(await t.changeStamp(newId()), undefined);
+      assert.equal(await t.groups.changeStamp(id), 3);
+      await writeEvent(t, memberEvent(id, 4, at, owner, { type: "group_renamed", name: "n" }));
+      assert.equal(await t.groups.changeStamp(id), 4);
+      assert.equal(await t.groups.changeStamp(newId()), undefined);
     });
 
     it("keeps the highest head_seq when events are written out of order or concurrently", async () => {
       const { id, owner } = await newGroup();
       const at = clock.now();
-      for (const s of [5, 3, 4, 2]) await t.writeEvent(messageEvent(id, s, at, owner));
-      assert.equal(await t.headSeq(id), 5);
-      await Promise.all(range(6, 40).reverse().map((s) => t.writeEvent(messageEvent(id, s, at, owner))));
-      assert.equal(await t.headSeq(id), 40);
-      await t.writeEvent(messageEvent(id, 7, at, owner));
-      assert.equal(await t.headSeq(id), 40);
-      assert.deepEqual(seqs(await t.readEvents(id, 0, 100)), range(1, 40));
+      for (const s of [5, 3, 4, 2]) await writeEvent(t, messageEvent(id, s, at, owner));
+      assert.equal(await t.groups.headSeq(id), 5);
+      await Promise.all(range(6, 40).reverse().map((s) => writeEvent(t, messageEvent(id, s, at, owner))));
+      assert.equal(await t.groups.headSeq(id), 40);
+      await writeEvent(t, messageEvent(id, 7, at, owner));
+      assert.equal(await t.groups.headSeq(id), 40);
+      assert.deepEqual(seqs(await t.events.readEvents(id, 0, 100)), range(1, 40));
     });
 
     describe("across buckets", () => {
@@ -526,7 +534,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       before(async () => {
         owner = userRef();
         id = newId();
-        events.push(await t.createGroup({ id, name: "b", epoch: newId(), createdAt: atOf(0, 0), owner }));
+        events.push(await t.groups.createGroup({ id, name: "b", epoch: newId(), createdAt: atOf(0, 0), owner }));
         for (let s = 2; s <= 12; s++) {
           const day = s <= 4 ? 0 : s <= 8 ? 1 : 2;
           const e =
@@ -539,7 +547,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         events.push(late);
         // Write in a scrambled order: the layer must not care.
         const order = [...events.slice(1)].sort((a, b) => ((a.seq * 7) % 13) - ((b.seq * 7) % 13));
-        for (const e of order) await t.writeEvent(e, { memberCount: 2, ownerCount: 1 });
+        for (const e of order) await writeEvent(t, e, { memberCount: 2, ownerCount: 1 });
       });
 
       it("indexes each bucket with its smallest and largest seq", async () => {
@@ -559,10 +567,10 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       });
 
       it("readEvents returns every event ascending, in pages that cross buckets", async () => {
-        assert.deepEqual(await t.readEvents(id, 0, 100), events);
+        assert.deepEqual(await t.events.readEvents(id, 0, 100), events);
         const pages: number[][] = [];
         for (let after = 0; ; ) {
-          const page = await t.readEvents(id, after, 3);
+          const page = await t.events.readEvents(id, after, 3);
           if (page.length === 0) break;
           pages.push(seqs(page));
           after = page.at(-1)?.seq ?? 0;
@@ -574,14 +582,14 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
           [10, 11, 12],
           [13],
         ]);
-        assert.deepEqual(seqs(await t.readEvents(id, 11, 10)), [12, 13]);
-        assert.deepEqual(await t.readEvents(id, 13, 10), []);
-        assert.deepEqual(await t.readEvents(id, 0, 0), []);
-        assert.equal((await t.firstRetained(id))?.seq, 1);
+        assert.deepEqual(seqs(await t.events.readEvents(id, 11, 10)), [12, 13]);
+        assert.deepEqual(await t.events.readEvents(id, 13, 10), []);
+        assert.deepEqual(await t.events.readEvents(id, 0, 0), []);
+        assert.equal((await t.events.firstRetained(id))?.seq, 1);
       });
 
       async function page(anchor: { beforeSeq?: number; afterSeq?: number }, limit: number) {
-        const p = await t.listMessages(id, anchor, limit);
+        const p = await t.events.listMessages(id, anchor, limit);
         return { seqs: p.messages.map((m) => m.seq), hasMore: p.hasMore };
       }
 
@@ -601,9 +609,9 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         assert.deepEqual(await page({ afterSeq: 13 }, 4), { seqs: [], hasMore: false });
         assert.deepEqual(await page({ afterSeq: 3, beforeSeq: 9 }, 2), { seqs: [4, 5], hasMore: true });
         assert.deepEqual(await page({ afterSeq: 5, beforeSeq: 9 }, 2), { seqs: [7, 8], hasMore: false });
-        const full = await t.listMessages(id, { afterSeq: 12 }, 1);
+        const full = await t.events.listMessages(id, { afterSeq: 12 }, 1);
         assert.deepEqual(full.messages, [(events[12] as MessageEvent).body.message]);
-        assert.deepEqual(await t.listMessages(newId(), {}, 10), { messages: [], hasMore: false });
+        assert.deepEqual(await t.events.listMessages(newId(), {}, 10), { messages: [], hasMore: false });
       });
     });
   });
@@ -613,45 +621,45 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
 
     it("hides expired events from every read, inside one bucket and across buckets", async () => {
       const c = new FakeClock(Date.UTC(2001, 0, 1, 12));
-      const r = new CassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION, refreshTtlMs: REFRESH_TTL_MS, clock: c });
+      const r = createCassandraTables(client, { keyspace: ks.keyspace, retentionMs: RETENTION, refreshTtlMs: REFRESH_TTL_MS, clock: c });
       const { id, owner } = await newGroup(c.now() - DAY_MS, r); // seq 1, the day before
       const old = messageEvent(id, 2, c.now(), owner);
-      await r.writeEvent(old);
-      await r.writeEvent(messageEvent(id, 3, c.now(), owner));
-      await r.writeEvent(messageEvent(id, 4, c.now() + 600, owner));
-      await r.writeEvent(messageEvent(id, 5, c.now() + 600, owner));
+      await writeEvent(r, old);
+      await writeEvent(r, messageEvent(id, 3, c.now(), owner));
+      await writeEvent(r, messageEvent(id, 4, c.now() + 600, owner));
+      await writeEvent(r, messageEvent(id, 5, c.now() + 600, owner));
       c.t += 600;
       // seq 1 (a day old) is expired already; 2..5 are retained.
-      assert.deepEqual(seqs(await r.readEvents(id, 0, 10)), [2, 3, 4, 5]);
-      assert.equal((await r.firstRetained(id))?.seq, 2);
+      assert.deepEqual(seqs(await r.events.readEvents(id, 0, 10)), [2, 3, 4, 5]);
+      assert.equal((await r.events.firstRetained(id))?.seq, 2);
       assert.deepEqual(
-        await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId),
+        await r.events.findMessageByClientId(id, owner.id, old.body.message.clientMessageId),
         old,
       );
 
       c.t += 500; // 2 and 3 expire now (same bucket as 4 and 5)
-      assert.deepEqual(seqs(await r.readEvents(id, 0, 10)), [4, 5]);
-      assert.deepEqual(seqs(await r.readEvents(id, 0, 1)), [4], "expired rows do not eat the limit");
-      assert.equal((await r.firstRetained(id))?.seq, 4);
-      const newest = await r.listMessages(id, {}, 10);
+      assert.deepEqual(seqs(await r.events.readEvents(id, 0, 10)), [4, 5]);
+      assert.deepEqual(seqs(await r.events.readEvents(id, 0, 1)), [4], "expired rows do not eat the limit");
+      assert.equal((await r.events.firstRetained(id))?.seq, 4);
+      const newest = await r.events.listMessages(id, {}, 10);
       assert.deepEqual([newest.messages.map((m) => m.seq), newest.hasMore], [[4, 5], false]);
-      const beforeFive = await r.listMessages(id, { beforeSeq: 5 }, 1);
+      const beforeFive = await r.events.listMessages(id, { beforeSeq: 5 }, 1);
       assert.deepEqual([beforeFive.messages.map((m) => m.seq), beforeFive.hasMore], [[4], false]);
-      assert.deepEqual(await r.listMessages(id, { beforeSeq: 4 }, 10), { messages: [], hasMore: false });
-      const fwd = await r.listMessages(id, { afterSeq: 0 }, 10);
+      assert.deepEqual(await r.events.listMessages(id, { beforeSeq: 4 }, 10), { messages: [], hasMore: false });
+      const fwd = await r.events.listMessages(id, { afterSeq: 0 }, 10);
       assert.deepEqual(fwd.messages.map((m) => m.seq), [4, 5]);
-      assert.equal(await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), undefined);
-      assert.equal((await r.getGroup(id))?.headSeq, 5, "the group outlives its events");
+      assert.equal(await r.events.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), undefined);
+      assert.equal((await r.groups.getGroup(id))?.headSeq, 5, "the group outlives its events");
 
       c.t += 1000;
-      assert.equal(await r.firstRetained(id), undefined);
-      assert.deepEqual(await r.readEvents(id, 0, 10), []);
-      assert.deepEqual(await r.listMessages(id, {}, 10), { messages: [], hasMore: false });
+      assert.equal(await r.events.firstRetained(id), undefined);
+      assert.deepEqual(await r.events.readEvents(id, 0, 10), []);
+      assert.deepEqual(await r.events.listMessages(id, {}, 10), { messages: [], hasMore: false });
 
       // A resend of an expired message's client id maps to the new seq.
       const again = messageEvent(id, 6, c.now(), owner, old.body.message.clientMessageId);
-      await r.writeEvent(again);
-      assert.deepEqual(await r.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), again);
+      await writeEvent(r, again);
+      assert.deepEqual(await r.events.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), again);
     });
   });
 });

@@ -11,7 +11,7 @@
  * to one of them (a queue group), and redelivers it if that process dies
  * before acking. The persister takes what it was handed, a few hundred events
  * at a time, and per group writes:
- * - messages in unlogged batches per partition (CassandraTables.writeMessages:
+ * - messages in unlogged batches per partition (EventTables.writeMessages:
  *   event rows, message_ids rows, the bucket index and head_seq), so each
  *   message is written to Cassandra once;
  * - membership events and renames (rare) in seq order with the counts they
@@ -27,14 +27,15 @@
  */
 import type { GroupEvent } from "../../core/model.js";
 import { setTimeout as sleep } from "node:timers/promises";
-import { nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, ReplayPolicy, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
-import type { NatsNames } from "../nats/subjects.js";
-import { parseSequenced } from "../nats/jetstream-sequencer.js";
-import type { SequencedEvent } from "../nats/jetstream-sequencer.js";
-import type { CassandraTables, GroupCounts } from "./cassandra-tables.js";
+import type { NatsNames } from "./subjects.js";
+import { parseSequenced } from "./jetstream-sequencer.js";
+import type { SequencedEvent } from "./jetstream-sequencer.js";
+import { ensurePersisterConsumer } from "./jetstream-streams.js";
+import type { CassandraTables } from "./cassandra-tables.js";
+import type { GroupCounts, GroupTables } from "./group-tables.js";
 
 /** PersisterLogger is the part of a pino logger the persister uses. */
 export interface PersisterLogger {
@@ -94,16 +95,18 @@ export interface Persister {
  */
 export async function persistEvent(tables: CassandraTables, stored: SequencedEvent): Promise<void> {
   const e = stored.event;
-  if (e.body.type === "message" || e.body.type === "group_renamed") {
-    await tables.writeEvent(e);
+  if (e.body.type === "message") {
+    await tables.events.writeMessage(e);
+  } else if (e.body.type === "group_renamed") {
+    await tables.groups.writeChange(e);
   } else {
-    await tables.writeEvent(e, stored.counts ?? (await deriveCounts(tables, e.groupId, e.body)));
+    await tables.groups.writeChange(e, stored.counts ?? (await deriveCounts(tables.groups, e.groupId, e.body)));
   }
 }
 
 /** deriveCounts computes the counts after a member_* event from the stored members (O(members)). */
 async function deriveCounts(
-  tables: CassandraTables,
+  tables: GroupTables,
   groupId: string,
   body: Extract<SequencedEvent["event"]["body"], { type: "member_added" | "member_removed" | "member_role_changed" }>,
 ): Promise<GroupCounts> {
@@ -123,52 +126,8 @@ async function deriveCounts(
   }
 }
 
-/**
- * MAX_ACK_PENDING bounds the events handed to the persisters and not acked
- * yet (what a Cassandra outage keeps in redelivery at once).
- */
-const MAX_ACK_PENDING = 20_000;
-
 /** PREFETCH is how many events each persister asks for at a time. */
 const PREFETCH = 512;
-
-/**
- * ensurePersisterConsumer creates the durable pull consumer of the
- * persisters if it does not exist (explicit acks, from the first retained
- * event, over every group subject), and raises the max_ack_pending of one
- * created before the persister held events. Safe to race.
- */
-export async function ensurePersisterConsumer(jsm: JetStreamManager, names: NatsNames, ackWaitMs = 5_000): Promise<void> {
-  const stream = names.timelineStream;
-  const durable = names.durable("persister");
-  try {
-    const info = await jsm.consumers.info(stream, durable);
-    if ((info.config.max_ack_pending ?? 0) >= 0 && (info.config.max_ack_pending ?? 0) < MAX_ACK_PENDING) {
-      await jsm.consumers.update(stream, durable, { max_ack_pending: MAX_ACK_PENDING });
-    }
-    return;
-  } catch (e) {
-    if (!(e instanceof JetStreamApiError) || e.code !== JetStreamApiCodes.ConsumerNotFound) throw e;
-  }
-  try {
-    await jsm.consumers.add(stream, {
-      durable_name: durable,
-      description: "makes sure every timeline event reaches Cassandra (the persisters of all message processes share it)",
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      replay_policy: ReplayPolicy.Instant,
-      filter_subject: names.allGroups,
-      ack_wait: nanos(ackWaitMs),
-      max_ack_pending: MAX_ACK_PENDING,
-      max_deliver: -1,
-    });
-  } catch (e) {
-    // Another process created it first.
-    await jsm.consumers.info(stream, durable).catch(() => {
-      throw e;
-    });
-  }
-}
 
 /**
  * startPersister binds to (creating if needed) the persister consumer and
@@ -361,7 +320,7 @@ class RunningPersister implements Persister {
         if (h.stored.event.body.type === "message") messages.push(h.stored.event);
         else await persistEvent(tables, h.stored);
       }
-      if (messages.length > 0) await tables.writeMessages(groupId, messages);
+      if (messages.length > 0) await tables.events.writeMessages(groupId, messages);
     } catch (err) {
       this.counters.failures += list.length;
       this.opts.logger?.error(

@@ -61,7 +61,7 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
-import { decodeEvent, encodeEvent } from "./event-codec.js";
+import { decodeEvent, encodeEvent } from "./nats-codec.js";
 import { JsRequests, RequestInterruptedError } from "./js-requests.js";
 import { NatsNames } from "./subjects.js";
 

@@ -1,45 +1,46 @@
 /**
- * CassandraStore: the production Store. Cassandra (or ScyllaDB) is the
- * source of truth; every group event takes its seq from the JetStream
- * compare-and-set sequencer (docs/production.md, "Sequencing without LWT on
- * the hot path"):
+ * CassandraStore: the production Store. Every group event takes its seq
+ * from the JetStream timeline stream (JetStreamSequencer), whose ack makes
+ * it durable; Cassandra (or ScyllaDB) keeps the history, written by the
+ * persister (docs/production.md; README.md of this folder):
  *
- * 1. know the group's last event on its subject (stream seq S, group seq N):
- *    the sequencer's remembered tail, or read (an empty subject means N =
- *    head_seq in Cassandra and S = 0; head_seq, read alongside, is also a
- *    floor for N, should JetStream ever lose a tail of acknowledged events
- *    that Cassandra holds);
- * 2. publish the event with seq N + 1 expecting S (a lost race retries from
- *    1; a duplicate Nats-Msg-Id returns the original);
- * 3. write it to Cassandra (idempotent, seq-stamped: CassandraTables; a
- *    message is one unlogged batch);
+ * 1. know the group's last event (stream seq S, group seq N): the
+ *    sequencer's remembered tail, or read (an empty subject means N =
+ *    head_seq in Cassandra; head_seq, read alongside, is also a floor for
+ *    N, should JetStream ever lose a tail of acknowledged events that
+ *    Cassandra holds);
+ * 2. publish the event with seq N + 1 on its slot subject, expecting the
+ *    slot empty (a lost race retries from 1; a duplicate Nats-Msg-Id
+ *    returns the original); the stream's ack is the write's durability;
+ * 3. a membership event or rename is written to Cassandra by this process
+ *    at once (idempotent, seq-stamped: GroupTables.writeChange), so the next
+ *    change decides on it; a message is not: the persister (persister.ts)
+ *    is the one writer of messages, and writes changes again;
  * 4. return. The stream republished what step 2 stored to every stream
  *    process (NatsEventBus subscribes to that republish, never to the
  *    publish itself), so the services' own `bus.publishEvent` must be a
- *    no-op (`storePublishesEvents`, wired in platform/backends.ts).
+ *    no-op (`storePublishesEvents`, wired in server/backends.ts).
  *
- * A crash between 2 and 3 is repaired by the persister (persister.ts), and
- * by the next membership change of the group (below).
+ * Reads merge Cassandra with the events the stream holds that Cassandra
+ * does not yet (the persister's lag): see readEvents.
  *
- * - appendMessage dedupes by (group, sender, client message id) in Cassandra
- *   and checks membership (both in one round trip; the check is made as of
- *   the group's latest change and reused while it stays the latest, see
- *   memberAsOf), then sequences (on the group's remembered tail, or reading
- *   the stream's last event and head_seq together when there is none) with
- *   Nats-Msg-Id
+ * - appendMessage checks membership (as of the group's latest change and
+ *   reused while it stays the latest, see memberAsOf), then sequences (on
+ *   the group's remembered tail, or reading the stream's last event and
+ *   head_seq together when there is none) with Nats-Msg-Id
  *   `msg:<group>:<sender>:<client message id>`, so a retry racing the
  *   original (or following a crash after the publish) is deduped by
  *   JetStream within its duplicate window.
  * - changeGroup decides on a snapshot that matches the sequence: after
- *   step 1 it makes sure Cassandra holds the events up to N (writing the
- *   ones it lacks from JetStream, found by walking the `Chat-Prev` chain,
- *   and checking the latest membership event named by `Chat-Change`), reads
- *   the snapshot, runs `decide`, and publishes expecting S: a concurrent
- *   event forces a retry on a fresh snapshot. The counts it writes come from
- *   that snapshot plus the change, and travel with the event (`Chat-Counts`).
+ *   step 1 it makes sure Cassandra holds the changes up to N (writing the
+ *   ones it lacks from JetStream, found by walking the `Chat-Change` chain
+ *   back), reads the snapshot, runs `decide`, and publishes after N: a
+ *   concurrent event forces a retry on a fresh snapshot. The counts it
+ *   writes come from that snapshot plus the change, and travel with the
+ *   event (`Chat-Counts`).
  * - createGroup writes the group to Cassandra first (nobody else can
  *   sequence on a fresh id, and the name and epoch are not in the event),
- *   then publishes seq 1 expecting an empty subject.
+ *   then publishes seq 1 on an empty slot.
  * - Retention: rows expire by the tables' TTL, so purgeExpired deletes
  *   nothing and returns 0; reads hide expired events by the injected clock.
  */
@@ -62,14 +63,16 @@ import type {
   RetainedEdge,
   Store,
 } from "../../core/ports.js";
-import { JetStreamSequencer, messageMsgId, sameChange } from "../nats/jetstream-sequencer.js";
-import type { ChangeRef, Proposal, SequencedEvent, SequencerOptions, Tail } from "../nats/jetstream-sequencer.js";
-import { ensureTimelineStream } from "../nats/nats-event-bus.js";
-import type { TimelineOptions } from "../nats/nats-event-bus.js";
-import { NatsNames } from "../nats/subjects.js";
+import { JetStreamSequencer, messageMsgId, sameChange } from "./jetstream-sequencer.js";
+import type { ChangeRef, Proposal, SequencedEvent, SequencerOptions, Tail } from "./jetstream-sequencer.js";
+import { ensureTimelineStream } from "./jetstream-streams.js";
+import type { TimelineOptions } from "./jetstream-streams.js";
+import { NatsNames } from "./subjects.js";
 import { mapLimit } from "../../core/map-limit.js";
-import { CassandraTables } from "./cassandra-tables.js";
-import type { GroupCounts, GroupState, MessageEvent } from "./cassandra-tables.js";
+import { createCassandraTables } from "./cassandra-tables.js";
+import type { CassandraTables } from "./cassandra-tables.js";
+import type { MessageEvent } from "./event-tables.js";
+import type { GroupCounts, GroupState } from "./group-tables.js";
 import { cassandraClientOptions, parseCassandraUrl } from "./cassandra-url.js";
 import { createKeyspace, migrate } from "./migrations.js";
 import type { MigrateResult } from "./migrations.js";
@@ -180,35 +183,35 @@ export class CassandraStore implements Store {
   // ---- users and refresh tokens: straight to the tables ----
 
   createUser(user: UserCredentials): Promise<void> {
-    return this.tables.createUser(user);
+    return this.tables.users.createUser(user);
   }
 
   findUserByName(username: string): Promise<UserCredentials | undefined> {
-    return this.tables.findUserByName(username);
+    return this.tables.users.findUserByName(username);
   }
 
   getUser(userId: string): Promise<User | undefined> {
-    return this.tables.getUser(userId);
+    return this.tables.users.getUser(userId);
   }
 
   insertRefreshToken(record: RefreshTokenRecord): Promise<void> {
-    return this.tables.insertRefreshToken(record);
+    return this.tables.users.insertRefreshToken(record);
   }
 
   findRefreshToken(tokenHash: string): Promise<RefreshTokenRecord | undefined> {
-    return this.tables.findRefreshToken(tokenHash);
+    return this.tables.users.findRefreshToken(tokenHash);
   }
 
   markRefreshTokenUsed(tokenHash: string, at: number): Promise<boolean> {
-    return this.tables.markRefreshTokenUsed(tokenHash, at);
+    return this.tables.users.markRefreshTokenUsed(tokenHash, at);
   }
 
   revokeRefreshFamily(familyId: string, at: number): Promise<void> {
-    return this.tables.revokeRefreshFamily(familyId, at);
+    return this.tables.users.revokeRefreshFamily(familyId, at);
   }
 
   isSessionRevoked(familyId: string): Promise<boolean> {
-    return this.tables.isSessionRevoked(familyId);
+    return this.tables.users.isSessionRevoked(familyId);
   }
 
   // ---- groups ----
@@ -217,10 +220,10 @@ export class CassandraStore implements Store {
     this.names.group(group.id); // rejects an id that cannot be a subject token before anything is written
     // Not serialised with the owner's other joins (see GroupStore): concurrent ones may pass together.
     const maxGroups = group.maxOwnerGroups;
-    if (maxGroups !== undefined && (await this.tables.countMemberships(group.owner.id, maxGroups)) >= maxGroups) {
+    if (maxGroups !== undefined && (await this.tables.groups.countMemberships(group.owner.id, maxGroups)) >= maxGroups) {
       throw tooManyGroups(undefined, maxGroups);
     }
-    const event = await this.tables.createGroup(group);
+    const event = await this.tables.groups.createGroup(group);
     const msgId = this.names.msgId(group.id, 1);
     const counts = { memberCount: 1, ownerCount: 1 };
     let cause: unknown;
@@ -252,19 +255,19 @@ export class CassandraStore implements Store {
 
 
   getMember(groupId: string, userId: string): Promise<Member | undefined> {
-    return this.tables.getMember(groupId, userId);
+    return this.tables.groups.getMember(groupId, userId);
   }
 
   listMembers(groupId: string, afterUserId: string, limit: number): Promise<Member[]> {
-    return this.tables.listMembers(groupId, afterUserId, limit);
+    return this.tables.groups.listMembers(groupId, afterUserId, limit);
   }
 
   listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]> {
-    return this.tables.listMemberships(userId, afterGroupId, limit);
+    return this.tables.groups.listMemberships(userId, afterGroupId, limit);
   }
 
   countMemberships(userId: string, upTo: number): Promise<number> {
-    return this.tables.countMemberships(userId, upTo);
+    return this.tables.groups.countMemberships(userId, upTo);
   }
 
   async changeGroup(
@@ -286,18 +289,18 @@ export class CassandraStore implements Store {
       // Catch up first, then read: a snapshot read before the check could miss a change another writer
       // finished writing in between (the check would then find it written and the decision use stale counts).
       await this.catchUp(groupId, last);
-      const state = await this.tables.getGroupState(groupId);
+      const state = await this.tables.groups.getGroupState(groupId);
       if (!state) throw groupNotFound(groupId);
       const head = Math.max(last?.groupSeq ?? 0, state.group.headSeq);
-      const members = await this.tables.getMembers(groupId, [...asked]);
+      const members = await this.tables.groups.getMembers(groupId, [...asked]);
       const snapshot: GroupSnapshot = {
         group: { ...state.group, headSeq: head },
         members,
         ownerCount: state.ownerCount,
       };
       const change = decide(snapshot);
-      const memberOf = async (id: string) => (asked.has(id) ? members.get(id) : await this.tables.getMember(groupId, id));
-      const { body, counts } = await applyChange(change, state, memberOf, (userId, upTo) => this.tables.countMemberships(userId, upTo));
+      const memberOf = async (id: string) => (asked.has(id) ? members.get(id) : await this.tables.groups.getMember(groupId, id));
+      const { body, counts } = await applyChange(change, state, memberOf, (userId, upTo) => this.tables.groups.countMemberships(userId, upTo));
       return { event: { groupId, seq: head + 1, at, actor, body }, msgId, counts };
     };
     // fresh: decide (and the preconditions) may reject, so they must see the group's real last event.
@@ -352,7 +355,7 @@ export class CassandraStore implements Store {
    * the read started is in it.
    */
   async readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
-    const [stored, head] = await Promise.all([this.tables.readEvents(groupId, afterSeq, limit), this.sequencer.readLog(groupId, "last")]);
+    const [stored, head] = await Promise.all([this.tables.events.readEvents(groupId, afterSeq, limit), this.sequencer.readLog(groupId, "last")]);
     const n = Math.max(0, limit);
     if (n === 0) return stored;
     const top = stored.length >= n ? (stored.at(-1)?.seq ?? afterSeq) : Math.max(head?.seq ?? 0, stored.at(-1)?.seq ?? 0);
@@ -362,7 +365,7 @@ export class CassandraStore implements Store {
 
   /** listMessages pages Cassandra's messages merged with the timeline stream's not-yet-persisted ones (see readEvents). */
   async listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage> {
-    const [page, head] = await Promise.all([this.tables.listMessages(groupId, anchor, limit), this.sequencer.readLog(groupId, "last")]);
+    const [page, head] = await Promise.all([this.tables.events.listMessages(groupId, anchor, limit), this.sequencer.readLog(groupId, "last")]);
     if (!head) return page;
     const n = Math.max(0, limit);
     const before = anchor.beforeSeq ?? Number.MAX_SAFE_INTEGER;
@@ -382,7 +385,7 @@ export class CassandraStore implements Store {
 
   /** firstRetained is Cassandra's oldest retained event, or else the timeline stream's oldest (not persisted yet). */
   async firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
-    const [edge, first] = await Promise.all([this.tables.firstRetained(groupId), this.sequencer.readLog(groupId, "first")]);
+    const [edge, first] = await Promise.all([this.tables.events.firstRetained(groupId), this.sequencer.readLog(groupId, "first")]);
     if (!first || (edge && edge.seq <= first.seq)) return edge;
     // The stream may hold retained events below Cassandra's oldest (not persisted yet): the first of them is the edge.
     const cutoff = this.cutoff();
@@ -396,12 +399,12 @@ export class CassandraStore implements Store {
 
   /** getGroup is Cassandra's group with its head_seq raised to the timeline stream's newest event. */
   async getGroup(groupId: string): Promise<Group | undefined> {
-    const [group, head] = await Promise.all([this.tables.getGroup(groupId), this.sequencer.readLog(groupId, "last")]);
+    const [group, head] = await Promise.all([this.tables.groups.getGroup(groupId), this.sequencer.readLog(groupId, "last")]);
     return group && head && head.seq > group.headSeq ? { ...group, headSeq: head.seq } : group;
   }
 
   ackMember(groupId: string, userId: string, seq: number): Promise<void> {
-    return this.tables.ackMember(groupId, userId, seq);
+    return this.tables.groups.ackMember(groupId, userId, seq);
   }
 
   /** purgeExpired deletes nothing: the tables' TTL expires events (reads already hide them). Returns 0. */
@@ -449,8 +452,8 @@ export class CassandraStore implements Store {
     const known = this.memberChecks.get(key);
     if (known && sameChange(known.change, change) && now - known.at < (change ? MEMBER_CHECK_TTL_MS : UNANCHORED_CHECK_TTL_MS)) return known;
     const [member, stamp] = await Promise.all([
-      this.tables.getMember(groupId, userId),
-      change ? this.tables.changeStamp(groupId) : undefined,
+      this.tables.groups.getMember(groupId, userId),
+      change ? this.tables.groups.changeStamp(groupId) : undefined,
     ]);
     if (!member) {
       this.memberChecks.delete(key);
@@ -472,7 +475,7 @@ export class CassandraStore implements Store {
 
   /** headFloor is the group's head_seq in Cassandra; NotFound if the group does not exist. */
   private async headFloor(groupId: string): Promise<number> {
-    const head = await this.tables.headSeq(groupId);
+    const head = await this.tables.groups.headSeq(groupId);
     if (head === undefined) throw groupNotFound(groupId);
     return head;
   }
@@ -543,7 +546,7 @@ export class CassandraStore implements Store {
   private async catchUp(groupId: string, last: SequencedEvent | undefined): Promise<boolean> {
     let ref = last?.change;
     if (!ref || !last) return false;
-    const stamp = (await this.tables.changeStamp(groupId)) ?? 0;
+    const stamp = (await this.tables.groups.changeStamp(groupId)) ?? 0;
     const missing: SequencedEvent[] = [];
     while (ref && ref.groupSeq > stamp) {
       const e: SequencedEvent | undefined = ref.groupSeq === last.groupSeq ? last : await this.sequencer.get(groupId, ref.streamSeq);
@@ -654,7 +657,7 @@ export async function createCassandraStore(opts: CassandraStoreOptions): Promise
       await createKeyspace(client, url.keyspace, url.replication);
       await migrate(client, url.keyspace, { retentionMs: opts.retentionMs });
     }
-    const tables = new CassandraTables(client, { keyspace: url.keyspace, retentionMs: opts.retentionMs, refreshTtlMs: opts.refreshTtlMs, clock: opts.clock });
+    const tables = createCassandraTables(client, { keyspace: url.keyspace, retentionMs: opts.retentionMs, refreshTtlMs: opts.refreshTtlMs, clock: opts.clock });
     let nc: NatsConnection;
     if ("connection" in opts.nats) {
       nc = opts.nats.connection;

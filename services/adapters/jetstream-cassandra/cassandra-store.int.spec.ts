@@ -21,14 +21,14 @@ import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent, UserRef } from "../../core/model.js";
 import type { Clock, MessageDraft, Store } from "../../core/ports.js";
-import { JetStreamSequencer, messageMsgId, storePublishesEvents } from "../nats/jetstream-sequencer.js";
-import { createNatsEventBus } from "../nats/nats-event-bus.js";
-import { NatsNames } from "../nats/subjects.js";
+import { JetStreamSequencer, messageMsgId, storePublishesEvents } from "./jetstream-sequencer.js";
+import { createNatsEventBus } from "./nats-event-bus.js";
+import { NatsNames } from "./subjects.js";
 import { CassandraStore, createCassandraStore } from "./cassandra-store.js";
-import { CassandraTables } from "./cassandra-tables.js";
+import { createCassandraTables } from "./cassandra-tables.js";
 import { startPersister } from "./persister.js";
-import { openTestKeyspace } from "./test-keyspace.js";
-import type { TestKeyspace } from "./test-keyspace.js";
+import { openTestKeyspace } from "../../../test/support/test-keyspace.js";
+import type { TestKeyspace } from "../../../test/support/test-keyspace.js";
 
 const CASSANDRA_URL = process.env.CASSANDRA_URL;
 const NATS_URL = process.env.NATS_URL;
@@ -173,10 +173,10 @@ describe("CassandraStore (integration)", { skip }, () => {
       range(2, 21),
     );
     const g = await a.getGroup(groupId);
-    assert.deepEqual(await a.tables.countMembers(groupId), { memberCount: 21, ownerCount: 1 }, "every member row is there");
+    assert.deepEqual(await a.tables.groups.countMembers(groupId), { memberCount: 21, ownerCount: 1 }, "every member row is there");
     assert.equal(g?.memberCount, 21);
     assert.equal(g?.headSeq, 21);
-    assert.equal((await a.tables.getGroupState(groupId))?.ownerCount, 1);
+    assert.equal((await a.tables.groups.getGroupState(groupId))?.ownerCount, 1);
     assert.deepEqual(seqs(await b.readEvents(groupId, 0, 100)), range(1, 21));
     assert.equal((await a.listMembers(groupId, "", 100)).length, 21);
   });
@@ -211,7 +211,7 @@ describe("CassandraStore (integration)", { skip }, () => {
     const { owner, groupId } = await newGroup();
     const cmid = newId();
     const lost = await appendToJetStreamOnly(a, (seq) => messageAt(groupId, owner, seq, cmid), messageMsgId(groupId, owner.id, cmid));
-    assert.deepEqual(await a.tables.readEvents(groupId, 1, 10), [], "no persister runs: Cassandra lacks the event");
+    assert.deepEqual(await a.tables.events.readEvents(groupId, 1, 10), [], "no persister runs: Cassandra lacks the event");
     const retry = await b.appendMessage({ ...draft(groupId, owner, cmid), text: "again" });
     assert.equal(retry.duplicate, true);
     assert.deepEqual(retry.event, lost);
@@ -268,7 +268,7 @@ describe("CassandraStore (integration)", { skip }, () => {
     try {
       const jsm = await jetstreamManager(nc);
       const sequencer = new LosesOneAnswer({ nc, names: new NatsNames(prefix), jsm });
-      const tables = new CassandraTables(ks.client, { keyspace: ks.keyspace, retentionMs: 30 * DAY, refreshTtlMs: 30 * DAY, clock });
+      const tables = createCassandraTables(ks.client, { keyspace: ks.keyspace, retentionMs: 30 * DAY, refreshTtlMs: 30 * DAY, clock });
       const lossy = new CassandraStore({ tables, sequencer, nc, client: ks.client, clock, retentionMs: 30 * DAY, release: async () => {} });
       const { owner, groupId } = await newGroup(lossy);
       const bob = userRef();
@@ -295,7 +295,7 @@ describe("CassandraStore (integration)", { skip }, () => {
       { memberCount: 2, ownerCount: 1 },
     );
     const message = await appendToJetStreamOnly(a, (seq) => messageAt(groupId, carol, seq), `test:${newId()}`);
-    assert.deepEqual(seqs(await b.tables.readEvents(groupId, 0, 10)), [1], "Cassandra lacks them");
+    assert.deepEqual(seqs(await b.tables.events.readEvents(groupId, 0, 10)), [1], "Cassandra lacks them");
     assert.deepEqual(seqs(await b.readEvents(groupId, 0, 10)), [1, 2, 3], "reads merge them from the stream");
     const written: number[] = [];
     const persister = await startPersister({
@@ -307,7 +307,7 @@ describe("CassandraStore (integration)", { skip }, () => {
       },
     });
     try {
-      await waitUntil("the persister to write seqs 2 and 3", async () => seqs(await b.tables.readEvents(groupId, 0, 10)).length === 3);
+      await waitUntil("the persister to write seqs 2 and 3", async () => seqs(await b.tables.events.readEvents(groupId, 0, 10)).length === 3);
       await waitUntil("afterWrite to see the change", async () => written.includes(2));
       assert.ok(!written.includes(3), "afterWrite is for changes, not messages");
       assert.deepEqual(await b.readEvents(groupId, 1, 10), [added, message]);
@@ -371,7 +371,7 @@ describe("CassandraStore (integration)", { skip }, () => {
       assert.equal(stats.reduce((n, st) => n + st.persisted, 0), total, "each event written and acked once (no redelivery)");
       assert.equal(stats.reduce((n, st) => n + st.failures, 0), 0);
       for (const { groupId } of groups) {
-        assert.deepEqual(seqs(await x.tables.readEvents(groupId, 0, 1000)), range(1, 2 * rounds + 1), "Cassandra holds every event");
+        assert.deepEqual(seqs(await x.tables.events.readEvents(groupId, 0, 1000)), range(1, 2 * rounds + 1), "Cassandra holds every event");
       }
       assert.deepEqual(
         [...new Set(changesSeen)].sort(),
@@ -408,7 +408,7 @@ describe("CassandraStore (integration)", { skip }, () => {
     const added = await a.changeGroup(groupId, [newId()], owner, Date.now(), (snap) => ({ type: "rename", name: `${snap.group.name}!` }));
     const later = await a.appendMessage(draft(groupId, owner));
     // No persister runs in this suite's stream: Cassandra holds the creation and the change (written by its writer) only.
-    assert.deepEqual(seqs(await b.tables.readEvents(groupId, 0, 10)), [1, 3]);
+    assert.deepEqual(seqs(await b.tables.events.readEvents(groupId, 0, 10)), [1, 3]);
     assert.deepEqual(await b.readEvents(groupId, 0, 10), [(await b.readEvents(groupId, 0, 1))[0], sent.event, added, later.event]);
     assert.deepEqual(seqs(await b.readEvents(groupId, 1, 2)), [2, 3]);
     assert.equal((await b.getGroup(groupId))?.headSeq, 4);

@@ -13,11 +13,11 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
-import { decodeEvent } from "./event-codec.js";
+import { decodeEvent } from "./nats-codec.js";
 import { createJetStreamSequencer } from "./jetstream-sequencer.js";
 import type { JetStreamSequencer, SequencedEvent } from "./jetstream-sequencer.js";
-import { ensureTimelineStream } from "./nats-event-bus.js";
-import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
+import { ensureTimelineStream } from "./jetstream-streams.js";
+import { NATS_SERVER_BIN, PrivateNatsServer } from "../../../test/support/private-nats-server.js";
 import { NatsNames } from "./subjects.js";
 
 const NATS_URL = process.env.NATS_URL;

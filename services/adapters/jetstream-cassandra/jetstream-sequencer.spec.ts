@@ -4,7 +4,7 @@ import { headers } from "@nats-io/transport-node";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus } from "../../core/ports.js";
-import { encodeEvent } from "./event-codec.js";
+import { encodeEvent } from "./nats-codec.js";
 import {
   CHANGE_HEADER,
   COUNTS_HEADER,

@@ -12,11 +12,11 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { timelineContract } from "../../../test/contract/timeline.contract.js";
 import { systemClock } from "../../core/ports.js";
 import { StoreTimeline } from "../../core/timeline.js";
-import { createNatsEventBus } from "../nats/nats-event-bus.js";
-import { NatsNames } from "../nats/subjects.js";
+import { createNatsEventBus } from "./nats-event-bus.js";
+import { NatsNames } from "./subjects.js";
 import { createCassandraStore } from "./cassandra-store.js";
 import { startPersister } from "./persister.js";
-import { openTestKeyspace } from "./test-keyspace.js";
+import { openTestKeyspace } from "../../../test/support/test-keyspace.js";
 
 const CASSANDRA_URL = process.env.CASSANDRA_URL;
 const NATS_URL = process.env.NATS_URL;

@@ -1,12 +1,13 @@
 /**
  * NatsEventBus: the production EventBus on NATS (core + JetStream).
  *
- * - Group events are published to JetStream on `<prefix>.group.<groupId>`
- *   (stream `<PREFIX>_TIMELINE`, file storage, bounded `max_age` as a replay
- *   buffer, `Nats-Msg-Id` = `<groupId>:<seq>` deduped within
- *   `duplicate_window`). The store stays the source of truth.
- * - Subscribers use plain core NATS subscriptions on the group's tail subject
- *   `<prefix>.tail.<groupId>`, where the timeline stream republishes each
+ * - Group events are published to JetStream on their slot subject
+ *   `<prefix>.group.<groupId>.<seq>` (stream `<PREFIX>_TIMELINE`, declared in
+ *   jetstream-streams.ts: file storage, bounded `max_age` as a replay buffer,
+ *   `Nats-Msg-Id` = `<groupId>:<seq>` deduped within `duplicate_window`). The
+ *   store stays the source of truth.
+ * - Subscribers use plain core NATS subscriptions on the group's tail subjects
+ *   `<prefix>.tail.<groupId>.*`, where the timeline stream republishes each
  *   message it stored, whole (JetStream's `republish`): cheap, no consumer
  *   state on the server. Never the group subject itself: that one also
  *   carries publishes JetStream refused (a compare-and-set proposal that lost
@@ -26,21 +27,16 @@
  * that subject: each message is decoded once and handed to every handler.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { connect, headers, nanos } from "@nats-io/transport-node";
+import { connect, headers } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node";
-import {
-  DeliverPolicy,
-  DiscardPolicy,
-  JetStreamApiError,
-  RetentionPolicy,
-  StorageType,
-  jetstreamManager,
-} from "@nats-io/jetstream";
-import type { JetStreamClient, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
+import { DeliverPolicy, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
-import { decodeEvent, decodeNotice, encodeEvent, encodeNotice } from "./event-codec.js";
+import { ensureTimelineStream } from "./jetstream-streams.js";
+import type { TimelineOptions } from "./jetstream-streams.js";
+import { decodeEvent, decodeNotice, encodeEvent, encodeNotice } from "./nats-codec.js";
 import { NatsNames } from "./subjects.js";
 
 /**
@@ -66,20 +62,6 @@ export interface NatsEventBusStats {
   readonly reconnects: number;
   /** Headers-only republishes received on a tail subject (each answered by fetching the stored message). */
   readonly headersOnly: number;
-}
-
-/** TimelineOptions configures the timeline stream (the replay buffer). */
-export interface TimelineOptions {
-  /** maxAgeMs bounds how long JetStream keeps an event; default 24 h. */
-  readonly maxAgeMs?: number;
-  /** duplicateWindowMs is how long a `Nats-Msg-Id` is remembered for dedupe; default 2 min. */
-  readonly duplicateWindowMs?: number;
-  /**
-   * replicas is the stream's replica count: 3 in production (an ack then
-   * means stored on a quorum of three nats-servers), 1 on a lone server;
-   * default 1.
-   */
-  readonly replicas?: number;
 }
 
 /** NatsEventBusOptions configures {@link createNatsEventBus}. */
@@ -119,12 +101,8 @@ export interface NatsEventBusOptions extends TimelineOptions {
   readonly ensureStream?: boolean;
 }
 
-const DEFAULT_MAX_AGE_MS = 24 * 60 * 60 * 1000;
-const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 /** JetStream API error: the subject's last sequence is not the expected one (here: the event's slot is taken). */
 const WRONG_LAST_SEQUENCE = 10071;
-/** JetStream API error: stream name already in use with a different configuration. */
-const STREAM_NAME_IN_USE = 10058;
 /** READ_BATCH is how many stored messages readTimeline asks for per pull. */
 const READ_BATCH = 256;
 /** MAX_ATTEMPTS bounds the sends of one publish or subscribe confirmation (besides its time bound). */
@@ -154,95 +132,6 @@ function storedSeqOfHeadersOnly(msg: Msg): number | undefined {
   if (msg.data.length > 0 || !msg.headers?.has("Nats-Msg-Size")) return undefined;
   const seq = msg.headers.get("Nats-Sequence");
   return /^\d{1,15}$/.test(seq) && Number(seq) > 0 ? Number(seq) : undefined;
-}
-
-/**
- * timelineStreamConfig is the configuration of the timeline stream for
- * `names`: file storage, limits retention (old events fall off after
- * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed, and
- * every stored event republished whole on `<prefix>.tail.<groupId>` (its
- * headers plus `Nats-Sequence`, its stream sequence, and `Nats-Subject`).
- * JetStream republishes a message only once it has stored it (after the
- * quorum on a replicated stream); the stream's leader republishes each entry
- * as it applies it, so within one leader term each stored message is
- * republished at most once and in stream order, but around a leader change
- * an entry may be republished by nobody or twice, and the two leaders'
- * republishes may interleave. That is what stream processes subscribe to
- * (NatsEventBus.subscribeGroup; subscribers drop seqs at or below their
- * cursor and repair gaps by seq from the store), and sequencers keep each
- * group's last event current from its headers without reading it
- * (JetStreamSequencer).
- */
-export function timelineStreamConfig(names: NatsNames, opts: TimelineOptions = {}): Partial<StreamConfig> & { name: string } {
-  return {
-    name: names.timelineStream,
-    description: `Group timelines (${names.allGroups}): fan-out log and replay buffer; the store is the source of truth`,
-    subjects: [names.allGroups],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    discard: DiscardPolicy.Old,
-    max_age: nanos(opts.maxAgeMs ?? DEFAULT_MAX_AGE_MS),
-    duplicate_window: nanos(opts.duplicateWindowMs ?? DEFAULT_DUPLICATE_WINDOW_MS),
-    max_msgs: -1,
-    max_bytes: -1,
-    max_msgs_per_subject: -1,
-    max_msg_size: -1,
-    max_consumers: -1,
-    num_replicas: opts.replicas ?? 1,
-    allow_direct: true,
-    mirror_direct: false,
-    sealed: false,
-    deny_delete: false,
-    deny_purge: false,
-    allow_rollup_hdrs: false,
-    republish: { src: names.allGroups, dest: names.allTails, headers_only: false },
-  };
-}
-
-/** sameRepublish tells whether two republish settings are the same (an absent `headers_only` is false). */
-function sameRepublish(a: StreamConfig["republish"] | undefined, b: StreamConfig["republish"] | undefined): boolean {
-  if (!a || !b) return a === b;
-  return a.src === b.src && a.dest === b.dest && (a.headers_only ?? false) === (b.headers_only ?? false);
-}
-
-/**
- * ensureTimelineStream creates the timeline stream, or updates it to
- * {@link timelineStreamConfig} if it exists with another configuration.
- * Idempotent and safe to race: concurrent callers with the same options all
- * succeed.
- *
- * A stream made by an older version republishes headers only (or nothing),
- * and nats-server before 2.10 cannot change `republish` on an existing
- * stream: live delivery would then get no events at all. That is refused
- * with ChatError FailedPrecondition, whose message names the stream and the
- * fix (nats-server 2.10+, or delete the stream once the persister has caught
- * up; docs/production.md), rather than started half working.
- */
-export async function ensureTimelineStream(jsm: JetStreamManager, names: NatsNames, opts: TimelineOptions = {}): Promise<void> {
-  const cfg = timelineStreamConfig(names, opts);
-  try {
-    await jsm.streams.add(cfg);
-  } catch (e) {
-    if (!(e instanceof JetStreamApiError) || e.code !== STREAM_NAME_IN_USE) throw e;
-    const { name, storage: _storage, ...mutable } = cfg;
-    try {
-      await jsm.streams.update(name, mutable);
-    } catch (refused) {
-      if (!(refused instanceof JetStreamApiError)) throw refused;
-      const current = (await jsm.streams.info(name)).config.republish;
-      if (sameRepublish(current, cfg.republish)) throw refused;
-      // nats-server before 2.10 cannot add or change RePublish on an existing stream.
-      throw new ChatError(
-        "FailedPrecondition",
-        `the timeline stream ${name} republishes ${current ? `${current.headers_only ? "headers only" : "whole messages"} on ${current.dest}` : "nothing"}, ` +
-          `but live delivery needs every stored event republished whole on ${names.allTails}, and this nats-server cannot change that ` +
-          `(${refused.message}). Either run nats-server 2.10 or later, or stop the chat processes, wait until the persister ` +
-          `has caught up (\`nats consumer info ${name} ${names.durable("persister")}\`: no pending messages), delete the stream ` +
-          `(\`nats stream rm ${name}\`; the store keeps the history) and start them again (docs/production.md).`,
-        { cause: refused },
-      );
-    }
-  }
 }
 
 /** Entry is one local subscription's handler; inactive once unsubscribed. */

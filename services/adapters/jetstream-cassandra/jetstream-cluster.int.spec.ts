@@ -25,7 +25,7 @@ import { connect, headers, nanos } from "@nats-io/transport-node";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream";
-import { PrivateNatsCluster } from "./private-nats-cluster.js";
+import { PrivateNatsCluster } from "../../../test/support/private-nats-cluster.js";
 
 const NATS_URL = process.env.NATS_URL;
 const run = `jsc${Date.now().toString(36)}${randomBytes(2).toString("hex")}`;

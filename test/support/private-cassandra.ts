@@ -10,10 +10,10 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../nats/private-nats-server.js";
+import { freePort } from "./private-nats-server.js";
 
 /** SCRIPT is scripts/cassandra/cassandra.sh of this repository. */
-const SCRIPT = join(import.meta.dirname, "../../../scripts/cassandra/cassandra.sh");
+const SCRIPT = join(import.meta.dirname, "../../scripts/cassandra/cassandra.sh");
 
 /** PrivateCassandraOptions configures {@link PrivateCassandra.start}. */
 export interface PrivateCassandraOptions {

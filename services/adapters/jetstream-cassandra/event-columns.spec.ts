@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
-import { decodeEvent, encodeEvent } from "./event-codec.js";
-import type { EventColumns } from "./event-codec.js";
+import { decodeEvent, encodeEvent } from "./event-columns.js";
+import type { EventColumns } from "./event-columns.js";
 
 const alice = { id: "0190a1b2-0000-7000-8000-000000000001", username: "alice" };
 const bob = { id: "0190a1b2-0000-7000-8000-000000000002", username: "bob" };

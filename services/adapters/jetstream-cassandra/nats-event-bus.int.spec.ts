@@ -19,10 +19,11 @@ import { eventBusContract } from "../../../test/contract/event-bus.contract.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
 import type { GroupEvent } from "../../core/model.js";
-import { decodeEvent, encodeEvent } from "./event-codec.js";
+import { decodeEvent, encodeEvent } from "./nats-codec.js";
 import { createJetStreamSequencer } from "./jetstream-sequencer.js";
-import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus, timelineStreamConfig } from "./nats-event-bus.js";
-import { NATS_SERVER_BIN, PrivateNatsServer } from "./private-nats-server.js";
+import { timelineStreamConfig } from "./jetstream-streams.js";
+import { type NatsEventBus, type NatsEventBusOptions, createNatsEventBus } from "./nats-event-bus.js";
+import { NATS_SERVER_BIN, PrivateNatsServer } from "../../../test/support/private-nats-server.js";
 import { NatsNames } from "./subjects.js";
 
 const NATS_URL = process.env.NATS_URL;

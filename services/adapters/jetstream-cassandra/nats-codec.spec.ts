@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { newId } from "../../core/ids.js";
 import type { ChatMessage, EventBody, GroupEvent, UserRef } from "../../core/model.js";
 import type { UserNotice } from "../../core/ports.js";
-import { decodeEvent, decodeNotice, encodeEvent, encodeNotice } from "./event-codec.js";
+import { decodeEvent, decodeNotice, encodeEvent, encodeNotice } from "./nats-codec.js";
 
 const actor: UserRef = { id: newId(), username: "alice" };
 const member: UserRef = { id: newId(), username: "bob" };

@@ -5,14 +5,17 @@
  *
  * Layout, for prefix `chat`:
  *
- * | name                     | what                                              | transport            |
- * |--------------------------|---------------------------------------------------|----------------------|
- * | `chat.group.<groupId>`   | one group's timeline events (GroupEvent, JSON), published to the stream | JetStream (never subscribed) |
- * | `chat.user.<userId>`     | per-user control notices (UserNotice, JSON)       | core NATS only       |
- * | `chat.tail.<groupId>`    | each stored timeline event, whole (the stream's republish): what subscribers get | core NATS only |
- * | `chat.persisted`         | notes: timeline events a process stored in the DB | core NATS only       |
- * | `CHAT_TIMELINE`          | stream over `chat.group.>` (replay buffer)        | JetStream            |
- * | `notifier`, ...          | durable consumers on CHAT_TIMELINE                | JetStream            |
+ * | name                           | what                                              | transport            |
+ * |--------------------------------|---------------------------------------------------|----------------------|
+ * | `chat.group.<groupId>.<seq>`   | one event of a group's timeline, its slot (GroupEvent, JSON), published to the stream | JetStream (never subscribed) |
+ * | `chat.user.<userId>`           | per-user control notices (UserNotice, JSON)       | core NATS only       |
+ * | `chat.tail.<groupId>.<seq>`    | each stored timeline event, whole (the stream's republish): what subscribers get | core NATS only |
+ * | `chat.persisted`               | named, no longer used (the persister writes every message itself) | core NATS only |
+ * | `CHAT_TIMELINE`                | stream over `chat.group.>` (replay buffer)        | JetStream            |
+ * | `persister`, `notifier`        | durable consumer names on CHAT_TIMELINE (only `persister` is created) | JetStream |
+ *
+ * The stream and consumer settings, and the functions that create them, are
+ * in jetstream-streams.ts: names here, declarations there.
  *
  * Ids are embedded as single subject tokens, so they are validated first: a
  * group or user id must be a lower-case UUID (what the server issues, see
@@ -84,10 +87,10 @@ export class NatsNames {
    */
   readonly allTails: string;
   /**
-   * persisted is the subject on which message processes tell each other
-   * which timeline events they stored in the database,
-   * `<prefix>.persisted` (core NATS only), so their persisters need not
-   * check those (see the Cassandra persister).
+   * persisted is the subject on which message processes told each other
+   * which timeline events they stored in the database, `<prefix>.persisted`
+   * (core NATS only). No longer used: the persister is the one writer of
+   * messages.
    */
   readonly persisted: string;
 
