@@ -75,12 +75,6 @@ function change(store: Store, groupId: string, actor: UserRef, at: number, c: Gr
 /** StoreContractOptions adapt the suite to an adapter. */
 export interface StoreContractOptions {
   readonly skip?: boolean;
-  /**
-   * The adapter's rows expire by TTL (e.g. Cassandra), so purgeExpired may
-   * delete nothing and return 0; expired events must still be hidden from
-   * every read.
-   */
-  readonly purgesByTtl?: boolean;
 }
 
 /**
@@ -755,9 +749,9 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         const { clock: c, store: s, group } = await oldTimeline();
         c.advance(500);
         const purged = await s.purgeExpired();
-        assert.ok(Number.isInteger(purged));
-        if (opts.purgesByTtl) assert.ok(purged >= 0, `purged ${purged}`);
-        else assert.ok(purged >= 3, `purged ${purged}, expected at least this group's 3 expired events`);
+        // How many rows a purge removes is the adapter's business (SQLite deletes them: its own spec counts
+        // them exactly; Cassandra's TTL expires them); what every adapter owes is that reads hide them.
+        assert.ok(Number.isInteger(purged) && purged >= 0, `purged ${purged}`);
         assert.deepEqual(seqs(await s.readEvents(group.id, 0, 10)), [4, 5]);
         assert.deepEqual(seqs((await s.listMessages(group.id, { afterSeq: 0 }, 10)).messages), [4, 5]);
         assert.equal((await s.firstRetained(group.id))?.seq, 4);

@@ -77,7 +77,7 @@ after(async () => {
   }
 });
 
-storeContract("cassandra+jetstream", open, { skip: skip !== false, purgesByTtl: true });
+storeContract("cassandra+jetstream", open, { skip: skip !== false });
 
 function userRef(): UserRef {
   const id = newId();

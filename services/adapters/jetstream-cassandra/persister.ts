@@ -57,6 +57,13 @@ export interface PersisterOptions {
   readonly concurrency?: number;
   /** How long JetStream waits for an ack before redelivering, ms (default 5000; set when the consumer is created). */
   readonly ackWaitMs?: number;
+  /**
+   * How long the first taken event waits for more before they are written,
+   * ms (default 200): a group's messages of that window go out in one batch
+   * per partition, instead of one batch each. Reads do not wait for it (they
+   * merge the stream's not-yet-persisted tail); it only delays Cassandra.
+   */
+  readonly lingerMs?: number;
   /** Pause before a failed write is redelivered, ms (default 1000). */
   readonly retryDelayMs?: number;
   /**
@@ -143,8 +150,11 @@ export async function startPersister(opts: PersisterOptions): Promise<Persister>
   return p;
 }
 
-/** FLUSH_AT is how many taken events start a write at once (fewer wait for the next turn of the event loop). */
-const FLUSH_AT = 256;
+/** FLUSH_AT is how many taken events start a write at once (fewer wait up to lingerMs for more). */
+const FLUSH_AT = 2_048;
+
+/** DEFAULT_LINGER_MS is how long taken events wait for more by default (see PersisterOptions.lingerMs). */
+const DEFAULT_LINGER_MS = 200;
 
 class RunningPersister implements Persister {
   private readonly counters = { persisted: 0, batches: 0, failures: 0, undecodable: 0 };
@@ -226,7 +236,7 @@ class RunningPersister implements Persister {
     }
   }
 
-  /** schedule starts a write of what was taken: at once past FLUSH_AT, else after this turn of the event loop; one at a time. */
+  /** schedule starts a write of what was taken: at once past FLUSH_AT, else lingerMs after the first; one at a time. */
   private schedule(): void {
     if (this.flushing || this.taken.length === 0) return;
     if (this.taken.length >= FLUSH_AT) {
@@ -235,10 +245,13 @@ class RunningPersister implements Persister {
     }
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
+    const linger = this.opts.lingerMs ?? DEFAULT_LINGER_MS;
+    const go = () => {
       this.scheduled = false;
       if (!this.flushing) this.startFlush();
-    });
+    };
+    if (linger > 0) setTimeout(go, linger);
+    else setImmediate(go);
   }
 
   private startFlush(): void {
