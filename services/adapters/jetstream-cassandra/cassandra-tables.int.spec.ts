@@ -91,6 +91,16 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
     await ks?.drop();
   });
 
+  /** messageIdRows counts the group's rows in `message_ids` (a table kept in the schema, no longer written). */
+  async function messageIdRows(groupId: string): Promise<number> {
+    const rs = await client.execute(
+      `SELECT COUNT(*) AS n FROM ${ks.keyspace}.message_ids WHERE group_id = ? ALLOW FILTERING`,
+      [groupId],
+      { prepare: true },
+    );
+    return Number(rs.rows[0]?.get("n"));
+  }
+
   /** newGroup creates a group owned by a fresh user at `at`. */
   async function newGroup(at = clock.now(), tables = t) {
     const owner = userRef();
@@ -435,16 +445,15 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   });
 
   describe("events", () => {
-    it("stores an event written twice once, with its message id", async () => {
+    it("stores an event written twice once, and no message_ids row", async () => {
       const { id, owner } = await newGroup();
       const e = messageEvent(id, 2, clock.now(), owner);
       await writeEvent(t, e);
       await writeEvent(t, e);
       assert.deepEqual(await t.events.readEvents(id, 1, 10), [e]);
+      assert.deepEqual((await t.events.listMessages(id, {}, 10)).messages, [e.body.message]);
       assert.equal(await t.groups.headSeq(id), 2);
-      assert.deepEqual(await t.events.findMessageByClientId(id, owner.id, e.body.message.clientMessageId), e);
-      assert.equal(await t.events.findMessageByClientId(id, newId(), e.body.message.clientMessageId), undefined);
-      assert.equal(await t.events.findMessageByClientId(id, owner.id, newId()), undefined);
+      assert.equal(await messageIdRows(id), 0, "message_ids is no longer written");
       const count = await client.execute(
         `SELECT COUNT(*) AS n FROM ${ks.keyspace}.events_by_group WHERE group_id = ? AND bucket = ?`,
         [id, bucketOf(e.at)],
@@ -468,17 +477,13 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       await writeEvent(t, long);
       assert.deepEqual(await t.events.readEvents(id, 1, 10), [long]);
       assert.equal(await t.groups.headSeq(id), 2);
-      assert.deepEqual(await t.events.findMessageByClientId(id, owner.id, long.body.message.clientMessageId), long);
       assert.deepEqual((await t.events.listMessages(id, {}, 10)).messages, [long.body.message]);
     });
 
-    it("storedSeqs tells which seqs of a range have an event row; repairIndex only widens the index", async () => {
+    it("writeMessage and writeMessages index the bucket and raise head_seq, and write no message_ids row", async () => {
       const { id, owner } = await newGroup();
       const at = clock.now();
       for (const seq of [2, 3, 5]) await writeEvent(t, messageEvent(id, seq, at, owner));
-      assert.deepEqual([...(await t.events.storedSeqs(id, bucketOf(at), 2, 6))].sort(), [2, 3, 5]);
-      assert.deepEqual([...(await t.events.storedSeqs(id, bucketOf(at) - 1, 1, 6))], [], "another bucket");
-      assert.deepEqual([...(await t.events.storedSeqs(id, bucketOf(at), 6, 2))], [], "an empty range");
       const index = async () => {
         const rs = await client.execute(
           `SELECT first_seq, last_seq FROM ${ks.keyspace}.group_buckets WHERE group_id = ? AND bucket = ?`,
@@ -488,10 +493,13 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         return [Number(rs.rows[0]?.get("first_seq")), Number(rs.rows[0]?.get("last_seq")), await t.groups.headSeq(id)];
       };
       assert.deepEqual(await index(), [1, 5, 5]);
-      await t.events.repairIndex(id, bucketOf(at), 3, 9);
+      const batch = [9, 7, 6, 8].map((seq) => messageEvent(id, seq, at, owner));
+      await t.events.writeMessages(id, batch);
       assert.deepEqual(await index(), [1, 9, 9]);
-      await t.events.repairIndex(id, bucketOf(at), 2, 7);
+      await t.events.writeMessages(id, batch.slice(1)); // a redelivery of 7, 6, 8
       assert.deepEqual(await index(), [1, 9, 9], "never lowered");
+      assert.deepEqual(seqs(await t.events.readEvents(id, 1, 10)), [2, 3, 5, 6, 7, 8, 9]);
+      assert.equal(await messageIdRows(id), 0, "message_ids is no longer written");
     });
 
     it("changeStamp is the seq of the latest membership event or rename stored", async () => {
@@ -632,10 +640,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       // seq 1 (a day old) is expired already; 2..5 are retained.
       assert.deepEqual(seqs(await r.events.readEvents(id, 0, 10)), [2, 3, 4, 5]);
       assert.equal((await r.events.firstRetained(id))?.seq, 2);
-      assert.deepEqual(
-        await r.events.findMessageByClientId(id, owner.id, old.body.message.clientMessageId),
-        old,
-      );
+      assert.deepEqual(await r.events.readEvents(id, 1, 1), [old]);
 
       c.t += 500; // 2 and 3 expire now (same bucket as 4 and 5)
       assert.deepEqual(seqs(await r.events.readEvents(id, 0, 10)), [4, 5]);
@@ -648,7 +653,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       assert.deepEqual(await r.events.listMessages(id, { beforeSeq: 4 }, 10), { messages: [], hasMore: false });
       const fwd = await r.events.listMessages(id, { afterSeq: 0 }, 10);
       assert.deepEqual(fwd.messages.map((m) => m.seq), [4, 5]);
-      assert.equal(await r.events.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), undefined);
+      assert.equal((await r.events.readEvents(id, 1, 1))[0]?.seq, 4, "the expired message is not read");
       assert.equal((await r.groups.getGroup(id))?.headSeq, 5, "the group outlives its events");
 
       c.t += 1000;
@@ -656,10 +661,11 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
       assert.deepEqual(await r.events.readEvents(id, 0, 10), []);
       assert.deepEqual(await r.events.listMessages(id, {}, 10), { messages: [], hasMore: false });
 
-      // A resend of an expired message's client id maps to the new seq.
+      // A resend of an expired message's client id is stored as a new event.
       const again = messageEvent(id, 6, c.now(), owner, old.body.message.clientMessageId);
       await writeEvent(r, again);
-      assert.deepEqual(await r.events.findMessageByClientId(id, owner.id, old.body.message.clientMessageId), again);
+      assert.deepEqual(await r.events.readEvents(id, 0, 10), [again]);
+      assert.deepEqual(await r.events.listMessages(id, {}, 10), { messages: [again.body.message], hasMore: false });
     });
   });
 });

@@ -10,7 +10,7 @@
  * |-------------------------------|-------------------------------------------------------------------------|--------------------|
  * | users and sessions            | users, users_by_name, refresh_tokens, refresh_tokens_by_family, revoked_sessions | user-tables.ts |
  * | groups and memberships        | groups, members_by_group, groups_by_user                                | group-tables.ts    |
- * | events                        | events_by_group, group_buckets, message_ids (and groups.head_seq)       | event-tables.ts    |
+ * | events                        | events_by_group, group_buckets (and groups.head_seq)                    | event-tables.ts    |
  * | (how they all send requests)  |                                                                         | cassandra-session.ts |
  *
  * Rules every family keeps (each module states its own in detail):

@@ -1,8 +1,10 @@
 /**
  * EventTables: the events family of the production Store's tables
  * (docs/production.md, "Storage"): `events_by_group`, its index
- * `group_buckets`, `message_ids`, and the group's `head_seq` (the highest seq
- * written, a column of `groups` that every event write raises). It stores
+ * `group_buckets`, and the group's `head_seq` (the highest seq written, a
+ * column of `groups` that every event write raises). The `message_ids`
+ * table of the schema is no longer written or read: the timeline stream's
+ * `Nats-Msg-Id` duplicate window makes sends idempotent. It stores
  * and reads events; it does not assign seqs: events arrive with their seq
  * already assigned (by the JetStream compare-and-set sequencer) and are
  * written idempotently, so the persister may replay them in any order.
@@ -106,14 +108,13 @@ export class EventTables {
   /**
    * writeMessage stores a message event whose seq is already assigned,
    * idempotently (writing it again, or replaying older events after it,
-   * changes nothing): its message_ids row, its group_buckets entry, the event
-   * row and head_seq in one unlogged batch (one request, four partitions: on
-   * the send path every round trip costs as much CPU as the write). When this
-   * resolves, head_seq >= seq and the event is readable. A text too long for
-   * a small batch (see SMALL_BATCH_BYTES) has its event row written on its
-   * own, after the other rows and before head_seq. A batch that failed
-   * half-way may have written some rows without the others: writing the
-   * event again repairs it (a retried send, the persister, see repairIndex).
+   * changes nothing): its group_buckets entry, the event row and head_seq in
+   * one unlogged batch (one request, three partitions); writeMessages writes
+   * many at once. When this resolves, head_seq >= seq and the event is
+   * readable. A text too long for a small batch (see SMALL_BATCH_BYTES) has
+   * its event row written on its own, after the bucket index and before
+   * head_seq. A batch that failed half-way may have written some rows
+   * without the others: writing the event again completes it.
    *
    * Throws ChatError Internal for an event that is not a message, or a
    * message that disagrees with its event.
@@ -122,16 +123,14 @@ export class EventTables {
     if (event.body.type !== "message") {
       throw new ChatError("Internal", `writeMessage was given ${event.body.type} event ${event.groupId}/${event.seq}`);
     }
-    const m = event.body.message;
     const cols = encodeEvent(event);
     const bucket = bucketOf(event.at);
     const rows: Statement[] = [
-      [this.q.insertMessageId, [event.groupId, m.sender.id, m.clientMessageId, event.seq, bucket, event.at, event.seq]],
       ...this.bucketWrites(event.groupId, bucket, event.seq),
       [this.q.setHead, [event.seq, event.seq, event.groupId]],
     ];
     const eventRow: Statement = [this.q.insertEvent, this.eventParams(event, cols)];
-    if (isSmall(m.text)) {
+    if (isSmall(event.body.message.text)) {
       await this.db.batch([eventRow, ...rows], true, false);
     } else {
       // Cassandra warns about (and past 50 KiB refuses) large batches: the big row goes on its own, after the
@@ -146,12 +145,12 @@ export class EventTables {
   /**
    * writeMessages stores message events of one group whose seqs are already
    * assigned, idempotently, batched per partition: the events of one bucket
-   * go out as unlogged batches (their event rows and message_ids rows, the
-   * bucket's first and last seq, and head_seq; at most MESSAGES_BATCH_BYTES
-   * of text per batch, a long text in a batch of its own), the buckets in
-   * parallel. For the persister, the one writer of messages: it resolves
-   * once every row is written. A batch that failed half-way left rows that
-   * writing the same events again completes (idempotent, seq-stamped).
+   * go out as unlogged batches (their event rows, the bucket's first and
+   * last seq, and head_seq; at most MESSAGES_BATCH_BYTES of text per batch,
+   * a long text in a batch of its own), the buckets in parallel. For the
+   * persister, the one writer of messages: it resolves once every row is
+   * written. A batch that failed half-way left rows that writing the same
+   * events again completes (idempotent, seq-stamped).
    * Throws ChatError Internal for an event of another group or not a message.
    */
   async writeMessages(groupId: string, events: readonly GroupEvent[]): Promise<void> {
@@ -183,13 +182,10 @@ export class EventTables {
       };
       for (const e of list) {
         if (e.body.type !== "message") continue;
-        const m = e.body.message;
-        const size = isSmall(m.text) ? m.text.length + ROW_OVERHEAD_BYTES : MESSAGES_BATCH_BYTES;
+        const text = e.body.message.text;
+        const size = isSmall(text) ? text.length + ROW_OVERHEAD_BYTES : MESSAGES_BATCH_BYTES;
         if (bytes > 0 && bytes + size > MESSAGES_BATCH_BYTES) send();
-        rows.push(
-          [q.insertEvent, this.eventParams(e, encodeEvent(e))],
-          [q.insertMessageId, [groupId, m.sender.id, m.clientMessageId, e.seq, bucket, e.at, e.seq]],
-        );
+        rows.push([q.insertEvent, this.eventParams(e, encodeEvent(e))]);
         bytes += size;
         lo = Math.min(lo, e.seq);
         hi = Math.max(hi, e.seq);
@@ -199,44 +195,7 @@ export class EventTables {
     await Promise.all(writes);
   }
 
-  /**
-   * repairIndex writes what finds the stored message events of one bucket
-   * with seqs in [fromSeq, toSeq], whose rows are known to exist: the
-   * bucket's first and last seq, and head_seq: a writer whose batch was
-   * applied only in part (or whose long text was written row by row) may
-   * have died before these. One batch, idempotent (seq-stamped). For repairs
-   * that check stored events instead of writing them again (with
-   * storedSeqs); the persister does not need it: it writes every message
-   * itself (writeMessages).
-   */
-  async repairIndex(groupId: string, bucket: number, fromSeq: number, toSeq: number): Promise<void> {
-    const q = this.q;
-    await this.db.batch(
-      [
-        [q.bucketFirst, [FIRST_SEQ_TIMESTAMP_BASE - fromSeq, fromSeq, groupId, bucket]],
-        [q.bucketLast, [toSeq, toSeq, groupId, bucket]],
-        [q.setHead, [toSeq, toSeq, groupId]],
-      ],
-      true,
-      false,
-    );
-  }
-
   // ------------------------------------------------------------------ reads
-
-  /**
-   * storedSeqs returns which seqs in [fromSeq, toSeq] have an event row in
-   * the group's bucket `bucket` (expired rows do not count). One
-   * single-partition read, for repairs that check what the writers already
-   * stored instead of writing it again (see repairIndex).
-   */
-  async storedSeqs(groupId: string, bucket: number, fromSeq: number, toSeq: number): Promise<Set<number>> {
-    const out = new Set<number>();
-    if (toSeq < fromSeq) return out;
-    const rows = await this.db.fetch(this.q.seqsInRange, [groupId, bucket, fromSeq, toSeq], toSeq - fromSeq + 1);
-    for (const r of rows) out.add(num(r, "seq"));
-    return out;
-  }
 
   /** readEvents returns up to `limit` retained events with seq > afterSeq, ascending, across buckets. */
   async readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
@@ -284,27 +243,6 @@ export class EventTables {
   async firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
     for await (const e of this.scan(groupId, "asc", 0, 1)) return { seq: e.seq, retainedUntil: e.cols.at + this.opts.retentionMs };
     return undefined;
-  }
-
-  /**
-   * findMessageByClientId returns the retained message event that
-   * (groupId, senderId, clientMessageId) maps to, or undefined (never sent,
-   * or older than the retention period by the injected clock). If two events
-   * were ever stored for one key, the one with the higher seq wins.
-   */
-  async findMessageByClientId(
-    groupId: string,
-    senderId: string,
-    clientMessageId: string,
-  ): Promise<MessageEvent | undefined> {
-    const idRow = (await this.db.run(this.q.messageId, [groupId, senderId, clientMessageId], true)).rows[0];
-    const seq = optNum(idRow, "seq");
-    if (!idRow || seq === null || num(idRow, "at") < this.cutoff()) return undefined;
-    const row = (await this.db.run(this.q.eventAt, [groupId, num(idRow, "bucket"), seq], true)).rows[0];
-    if (!row) return undefined;
-    const event = decodeEvent(groupId, seq, eventColumns(row));
-    if (event.body.type !== "message" || event.body.message.clientMessageId !== clientMessageId) return undefined;
-    return event as MessageEvent;
   }
 
   // ---------------------------------------------------------------- private
@@ -443,8 +381,6 @@ function statements(ks: string) {
     setHead: `UPDATE ${ks}.groups USING TIMESTAMP ? SET head_seq = ? WHERE group_id = ?`,
 
     insertEvent: `INSERT INTO ${ks}.events_by_group (group_id, bucket, seq, ${ev}) VALUES (?, ?, ?, ${evMarks})`,
-    eventAt: `SELECT seq, ${ev} FROM ${ks}.events_by_group WHERE group_id = ? AND bucket = ? AND seq = ?`,
-    seqsInRange: `SELECT seq FROM ${ks}.events_by_group WHERE group_id = ? AND bucket = ? AND seq >= ? AND seq <= ?`,
     eventsAsc: `SELECT seq, ${ev} FROM ${ks}.events_by_group
       WHERE group_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?`,
     eventsDesc: `SELECT seq, ${ev} FROM ${ks}.events_by_group
@@ -457,9 +393,6 @@ function statements(ks: string) {
     bucketFirst: `UPDATE ${ks}.group_buckets USING TIMESTAMP ? SET first_seq = ? WHERE group_id = ? AND bucket = ?`,
     bucketLast: `UPDATE ${ks}.group_buckets USING TIMESTAMP ? SET last_seq = ? WHERE group_id = ? AND bucket = ?`,
     buckets: `SELECT bucket, first_seq, last_seq FROM ${ks}.group_buckets WHERE group_id = ?`,
-    insertMessageId: `INSERT INTO ${ks}.message_ids (group_id, sender_id, client_message_id, seq, bucket, at)
-      VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`,
-    messageId: `SELECT seq, bucket, at FROM ${ks}.message_ids WHERE group_id = ? AND sender_id = ? AND client_message_id = ?`,
   };
 }
 
@@ -475,8 +408,8 @@ const SMALL_BATCH_BYTES = 3072;
 /**
  * MESSAGES_BATCH_BYTES bounds what writeMessages puts in one batch (each
  * message counted as its text's length plus ROW_OVERHEAD_BYTES for its other
- * columns and its message_ids row), near Cassandra's 5 KiB batch-size
- * warning; a text longer than SMALL_BATCH_BYTES goes alone.
+ * columns), near Cassandra's 5 KiB batch-size warning; a text longer than
+ * SMALL_BATCH_BYTES goes alone.
  */
 const MESSAGES_BATCH_BYTES = 4096;
 const ROW_OVERHEAD_BYTES = 256;

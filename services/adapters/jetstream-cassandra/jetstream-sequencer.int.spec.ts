@@ -220,8 +220,8 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     sub.unsubscribe();
     assert.deepEqual(seen, [
-      { subject: `${prefix}.tail.${g}.1`, seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq), event: one.stored.event },
-      { subject: `${prefix}.tail.${g}.2`, seq: "2", type: "message", streamSeq: String(two.stored.streamSeq), event: two.stored.event },
+      { subject: names.tailSlot(g, 1), seq: "1", type: "member_added", streamSeq: String(one.stored.streamSeq), event: one.stored.event },
+      { subject: names.tailSlot(g, 2), seq: "2", type: "message", streamSeq: String(two.stored.streamSeq), event: two.stored.event },
     ]);
     assert.ok(seen.every((m) => names.groupIdOfTail(m.subject) === g));
   });

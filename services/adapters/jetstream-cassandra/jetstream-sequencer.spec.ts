@@ -99,7 +99,7 @@ describe("parseSequenced", () => {
       `t.group.${g}`, // a group's one subject before slots
       names.group(g), // the filter, not a subject a message is stored on
       `t.group.${g}.07`,
-      `t.tail.${g}.7`, // the republished subject
+      names.tailSlot(g, 7), // the republished subject
       new NatsNames("u").slot(g, 7),
     ]) {
       assert.equal(parseSequenced(names, subject, 40, h, data), undefined, subject);

@@ -62,6 +62,7 @@ import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
 import { decodeEvent, encodeEvent } from "./nats-codec.js";
+import { WRONG_LAST_SEQUENCE } from "./jetstream-streams.js";
 import { JsRequests, RequestInterruptedError } from "./js-requests.js";
 import { NatsNames } from "./subjects.js";
 
@@ -72,8 +73,6 @@ export const CHANGE_HEADER = "Chat-Change";
 export const COUNTS_HEADER = "Chat-Counts";
 export const TYPE_HEADER = "Chat-Type";
 
-/** JetStream API error code for "wrong last sequence" (Nats-Expected-Last-Subject-Sequence did not match). */
-const WRONG_LAST_SEQUENCE = 10071;
 /** The JetStream API subject prefix (no JetStream domain). */
 const JS_API = "$JS.API";
 const EMPTY = new Uint8Array(0);

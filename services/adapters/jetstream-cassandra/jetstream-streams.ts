@@ -50,6 +50,16 @@ const DEFAULT_DUPLICATE_WINDOW_MS = 2 * 60 * 1000;
 const STREAM_NAME_IN_USE = 10058;
 
 /**
+ * WRONG_LAST_SEQUENCE is the JetStream API error code (err_code) of a
+ * publish refused because its `Nats-Expected-Last-Subject-Sequence` did not
+ * match: on the timeline stream, whose every event is published on a slot of
+ * its own with expected 0 (NatsNames.slot), it means the slot is taken (another
+ * writer stored that group's seq first). The one definition, for
+ * JetStreamSequencer and NatsEventBus.
+ */
+export const WRONG_LAST_SEQUENCE = 10071;
+
+/**
  * timelineStreamConfig is the configuration of the timeline stream for
  * `names`: file storage, limits retention (old events fall off after
  * `maxAgeMs`), dedupe window for `Nats-Msg-Id`, direct get allowed, and

@@ -75,7 +75,11 @@ const TWCS = "{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit'
  *   clustered by seq DESC, TTL = retention, TWCS with 1-day windows.
  * - `group_buckets`: a group's buckets newest first with the smallest and
  *   largest seq in each, so reads find the buckets they need in one query.
- * - `message_ids`: (group, sender, client message id) -> seq, for idempotent sends.
+ * - `message_ids`: (group, sender, client message id) -> seq, formerly for
+ *   idempotent sends. No longer written or read (the timeline stream's
+ *   `Nats-Msg-Id` duplicate window makes sends idempotent); kept for schema
+ *   compatibility, since a deployed schema cannot be un-migrated. Rows
+ *   written before expire with its TTL.
  */
 export const MIGRATIONS: readonly CassandraMigration[] = [
   {
@@ -151,6 +155,7 @@ export const MIGRATIONS: readonly CassandraMigration[] = [
         PRIMARY KEY (group_id, bucket))
       WITH CLUSTERING ORDER BY (bucket DESC)
         AND default_time_to_live = ${bucketIndexTtl(ttl)}`,
+      // No longer written or read; kept for schema compatibility (see above).
       `CREATE TABLE IF NOT EXISTS ${ks}.message_ids (
         group_id          text,
         sender_id         text,
@@ -287,7 +292,7 @@ function bucketIndexTtl(ttl: number): number {
 /** EXPIRING_TABLES maps each table with a default TTL to its TTL for a given retention in seconds. */
 const EXPIRING_TABLES: readonly { table: string; ttl: (retentionSeconds: number) => number }[] = [
   { table: "events_by_group", ttl: (s) => s },
-  { table: "message_ids", ttl: (s) => s },
+  { table: "message_ids", ttl: (s) => s }, // no longer written or read; kept for schema compatibility
   { table: "group_buckets", ttl: bucketIndexTtl },
 ];
 

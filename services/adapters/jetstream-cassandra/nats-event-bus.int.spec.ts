@@ -59,17 +59,6 @@ function message(groupId: string, seq: number, text = `m${seq}`): GroupEvent {
   };
 }
 
-/**
- * tailSubject is the subject on which the timeline stream republishes the event stored on slot (`groupId`, `seq`):
- * `<prefix>.tail.<groupId>.<seq>` (republish src `<prefix>.group.>`, dest `<prefix>.tail.>`). NatsNames builds only
- * the filter `tail(groupId)`; a test that plays the server's part needs the subject itself.
- */
-function tailSubject(names: NatsNames, groupId: string, seq: number): string {
-  const subject = `${names.prefix}.tail.${groupId}.${seq}`;
-  assert.equal(names.groupIdOfTail(subject), groupId);
-  return subject;
-}
-
 /** waitUntil polls `condition` every 10 ms until it holds; fails after `timeoutMs`. */
 async function waitUntil(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -486,7 +475,7 @@ describe("NatsEventBus during a rolling upgrade: headers-only republish (private
         h.set("Nats-Last-Sequence", String(seq === 1 ? 0 : streamSeqs[seq - 2]));
         const body = encodeEvent(events[seq - 1] ?? message(g, seq));
         if (!whole) h.set("Nats-Msg-Size", String(body.length));
-        nc.publish(tailSubject(names, g, seq), whole ? body : new Uint8Array(0), { headers: h });
+        nc.publish(names.tailSlot(g, seq), whole ? body : new Uint8Array(0), { headers: h });
       };
       republish(1, false);
       republish(2, true);

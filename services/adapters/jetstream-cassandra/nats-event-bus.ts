@@ -34,7 +34,7 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
 import type { EventBus, Subscription, UserNotice } from "../../core/ports.js";
-import { ensureTimelineStream } from "./jetstream-streams.js";
+import { WRONG_LAST_SEQUENCE, ensureTimelineStream } from "./jetstream-streams.js";
 import type { TimelineOptions } from "./jetstream-streams.js";
 import { decodeEvent, decodeNotice, encodeEvent, encodeNotice } from "./nats-codec.js";
 import { NatsNames } from "./subjects.js";
@@ -101,8 +101,6 @@ export interface NatsEventBusOptions extends TimelineOptions {
   readonly ensureStream?: boolean;
 }
 
-/** JetStream API error: the subject's last sequence is not the expected one (here: the event's slot is taken). */
-const WRONG_LAST_SEQUENCE = 10071;
 /** READ_BATCH is how many stored messages readTimeline asks for per pull. */
 const READ_BATCH = 256;
 /** MAX_ATTEMPTS bounds the sends of one publish or subscribe confirmation (besides its time bound). */

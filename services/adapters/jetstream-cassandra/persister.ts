@@ -9,10 +9,10 @@
  * message process runs a persister; they all bind to one durable pull
  * consumer (`NatsNames.durable("persister")`), so JetStream hands each event
  * to one of them (a queue group), and redelivers it if that process dies
- * before acking. The persister takes what it was handed, a few hundred events
- * at a time, and per group writes:
+ * before acking. The persister takes what it was handed within `lingerMs`
+ * (200 ms), and per group writes:
  * - messages in unlogged batches per partition (EventTables.writeMessages:
- *   event rows, message_ids rows, the bucket index and head_seq), so each
+ *   event rows, the bucket index and head_seq), so each
  *   message is written to Cassandra once;
  * - membership events and renames (rare) in seq order with the counts they
  *   carry (Chat-Counts). Their writer (the group service) has written them

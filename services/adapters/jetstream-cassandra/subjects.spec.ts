@@ -21,7 +21,7 @@ describe("NatsNames", () => {
     assert.equal(n.allUsers, "chat.user.>");
     assert.equal(n.tail(g), `chat.tail.${g}.*`);
     assert.equal(n.allTails, "chat.tail.>");
-    assert.equal(n.persisted, "chat.persisted");
+    assert.equal(n.tailSlot(g, 42), `chat.tail.${g}.42`);
     assert.equal(n.msgId(g, 42), `${g}:42`);
     assert.deepEqual(
       DURABLE_CONSUMERS.map((c) => n.durable(c)),
@@ -35,11 +35,13 @@ describe("NatsNames", () => {
     assert.equal(a.group(g), `t1-run_a.group.${g}.*`);
     assert.equal(a.slot(g, 3), `t1-run_a.group.${g}.3`);
     assert.equal(a.tail(g), `t1-run_a.tail.${g}.*`);
+    assert.equal(a.tailSlot(g, 3), `t1-run_a.tail.${g}.3`);
     assert.equal(a.timelineStream, "T1-RUN_A_TIMELINE");
     assert.notEqual(a.timelineStream, b.timelineStream);
     assert.notEqual(a.group(g), b.group(g));
     assert.notEqual(a.slot(g, 3), b.slot(g, 3));
     assert.notEqual(a.tail(g), b.tail(g));
+    assert.notEqual(a.tailSlot(g, 3), b.tailSlot(g, 3));
   });
 
   it("rejects prefixes that are not one lower-case token", () => {
@@ -58,16 +60,18 @@ describe("NatsNames", () => {
       assert.throws(() => n.group(bad), (e) => isChatError(e, "InvalidArgument"), `group ${bad}`);
       assert.throws(() => n.slot(bad, 1), (e) => isChatError(e, "InvalidArgument"), `slot ${bad}`);
       assert.throws(() => n.tail(bad), (e) => isChatError(e, "InvalidArgument"), `tail ${bad}`);
+      assert.throws(() => n.tailSlot(bad, 1), (e) => isChatError(e, "InvalidArgument"), `tailSlot ${bad}`);
       assert.throws(() => n.user(bad), (e) => isChatError(e, "InvalidArgument"), `user ${bad}`);
       assert.throws(() => n.msgId(bad, 1), (e) => isChatError(e, "InvalidArgument"), `msgId ${bad}`);
     }
   });
 
-  it("rejects seqs that are not positive integers in msgId and slot", () => {
+  it("rejects seqs that are not positive integers in msgId, slot and tailSlot", () => {
     const n = new NatsNames();
     for (const bad of [0, -0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER + 1]) {
       assert.throws(() => n.msgId(g, bad), (e) => isChatError(e, "InvalidArgument"), `msgId ${bad}`);
       assert.throws(() => n.slot(g, bad), (e) => isChatError(e, "InvalidArgument"), `slot ${bad}`);
+      assert.throws(() => n.tailSlot(g, bad), (e) => isChatError(e, "InvalidArgument"), `tailSlot ${bad}`);
     }
   });
 
@@ -102,7 +106,7 @@ describe("NatsNames", () => {
       `p.group.g1.1`,
       `p.group..1`,
       `p.group.${g}x.1`,
-      `p.tail.${g}.1`,
+      n.tailSlot(g, 1),
       `p.user.${u}.1`,
       n.user(u),
       new NatsNames("q").slot(g, 1),
@@ -124,7 +128,7 @@ describe("NatsNames", () => {
     assert.equal(n.groupIdOf(n.user(u)), undefined);
     assert.equal(n.groupIdOf(new NatsNames("q").slot(g, 1)), undefined);
     assert.equal(n.groupIdOf(`p.group.${g}.x`), undefined);
-    assert.equal(n.groupIdOf(`p.tail.${g}.1`), undefined);
+    assert.equal(n.groupIdOf(n.tailSlot(g, 1)), undefined);
   });
 
   it("reads the group id back from a republished event's tail subject only", () => {
@@ -132,21 +136,23 @@ describe("NatsNames", () => {
     // The timeline stream republishes `p.group.<g>.<seq>` as `p.tail.<g>.<seq>` (src `p.group.>`, dest `p.tail.>`).
     const republished = (seq: number) => n.slot(g, seq).replace(/^p\.group\./, "p.tail.");
     assert.equal(republished(12), `p.tail.${g}.12`);
-    assert.equal(n.groupIdOfTail(republished(1)), g);
-    assert.equal(n.groupIdOfTail(republished(12)), g);
+    assert.equal(n.tailSlot(g, 12), republished(12), "tailSlot names the republished subject");
+    assert.equal(n.tailSlot(g, Number.MAX_SAFE_INTEGER), republished(Number.MAX_SAFE_INTEGER));
+    assert.equal(n.groupIdOfTail(n.tailSlot(g, 1)), g);
+    assert.equal(n.groupIdOfTail(n.tailSlot(g, 12)), g);
     assert.equal(n.groupIdOfTail(`p.tail.${g}`), undefined, "the tail subject of one group before slots");
     assert.equal(n.groupIdOfTail(n.tail(g)), undefined, "the filter is no republished subject");
     assert.equal(n.groupIdOfTail(n.slot(g, 1)), undefined);
-    assert.equal(n.groupIdOfTail(new NatsNames("q").slot(g, 1).replace(/^q\.group\./, "q.tail.")), undefined);
+    assert.equal(n.groupIdOfTail(new NatsNames("q").tailSlot(g, 1)), undefined);
     for (const seq of ["0", "01", "-1", "1.5", "x", ""]) assert.equal(n.groupIdOfTail(`p.tail.${g}.${seq}`), undefined, seq);
-    assert.equal(n.groupIdOfTail(`p.tail.${g}.1.x`), undefined);
+    assert.equal(n.groupIdOfTail(`${n.tailSlot(g, 1)}.x`), undefined);
     assert.throws(() => n.tail("a.b"), (e) => isChatError(e, "InvalidArgument"));
   });
 
   it("makes the filters match exactly the subjects they are for (NATS token matching)", () => {
     const n = new NatsNames("p");
     const other = newId();
-    const tailOf = (id: string, seq: number) => `p.tail.${id}.${seq}`;
+    const tailOf = (id: string, seq: number) => n.tailSlot(id, seq);
     // `*` matches one token, `>` one or more.
     const matches = (filter: string, subject: string): boolean => {
       const f = filter.split(".");

@@ -10,7 +10,6 @@
  * | `chat.group.<groupId>.<seq>`   | one event of a group's timeline, its slot (GroupEvent, JSON), published to the stream | JetStream (never subscribed) |
  * | `chat.user.<userId>`           | per-user control notices (UserNotice, JSON)       | core NATS only       |
  * | `chat.tail.<groupId>.<seq>`    | each stored timeline event, whole (the stream's republish): what subscribers get | core NATS only |
- * | `chat.persisted`               | named, no longer used (the persister writes every message itself) | core NATS only |
  * | `CHAT_TIMELINE`                | stream over `chat.group.>` (replay buffer)        | JetStream            |
  * | `persister`, `notifier`        | durable consumer names on CHAT_TIMELINE (only `persister` is created) | JetStream |
  *
@@ -86,13 +85,6 @@ export class NatsNames {
    * repaired by seq.
    */
   readonly allTails: string;
-  /**
-   * persisted is the subject on which message processes told each other
-   * which timeline events they stored in the database, `<prefix>.persisted`
-   * (core NATS only). No longer used: the persister is the one writer of
-   * messages.
-   */
-  readonly persisted: string;
 
   /**
    * Creates the names for `prefix` (default "chat"). Throws ChatError
@@ -108,7 +100,6 @@ export class NatsNames {
     this.allGroups = `${prefix}.group.>`;
     this.allUsers = `${prefix}.user.>`;
     this.allTails = `${prefix}.tail.>`;
-    this.persisted = `${prefix}.persisted`;
   }
 
   /**
@@ -166,7 +157,7 @@ export class NatsNames {
    * tail is the filter of the subjects on which the timeline stream
    * republishes each event of a group it stored, whole (its headers plus
    * `Nats-Sequence`), `<prefix>.tail.<groupId>.*` (core NATS only; one
-   * subject per event, `<prefix>.tail.<groupId>.<seq>`): what subscribers of
+   * subject per event, {@link tailSlot}): what subscribers of
    * the group's events listen to. The stream leader republishes as it
    * applies each entry: at most once and in stream order per leader term;
    * across a leader change an event may be missing or repeated (subscribers
@@ -175,6 +166,18 @@ export class NatsNames {
    */
   tail(groupId: string): string {
     return `${this.prefix}.tail.${token("group id", groupId)}.*`;
+  }
+
+  /**
+   * tailSlot is the subject on which the timeline stream republishes the
+   * event stored on {@link slot}(groupId, seq): `<prefix>.tail.<groupId>.<seq>`
+   * (republish src `<prefix>.group.>`, dest `<prefix>.tail.>`; core NATS
+   * only). The server builds these subjects; tailSlot names one for whoever
+   * must recognise or play it (tests). Throws ChatError InvalidArgument
+   * unless `groupId` is a lower-case UUID and `seq` a positive safe integer.
+   */
+  tailSlot(groupId: string, seq: number): string {
+    return `${this.prefix}.tail.${token("group id", groupId)}.${positiveSeq(seq)}`;
   }
 
   /**
@@ -209,7 +212,6 @@ export class NatsNames {
   }
 }
 
-/** token returns `id` if it is safe as one subject token (a lower-case UUID); throws ChatError InvalidArgument otherwise. */
 /** slotOf parses `<head><groupId>.<seq>`; undefined unless the id is a lower-case UUID and seq a positive decimal without leading zeros. */
 function slotOf(head: string, subject: string): { readonly groupId: string; readonly seq: number } | undefined {
   if (!subject.startsWith(head)) return undefined;
@@ -223,6 +225,7 @@ function slotOf(head: string, subject: string): { readonly groupId: string; read
   return Number.isSafeInteger(seq) ? { groupId, seq } : undefined;
 }
 
+/** positiveSeq returns `seq` if it is a positive safe integer; throws ChatError InvalidArgument otherwise. */
 function positiveSeq(seq: number): number {
   if (!Number.isSafeInteger(seq) || seq < 1) {
     throw new ChatError("InvalidArgument", `invalid seq ${seq}: must be a positive integer`);
@@ -230,6 +233,7 @@ function positiveSeq(seq: number): number {
   return seq;
 }
 
+/** token returns `id` if it is safe as one subject token (a lower-case UUID); throws ChatError InvalidArgument otherwise. */
 function token(what: string, id: string): string {
   if (!isId(id)) throw new ChatError("InvalidArgument", `invalid ${what}: must be a lower-case UUID`);
   return id;
