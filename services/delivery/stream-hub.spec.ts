@@ -119,6 +119,35 @@ describe("StreamHub", () => {
     }
   });
 
+  it("takes a cursor beyond a lagging listed head as current when the timeline has it (no reset, no repeat)", async () => {
+    const owner = { id: newId(), username: "lagging" };
+    const gid = await groupWith([owner]);
+    for (let i = 0; i < 5; i++) await append(gid, owner); // seqs 2..6
+    // A store whose membership listing lags the timeline by 3 events (production: Cassandra's head_seq behind the log).
+    const lagging: Store = Object.assign(Object.create(store) as Store, {
+      listMemberships: async (userId: string, after: string, limit: number) =>
+        (await store.listMemberships(userId, after, limit)).map((m) => ({ ...m, group: { ...m.group, headSeq: m.group.headSeq - 3 } })),
+    });
+    const lagged = new StreamHub({ store: lagging, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      await lagged.open(principal(owner), new Map([[gid, { seq: 5, epoch: "" }]]), sink);
+      await append(gid, owner).then((e) => bus.publishEvent(e)); // seq 7, live
+      await until(() => sink.eventSeqs(gid).length >= 2);
+      assert.deepEqual(sink.eventSeqs(gid), [6, 7], "resumed right after the cursor");
+      assert.ok(!sink.items.some((i) => i.message.payload.case === "cursorReset"), "no CursorReset for a current cursor");
+      const ready = sink.items.find((i) => i.message.payload.case === "ready");
+      assert.ok(ready?.message.payload.case === "ready");
+      assert.equal(ready.message.payload.value.groups.find((g) => g.groupId === gid)?.headSeq, 6n, "StreamReady names the current head");
+      // A cursor truly ahead of the timeline is still reset.
+      const ahead = new RecordingSink();
+      await lagged.open(principal(owner), new Map([[gid, { seq: 99, epoch: "" }]]), ahead);
+      assert.ok(ahead.items.some((i) => i.message.payload.case === "cursorReset"), "a cursor beyond the head is reset");
+    } finally {
+      lagged.shutdown();
+    }
+  });
+
   it("replays from the cursor in batches and goes live with no duplicate at the seam", async () => {
     const owner = { id: newId(), username: "replay" };
     const gid = await groupWith([owner]);

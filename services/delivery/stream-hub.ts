@@ -202,7 +202,8 @@ export class StreamHub {
     const resets: PendingReset[] = [];
     const positions = [];
     try {
-      for (const m of memberships) {
+      for (const listed of memberships) {
+        const m = await this.withCurrentHead(listed, cursors.get(listed.group.id));
         const channel = await this.acquireChannel(m.group.id);
         channel.noteSeq(m.group.headSeq);
         const start = await this.startPosition(m, cursors.get(m.group.id), resets);
@@ -274,6 +275,21 @@ export class StreamHub {
   /** firstRetainedSeq is the group's oldest retained seq in the store, or 0 if none is retained (read each time: resume must be exact). */
   private async firstRetainedSeq(groupId: string): Promise<number> {
     return (await this.deps.store.firstRetained(groupId))?.seq ?? 0;
+  }
+
+  /**
+   * withCurrentHead returns the membership as listed, unless the client's
+   * cursor is ahead of the listed head: a store may list a head that lags
+   * the timeline (production: the membership listing reads Cassandra's
+   * head_seq, which the persister writes within its linger, while the
+   * client saw later events live), so the group's current head is read
+   * (GroupStore.getGroup merges the log) before the cursor is called ahead.
+   * Only on that path: one read per such group.
+   */
+  private async withCurrentHead(m: Membership, cursor: ClientCursor | undefined): Promise<Membership> {
+    if (!cursor || cursor.seq <= m.group.headSeq) return m;
+    const group = await this.deps.store.getGroup(m.group.id);
+    return group && group.headSeq > m.group.headSeq ? { ...m, group: { ...m.group, headSeq: group.headSeq } } : m;
   }
 
   /** startPosition decides where a group's feed starts; a cursor it cannot honour adds a CursorReset. */
