@@ -11,9 +11,9 @@
  * | the persisters' consumer   | `persister` (durable)    | {@link ensurePersisterConsumer}               |
  *
  * Everything else reads the stream without declaring anything on it: direct
- * gets (JetStreamSequencer, NatsEventBus), and the short-lived ordered
- * consumer of NatsEventBus.readTimeline, which the client library creates and
- * deletes per read.
+ * gets (JetStreamSequencer, NatsEventBus) and message gets answered by the
+ * stream leader (JetStreamSequencer: readLog, and reads a direct get found
+ * nothing for); no other consumer is created on it.
  */
 import { nanos } from "@nats-io/transport-node";
 import {

@@ -29,7 +29,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect, headers } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node";
-import { DeliverPolicy, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { ChatError } from "../../core/errors.js";
 import type { GroupEvent } from "../../core/model.js";
@@ -95,14 +95,12 @@ export interface NatsEventBusOptions extends TimelineOptions {
   readonly pingIntervalMs?: number;
   /** closeTimeoutMs bounds close()'s drain before the connection is closed hard; default 5000. */
   readonly closeTimeoutMs?: number;
-  /** apiTimeoutMs bounds each JetStream API request (stream setup, readTimeline); default 5000. */
+  /** apiTimeoutMs bounds each JetStream API request (stream setup, the fetch of a headers-only republish's stored event); default 5000. */
   readonly apiTimeoutMs?: number;
   /** ensureStream creates/updates the timeline stream at start and after each reconnect (default true); false = assume it exists. */
   readonly ensureStream?: boolean;
 }
 
-/** READ_BATCH is how many stored messages readTimeline asks for per pull. */
-const READ_BATCH = 256;
 /** MAX_ATTEMPTS bounds the sends of one publish or subscribe confirmation (besides its time bound). */
 const MAX_ATTEMPTS = 20;
 /** RETRY_PAUSE_MS is the pause after a failed attempt before the next one. */
@@ -373,53 +371,6 @@ export class NatsEventBus implements EventBus {
   async subscribeUser(userId: string, handler: (notice: UserNotice) => void): Promise<Subscription> {
     this.assertOpen();
     return this.subscribe(this.users, this.names.user(userId), (entries) => (msg) => this.deliver(entries, decodeNotice(msg.data), msg.subject), handler);
-  }
-
-  /**
-   * readTimeline returns up to `limit` events of the group with seq >
-   * afterSeq that JetStream still holds, ascending by seq, without repeats.
-   * Best effort: events that fell out of the replay buffer, or that were
-   * never published, are simply absent, so the result may have gaps; the
-   * store is the source of truth. Reads with an ordered consumer filtered on
-   * the group's subject, so its cost grows with the group's retained events.
-   * Rejects with ChatError Unavailable if JetStream cannot be reached.
-   */
-  async readTimeline(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
-    this.assertOpen();
-    const subject = this.names.group(groupId);
-    if (limit <= 0) return [];
-    try {
-      const stream = this.names.timelineStream;
-      const last = await this.jsm.direct.getMessage(stream, { last_by_subj: subject });
-      if (!last) return [];
-      const lastEvent = decodeEvent(last.data);
-      // Common case: nothing newer than the cursor (the newest stored event is at or below it).
-      if (lastEvent && lastEvent.seq <= afterSeq) return [];
-      const found = new Map<number, GroupEvent>();
-      const consumer = await this.js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
-      try {
-        let streamSeq = 0;
-        // Bounded: each pass moves past at least one message or stops, and stops at the last message seen at the start.
-        while (streamSeq < last.seq && found.size < limit) {
-          const batch = await consumer.fetch({ max_messages: READ_BATCH, expires: 2000 });
-          let got = 0;
-          for await (const m of batch) {
-            got++;
-            streamSeq = m.seq;
-            const e = decodeEvent(m.data);
-            if (!e) this.dropped(m.subject);
-            else if (e.seq > afterSeq && !found.has(e.seq)) found.set(e.seq, e);
-            if (streamSeq >= last.seq || found.size >= limit) break;
-          }
-          if (got === 0) break;
-        }
-      } finally {
-        await consumer.delete().catch(() => false);
-      }
-      return [...found.values()].sort((x, y) => x.seq - y.seq).slice(0, limit);
-    } catch (e) {
-      throw new ChatError("Unavailable", "the event bus could not read the timeline", { cause: e });
-    }
   }
 
   /** isHealthy tells whether the bus is open and connected to a server (for NOT_SERVING while NATS is unreachable). */
