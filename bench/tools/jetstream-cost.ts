@@ -1,0 +1,63 @@
+/**
+ * jetstream-cost: nats-server CPU per message on an R3 timeline-like stream
+ * of a private 3-node cluster (test/support/private-nats-cluster.ts), by what
+ * is added: the publish alone (slot subjects, expected 0, a msg id, four
+ * headers, 300 bytes, with full republish), a republish subscriber, a durable
+ * R3 pull consumer acking each message (the persister's shape), and the same
+ * consumer with AckAll every 100 instead, and an R1 consumer instead. 4,000 messages per phase at 500/s,
+ * open loop; CPU read from /proc for the three nats-server PIDs.
+ *
+ *   node --import tsx bench/tools/jetstream-cost.ts
+ */
+import { connect, headers } from "@nats-io/transport-node";
+import { jetstreamManager, AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { readFileSync } from "node:fs";
+import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
+function cpuOf(pid: number): number { const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" "); return (Number(f[11]) + Number(f[12])) / 100; }
+const cluster = await PrivateNatsCluster.start();
+const pids = [0, 1, 2].map((i) => cluster.pid(i)!);
+const nc = await connect({ servers: cluster.urls.split(",") });
+const jsm = await jetstreamManager(nc);
+await jsm.streams.add({ name: "T", subjects: ["t.>"], num_replicas: 3, republish: { src: "t.>", dest: "r.>", headers_only: false }, allow_direct: true, duplicate_window: 120e9 });
+const N = 4000, RATE = 500;
+async function phase(label: string, prefix: string) {
+  const before = pids.map(cpuOf);
+  const t0 = Date.now();
+  let inflight: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i++) {
+    const h = headers(); h.set("Nats-Msg-Id", `${prefix}${i}`); h.set("Nats-Expected-Last-Subject-Sequence", "0");
+    for (const k of ["Chat-Seq", "Chat-Prev", "Chat-Type", "Chat-Change"]) h.set(k, "12345");
+    inflight.push(nc.request(`t.${prefix}.g${i % 100}.${i}`, new TextEncoder().encode("x".repeat(300)), { headers: h, timeout: 10000 }));
+    const due = t0 + ((i + 1) * 1000) / RATE; const w = due - Date.now(); if (w > 0) await new Promise((r) => setTimeout(r, w));
+  }
+  await Promise.all(inflight);
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = pids.map(cpuOf);
+  const cpu = after.reduce((s, a, i) => s + a - before[i]!, 0);
+  console.log(label, "nats CPU µs/msg", Math.round((cpu * 1e6) / N));
+}
+await phase("publish only (R3, republish, nobody listening):", "a");
+const sub = nc.subscribe("r.>", { callback: () => {} });
+await phase("+ a republish subscriber:", "b");
+await jsm.consumers.add("T", { durable_name: "p", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, filter_subject: "t.>", max_ack_pending: 20000 });
+const c = await jsm.jetstream().consumers.get("T", "p");
+const msgs = await c.consume({ max_messages: 512 });
+(async () => { for await (const m of msgs) m.ack(); })();
+await phase("+ durable R3 consumer, ack each:", "c");
+await msgs.close();
+await jsm.consumers.delete("T", "p");
+await jsm.consumers.add("T", { durable_name: "q", ack_policy: AckPolicy.All, deliver_policy: DeliverPolicy.New, filter_subject: "t.>", max_ack_pending: 20000 });
+const c2 = await jsm.jetstream().consumers.get("T", "q");
+const msgs2 = await c2.consume({ max_messages: 512 });
+let n = 0; (async () => { for await (const m of msgs2) { if (++n % 100 === 0) m.ack(); } })();
+await phase("+ durable R3 consumer, AckAll every 100 (instead):", "d");
+await msgs2.close();
+await jsm.consumers.delete("T", "q");
+await jsm.consumers.add("T", { durable_name: "r", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, filter_subject: "t.>", max_ack_pending: 20000, num_replicas: 1 });
+const c3 = await jsm.jetstream().consumers.get("T", "r");
+const msgs3 = await c3.consume({ max_messages: 512 });
+(async () => { for await (const m of msgs3) m.ack(); })();
+await phase("+ durable R1 consumer, ack each (instead):", "e");
+await msgs3.close();
+sub.unsubscribe();
+await nc.close(); await cluster.dispose();
