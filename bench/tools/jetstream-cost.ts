@@ -8,9 +8,16 @@
  * open loop; CPU read from /proc for the three nats-server PIDs.
  *
  *   node --import tsx bench/tools/jetstream-cost.ts
+ *
+ * With `--sweep` it measures instead how the publish alone costs by rate and
+ * storage: file and memory storage at 500/s and 1,500/s, and 100 messages/s
+ * of five events' payload each (what batching five sends per message would
+ * publish for 500 sends/s), and 500/s sent in bursts (what a publish linger
+ * of 4, 10 or 20 ms in the sequencer would send: each event still its own
+ * message).
  */
 import { connect, headers } from "@nats-io/transport-node";
-import { jetstreamManager, AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { jetstreamManager, AckPolicy, DeliverPolicy, StorageType } from "@nats-io/jetstream";
 import { readFileSync } from "node:fs";
 import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
 function cpuOf(pid: number): number { const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" "); return (Number(f[11]) + Number(f[12])) / 100; }
@@ -19,22 +26,35 @@ const pids = [0, 1, 2].map((i) => cluster.pid(i)!);
 const nc = await connect({ servers: cluster.urls.split(",") });
 const jsm = await jetstreamManager(nc);
 await jsm.streams.add({ name: "T", subjects: ["t.>"], num_replicas: 3, republish: { src: "t.>", dest: "r.>", headers_only: false }, allow_direct: true, duplicate_window: 120e9 });
-const N = 4000, RATE = 500;
-async function phase(label: string, prefix: string) {
+async function phase(label: string, prefix: string, { subject = "t", RATE = 500, N = 4000, eventsPerMessage = 1, burst = 1 } = {}) {
   const before = pids.map(cpuOf);
   const t0 = Date.now();
   let inflight: Promise<unknown>[] = [];
   for (let i = 0; i < N; i++) {
     const h = headers(); h.set("Nats-Msg-Id", `${prefix}${i}`); h.set("Nats-Expected-Last-Subject-Sequence", "0");
     for (const k of ["Chat-Seq", "Chat-Prev", "Chat-Type", "Chat-Change"]) h.set(k, "12345");
-    inflight.push(nc.request(`t.${prefix}.g${i % 100}.${i}`, new TextEncoder().encode("x".repeat(300)), { headers: h, timeout: 10000 }));
+    inflight.push(nc.request(`${subject}.${prefix}.g${i % 100}.${i}`, new TextEncoder().encode("x".repeat(300 * eventsPerMessage)), { headers: h, timeout: 10000 }));
+    if ((i + 1) % burst !== 0) continue;
     const due = t0 + ((i + 1) * 1000) / RATE; const w = due - Date.now(); if (w > 0) await new Promise((r) => setTimeout(r, w));
   }
   await Promise.all(inflight);
   await new Promise((r) => setTimeout(r, 1500));
   const after = pids.map(cpuOf);
   const cpu = after.reduce((s, a, i) => s + a - before[i]!, 0);
-  console.log(label, "nats CPU µs/msg", Math.round((cpu * 1e6) / N));
+  console.log(label, "nats CPU µs/msg", Math.round((cpu * 1e6) / N), eventsPerMessage > 1 ? `(µs/event ${Math.round((cpu * 1e6) / N / eventsPerMessage)})` : "");
+}
+if (process.argv.includes("--sweep")) {
+  await jsm.streams.add({ name: "M", subjects: ["m.>"], storage: StorageType.Memory, num_replicas: 3, republish: { src: "m.>", dest: "q.>", headers_only: false }, allow_direct: true, duplicate_window: 120e9 });
+  await phase("file storage, 500/s:", "s1");
+  await phase("memory storage, 500/s:", "s2", { subject: "m" });
+  await phase("file storage, 1,500/s:", "s3", { RATE: 1500, N: 9000 });
+  await phase("memory storage, 1,500/s:", "s4", { subject: "m", RATE: 1500, N: 9000 });
+  await phase("file storage, 100/s of 5 events each:", "s5", { RATE: 100, N: 1000, eventsPerMessage: 5 });
+  await phase("file storage, 500/s in bursts of 2 every 4 ms:", "s6", { burst: 2 });
+  await phase("file storage, 500/s in bursts of 5 every 10 ms:", "s7", { burst: 5 });
+  await phase("file storage, 500/s in bursts of 10 every 20 ms:", "s8", { burst: 10 });
+  await nc.close(); await cluster.dispose();
+  process.exit(0);
 }
 await phase("publish only (R3, republish, nobody listening):", "a");
 const sub = nc.subscribe("r.>", { callback: () => {} });

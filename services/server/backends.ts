@@ -75,6 +75,7 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger,
         prefix: config.namespace,
         migrate: config.migrate,
         timeline: { replicas: config.timelineReplicas },
+        sequencer: { publishLingerMs: config.timelinePublishLingerMs },
       })
     : undefined;
   const store: Store =

@@ -46,6 +46,8 @@ export interface Config {
   readonly maxGroupsPerUser: number;
   /** Replicas of the JetStream timeline stream (TIMELINE_REPLICAS): 3 in production (an ack is then on a quorum of three nats-servers). */
   readonly timelineReplicas: number;
+  /** Linger of the timeline's publishes (TIMELINE_PUBLISH_LINGER), ms: under load a send waits up to this long so that sends reach NATS in bursts (fewer raft rounds). */
+  readonly timelinePublishLingerMs: number;
   /** Sustained sends per user per second, and the burst allowed above it. */
   readonly sendsPerSecond: number;
   readonly sendBurst: number;
@@ -105,6 +107,8 @@ export const SETTINGS = {
   MAX_GROUP_MEMBERS: "largest group (default 1000)",
   TIMELINE_REPLICAS:
     "replicas of the JetStream timeline stream with BUS_URL=nats://: 1 (default; a lone nats-server) or 3 (production: a 3-node NATS cluster; a send's ack then means stored on a quorum of the three, docs/production.md)",
+  TIMELINE_PUBLISH_LINGER:
+    "with BUS_URL=nats://, the least time between two batches of the timeline's publishes: a send made sooner after the last batch waits for the next, so under load sends reach NATS in bursts that its replication handles in fewer rounds (0 = none; default 0; docs/production.md)",
   MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
@@ -202,6 +206,7 @@ export function loadConfig(env: Env): Config {
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
     maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
     timelineReplicas: read.integer("TIMELINE_REPLICAS", 1, 1, 5),
+    timelinePublishLingerMs: read.duration("TIMELINE_PUBLISH_LINGER", "0ms", 0, 1000),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),

@@ -4,7 +4,9 @@
  * R3 cluster runs in test/int/timeline-cluster.int.spec.ts) with Cassandra
  * written by the persister, reads merging the log's not-yet-persisted tail,
  * and live delivery by the log's republish (NatsEventBus). Each writer has
- * its own NATS and Cassandra connections. Gated on CASSANDRA_URL and NATS_URL.
+ * its own NATS and Cassandra connections, and publishes with a 5 ms linger
+ * (SequencerOptions.publishLingerMs), so racing appends also meet in one
+ * batch of publishes. Gated on CASSANDRA_URL and NATS_URL.
  */
 import { randomBytes } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
@@ -28,7 +30,7 @@ timelineContract(
     const ks = await openTestKeyspace(CASSANDRA_URL ?? "", { retentionMs: 30 * DAY });
     const url = `cassandra://${ks.url.contactPoints.join(",")}/${ks.keyspace}?dc=${ks.url.localDataCenter}`;
     const prefix = `ttl${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
-    const openStore = () => createCassandraStore({ url, retentionMs: 30 * DAY, refreshTtlMs: 30 * DAY, clock: systemClock, nats: { servers: NATS_URL ?? "" }, prefix });
+    const openStore = () => createCassandraStore({ url, retentionMs: 30 * DAY, refreshTtlMs: 30 * DAY, clock: systemClock, nats: { servers: NATS_URL ?? "" }, prefix, sequencer: { publishLingerMs: 5 } });
     const persisterStore = await openStore();
     const persister = await startPersister({ nc: persisterStore.nc, names: persisterStore.names, tables: persisterStore.tables });
     return {

@@ -98,6 +98,25 @@ const bytes = (text: string) => new TextEncoder().encode(text);
 const text = (m: Msg) => new TextDecoder().decode(m.data);
 
 describe("JsRequests", () => {
+  it("with a linger, sends a request at once after a quiet spell and holds the next ones for the next batch", async () => {
+    const nc = new FakeConnection();
+    const requests = new JsRequests(nc as unknown as NatsConnection, 5000, 200);
+    const first = requests.request("a", bytes("1"));
+    await turn();
+    assert.deepEqual(nc.published.map((p) => p.subject), ["a"], "the first request after a quiet spell goes out in its own turn");
+    const second = requests.request("b", bytes("2"));
+    const third = requests.request("c", bytes("3"));
+    await turn();
+    await turn();
+    assert.deepEqual(nc.published.map((p) => p.subject), ["a"], "requests within the linger wait for the next batch");
+    assert.equal(requests.held, 2);
+    await new Promise((r) => setTimeout(r, 250));
+    assert.deepEqual(nc.published.map((p) => p.subject), ["a", "b", "c"], "the next batch carries both, together");
+    for (const p of nc.published) nc.answer(p.reply, `re ${p.subject}`);
+    assert.deepEqual((await Promise.all([first, second, third])).map(text), ["re a", "re b", "re c"]);
+    requests.close();
+  });
+
   it("publishes the requests of one turn together and resolves each with its own reply, in any order", async () => {
     const { nc, requests } = setUp();
     const one = requests.request("a", bytes("1"));
