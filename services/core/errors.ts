@@ -77,3 +77,12 @@ export function tooManyGroups(user: { readonly username: string } | readonly { r
   const who = names.length === 1 ? `${names[0]} is` : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are each`;
   return new ChatError("FailedPrecondition", `${who} already in ${max} groups, ${limit}; they must leave a group before they can be added`);
 }
+
+/**
+ * tooManyDevices is the answer when a user with `max` registered push devices
+ * (MAX_DEVICES_PER_USER) registers another: FailedPrecondition, since
+ * retrying cannot help until a device is unregistered.
+ */
+export function tooManyDevices(max: number): ChatError {
+  return new ChatError("FailedPrecondition", `you already have ${max} push devices registered, the most a user may have (MAX_DEVICES_PER_USER); unregister one first`);
+}

@@ -99,3 +99,48 @@ export interface RefreshTokenRecord {
   /** Set when the family was revoked (logout or reuse). */
   readonly revokedAt: number | null;
 }
+
+/** PushKind names a push service a device is reached through. */
+export type PushKind = "web_push" | "fcm" | "apns";
+
+/**
+ * Device is one registered push target of a user. `token` is what the push
+ * service knows the device by: the subscription's endpoint URL (web_push),
+ * the registration token (fcm), the device token in hex (apns).
+ */
+export interface Device {
+  /** Server-assigned, opaque. */
+  readonly id: string;
+  readonly userId: string;
+  readonly kind: PushKind;
+  readonly token: string;
+  /** web_push only: the subscription's P-256 public key, base64url; "" otherwise. */
+  readonly p256dh: string;
+  /** web_push only: the subscription's auth secret, base64url; "" otherwise. */
+  readonly auth: string;
+  /** apns only: the app's bundle id, sent as `apns-topic`; "" otherwise. */
+  readonly topic: string;
+  readonly createdAt: number;
+}
+
+/** NotifyLevel is a member's push setting for a group: "all" messages or "none". */
+export type NotifyLevel = "all" | "none";
+
+/** NotifySetting is a member's push setting for one group; `mutedUntil` (ms since the epoch, 0 = not muted) silences "all" until then. */
+export interface NotifySetting {
+  readonly level: NotifyLevel;
+  readonly mutedUntil: number;
+}
+
+/** DEFAULT_NOTIFY is every member's setting until they change it. */
+export const DEFAULT_NOTIFY: NotifySetting = Object.freeze({ level: "all", mutedUntil: 0 });
+
+/**
+ * MemberReadState is what a member has read of a group and how it wants to
+ * be told of the rest. `lastReadSeq` starts at the seq of the member's
+ * member_added event and only moves forward.
+ */
+export interface MemberReadState {
+  readonly lastReadSeq: number;
+  readonly notify: NotifySetting;
+}

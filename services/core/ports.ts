@@ -8,10 +8,14 @@
  */
 import type {
   ChatMessage,
+  Device,
   Group,
   GroupEvent,
   Member,
+  MemberReadState,
   Membership,
+  NotifySetting,
+  PushKind,
   RefreshTokenRecord,
   Role,
   User,
@@ -226,8 +230,80 @@ export interface GroupStore {
   purgeExpired(): Promise<number>;
 }
 
+/**
+ * ReadStateStore keeps each member's read marker and push setting for a
+ * group (issue 14). The state lives and dies with the membership: a removed
+ * member's state is gone, and a member added again starts afresh (marker =
+ * the seq of the new member_added event, setting DEFAULT_NOTIFY).
+ */
+export interface ReadStateStore {
+  /**
+   * markRead raises the member's read marker to `seq`; it never lowers it,
+   * also under concurrent or reordered calls from several processes (the
+   * highest seq any call passed wins). Returns the marker after the call, or
+   * undefined (writing nothing) if the user is not a member. The caller
+   * clamps `seq` to the group's head.
+   */
+  markRead(groupId: string, userId: string, seq: number): Promise<number | undefined>;
+  /** readStates returns the state of each of `userIds` that is a member of the group (absent = not a member). */
+  readStates(groupId: string, userIds: readonly string[]): Promise<Map<string, MemberReadState>>;
+  /** readStatesOfUser returns the user's state in each of `groupIds` the user is a member of (absent = not a member). */
+  readStatesOfUser(userId: string, groupIds: readonly string[]): Promise<Map<string, MemberReadState>>;
+  /** setNotify replaces the member's push setting; false (writing nothing) if the user is not a member. Last write wins. */
+  setNotify(groupId: string, userId: string, notify: NotifySetting): Promise<boolean>;
+  /**
+   * countUnread counts the group's retained message events with seq >
+   * afterSeq that `userId` did not send, counting at most `cap` (so
+   * min(count, cap)); reads at most about `cap` + (events of other types in
+   * the range) rows.
+   */
+  countUnread(groupId: string, userId: string, afterSeq: number, cap: number): Promise<number>;
+}
+
+/**
+ * DeviceStore keeps users' push targets. A (kind, token) belongs to one user
+ * at a time: registering it again replaces the earlier registration (of the
+ * same or another user), so a device is never stored twice.
+ */
+export interface DeviceStore {
+  /**
+   * registerDevice stores `device`. If the same user had the same (kind,
+   * token), that device is updated in place and keeps its id and createdAt
+   * (the returned device says which id is stored); another user's
+   * registration of it is removed. Fails with core/errors.ts tooManyDevices
+   * (FailedPrecondition), writing nothing, when the user already has
+   * `maxDevices` other devices; concurrent registrations of one user may
+   * exceed the cap by at most their number.
+   */
+  registerDevice(device: Device, maxDevices: number): Promise<Device>;
+  /** unregisterDevice removes the user's device; false if the user has no device with that id. */
+  unregisterDevice(userId: string, deviceId: string): Promise<boolean>;
+  /** listDevices returns the user's devices, oldest first (then by id). */
+  listDevices(userId: string): Promise<Device[]>;
+  /**
+   * removeDeviceToken removes the device the push service rejected, only if
+   * it still has `token` (a re-registration with a new token survives);
+   * no-op if gone.
+   */
+  removeDeviceToken(userId: string, deviceId: string, token: string): Promise<void>;
+}
+
+/**
+ * PushLedger makes a push happen at most once per (device, group, newest
+ * seq) across every notifier process and restart: the notifier claims a
+ * push before sending it.
+ */
+export interface PushLedger {
+  /**
+   * claimPush returns true to exactly one of all callers (across processes
+   * and store instances) for the key while its record lives (`ttlMs` from
+   * the first claim, at least), false to every other.
+   */
+  claimPush(deviceId: string, groupId: string, newestSeq: number, ttlMs: number): Promise<boolean>;
+}
+
 /** Store is everything the embedded or production store provides. */
-export interface Store extends UserStore, RefreshTokenStore, GroupStore {
+export interface Store extends UserStore, RefreshTokenStore, GroupStore, ReadStateStore, DeviceStore, PushLedger {
   /** close releases the store's resources; pending writes finish first. */
   close(): Promise<void>;
 }
@@ -243,7 +319,9 @@ export type UserNotice =
   /** The user was added to a group; its member_added event has `seq`. */
   | { readonly type: "joined"; readonly groupId: string; readonly seq: number }
   /** The session (refresh family) was revoked: its live streams end. */
-  | { readonly type: "session_revoked"; readonly sessionId: string };
+  | { readonly type: "session_revoked"; readonly sessionId: string }
+  /** The user's read marker in the group moved to `seq` (MarkRead on one device; the others show it). */
+  | { readonly type: "read"; readonly groupId: string; readonly seq: number };
 
 /**
  * EventBus fans out group events (after they are durable) and per-user
@@ -375,4 +453,64 @@ export interface Presence {
   setOffline(holder: string, userIds: readonly string[]): Promise<void>;
   /** online returns those of `userIds` with a live entry on any holder. */
   online(userIds: readonly string[]): Promise<ReadonlySet<string>>;
+}
+
+/**
+ * EventFeed delivers every durable group event (messages and changes, of
+ * every group) to named durable followers such as the notifier: at least
+ * once, starting after the last event the follower's name acknowledged (a
+ * new name starts at the events appended after its first follow call).
+ * An event is acknowledged when the handler's promise for it resolves; one
+ * that rejects, or is not done within `ackWaitMs`, comes again (maybe to
+ * another instance), and so do the unacknowledged ones of a follower that
+ * died. Instances following one name share the events: each goes to one of
+ * them at a time. At most `maxPending` events are handed out and not yet
+ * acknowledged per instance. Events of a group come in seq order to one
+ * instance in the common case; redelivery can break that, so a follower must
+ * not depend on order.
+ */
+export interface EventFeed {
+  /**
+   * follow starts delivery to `handler` under `name` (1-32 of a-z 0-9 _ -,
+   * starting with a letter or digit; ChatError InvalidArgument otherwise, as
+   * for `maxPending` or `ackWaitMs` below 1); it resolves once delivery is
+   * set up, so events appended after that reach the name. The subscription
+   * stops it (events in flight are not acknowledged).
+   */
+  follow(name: string, handler: (event: GroupEvent) => Promise<void>, opts: { readonly maxPending: number; readonly ackWaitMs: number }): Promise<Subscription>;
+}
+
+/** PushContent is what one coalesced push says. */
+export interface PushContent {
+  readonly groupId: string;
+  readonly groupName: string;
+  /** The newest message's seq: the app fetches history up to it. */
+  readonly newestSeq: number;
+  /** How many new messages the push stands for ("N new messages in <group>"). */
+  readonly count: number;
+  readonly latestSender: string;
+  /** A short preview of the newest message (already cut to fit). */
+  readonly preview: string;
+  /** The user's total unread count over all groups. */
+  readonly badge: number;
+  /** Collapses pushes of one (user, group) on the device: APNs apns-collapse-id, FCM collapse key, Web Push Topic. */
+  readonly collapseKey: string;
+}
+
+/**
+ * PushOutcome is what one delivery attempt achieved: "sent"; "invalid" (the
+ * service says the device is gone: remove it); "retry" (429/5xx or a
+ * network error: try again, not before `afterMs` when the service said
+ * so); "failed" (rejected for another reason: do not retry).
+ */
+export type PushOutcome =
+  | { readonly kind: "sent" }
+  | { readonly kind: "invalid"; readonly reason: string }
+  | { readonly kind: "retry"; readonly reason: string; readonly afterMs?: number }
+  | { readonly kind: "failed"; readonly reason: string };
+
+/** PushSender delivers one push to one device of its kind, in one attempt (retries are the caller's). Never throws: failures are outcomes. */
+export interface PushSender {
+  readonly kind: PushKind;
+  send(device: Device, content: PushContent): Promise<PushOutcome>;
 }

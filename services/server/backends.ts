@@ -1,4 +1,5 @@
 import { createCassandraStore } from "../adapters/jetstream-cassandra/cassandra-store.js";
+import { createJetStreamEventFeed } from "../adapters/jetstream-cassandra/jetstream-event-feed.js";
 import { startPersister } from "../adapters/jetstream-cassandra/persister.js";
 import { FallbackRateLimiter } from "../adapters/fallback-rate-limiter.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
@@ -13,9 +14,11 @@ import { RedisMembershipCache } from "../adapters/redis/redis-membership-cache.j
 import { RedisPresence } from "../adapters/redis/redis-presence.js";
 import { RedisRateLimiter } from "../adapters/redis/redis-rate-limiter.js";
 import { RedisRecentMessages } from "../adapters/redis/redis-recent-messages.js";
+import { createSqliteEventFeed } from "../adapters/sqlite/sqlite-event-feed.js";
 import { createSqliteStore } from "../adapters/sqlite/sqlite-store.js";
+import type { SqliteStore } from "../adapters/sqlite/sqlite-store.js";
 import type { Logger } from "../core/logger.js";
-import type { Clock, EventBus, MembershipCache, Presence, RateLimiter, RecentMessages, Store } from "../core/ports.js";
+import type { Clock, EventBus, EventFeed, MembershipCache, Presence, RateLimiter, RecentMessages, Store } from "../core/ports.js";
 import type { Config } from "./config.js";
 
 /** BackendCheck names a backend and tells whether it is reachable now (for health). */
@@ -40,6 +43,14 @@ export interface Backends {
   readonly recent: RecentMessages;
   readonly presence: Presence;
   readonly limiter: RateLimiter;
+  /**
+   * feed follows every group's durable events for named followers (the
+   * notifier): a durable JetStream consumer per name on the store's NATS
+   * connection with a cassandra:// store, else the SQLite file's `events`
+   * table (the store's own connection for sqlite::memory:). Followers are
+   * stopped by close().
+   */
+  readonly feed: EventFeed;
   /** checks lists the remote backends, for health. */
   readonly checks: readonly BackendCheck[];
   /** close releases every backend (store last, after pending writes). */
@@ -58,7 +69,9 @@ export interface Backends {
  * the store sequences every event through JetStream and that publish is the
  * fan-out, so the services' own publishEvent is skipped
  * (storePublishesEvents); processes serving "message" also run the
- * persister. Migrations run first when config.migrate is set.
+ * persister. The event feed follows the store: JetStream with a cassandra://
+ * store, the SQLite file otherwise. Migrations run first when config.migrate
+ * is set.
  */
 export async function openBackends(config: Config, clock: Clock, logger: Logger, observers: BackendObservers = {}): Promise<Backends> {
   let cacheRef: MembershipCache | undefined;
@@ -78,16 +91,29 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger,
         sequencer: { publishLingerMs: config.timelinePublishLingerMs },
       })
     : undefined;
+  const sqlitePath = config.storeUrl.slice("sqlite:".length);
+  let sqlite: SqliteStore | undefined;
   const store: Store =
     cassandra ??
-    createSqliteStore({
-      path: config.storeUrl.slice("sqlite:".length),
+    (sqlite = createSqliteStore({
+      path: sqlitePath,
       retentionMs: config.retentionMs,
       clock,
       onBackgroundError: (err) => logger.error({ err }, "sqlite background work failed"),
       ...(observers.onStoreCommit ? { onCommit: observers.onStoreCommit } : {}),
-    });
+    }));
   try {
+    let feed: EventFeed & { close(): Promise<void> };
+    if (cassandra) {
+      feed = await createJetStreamEventFeed({ nc: cassandra.nc, names: cassandra.names, logger });
+    } else {
+      const inMemory = sqlitePath === ":memory:" || sqlitePath === "";
+      feed = createSqliteEventFeed({
+        ...(inMemory && sqlite ? { db: sqlite.db } : { path: sqlitePath }),
+        onError: (err) => logger.warn({ err }, "event feed background work failed"),
+      });
+    }
+    closers.push(() => feed.close());
     if (cassandra) {
       checks.push({ name: "cassandra", critical: true, healthy: () => cassandra.isHealthy() });
       if (config.services.includes("message")) {
@@ -108,7 +134,7 @@ export async function openBackends(config: Config, clock: Clock, logger: Logger,
         closers.push(() => persister.stop());
       }
     }
-    const backends = await openRest(config, clock, logger, store, closers, checks, connectionName, cassandra !== undefined);
+    const backends = await openRest(config, clock, logger, store, feed, closers, checks, connectionName, cassandra !== undefined);
     cacheRef = backends.cache;
     return backends;
   } catch (e) {
@@ -124,6 +150,7 @@ async function openRest(
   clock: Clock,
   logger: Logger,
   store: Store,
+  feed: EventFeed,
   closers: (() => Promise<void>)[],
   checks: BackendCheck[],
   connectionName: string,
@@ -176,6 +203,7 @@ async function openRest(
     recent,
     presence,
     limiter,
+    feed,
     checks,
     async close() {
       for (const close of closers.reverse()) await close().catch((err: unknown) => logger.warn({ err }, "closing a backend failed"));

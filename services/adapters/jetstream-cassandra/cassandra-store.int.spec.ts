@@ -5,7 +5,8 @@
  * `<keyspace>_<random>` and under a NATS prefix of its own; both are dropped
  * at the end.
  *
- * Besides the Store contract: two store instances (two "processes") on one
+ * Besides the Store contract (and the ReadStateStore, DeviceStore and
+ * PushLedger contracts): two store instances (two "processes") on one
  * group, a crash between the JetStream publish and the Cassandra write
  * (repaired by the persister, by a later change, and by a retried send), and
  * live delivery to NatsEventBus subscribers.
@@ -16,6 +17,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { deviceStoreContract } from "../../../test/contract/device-store.contract.js";
+import { pushLedgerContract } from "../../../test/contract/push-ledger.contract.js";
+import { readStateStoreContract } from "../../../test/contract/read-state-store.contract.js";
 import { storeContract } from "../../../test/contract/store.contract.js";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
@@ -78,6 +82,14 @@ after(async () => {
 });
 
 storeContract("cassandra+jetstream", open, { skip: skip !== false });
+readStateStoreContract("cassandra+jetstream", open, { skip: skip !== false });
+deviceStoreContract("cassandra+jetstream", () => open({ retentionMs: 30 * DAY, clock: { now: () => Date.now() } }), { skip: skip !== false });
+// Two instances (own Cassandra client and NATS connection each) on the run's keyspace. Records expire by their TTL.
+pushLedgerContract(
+  "cassandra+jetstream",
+  async (clock) => [await open({ retentionMs: 30 * DAY, clock }), await open({ retentionMs: 30 * DAY, clock })],
+  { skip: skip !== false },
+);
 
 function userRef(): UserRef {
   const id = newId();

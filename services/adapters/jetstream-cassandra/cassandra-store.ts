@@ -43,6 +43,10 @@
  *   then publishes seq 1 on an empty slot.
  * - Retention: rows expire by the tables' TTL, so purgeExpired deletes
  *   nothing and returns 0; reads hide expired events by the injected clock.
+ * - Read state, devices and the push ledger go straight to their tables
+ *   (read-state-tables.ts, device-tables.ts, push-ledger-tables.ts);
+ *   countUnread counts over readEvents, so it sees what the persister has
+ *   not written yet.
  */
 import { randomUUID } from "node:crypto";
 import cassandra from "cassandra-driver";
@@ -51,7 +55,21 @@ import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ChatError, groupNotFound, tooManyGroups } from "../../core/errors.js";
-import type { ChatMessage, EventBody, Group, GroupEvent, Member, Membership, RefreshTokenRecord, User, UserCredentials, UserRef } from "../../core/model.js";
+import type {
+  ChatMessage,
+  Device,
+  EventBody,
+  Group,
+  GroupEvent,
+  Member,
+  MemberReadState,
+  Membership,
+  NotifySetting,
+  RefreshTokenRecord,
+  User,
+  UserCredentials,
+  UserRef,
+} from "../../core/model.js";
 import type {
   AppendResult,
   Clock,
@@ -136,6 +154,12 @@ const MAX_LOG_FILL = 1_024;
 
 /** How many senders' membership checks are kept. */
 const MEMBER_CHECKS = 100_000;
+
+/** Most events one page of countUnread reads. */
+const UNREAD_PAGE = 1_000;
+
+/** Least events one page of countUnread reads (so a small cap among many other events takes few pages). */
+const UNREAD_MIN_PAGE = 32;
 
 /** MemberCheck is a sender found to be a member of a group as of `change` (the group's latest change then). */
 interface MemberCheck {
@@ -405,6 +429,66 @@ export class CassandraStore implements Store {
 
   ackMember(groupId: string, userId: string, seq: number): Promise<void> {
     return this.tables.groups.ackMember(groupId, userId, seq);
+  }
+
+  // ---- read state, devices, push ledger ----
+
+  markRead(groupId: string, userId: string, seq: number): Promise<number | undefined> {
+    return this.tables.readStates.markRead(groupId, userId, seq);
+  }
+
+  readStates(groupId: string, userIds: readonly string[]): Promise<Map<string, MemberReadState>> {
+    return this.tables.readStates.readStates(groupId, userIds);
+  }
+
+  readStatesOfUser(userId: string, groupIds: readonly string[]): Promise<Map<string, MemberReadState>> {
+    return this.tables.readStates.readStatesOfUser(userId, groupIds);
+  }
+
+  setNotify(groupId: string, userId: string, notify: NotifySetting): Promise<boolean> {
+    return this.tables.readStates.setNotify(groupId, userId, notify);
+  }
+
+  /**
+   * countUnread pages readEvents (Cassandra merged with the timeline stream's
+   * not yet persisted tail, so a message counts as soon as its append
+   * returned) from afterSeq, each page asking for what is left to count (at
+   * least UNREAD_MIN_PAGE, at most UNREAD_PAGE events), until `cap` messages
+   * of others were counted or the events end.
+   */
+  async countUnread(groupId: string, userId: string, afterSeq: number, cap: number): Promise<number> {
+    const n = Number.isFinite(cap) ? Math.floor(cap) : 0;
+    let counted = 0;
+    let after = afterSeq;
+    while (counted < n) {
+      const want = Math.min(UNREAD_PAGE, Math.max(n - counted, UNREAD_MIN_PAGE));
+      const page = await this.readEvents(groupId, after, want);
+      for (const e of page) if (e.body.type === "message" && e.actor.id !== userId && counted < n) counted++;
+      const last = page.at(-1);
+      if (page.length < want || !last || last.seq <= after) break;
+      after = last.seq;
+    }
+    return counted;
+  }
+
+  registerDevice(device: Device, maxDevices: number): Promise<Device> {
+    return this.tables.devices.registerDevice(device, maxDevices);
+  }
+
+  unregisterDevice(userId: string, deviceId: string): Promise<boolean> {
+    return this.tables.devices.unregisterDevice(userId, deviceId);
+  }
+
+  listDevices(userId: string): Promise<Device[]> {
+    return this.tables.devices.listDevices(userId);
+  }
+
+  removeDeviceToken(userId: string, deviceId: string, token: string): Promise<void> {
+    return this.tables.devices.removeDeviceToken(userId, deviceId, token);
+  }
+
+  claimPush(deviceId: string, groupId: string, newestSeq: number, ttlMs: number): Promise<boolean> {
+    return this.tables.pushLedger.claimPush(deviceId, groupId, newestSeq, ttlMs);
   }
 
   /** purgeExpired deletes nothing: the tables' TTL expires events (reads already hide them). Returns 0. */

@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import type { Client } from "cassandra-driver";
 import { isChatError } from "../../core/errors.js";
 import { newId } from "../../core/ids.js";
+import { DEFAULT_NOTIFY } from "../../core/model.js";
 import type { GroupEvent, UserCredentials, UserRef } from "../../core/model.js";
 import type { Clock } from "../../core/ports.js";
 import { createCassandraTables } from "./cassandra-tables.js";
@@ -16,6 +17,8 @@ import { DAY_MS, bucketOf } from "./event-tables.js";
 import type { MessageEvent } from "./event-tables.js";
 import type { GroupCounts } from "./group-tables.js";
 import { MIGRATIONS, createKeyspace, migrate } from "./migrations.js";
+import { ledgerTtlSeconds } from "./push-ledger-tables.js";
+import { encodeNotify } from "./read-state-tables.js";
 import { openTestKeyspace } from "../../../test/support/test-keyspace.js";
 import type { TestKeyspace } from "../../../test/support/test-keyspace.js";
 
@@ -110,14 +113,14 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
   }
 
   describe("migrations", () => {
-    it("applied versions 1 and 2 once; a second run applies nothing", async () => {
-      assert.deepEqual(ks.migrated?.applied, [1, 2]);
+    it("applied versions 1 to 3 once; a second run applies nothing", async () => {
+      assert.deepEqual(ks.migrated?.applied, [1, 2, 3]);
       const again = await migrate(client, ks.keyspace, { retentionMs: RETENTION_MS });
       assert.deepEqual(again, { applied: [], retentionUpdated: [] });
       const rows = (await client.execute(`SELECT version FROM ${ks.keyspace}.schema_migrations`)).rows;
       assert.deepEqual(
         rows.map((r) => r.get("version")).sort(),
-        [1, 2],
+        [1, 2, 3],
       );
     });
 
@@ -147,7 +150,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         const results = await Promise.all(clients.map((c) => migrate(c, other.keyspace, { retentionMs: RETENTION_MS })));
         assert.deepEqual(
           results.flatMap((r) => r.applied).sort(),
-          [1, 2],
+          [1, 2, 3],
           "exactly one run applied each version",
         );
         const tables = await client.execute(
@@ -155,7 +158,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
           [other.keyspace],
           { prepare: true },
         );
-        assert.equal(tables.rowLength, 13);
+        assert.equal(tables.rowLength, 16);
         const week = 7 * DAY_MS;
         const changed = await Promise.all(clients.map((c) => migrate(c, other.keyspace, { retentionMs: week })));
         assert.deepEqual(
@@ -171,7 +174,7 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         assert.equal(ttl.rows[0]?.get("default_time_to_live"), week / 1000);
         // createKeyspace is idempotent too.
         await createKeyspace(client, other.keyspace, other.url.replication);
-        assert.equal(MIGRATIONS.length, 2);
+        assert.equal(MIGRATIONS.length, 3);
       } finally {
         await other.drop();
       }
@@ -441,6 +444,126 @@ describe("Cassandra tables (integration)", { skip: URL ? false : "CASSANDRA_URL 
         { prepare: true },
       );
       assert.equal(raw.rowLength, 0, "no partial row for a non-member");
+    });
+  });
+
+  describe("read state (version 3)", () => {
+    const counts = (memberCount: number, ownerCount: number): GroupCounts => ({ memberCount, ownerCount });
+
+    /** writeTimes reads the write times of a member's last_read_seq and notify cells in both directions. */
+    async function writeTimes(groupId: string, userId: string) {
+      const byGroup = await client.execute(
+        `SELECT WRITETIME(last_read_seq) AS m, WRITETIME(notify) AS n FROM ${ks.keyspace}.members_by_group WHERE group_id = ? AND user_id = ?`,
+        [groupId, userId],
+        { prepare: true },
+      );
+      const byUser = await client.execute(
+        `SELECT WRITETIME(last_read_seq) AS m, WRITETIME(notify) AS n FROM ${ks.keyspace}.groups_by_user WHERE user_id = ? AND group_id = ?`,
+        [userId, groupId],
+        { prepare: true },
+      );
+      const row = (r: typeof byGroup) => [r.rows[0]?.get("m"), r.rows[0]?.get("n")].map((v: unknown) => (v === null || v === undefined ? null : Number(v)));
+      return { byGroup: row(byGroup), byUser: row(byUser) };
+    }
+
+    it("stamps markers with their seq and settings with the join seq, in both directions", async () => {
+      const { id, owner } = await newGroup();
+      const bob = userRef();
+      await writeEvent(t, memberEvent(id, 2, clock.now(), owner, { type: "member_added", member: bob, role: "member" }), counts(2, 1));
+      assert.deepEqual(await writeTimes(id, bob.id), { byGroup: [2, null], byUser: [2, null] }, "member_added writes the marker");
+      assert.equal(await t.readStates.markRead(id, bob.id, 9), 9);
+      await t.readStates.setNotify(id, bob.id, { level: "none", mutedUntil: 0 });
+      assert.deepEqual(await writeTimes(id, bob.id), { byGroup: [9, 2], byUser: [9, 2] });
+      assert.deepEqual((await t.readStates.readStatesOfUser(bob.id, [id])).get(id), { lastReadSeq: 9, notify: { level: "none", mutedUntil: 0 } });
+    });
+
+    it("a marker or setting written late by a call that read an earlier membership is shadowed, and leaves no row behind", async () => {
+      const { id, owner } = await newGroup();
+      const bob = userRef();
+      const at = clock.now();
+      await writeEvent(t, memberEvent(id, 2, at, owner, { type: "member_added", member: bob, role: "member" }), counts(2, 1));
+      await writeEvent(t, memberEvent(id, 5, at, owner, { type: "member_removed", member: bob }), counts(1, 1));
+      // What markRead(4) and setNotify would write had they read bob's row just before the removal.
+      const stale = async () => {
+        for (const [table, key] of [["members_by_group", "group_id = ? AND user_id = ?"], ["groups_by_user", "user_id = ? AND group_id = ?"]] as const) {
+          const params = table === "members_by_group" ? [id, bob.id] : [bob.id, id];
+          await client.execute(`UPDATE ${ks.keyspace}.${table} USING TIMESTAMP 4 SET last_read_seq = 4 WHERE ${key}`, params, { prepare: true });
+          await client.execute(`UPDATE ${ks.keyspace}.${table} USING TIMESTAMP 2 SET notify = ? WHERE ${key}`, [encodeNotify({ level: "none", mutedUntil: 0 }), ...params], {
+            prepare: true,
+          });
+        }
+      };
+      await stale();
+      assert.equal((await t.readStates.readStates(id, [bob.id])).size, 0);
+      const raw = await client.execute(`SELECT * FROM ${ks.keyspace}.members_by_group WHERE group_id = ? AND user_id = ?`, [id, bob.id], { prepare: true });
+      assert.equal(raw.rowLength, 0, "no partial row");
+      assert.equal(await t.groups.countMemberships(bob.id, 10), 0);
+      await writeEvent(t, memberEvent(id, 8, at, owner, { type: "member_added", member: bob, role: "member" }), counts(2, 1));
+      await stale();
+      assert.deepEqual((await t.readStates.readStates(id, [bob.id])).get(bob.id), { lastReadSeq: 8, notify: DEFAULT_NOTIFY });
+      assert.deepEqual((await t.readStates.readStatesOfUser(bob.id, [id])).get(id), { lastReadSeq: 8, notify: DEFAULT_NOTIFY });
+    });
+
+    it("upgrades a version 2 keyspace: a membership from before reads its join seq and the default setting", async () => {
+      const other = await openTestKeyspace(URL ?? "", { migrate: false });
+      try {
+        const ksName = other.keyspace;
+        assert.deepEqual((await migrate(other.client, ksName, { retentionMs: RETENTION_MS, migrations: MIGRATIONS.slice(0, 2) })).applied, [1, 2]);
+        const [g, u] = [newId(), newId()];
+        await other.client.execute(
+          `INSERT INTO ${ksName}.members_by_group (group_id, user_id, username, role, joined_at) VALUES (?, ?, 'old', 'member', ?) USING TIMESTAMP 7`,
+          [g, u, clock.now()],
+          { prepare: true },
+        );
+        await other.client.execute(
+          `INSERT INTO ${ksName}.groups_by_user (user_id, group_id, role, joined_at) VALUES (?, ?, 'member', ?) USING TIMESTAMP 7`,
+          [u, g, clock.now()],
+          { prepare: true },
+        );
+        assert.deepEqual((await migrate(other.client, ksName, { retentionMs: RETENTION_MS })).applied, [3]);
+        const tables = createCassandraTables(other.client, { keyspace: ksName, retentionMs: RETENTION_MS, refreshTtlMs: REFRESH_TTL_MS, clock });
+        assert.deepEqual((await tables.readStates.readStates(g, [u])).get(u), { lastReadSeq: 7, notify: DEFAULT_NOTIFY });
+        assert.deepEqual((await tables.readStates.readStatesOfUser(u, [g])).get(g), { lastReadSeq: 7, notify: DEFAULT_NOTIFY });
+        assert.equal(await tables.readStates.markRead(g, u, 6), 7, "the join seq is the floor");
+        // An AddColumn step is idempotent, and refuses a column of another type.
+        const again = { version: 4, description: "again", statements: () => [{ addColumn: { table: "members_by_group", column: "notify", type: "text" } }] };
+        assert.deepEqual((await migrate(other.client, ksName, { retentionMs: RETENTION_MS, migrations: [...MIGRATIONS, again] })).applied, [4]);
+        const clash = { version: 5, description: "clash", statements: () => [{ addColumn: { table: "members_by_group", column: "notify", type: "bigint" } }] };
+        await assert.rejects(migrate(other.client, ksName, { retentionMs: RETENTION_MS, migrations: [...MIGRATIONS, again, clash] }), /is text, not bigint/);
+      } finally {
+        await other.drop();
+      }
+    });
+  });
+
+  describe("push devices and ledger (version 3)", () => {
+    it("a token taken over by another user moves its entry; unregistering drops the entry it still names", async () => {
+      const [alice, bob] = [newId(), newId()];
+      const token = `tok-${newId()}`;
+      const base = { kind: "fcm", token, p256dh: "", auth: "", topic: "", createdAt: clock.now() } as const;
+      const entry = async () => {
+        const r = await client.execute(`SELECT user_id, device_id FROM ${ks.keyspace}.device_by_token WHERE kind = 'fcm' AND push_token = ?`, [token], { prepare: true });
+        return r.rows[0] ? [r.rows[0].get("user_id"), r.rows[0].get("device_id")] : undefined;
+      };
+      const a = await t.devices.registerDevice({ ...base, id: newId(), userId: alice }, 5);
+      assert.deepEqual(await entry(), [alice, a.id]);
+      const b = await t.devices.registerDevice({ ...base, id: newId(), userId: bob }, 5);
+      assert.deepEqual(await entry(), [bob, b.id]);
+      assert.deepEqual(await t.devices.listDevices(alice), []);
+      assert.equal(await t.devices.unregisterDevice(bob, b.id), true);
+      assert.equal(await entry(), undefined);
+    });
+
+    it("claims a push with a TTL of whole seconds plus one", async () => {
+      assert.deepEqual([0, 1, 999, 1000, 1001, 60_000].map(ledgerTtlSeconds), [2, 2, 2, 2, 3, 61]);
+      const [d, g] = [newId(), newId()];
+      assert.equal(await t.pushLedger.claimPush(d, g, 3, 60_000), true);
+      assert.equal(await t.pushLedger.claimPush(d, g, 3, 60_000), false);
+      const r = await client.execute(`SELECT TTL(claim) AS ttl FROM ${ks.keyspace}.push_ledger WHERE device_id = ? AND group_id = ? AND newest_seq = 3`, [d, g], {
+        prepare: true,
+      });
+      const ttl = Number(r.rows[0]?.get("ttl"));
+      assert.ok(ttl > 55 && ttl <= 61, `ttl ${ttl}`);
     });
   });
 

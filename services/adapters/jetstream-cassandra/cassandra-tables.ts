@@ -11,15 +11,20 @@
  * | users and sessions            | users, users_by_name, refresh_tokens, refresh_tokens_by_family, revoked_sessions | user-tables.ts |
  * | groups and memberships        | groups, members_by_group, groups_by_user                                | group-tables.ts    |
  * | events                        | events_by_group, group_buckets (and groups.head_seq)                    | event-tables.ts    |
+ * | read state                    | last_read_seq and notify of members_by_group and groups_by_user         | read-state-tables.ts |
+ * | push devices                  | devices_by_user, device_by_token                                        | device-tables.ts   |
+ * | push ledger                   | push_ledger                                                             | push-ledger-tables.ts |
  * | (how they all send requests)  |                                                                         | cassandra-session.ts |
  *
  * Rules every family keeps (each module states its own in detail):
  * - Prepared statements only; absent values are bound as `unset`, never
  *   null, so no write leaves a tombstone behind.
- * - LWT only for username uniqueness and refresh-token rotation.
+ * - LWT only for username uniqueness, refresh-token rotation and claiming a
+ *   push (push_ledger).
  * - Every write to `groups`, `members_by_group` and `groups_by_user` carries
  *   `USING TIMESTAMP <seq>` of the event it comes from (1 for the group's
- *   creation), never a wall-clock timestamp.
+ *   creation), or a seq for read state (read-state-tables.ts), never a
+ *   wall-clock timestamp.
  * - `group_buckets.first_seq` is written with timestamp MAX - seq and
  *   `last_seq` with timestamp seq, so the index is exact without a read.
  * - Retention: table TTLs delete expired rows; reads also hide every event
@@ -28,8 +33,11 @@
 import type { Client } from "cassandra-driver";
 import type { Clock } from "../../core/ports.js";
 import { CassandraSession } from "./cassandra-session.js";
+import { DeviceTables } from "./device-tables.js";
 import { EventTables } from "./event-tables.js";
 import { GroupTables } from "./group-tables.js";
+import { PushLedgerTables } from "./push-ledger-tables.js";
+import { ReadStateTables } from "./read-state-tables.js";
 import { UserTables } from "./user-tables.js";
 
 /** CassandraTablesOptions configures createCassandraTables. */
@@ -64,6 +72,12 @@ export interface CassandraTables {
   readonly groups: GroupTables;
   /** events, their bucket index and message ids; messages are written here. */
   readonly events: EventTables;
+  /** members' read markers and push settings (on the membership rows). */
+  readonly readStates: ReadStateTables;
+  /** users' push devices. */
+  readonly devices: DeviceTables;
+  /** claimed pushes. */
+  readonly pushLedger: PushLedgerTables;
 }
 
 /**
@@ -76,5 +90,12 @@ export function createCassandraTables(client: Client, opts: CassandraTablesOptio
   const session = new CassandraSession(client, opts.keyspace);
   const events = new EventTables(session, { retentionMs: opts.retentionMs, clock: opts.clock });
   const users = new UserTables(session, { clock: opts.clock, refreshTtlMs: opts.refreshTtlMs });
-  return { users, groups: new GroupTables(session, events), events };
+  return {
+    users,
+    groups: new GroupTables(session, events),
+    events,
+    readStates: new ReadStateTables(session),
+    devices: new DeviceTables(session),
+    pushLedger: new PushLedgerTables(session),
+  };
 }

@@ -13,7 +13,9 @@
  *   head_seq never goes down, a replayed old add cannot undo a later removal,
  *   and an ack (written with timestamp = the acked seq) never lowers acked_seq.
  *   Nothing may ever write those tables with a wall-clock timestamp: one such
- *   cell would win over every later seq-stamped write.
+ *   cell would win over every later seq-stamped write. The read state on the
+ *   membership rows (ReadStateTables, read-state-tables.ts) keeps this rule:
+ *   member_added writes last_read_seq = its seq here.
  * - Counts are stored: `member_count` and `owner_count` are written with the
  *   event that changes them (its writer knows them from the snapshot it
  *   decided on); countMembers derives them for repairs.
@@ -246,8 +248,9 @@ export class GroupTables {
     const b = e.body;
     switch (b.type) {
       case "member_added":
-        out.push([q.insertMember, [e.groupId, b.member.id, b.member.username, b.role, e.at, s]]);
-        out.push([q.insertMembership, [b.member.id, e.groupId, b.role, e.at, s]]);
+        // The read marker starts at the member_added event; the push setting is absent (the default).
+        out.push([q.insertMember, [e.groupId, b.member.id, b.member.username, b.role, e.at, s, s]]);
+        out.push([q.insertMembership, [b.member.id, e.groupId, b.role, e.at, s, s]]);
         break;
       case "member_removed":
         out.push([q.deleteMember, [s, e.groupId, b.member.id]]);
@@ -289,9 +292,10 @@ function statements(ks: string) {
     setCounts: `UPDATE ${ks}.groups USING TIMESTAMP ? SET member_count = ?, owner_count = ? WHERE group_id = ?`,
     renameGroup: `UPDATE ${ks}.groups USING TIMESTAMP ? SET name = ? WHERE group_id = ?`,
 
-    insertMember: `INSERT INTO ${ks}.members_by_group (group_id, user_id, username, role, joined_at)
+    insertMember: `INSERT INTO ${ks}.members_by_group (group_id, user_id, username, role, joined_at, last_read_seq)
+      VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`,
+    insertMembership: `INSERT INTO ${ks}.groups_by_user (user_id, group_id, role, joined_at, last_read_seq)
       VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?`,
-    insertMembership: `INSERT INTO ${ks}.groups_by_user (user_id, group_id, role, joined_at) VALUES (?, ?, ?, ?) USING TIMESTAMP ?`,
     deleteMember: `DELETE FROM ${ks}.members_by_group USING TIMESTAMP ? WHERE group_id = ? AND user_id = ?`,
     deleteMembership: `DELETE FROM ${ks}.groups_by_user USING TIMESTAMP ? WHERE user_id = ? AND group_id = ?`,
     setMemberRole: `UPDATE ${ks}.members_by_group USING TIMESTAMP ? SET role = ? WHERE group_id = ? AND user_id = ?`,

@@ -9,6 +9,7 @@
  * |----------------------------|--------------------------|-----------------------------------------------|
  * | the timeline stream        | `<PREFIX>_TIMELINE`      | {@link timelineStreamConfig}, {@link ensureTimelineStream} |
  * | the persisters' consumer   | `persister` (durable)    | {@link ensurePersisterConsumer}               |
+ * | an EventFeed name's consumer | `feed-<name>` (durable, e.g. `feed-notifier`) | {@link ensureFeedConsumer} |
  *
  * Everything else reads the stream without declaring anything on it: direct
  * gets (JetStreamSequencer, NatsEventBus) and message gets answered by the
@@ -190,4 +191,55 @@ export async function ensurePersisterConsumer(jsm: JetStreamManager, names: Nats
       throw e;
     });
   }
+}
+
+/**
+ * FEED_MAX_ACK_PENDING bounds the events of one EventFeed name handed out
+ * and not acked yet, over all its instances (each bounds its own share by
+ * its maxPending): what a handler that keeps failing holds in redelivery.
+ */
+const FEED_MAX_ACK_PENDING = 20_000;
+
+/**
+ * ensureFeedConsumer creates the durable pull consumer of the EventFeed
+ * follower `name` (NatsNames.feed) if it does not exist: explicit acks,
+ * ack_wait = `ackWaitMs`, redelivered without limit, over every group
+ * subject, starting with the events stored after its creation
+ * (DeliverPolicy.New: a new name gets only what is appended after its first
+ * follow), replicated like the stream (num_replicas unset: the stream's).
+ * An existing one keeps its position and ack state; its ack_wait is set to
+ * `ackWaitMs` if it differs (the latest follow call wins). Safe to race.
+ * Returns the consumer's name. Throws ChatError InvalidArgument for a bad
+ * name.
+ */
+export async function ensureFeedConsumer(jsm: JetStreamManager, names: NatsNames, name: string, ackWaitMs: number): Promise<string> {
+  const stream = names.timelineStream;
+  const durable = names.feed(name);
+  const ackWait = nanos(ackWaitMs);
+  try {
+    const info = await jsm.consumers.info(stream, durable);
+    if (info.config.ack_wait !== ackWait) await jsm.consumers.update(stream, durable, { ack_wait: ackWait });
+    return durable;
+  } catch (e) {
+    if (!(e instanceof JetStreamApiError) || e.code !== JetStreamApiCodes.ConsumerNotFound) throw e;
+  }
+  try {
+    await jsm.consumers.add(stream, {
+      durable_name: durable,
+      description: `EventFeed follower ${name}: every durable group event, at least once (its instances share it)`,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      replay_policy: ReplayPolicy.Instant,
+      filter_subject: names.allGroups,
+      ack_wait: ackWait,
+      max_ack_pending: FEED_MAX_ACK_PENDING,
+      max_deliver: -1,
+    });
+  } catch (e) {
+    // Another instance created it first.
+    await jsm.consumers.info(stream, durable).catch(() => {
+      throw e;
+    });
+  }
+  return durable;
 }

@@ -2,7 +2,9 @@
  * Versioned, idempotent schema migrations for the Cassandra/ScyllaDB store.
  *
  * - Every statement is `CREATE ... IF NOT EXISTS` (or otherwise idempotent),
- *   so re-running a step that was interrupted is harmless.
+ *   so re-running a step that was interrupted is harmless. A new column is
+ *   an AddColumn step: added only if system_schema does not list it yet
+ *   (Cassandra before 4.1 and ScyllaDB have no `ADD IF NOT EXISTS`).
  * - Each applied version is recorded in `<keyspace>.schema_migrations`
  *   (`INSERT ... IF NOT EXISTS`), and skipped on later runs.
  * - Concurrent runs (several processes starting with MIGRATE=true) take turns:
@@ -45,12 +47,20 @@ export interface SchemaParams {
   readonly retentionSeconds: number;
 }
 
+/** AddColumn adds a column to a table of the keyspace unless it has it already (idempotent). */
+export interface AddColumn {
+  readonly addColumn: { readonly table: string; readonly column: string; readonly type: string };
+}
+
+/** SchemaStatement is one idempotent step of a migration: a CQL statement or an AddColumn. */
+export type SchemaStatement = string | AddColumn;
+
 /** CassandraMigration is one schema step: `version` is unique and increasing. */
 export interface CassandraMigration {
   readonly version: number;
   readonly description: string;
-  /** The CQL statements of the step, each idempotent on its own. */
-  statements(p: SchemaParams): readonly string[];
+  /** The statements of the step, each idempotent on its own. */
+  statements(p: SchemaParams): readonly SchemaStatement[];
 }
 
 const TWCS = "{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}";
@@ -80,6 +90,15 @@ const TWCS = "{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit'
  *   `Nats-Msg-Id` duplicate window makes sends idempotent); kept for schema
  *   compatibility, since a deployed schema cannot be un-migrated. Rows
  *   written before expire with its TTL.
+ * - Read state (version 3) lives on the membership rows in both directions:
+ *   `last_read_seq` (written with the member_added event and by markRead,
+ *   USING TIMESTAMP <seq> like every other membership cell) and `notify`
+ *   (the push setting; see read-state-tables.ts), so a removal drops it.
+ * - `devices_by_user` (by user, then device id) and `device_by_token`
+ *   ((kind, push_token) -> user and device id), version 3 (`token` is a CQL
+ *   keyword, so the device's token is `push_token`).
+ * - `push_ledger` (version 3): one row per claimed (device, group, newest
+ *   seq), claimed with `INSERT ... IF NOT EXISTS USING TTL`.
  */
 export const MIGRATIONS: readonly CassandraMigration[] = [
   {
@@ -182,6 +201,40 @@ export const MIGRATIONS: readonly CassandraMigration[] = [
         WITH gc_grace_seconds = ${DAY_SECONDS}`,
     ],
   },
+  {
+    version: 3,
+    description: "read markers and push settings on memberships, push devices, the push ledger (issue 14)",
+    statements: ({ keyspace: ks }) => [
+      { addColumn: { table: "members_by_group", column: "last_read_seq", type: "bigint" } },
+      { addColumn: { table: "members_by_group", column: "notify", type: "text" } },
+      { addColumn: { table: "groups_by_user", column: "last_read_seq", type: "bigint" } },
+      { addColumn: { table: "groups_by_user", column: "notify", type: "text" } },
+      `CREATE TABLE IF NOT EXISTS ${ks}.devices_by_user (
+        user_id    text,
+        device_id  text,
+        kind       text,
+        push_token text,
+        p256dh     text,
+        auth       text,
+        topic      text,
+        created_at bigint,
+        PRIMARY KEY (user_id, device_id))`,
+      `CREATE TABLE IF NOT EXISTS ${ks}.device_by_token (
+        kind       text,
+        push_token text,
+        user_id    text,
+        device_id  text,
+        PRIMARY KEY ((kind, push_token)))`,
+      // Rows only expire (never deleted), so their tombstones may go after a day.
+      `CREATE TABLE IF NOT EXISTS ${ks}.push_ledger (
+        device_id  text,
+        group_id   text,
+        newest_seq bigint,
+        claim      text,
+        PRIMARY KEY ((device_id, group_id, newest_seq)))
+        WITH gc_grace_seconds = ${DAY_SECONDS}`,
+    ],
+  },
 ];
 
 /** MigrateOptions configures migrate. */
@@ -253,9 +306,9 @@ export async function migrate(client: Client, keyspace: string, opts: MigrateOpt
   try {
     const applied: number[] = [];
     for (const m of await pending()) {
-      for (const cql of m.statements(params)) {
+      for (const step of m.statements(params)) {
         await lease.renew();
-        await client.execute(cql);
+        await applyStatement(client, keyspace, step);
       }
       const r = await client.execute(
         `INSERT INTO ${keyspace}.schema_migrations (version, description, applied_at, applied_by)
@@ -312,6 +365,29 @@ async function ttlMismatches(client: Client, p: SchemaParams): Promise<{ table: 
     if (have !== undefined && have !== want) out.push({ table: t.table, ttl: want });
   }
   return out;
+}
+
+/** applyStatement runs one step of a migration: a CQL statement, or an AddColumn if the column is missing. */
+async function applyStatement(client: Client, keyspace: string, step: SchemaStatement): Promise<void> {
+  if (typeof step === "string") {
+    await client.execute(step);
+    return;
+  }
+  const { table, column, type } = step.addColumn;
+  if (!isCqlIdentifier(table) || !isCqlIdentifier(column) || !/^[a-z]+$/.test(type)) {
+    throw new Error(`invalid column ${table}.${column} ${type}`);
+  }
+  const existing = await client.execute(
+    "SELECT type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+    [keyspace, table, column],
+    { prepare: true },
+  );
+  const have = existing.first()?.get("type") as unknown;
+  if (have === undefined) {
+    await client.execute(`ALTER TABLE ${keyspace}.${table} ADD ${column} ${type}`);
+  } else if (have !== type) {
+    throw new Error(`${keyspace}.${table}.${column} is ${String(have)}, not ${type}`);
+  }
 }
 
 async function appliedVersions(client: Client, keyspace: string): Promise<Set<number>> {

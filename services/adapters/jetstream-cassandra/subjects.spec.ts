@@ -25,8 +25,10 @@ describe("NatsNames", () => {
     assert.equal(n.msgId(g, 42), `${g}:42`);
     assert.deepEqual(
       DURABLE_CONSUMERS.map((c) => n.durable(c)),
-      ["notifier", "persister"],
+      ["persister"],
     );
+    assert.equal(n.feed("notifier"), "feed-notifier");
+    assert.equal(n.feed("a_1-b"), "feed-a_1-b");
   });
 
   it("keeps prefixes apart", () => {
@@ -63,6 +65,13 @@ describe("NatsNames", () => {
       assert.throws(() => n.tailSlot(bad, 1), (e) => isChatError(e, "InvalidArgument"), `tailSlot ${bad}`);
       assert.throws(() => n.user(bad), (e) => isChatError(e, "InvalidArgument"), `user ${bad}`);
       assert.throws(() => n.msgId(bad, 1), (e) => isChatError(e, "InvalidArgument"), `msgId ${bad}`);
+    }
+  });
+
+  it("rejects feed follower names that are not one lower-case token", () => {
+    const n = new NatsNames();
+    for (const bad of ["", "a.b", "a*", ">", "Notifier", "a b", "-a", "a/b", "x".repeat(33)]) {
+      assert.throws(() => n.feed(bad), (e) => isChatError(e, "InvalidArgument"), `feed ${bad}`);
     }
   });
 

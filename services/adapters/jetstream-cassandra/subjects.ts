@@ -11,7 +11,8 @@
  * | `chat.user.<userId>`           | per-user control notices (UserNotice, JSON)       | core NATS only       |
  * | `chat.tail.<groupId>.<seq>`    | each stored timeline event, whole (the stream's republish): what subscribers get | core NATS only |
  * | `CHAT_TIMELINE`                | stream over `chat.group.>` (replay buffer)        | JetStream            |
- * | `persister`, `notifier`        | durable consumer names on CHAT_TIMELINE (only `persister` is created) | JetStream |
+ * | `persister`                    | the persisters' durable consumer on CHAT_TIMELINE | JetStream            |
+ * | `feed-<name>`                  | an EventFeed follower's durable consumer on CHAT_TIMELINE (e.g. `feed-notifier`) | JetStream |
  *
  * The stream and consumer settings, and the functions that create them, are
  * in jetstream-streams.ts: names here, declarations there.
@@ -37,14 +38,19 @@ export const DEFAULT_NATS_PREFIX = "chat";
 const PREFIX_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /**
- * DurableConsumer is the closed set of durable consumers on the timeline
- * stream. Each gets a fixed name (see {@link NatsNames.durable}) so that every
- * instance of that role shares one consumer (and its ack state).
+ * DurableConsumer is the closed set of fixed-role durable consumers on the
+ * timeline stream. Each gets a fixed name (see {@link NatsNames.durable}) so
+ * that every instance of that role shares one consumer (and its ack state).
+ * EventFeed followers (the notifier) have consumers named by
+ * {@link NatsNames.feed} instead.
  */
-export type DurableConsumer = "notifier" | "persister";
+export type DurableConsumer = "persister";
 
 /** DURABLE_CONSUMERS lists every DurableConsumer once. */
-export const DURABLE_CONSUMERS: readonly DurableConsumer[] = ["notifier", "persister"];
+export const DURABLE_CONSUMERS: readonly DurableConsumer[] = ["persister"];
+
+/** FEED_NAME_RE is what an EventFeed follower name may look like: 1-32 of a-z 0-9 _ -, starting with a letter or digit. */
+const FEED_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
 /**
  * isValidPrefix tells whether `prefix` can be used as a NatsNames prefix (see
@@ -209,6 +215,21 @@ export class NatsNames {
    */
   durable(consumer: DurableConsumer): string {
     return consumer;
+  }
+
+  /**
+   * feed is the name of the durable consumer of the EventFeed follower
+   * `name` on {@link timelineStream}: `feed-<name>` (e.g. `feed-notifier`);
+   * every instance following that name binds to it. Like {@link durable} it
+   * needs no prefix (the stream is per prefix), and it cannot collide with a
+   * {@link DurableConsumer}. Throws ChatError InvalidArgument unless `name`
+   * is 1-32 of a-z 0-9 _ - starting with a letter or digit.
+   */
+  feed(name: string): string {
+    if (!FEED_NAME_RE.test(name)) {
+      throw new ChatError("InvalidArgument", `invalid feed follower name ${JSON.stringify(name)}: use 1-32 of [a-z0-9_-]`);
+    }
+    return `feed-${name}`;
   }
 }
 

@@ -29,7 +29,11 @@ export interface Migration {
  *   separate index for it).
  * - `events_at` serves the retention purge.
  * - `members` is keyed (group_id, user_id) and indexed (user_id, group_id),
- *   so membership is readable in both directions from one write.
+ *   so membership is readable in both directions from one write. It also
+ *   holds the member's read marker and push setting (version 4).
+ * - `devices` (version 5): push targets, one row per (kind, token).
+ * - `push_ledger` (version 5): claimed pushes per (device, group, newest seq).
+ * - `feed_positions` (version 6): the embedded event feed's acknowledged positions.
  */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -113,6 +117,56 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX IF NOT EXISTS refresh_tokens_family_revoked ON refresh_tokens (family_id, revoked_at);
       DROP INDEX IF EXISTS refresh_tokens_family;
     `,
+  },
+  {
+    version: 4,
+    // Read state lives on the member row, so a removal drops it and a re-add
+    // starts afresh. New members get last_read_seq = the seq of their
+    // member_added event; rows from before this version do not know it and
+    // start at 0 (their join seq is not stored).
+    description: "read markers and push settings on members (issue 14)",
+    sql: `
+      ALTER TABLE members ADD COLUMN last_read_seq INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE members ADD COLUMN notify_level TEXT NOT NULL DEFAULT 'all' CHECK (notify_level IN ('all', 'none'));
+      ALTER TABLE members ADD COLUMN muted_until INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
+  {
+    version: 5,
+    // A (kind, token) belongs to one device row; a user's devices are listed
+    // oldest first from devices_by_user. push_ledger records each claimed
+    // (device, group, newest seq) until expires_at; push_ledger_expiry serves
+    // the purge.
+    description: "push devices and the push ledger (issue 14)",
+    sql: `
+      CREATE TABLE devices (
+        id         TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('web_push', 'fcm', 'apns')),
+        token      TEXT NOT NULL,
+        p256dh     TEXT NOT NULL,
+        auth       TEXT NOT NULL,
+        topic      TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (kind, token)
+      ) STRICT;
+      CREATE INDEX devices_by_user ON devices (user_id, created_at, id);
+
+      CREATE TABLE push_ledger (
+        device_id  TEXT NOT NULL,
+        group_id   TEXT NOT NULL,
+        newest_seq INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (device_id, group_id, newest_seq)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX push_ledger_expiry ON push_ledger (expires_at);
+    `,
+  },
+  {
+    version: 6,
+    // The embedded EventFeed's followers: the last position each name acknowledged.
+    description: "event feed positions (issue 14)",
+    sql: "CREATE TABLE feed_positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL) STRICT;",
   },
 ];
 

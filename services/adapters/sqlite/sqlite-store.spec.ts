@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { newId } from "../../core/ids.js";
+import { DEFAULT_NOTIFY } from "../../core/model.js";
 import { systemClock } from "../../core/ports.js";
+import { deviceStoreContract } from "../../../test/contract/device-store.contract.js";
+import { pushLedgerContract } from "../../../test/contract/push-ledger.contract.js";
+import { readStateStoreContract } from "../../../test/contract/read-state-store.contract.js";
 import { FakeClock, storeContract } from "../../../test/contract/store.contract.js";
 import { createSqliteStore } from "./sqlite-store.js";
 import { MIGRATIONS, migrate } from "./schema.js";
@@ -26,6 +30,25 @@ function freshPath(): string {
 }
 
 storeContract("sqlite", async (opts) => createSqliteStore({ path: freshPath(), ...opts }));
+readStateStoreContract("sqlite", async (opts) => createSqliteStore({ path: freshPath(), ...opts }));
+deviceStoreContract("sqlite", async () => createSqliteStore({ path: freshPath(), retentionMs: 60_000, clock: systemClock }));
+pushLedgerContract("sqlite", async (clock) => {
+  const path = freshPath();
+  return [createSqliteStore({ path, retentionMs: 60_000, clock }), createSqliteStore({ path, retentionMs: 60_000, clock })];
+});
+
+/** planOf returns SQLite's query plan of one of a store's prepared statements (`holder` is the store or one of its parts). */
+function planOf(db: Database.Database, holder: object, field: string, name: string): string {
+  const stmts = (holder as Record<string, Record<string, { source: string }>>)[field];
+  const sql = stmts?.[name]?.source;
+  assert.ok(sql, name);
+  const params = Array.from(sql.matchAll(/\?/g), () => 1);
+  return db
+    .prepare<unknown[], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+    .all(...params)
+    .map((r) => r.detail)
+    .join("; ");
+}
 
 describe("SqliteStore", () => {
   it("commits the appends of one turn together: each stands or fails alone, and a later group change applies after them", async () => {
@@ -184,7 +207,7 @@ describe("SqliteStore", () => {
       );
       insert.run(1, "m1", "one", "c1");
       insert.run(2, "m2", "two", "c2");
-      assert.deepEqual(migrate(db), [2, 3]);
+      assert.deepEqual(migrate(db), [2, 3, 4, 5, 6]);
       const indexes = eventIndexes(db);
       assert.deepEqual(indexes, ["events_at", "events_dedupe", "sqlite_autoindex_events_1"]);
       const texts = db.prepare("SELECT text FROM events WHERE group_id = 'g' AND type = 'message' ORDER BY seq").pluck().all();
@@ -235,6 +258,82 @@ describe("SqliteStore", () => {
         kind: "AlreadyExists",
         message: "username bob is taken",
       });
+    } finally {
+      await store.close();
+    }
+  });
+  it("gives member rows from before version 4 marker 0 and the default push setting, and new members their join seq", async () => {
+    const path = freshPath();
+    mkdirSync(dirname(path), { recursive: true });
+    const old = new Database(path);
+    try {
+      assert.deepEqual(migrate(old, MIGRATIONS.filter((m) => m.version <= 3)), [1, 2, 3]);
+      old.prepare("INSERT INTO groups (id, name, epoch, created_at, head_seq, member_count) VALUES ('g', 'n', 'e', 1, 3, 1)").run();
+      old.prepare("INSERT INTO members (group_id, user_id, username, role, joined_at, acked_seq) VALUES ('g', 'u', 'un', 'owner', 1, 2)").run();
+    } finally {
+      old.close();
+    }
+    const store = createSqliteStore({ path, retentionMs: 60_000, clock: systemClock });
+    try {
+      assert.deepEqual(await store.readStates("g", ["u"]), new Map([["u", { lastReadSeq: 0, notify: DEFAULT_NOTIFY }]]));
+      assert.equal(await store.markRead("g", "u", 3), 3);
+      const bob = { id: newId(), username: "bob" };
+      await store.changeGroup("g", [bob.id], { id: "u", username: "un" }, Date.now(), () => ({ type: "add", member: bob, role: "member" }));
+      assert.deepEqual((await store.readStates("g", [bob.id])).get(bob.id), { lastReadSeq: 4, notify: DEFAULT_NOTIFY });
+      assert.deepEqual((await store.getMember("g", "u"))?.ackedSeq, 2, "acks are untouched");
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("reads read states, unread counts, devices and ledger keys through an index, never a scan or a sort", async () => {
+    const store = createSqliteStore({ path: ":memory:", retentionMs: 60_000, clock: systemClock });
+    try {
+      const db = (store as unknown as { db: Database.Database }).db;
+      const parts = store as unknown as { readStateTable: object; devices: object; ledger: object };
+      const planned: [object, string, RegExp][] = [
+        [parts.readStateTable, "countUnread", /SEARCH events USING INDEX sqlite_autoindex_events_1 \(group_id=\? AND seq>\?\)/],
+        [parts.readStateTable, "markRead", /^SEARCH members USING INDEX sqlite_autoindex_members_1 \(group_id=\? AND user_id=\?\)$/],
+        [parts.readStateTable, "statesInGroup", /SEARCH members USING INDEX sqlite_autoindex_members_1 \(group_id=\? AND user_id=\?\)/],
+        [parts.readStateTable, "statesOfUser", /SEARCH members USING INDEX members_by_user \(user_id=\? AND group_id=\?\)/],
+        [parts.readStateTable, "setNotify", /^SEARCH members USING INDEX sqlite_autoindex_members_1 \(group_id=\? AND user_id=\?\)$/],
+        [parts.devices, "byToken", /^SEARCH devices USING INDEX sqlite_autoindex_devices_2 \(kind=\? AND token=\?\)$/],
+        [parts.devices, "ofUser", /^SEARCH devices USING INDEX devices_by_user \(user_id=\?\)$/],
+        [parts.devices, "countOfUser", /SEARCH devices USING COVERING INDEX devices_by_user \(user_id=\?\)/],
+        [parts.ledger, "purge", /^SEARCH push_ledger USING COVERING INDEX push_ledger_expiry \(expires_at<\?\)$/],
+      ];
+      for (const [holder, name, expected] of planned) {
+        const p = planOf(db, holder, "q", name);
+        assert.match(p, expected, name);
+        assert.doesNotMatch(p, /SCAN (events|members|devices|push_ledger)\b|TEMP B-TREE/, name);
+      }
+      assert.deepEqual(
+        db.prepare("SELECT name FROM pragma_table_info('feed_positions') ORDER BY cid").pluck().all(),
+        ["name", "position"],
+        "the event feed's table exists",
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("purgeExpired deletes the push ledger's expired records, which can then be claimed again", async () => {
+    const clock = new FakeClock(1_000_000);
+    const store = createSqliteStore({ path: ":memory:", retentionMs: 60_000, clock });
+    try {
+      const db = (store as unknown as { db: Database.Database }).db;
+      const rows = () => db.prepare("SELECT device_id, newest_seq FROM push_ledger ORDER BY device_id, newest_seq").raw().all();
+      assert.equal(await store.claimPush("d1", "g", 1, 1000), true);
+      assert.equal(await store.claimPush("d1", "g", 2, 5000), true);
+      clock.advance(999);
+      await store.purgeExpired();
+      assert.deepEqual(rows(), [["d1", 1], ["d1", 2]], "nothing expired yet");
+      assert.equal(await store.claimPush("d1", "g", 1, 1000), false);
+      clock.advance(1);
+      await store.purgeExpired();
+      assert.deepEqual(rows(), [["d1", 2]]);
+      assert.equal(await store.claimPush("d1", "g", 1, 1000), true);
+      assert.equal(await store.claimPush("d1", "g", 2, 1000), false);
     } finally {
       await store.close();
     }

@@ -14,11 +14,14 @@ import type { Database as Db } from "better-sqlite3";
 import { ChatError, groupNotFound, tooManyGroups } from "../../core/errors.js";
 import type {
   ChatMessage,
+  Device,
   EventBody,
   Group,
   GroupEvent,
   Member,
+  MemberReadState,
   Membership,
+  NotifySetting,
   RefreshTokenRecord,
   Role,
   User,
@@ -37,6 +40,9 @@ import type {
   Store,
 } from "../../core/ports.js";
 import { migrate } from "./schema.js";
+import { SqliteDevices } from "./sqlite-devices.js";
+import { SqlitePushLedger } from "./sqlite-push-ledger.js";
+import { SqliteReadStates } from "./sqlite-read-state.js";
 import { WalCheckpointer } from "./wal-checkpointer.js";
 
 /** SqliteStoreOptions configures createSqliteStore. */
@@ -92,7 +98,8 @@ interface MemberRow {
 
 type MembershipRow = GroupRow & { role: string; acked_seq: number };
 
-interface EventRow {
+/** EventRow is one row of `events` as read with EVENT_COLUMNS (also by SqliteEventFeed). */
+export interface EventRow {
   group_id: string;
   seq: number;
   at: number;
@@ -107,7 +114,8 @@ interface EventRow {
 
 type MessageEvent = AppendResult["event"];
 
-const EVENT_COLUMNS = "group_id, seq, at, actor_id, actor_name, type, payload, message_id, text, client_message_id";
+/** EVENT_COLUMNS are the `events` columns an EventRow holds, in select order. */
+export const EVENT_COLUMNS = "group_id, seq, at, actor_id, actor_name, type, payload, message_id, text, client_message_id";
 const GROUP_COLUMNS = "g.id, g.name, g.epoch, g.created_at, g.head_seq, g.member_count";
 
 /** Statements are prepared once per store; names say what each does. */
@@ -141,8 +149,9 @@ function prepareStatements(db: Db) {
       "UPDATE groups SET head_seq = ?, member_count = member_count + ? WHERE id = ?",
     ),
     renameGroup: db.prepare<[string, string]>("UPDATE groups SET name = ? WHERE id = ?"),
-    insertMember: db.prepare<[string, string, string, string, number]>(
-      "INSERT INTO members (group_id, user_id, username, role, joined_at, acked_seq) VALUES (?, ?, ?, ?, ?, 0)",
+    // A new member's read marker starts at its member_added event (the last argument); its push setting at the default.
+    insertMember: db.prepare<[string, string, string, string, number, number]>(
+      "INSERT INTO members (group_id, user_id, username, role, joined_at, acked_seq, last_read_seq) VALUES (?, ?, ?, ?, ?, 0, ?)",
     ),
     deleteMember: db.prepare<[string, string]>("DELETE FROM members WHERE group_id = ? AND user_id = ?"),
     setMemberRole: db.prepare<[string, string, string]>(
@@ -207,9 +216,16 @@ type Statements = ReturnType<typeof prepareStatements>;
  * A call that fails (NotFound) rolls back only its savepoint; the others
  * commit. A group change or creation first applies the appends queued
  * before it, so writes keep their call order.
+ *
+ * Read state (SqliteReadStates), devices (SqliteDevices) and the push ledger
+ * (SqlitePushLedger) are written at once, outside the group commit: none of
+ * them appends an event.
  */
 export class SqliteStore implements Store {
   private readonly stmts: Statements;
+  private readonly readStateTable: SqliteReadStates;
+  private readonly devices: SqliteDevices;
+  private readonly ledger: SqlitePushLedger;
   private readonly createGroupTx: (group: NewGroup) => GroupEvent;
   private readonly changeGroupTx: (
     groupId: string,
@@ -225,7 +241,8 @@ export class SqliteStore implements Store {
 
   /** constructor takes an open, migrated database; prefer createSqliteStore. */
   constructor(
-    private readonly db: Db,
+    /** db is the store's connection; an in-memory database is reachable only through it (SqliteEventFeed shares it then). */
+    readonly db: Db,
     private readonly retentionMs: number,
     private readonly clock: Clock,
     /** Checkpoints the WAL off the event loop; closed with the store. */
@@ -234,6 +251,9 @@ export class SqliteStore implements Store {
     private readonly onCommit?: (seconds: number) => void,
   ) {
     this.stmts = prepareStatements(db);
+    this.readStateTable = new SqliteReadStates(db, () => this.cutoff());
+    this.devices = new SqliteDevices(db);
+    this.ledger = new SqlitePushLedger(db, clock);
     const createGroup = db.transaction((g: NewGroup) => this.createGroupInTx(g));
     const changeGroup = db.transaction(
       (
@@ -415,8 +435,52 @@ export class SqliteStore implements Store {
     this.stmts.ackMember.run(seq, groupId, userId);
   }
 
+  /** purgeExpired also deletes expired push ledger records (not counted: it returns the number of events). */
   async purgeExpired(): Promise<number> {
+    this.ledger.purgeExpired();
     return this.stmts.purge.run(this.cutoff()).changes;
+  }
+
+  // ---- read state, devices, push ledger ----
+
+  markRead(groupId: string, userId: string, seq: number): Promise<number | undefined> {
+    return this.readStateTable.markRead(groupId, userId, seq);
+  }
+
+  readStates(groupId: string, userIds: readonly string[]): Promise<Map<string, MemberReadState>> {
+    return this.readStateTable.readStates(groupId, userIds);
+  }
+
+  readStatesOfUser(userId: string, groupIds: readonly string[]): Promise<Map<string, MemberReadState>> {
+    return this.readStateTable.readStatesOfUser(userId, groupIds);
+  }
+
+  setNotify(groupId: string, userId: string, notify: NotifySetting): Promise<boolean> {
+    return this.readStateTable.setNotify(groupId, userId, notify);
+  }
+
+  countUnread(groupId: string, userId: string, afterSeq: number, cap: number): Promise<number> {
+    return this.readStateTable.countUnread(groupId, userId, afterSeq, cap);
+  }
+
+  registerDevice(device: Device, maxDevices: number): Promise<Device> {
+    return this.devices.registerDevice(device, maxDevices);
+  }
+
+  unregisterDevice(userId: string, deviceId: string): Promise<boolean> {
+    return this.devices.unregisterDevice(userId, deviceId);
+  }
+
+  listDevices(userId: string): Promise<Device[]> {
+    return this.devices.listDevices(userId);
+  }
+
+  removeDeviceToken(userId: string, deviceId: string, token: string): Promise<void> {
+    return this.devices.removeDeviceToken(userId, deviceId, token);
+  }
+
+  claimPush(deviceId: string, groupId: string, newestSeq: number, ttlMs: number): Promise<boolean> {
+    return this.ledger.claimPush(deviceId, groupId, newestSeq, ttlMs);
   }
 
   async close(): Promise<void> {
@@ -437,7 +501,7 @@ export class SqliteStore implements Store {
       if (isConstraint(e, "groups.id")) throw new ChatError("AlreadyExists", `group ${g.id} already exists`, { cause: e });
       throw e;
     }
-    this.stmts.insertMember.run(g.id, g.owner.id, g.owner.username, "owner", g.createdAt);
+    this.stmts.insertMember.run(g.id, g.owner.id, g.owner.username, "owner", g.createdAt, 1);
     const event: GroupEvent = {
       groupId: g.id,
       seq: 1,
@@ -458,8 +522,9 @@ export class SqliteStore implements Store {
   ): GroupEvent {
     const snapshot = this.snapshot(groupId, userIds);
     const change = decide(snapshot);
-    const { body, countDelta } = this.applyChange(groupId, change, at);
-    const event: GroupEvent = { groupId, seq: snapshot.group.headSeq + 1, at, actor, body };
+    const seq = snapshot.group.headSeq + 1;
+    const { body, countDelta } = this.applyChange(groupId, change, at, seq);
+    const event: GroupEvent = { groupId, seq, at, actor, body };
     this.insertEvent(event);
     this.stmts.setGroupHeadAndCount.run(event.seq, countDelta, groupId);
     return event;
@@ -481,8 +546,8 @@ export class SqliteStore implements Store {
     return { group: toGroup(row), members, ownerCount: this.stmts.ownerCount.get(groupId) ?? 0 };
   }
 
-  /** applyChange writes the change's state and returns its event body and member-count delta. */
-  private applyChange(groupId: string, change: GroupChange, at: number): { body: EventBody; countDelta: number } {
+  /** applyChange writes the change's state (as of its event `seq`) and returns its event body and member-count delta. */
+  private applyChange(groupId: string, change: GroupChange, at: number, seq: number): { body: EventBody; countDelta: number } {
     switch (change.type) {
       case "add": {
         if (this.stmts.member.get(groupId, change.member.id)) {
@@ -491,7 +556,7 @@ export class SqliteStore implements Store {
         if (change.maxGroups !== undefined && this.groupCount(change.member.id, change.maxGroups) >= change.maxGroups) {
           throw tooManyGroups(change.member, change.maxGroups);
         }
-        this.stmts.insertMember.run(groupId, change.member.id, change.member.username, change.role, at);
+        this.stmts.insertMember.run(groupId, change.member.id, change.member.username, change.role, at, seq);
         return { body: { type: "member_added", member: change.member, role: change.role }, countDelta: 1 };
       }
       case "remove": {
@@ -666,7 +731,8 @@ function toMessage(r: EventRow): ChatMessage {
   };
 }
 
-function toEvent(r: EventRow): GroupEvent {
+/** toEvent decodes an `events` row into the GroupEvent it stores (also used by SqliteEventFeed). */
+export function toEvent(r: EventRow): GroupEvent {
   const body: EventBody =
     r.type === "message" ? { type: "message", message: toMessage(r) } : (JSON.parse(r.payload ?? "null") as EventBody);
   return { groupId: r.group_id, seq: r.seq, at: r.at, actor: { id: r.actor_id, username: r.actor_name }, body };
