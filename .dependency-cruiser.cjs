@@ -1,7 +1,7 @@
 /**
  * The layers of services/ and the one direction of their imports (docs/architecture.md, "Layers"):
  *
- *   core/  <-  auth/ group/ message/  <-  delivery/  <-  rpc/  <-  wire/  <-  server/  <-  main.ts, migrate.ts
+ *   core/  <-  auth/ group/ message/ notifier/  <-  delivery/  <-  rpc/  <-  wire/  <-  server/  <-  main.ts, migrate.ts
  *   adapters/*  ->  core/ only        cli/  ->  core/ and gen/ only        nothing under services/ imports test/
  *
  * A layer may import any lower layer, never a higher one; no module imports itself through others. Type-only
@@ -14,7 +14,7 @@
 const SPEC = "\\.spec\\.ts$";
 /** TOP is services/main.ts and services/migrate.ts: the entry points, which may import anything. */
 const TOP = "^services/[^/]+\\.ts$";
-const USE_CASES = "(auth|group|message)";
+const USE_CASES = "(auth|group|message|notifier)";
 
 /**
  * layer is the rule of one layer, `from` (a path pattern), given what it must not import (`forbidden`, path
@@ -55,7 +55,7 @@ module.exports = {
     ),
     ...layer(
       "use-cases-import-only-core",
-      "A use-case folder (auth/, group/, message/) imports core/ and itself only: no other use-case, no gen/.",
+      "A use-case folder (auth/, group/, message/, notifier/) imports core/ and itself only: no other use-case, no gen/.",
       `^services/${USE_CASES}/`,
       // $1: the use-case folder of the importing module (dependency-cruiser's group matching).
       ["^services/(?!core/|adapters/|$1/)", "^gen/"],

@@ -290,6 +290,10 @@ describe("bench lean reader", () => {
     // Heartbeat
     const hb = toBinary(SubscribeResponseSchema, create(SubscribeResponseSchema, { payload: { case: "heartbeat", value: { serverTime: timestampFromMs(1) } } }));
     assert.equal(decodeSubscribeResponse(Buffer.from(hb), 0, hb.length, new LeanItem()).kind, "heartbeat");
+    // ReadMarker (field 6), with a seq past 2^32 so a 32-bit varint read would show
+    const rm = toBinary(SubscribeResponseSchema, create(SubscribeResponseSchema, { payload: { case: "readMarker", value: { groupId: "grp-r", seq: 5_000_000_123n } } }));
+    const marker = decodeSubscribeResponse(Buffer.from(rm), 0, rm.length, new LeanItem());
+    assert.deepEqual([marker.kind, marker.groupId, marker.seq], ["readMarker", "grp-r", 5_000_000_123]);
   });
 
   it("bench texts carry their send time and phase", () => {

@@ -7,6 +7,7 @@
  * send         SendMessage latency at rising rates until saturation
  * history      ListMessages (page of 50) latency: warm (newest pages of groups being written), deep pages, after a restart
  * connections  ramp live subscriber connections (production topology, several stream processes), memory and p99
+ * push         offline members with Web Push devices on a loopback push service: pushes per second, message → push latency
  */
 import { installCleanup, isInterrupted } from "./lib/children.js";
 import { Bench } from "./lib/bench.js";
@@ -15,6 +16,7 @@ import { runConnections } from "./modes/connections.js";
 import { runFixed } from "./modes/fixed.js";
 import { runHistory } from "./modes/history.js";
 import { runMax } from "./modes/max.js";
+import { runPush } from "./modes/push.js";
 import { runSend } from "./modes/send.js";
 
 async function main(): Promise<number> {
@@ -31,7 +33,7 @@ async function main(): Promise<number> {
   }
   const bench = new Bench(opts);
   installCleanup(() => bench.shutdown());
-  const modes = { fixed: runFixed, max: runMax, send: runSend, history: runHistory, connections: runConnections };
+  const modes = { fixed: runFixed, max: runMax, send: runSend, history: runHistory, connections: runConnections, push: runPush };
   try {
     const code = await modes[opts.mode](bench);
     bench.succeeded = true;

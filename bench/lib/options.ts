@@ -4,7 +4,7 @@
  */
 import { parseArgs } from "node:util";
 
-export const MODES = ["fixed", "max", "send", "history", "connections"] as const;
+export const MODES = ["fixed", "max", "send", "history", "connections", "push"] as const;
 export type Mode = (typeof MODES)[number];
 
 /** FLAGS documents every flag: name → [default, help]. The README's table follows it. */
@@ -12,10 +12,10 @@ export const FLAGS = {
   target: ["embedded", "server under test: embedded (one all-in-one process), production (one process per service on Cassandra + NATS + Redis) or url (a running server, --url)"],
   url: ["", "with --target url: the server's base URL (http://127.0.0.1:8080)"],
   "server-pid": ["", "with --target url: pid(s) of the server process(es) to measure CPU and memory of (repeatable)"],
-  groups: ["100", "groups G"],
-  members: ["20", "members per group S (each a separate subscriber connection with its own stream)"],
+  groups: ["100", "groups G (push: 50)"],
+  members: ["20", "members per group S (each a separate subscriber connection with its own stream; push: 10 offline members, each with a Web Push device)"],
   users: ["", "distinct users (default G × S: every member its own user; fewer puts users in several groups)"],
-  rate: ["500", "messages per second R, open loop (fixed; the first step of max; history: reads per second)"],
+  rate: ["500", "messages per second R, open loop (fixed; the first step of max; history: reads per second; push: 100)"],
   duration: ["20", "measured seconds (fixed, send steps, history phases)"],
   warmup: ["5", "warm-up seconds at the same rate before measuring (not counted)"],
   "text-bytes": ["100", "message text size in bytes (starts with the send time)"],
@@ -192,14 +192,14 @@ export function parseOptions(argv: string[]): Options {
     target,
     url: str("url"),
     serverPids: list("server-pid").map(Number).filter((n) => n > 0),
-    groups: int("groups", 1, 1_000_000, mode === "history" ? "100" : undefined),
-    members: int("members", 1, 100_000, mode === "history" ? "5" : undefined),
+    groups: int("groups", 1, 1_000_000, mode === "history" ? "100" : mode === "push" ? "50" : undefined),
+    members: int("members", 1, 100_000, mode === "history" ? "5" : mode === "push" ? "10" : undefined),
     users: given.has("users") ? int("users", 1, 10_000_000) : mode === "history" ? 50 : undefined,
-    rate: num("rate", 0.1, 10_000_000, isSend ? "250" : undefined),
+    rate: num("rate", 0.1, 10_000_000, isSend ? "250" : mode === "push" ? "100" : undefined),
     duration: num("duration", 0.5, 3600),
     warmup: num("warmup", 0, 3600),
     textBytes: int("text-bytes", 1, 1 << 20),
-    workers: int("workers", 0, 64, isSend && !bool("subscribe") ? "0" : undefined),
+    workers: int("workers", 0, 64, (isSend && !bool("subscribe")) || mode === "push" ? "0" : undefined),
     transport: oneOf("transport", ["grpc", "websocket"] as const),
     streamsPerConnection: int("streams-per-connection", 1, 1000),
     connectConcurrency: int("connect-concurrency", 1, 10_000),

@@ -6,11 +6,12 @@
  * bench/lean-reader.spec.ts.
  *
  * Field numbers (proto/chat/v1/*.proto):
- *   SubscribeResponse { ready = 1; event = 2; heartbeat = 3; cursor_reset = 4; group_joined = 5 }
+ *   SubscribeResponse { ready = 1; event = 2; heartbeat = 3; cursor_reset = 4; group_joined = 5; read_marker = 6 }
  *   StreamReady { repeated GroupPosition groups = 1; heartbeat_interval_seconds = 2 }
  *   GroupPosition { group_id = 1; seq = 2; head_seq = 3; epoch = 4 }
  *   CursorReset { group_id = 1; requested_seq = 2; first_available_seq = 3; epoch = 4 }
  *   GroupJoined { group_id = 1; epoch = 2 }
+ *   ReadMarker { group_id = 1; seq = 2 }
  *   GroupEvent { group_id = 1; seq = 2; occurred_at = 3; actor = 4; message = 10; member_added = 11; ... }
  *   Message { message_id = 1; group_id = 2; seq = 3; sender = 4; text = 5; sent_at = 6; client_message_id = 7 }
  *   SubscribeRequest { repeated GroupCursor cursors = 1 }
@@ -71,7 +72,7 @@ function utf8(buf: Buffer, start: number, end: number): string {
 }
 
 /** ItemKind names the payload of a SubscribeResponse. */
-export type ItemKind = "ready" | "event" | "heartbeat" | "cursorReset" | "groupJoined" | "empty";
+export type ItemKind = "ready" | "event" | "heartbeat" | "cursorReset" | "groupJoined" | "readMarker" | "empty";
 
 /** Position is one group's start position in a StreamReady. */
 export interface Position {
@@ -89,9 +90,9 @@ export interface Position {
  */
 export class LeanItem {
   kind: ItemKind = "empty";
-  /** event, cursorReset, groupJoined: the group. */
+  /** event, cursorReset, groupJoined, readMarker: the group. */
   groupId = "";
-  /** event: its seq. */
+  /** event: its seq; readMarker: the caller's read marker of the group. */
   seq = 0;
   /** event: the event's kind field number (10 message, 11 member added, 12 member removed, 13 role changed, 14 renamed); 0 if none. */
   eventField = 0;
@@ -133,7 +134,7 @@ export function decodeSubscribeResponse(buf: Buffer, start: number, end: number,
     const tag = varint(buf);
     const field = tag >>> 3;
     const wt = tag & 7;
-    if (wt !== 2 || field < 1 || field > 5) {
+    if (wt !== 2 || field < 1 || field > 6) {
       skip(buf, wt);
       continue;
     }
@@ -159,6 +160,10 @@ export function decodeSubscribeResponse(buf: Buffer, start: number, end: number,
       case 5:
         out.kind = "groupJoined";
         decodeGroupJoined(buf, subEnd, out);
+        break;
+      case 6:
+        out.kind = "readMarker";
+        decodeReadMarker(buf, subEnd, out);
         break;
     }
     pos = subEnd;
@@ -265,6 +270,18 @@ function decodeGroupJoined(buf: Buffer, end: number, out: LeanItem): void {
       out.epoch = utf8(buf, pos, pos + l);
       pos += l;
     } else skip(buf, tag & 7);
+  }
+}
+
+function decodeReadMarker(buf: Buffer, end: number, out: LeanItem): void {
+  while (pos < end) {
+    const tag = varint(buf);
+    if (tag === ((1 << 3) | 2)) {
+      const l = varint(buf);
+      out.groupId = latin1(buf, pos, pos + l);
+      pos += l;
+    } else if (tag === ((2 << 3) | 0)) out.seq = varint(buf);
+    else skip(buf, tag & 7);
   }
 }
 

@@ -3,6 +3,8 @@
 // every other chat.v1 RPC must require the JWT provider, and the stream RPCs must have no route
 // timeout; Subscribe over WebSocket (an upgrade request) must reach the HTTP/1.1 stream cluster
 // with upgrades enabled on that route only, and the token must also be read from the subprotocol.
+// A service missing from CLUSTER below fails the check (so a new service cannot pass unrouted), and
+// every route must name a defined cluster.
 // It re-implements Envoy's prefix/path and exact header matching (case-sensitive paths, first
 // match wins), so it checks the intent of the config, not Envoy itself.
 //
@@ -40,7 +42,7 @@ for (const file of readdirSync(protoDir).filter((f) => f.endsWith(".proto"))) {
 if (rpcs.length === 0) throw new Error("no RPCs found in proto/chat/v1");
 
 const OPEN = new Set(["AuthService/Register", "AuthService/Login", "AuthService/RefreshToken"]);
-const CLUSTER = { AuthService: "auth", GroupService: "group", MessageService: "message", StreamService: "stream" };
+const CLUSTER = { AuthService: "auth", GroupService: "group", MessageService: "message", StreamService: "stream", NotificationService: "notify" };
 const problems = [];
 for (const { service, method } of rpcs) {
   const path = `/chat.v1.${service}/${method}`;
@@ -48,8 +50,9 @@ for (const { service, method } of rpcs) {
   const rule = ruleFor(path);
   const needsToken = Boolean(rule?.requires);
   const open = OPEN.has(`${service}/${method}`);
-  console.log(`${path.padEnd(44)} -> ${route?.route?.cluster ?? "NO ROUTE"}, ${needsToken ? "token required" : "open"}`);
-  if (route?.route?.cluster !== CLUSTER[service]) problems.push(`${path}: routed to ${route?.route?.cluster}, expected ${CLUSTER[service]}`);
+  console.log(`${path.padEnd(52)} -> ${route?.route?.cluster ?? "NO ROUTE"}, ${needsToken ? "token required" : "open"}`);
+  if (CLUSTER[service] === undefined) problems.push(`${path}: service ${service} has no cluster in check-routes.mjs (add it to CLUSTER)`);
+  else if (route?.route?.cluster !== CLUSTER[service]) problems.push(`${path}: routed to ${route?.route?.cluster}, expected ${CLUSTER[service]}`);
   if (open === needsToken) problems.push(`${path}: ${needsToken ? "requires a token but must be open" : "open but must require a token"}`);
   if (service === "StreamService" && route?.route?.timeout !== "0s") problems.push(`${path}: stream route must have timeout 0s`);
 }
@@ -57,7 +60,7 @@ for (const { service, method } of rpcs) {
 // (and off at the HCM), no timeout, and the token also taken from a `bearer.` subprotocol.
 const wsPath = "/chat.v1.StreamService/Subscribe";
 const wsRoute = routeFor(wsPath, { upgrade: "WebSocket" });
-console.log(`${`${wsPath} (WebSocket)`.padEnd(44)} -> ${wsRoute?.route?.cluster ?? "NO ROUTE"}, ${ruleFor(wsPath)?.requires ? "token required" : "open"}`);
+console.log(`${`${wsPath} (WebSocket)`.padEnd(52)} -> ${wsRoute?.route?.cluster ?? "NO ROUTE"}, ${ruleFor(wsPath)?.requires ? "token required" : "open"}`);
 const upgradeOn = (list) => (list ?? []).find((u) => u.upgrade_type === "websocket")?.enabled;
 if (wsRoute?.route?.cluster !== "stream_ws") problems.push(`${wsPath} (WebSocket): routed to ${wsRoute?.route?.cluster}, expected stream_ws`);
 if (upgradeOn(wsRoute?.route?.upgrade_configs) !== true) problems.push(`${wsPath} (WebSocket): the route must enable websocket upgrades`);
@@ -74,6 +77,11 @@ if (!provider.from_headers.some((h) => h.name === "sec-websocket-protocol" && h.
   problems.push("jwt provider: must also read the token from a `bearer.` WebSocket subprotocol (browsers cannot set headers)");
 }
 if (provider.forward !== true) problems.push("jwt provider: forward must be true (else jwt_authn deletes Sec-WebSocket-Protocol, chat.v1.proto included)");
+// Every route's cluster is defined (Envoy refuses a config whose route names an unknown static cluster).
+const clusterNames = new Set(config.static_resources.clusters.map((c) => c.name));
+for (const r of routes) {
+  if (r.route?.cluster !== undefined && !clusterNames.has(r.route.cluster)) problems.push(`route ${r.name}: cluster ${r.route.cluster} is not defined`);
+}
 // Paths that are not RPCs.
 const jwks = "/.well-known/jwks.json";
 if (routeFor(jwks)?.route?.cluster !== "auth" || ruleFor(jwks)?.requires) problems.push(`${jwks}: must go to auth without a token`);

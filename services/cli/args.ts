@@ -49,6 +49,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   members: { min: 1, max: 1, flags: [], usage: "members <group>" },
   send: { min: 2, max: Number.POSITIVE_INFINITY, flags: [], usage: "send <group> <text...>" },
   history: { min: 1, max: 1, flags: ["limit", "before", "after"], usage: "history <group> [--limit N] [--before SEQ | --after SEQ]" },
+  read: { min: 1, max: 1, flags: [], usage: "read <group>" },
   tail: { min: 0, max: Number.POSITIVE_INFINITY, flags: ["new"], usage: "tail [<group>...] [--new]" },
 };
 

@@ -4,7 +4,7 @@ import { type JsonValue, toJson } from "@bufbuild/protobuf";
 import { UserSchema } from "../../gen/chat/v1/common_pb.js";
 import { type Group, GroupSchema, MemberRole, MemberSchema } from "../../gen/chat/v1/group_pb.js";
 import { ListMessagesResponseSchema, SendMessageResponseSchema } from "../../gen/chat/v1/message_service_pb.js";
-import { AddMemberResponseSchema, RemoveMemberResponseSchema } from "../../gen/chat/v1/group_service_pb.js";
+import { AddMemberResponseSchema, MarkReadResponseSchema, RemoveMemberResponseSchema } from "../../gen/chat/v1/group_service_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ChatApi } from "./api.js";
 import { type ParsedArgs, flag, flagValues, seqFlag } from "./args.js";
@@ -112,17 +112,33 @@ export async function resolveGroup(api: ChatApi, ref: string): Promise<Group> {
   return findGroup(await listAllGroups(api), ref);
 }
 
-/** groups lists the caller's groups. */
+/** groups lists the caller's groups with their unread counts (messages of others after the read marker). */
 export async function groups(ctx: Context): Promise<void> {
   const list = await listAllGroups(ctx.api);
   if (ctx.json) return printJson(ctx, list.map((g) => toJson(GroupSchema, g)));
   if (list.length === 0) return ctx.note("no groups yet; create one with `chat create-group <name>`");
   ctx.out(
     table([
-      ["NAME", "ROLE", "MEMBERS", "LAST SEQ", "ID"],
-      ...list.map((g) => [sanitize(g.name), roleName(g.myRole), String(g.memberCount), String(g.headSeq), g.groupId]),
+      ["NAME", "ROLE", "MEMBERS", "UNREAD", "LAST SEQ", "ID"],
+      ...list.map((g) => [sanitize(g.name), roleName(g.myRole), String(g.memberCount), unreadText(g.unreadCount), String(g.headSeq), g.groupId]),
     ]),
   );
+}
+
+/** unreadText shows an unread count; the server counts at most UNREAD_CAP, which means that many or more. */
+export function unreadText(count: number): string {
+  return count >= UNREAD_CAP ? `${UNREAD_CAP}+` : String(count);
+}
+
+/** UNREAD_CAP is the server's cap on Group.unread_count (999 means 999 or more). */
+const UNREAD_CAP = 999;
+
+/** read marks a group read up to its newest event (its head when listed). */
+export async function read(ctx: Context): Promise<void> {
+  const group = await resolveGroup(ctx.api, ctx.args.positionals[0] ?? "");
+  const res = await ctx.api.groups.markRead({ groupId: group.groupId, seq: group.headSeq });
+  if (ctx.json) return printJson(ctx, toJson(MarkReadResponseSchema, res));
+  ctx.out(`marked ${sanitize(group.name)} read up to #${res.lastReadSeq}`);
 }
 
 /** createGroup creates a group owned by the caller with the --member users. */

@@ -30,6 +30,7 @@ const HANDLERS: Readonly<Record<string, (ctx: commands.Context) => void | Promis
   members: commands.members,
   send: commands.send,
   history: commands.history,
+  read: commands.read,
   tail,
 };
 

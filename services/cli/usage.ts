@@ -11,7 +11,7 @@ Account
   whoami                                show the logged-in user
 
 Groups (a group is named by its id or its exact name)
-  groups                                list your groups
+  groups                                list your groups with their unread counts
   create-group <name> [--member <username>]...
                                         create a group, optionally with members
   add-member <group> <username> [--role member|admin|owner]
@@ -23,6 +23,8 @@ Messages
   send <group> <text...>                send a message; prints its seq
   history <group> [--limit N] [--before SEQ | --after SEQ]
                                         list messages (newest page by default)
+  read <group>                          mark the group read up to its newest event
+                                        (your other devices see it at once)
   tail [<group>...] [--new]             print events live as they arrive (all groups
                                         by default) until Ctrl-C; resumes where the
                                         last tail stopped unless --new is given

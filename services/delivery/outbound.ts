@@ -134,6 +134,15 @@ class EventItem implements OutboundItem {
   }
 }
 
+/**
+ * readMarkerItem encodes a ReadMarker: the stream's user has read `groupId`
+ * up to `seq` (MarkRead on one of their devices). One per notice per
+ * process, shared by all the user's local streams like an event's item.
+ */
+export function readMarkerItem(groupId: string, seq: number): OutboundItem {
+  return outbound({ case: "readMarker", value: { $typeName: "chat.v1.ReadMarker", groupId, seq: BigInt(seq) } });
+}
+
 /** heartbeatItem encodes a heartbeat with the server's time. */
 export function heartbeatItem(now: number): OutboundItem {
   return outbound({ case: "heartbeat", value: { $typeName: "chat.v1.Heartbeat", serverTime: timestampFromMs(now) } });

@@ -5,10 +5,21 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type UserRef as PbUserRef, UserRefSchema, type User as PbUser, UserSchema } from "../../gen/chat/v1/common_pb.js";
-import { type Group as PbGroup, GroupSchema, type Member as PbMember, MemberRole, MemberSchema } from "../../gen/chat/v1/group_pb.js";
+import {
+  type Group as PbGroup,
+  GroupSchema,
+  type Member as PbMember,
+  MemberRole,
+  MemberSchema,
+  type NotificationSetting as PbNotificationSetting,
+  NotificationSettingSchema,
+  NotifyLevel as PbNotifyLevel,
+} from "../../gen/chat/v1/group_pb.js";
+import { type Device as PbDevice, DeviceSchema } from "../../gen/chat/v1/notification_service_pb.js";
 import { type GroupEvent as PbGroupEvent, GroupEventSchema, type Message as PbMessage, MessageSchema } from "../../gen/chat/v1/message_pb.js";
 import { ChatError } from "../core/errors.js";
-import type { ChatMessage, GroupEvent, Member, Membership, Role, User, UserRef } from "../core/model.js";
+import type { ChatMessage, Device, GroupEvent, Member, Membership, NotifyLevel, NotifySetting, Role, User, UserRef } from "../core/model.js";
+import type { GroupView } from "../group/group-service.js";
 
 /** userRefToProto converts a UserRef. */
 export function userRefToProto(u: UserRef): PbUserRef {
@@ -47,8 +58,12 @@ export function roleFromProto(role: MemberRole, fallback?: Role): Role {
   }
 }
 
-/** membershipToProto converts a group as seen by a member. */
-export function membershipToProto(m: Membership): PbGroup {
+/**
+ * membershipToProto converts a group as seen by a member; a GroupView also
+ * fills last_read_seq, unread_count and notifications.
+ */
+export function membershipToProto(m: Membership | GroupView): PbGroup {
+  const reads = "lastReadSeq" in m ? { lastReadSeq: BigInt(m.lastReadSeq), unreadCount: m.unreadCount, notifications: notifySettingToProto(m.notify) } : {};
   return create(GroupSchema, {
     groupId: m.group.id,
     name: m.group.name,
@@ -58,7 +73,44 @@ export function membershipToProto(m: Membership): PbGroup {
     epoch: m.group.epoch,
     myRole: roleToProto(m.role),
     ackedSeq: BigInt(m.ackedSeq),
+    ...reads,
   });
+}
+
+/** notifySettingToProto converts a push setting; mutedUntil 0 (not muted) leaves muted_until unset. */
+export function notifySettingToProto(n: NotifySetting): PbNotificationSetting {
+  return create(NotificationSettingSchema, {
+    level: n.level === "all" ? PbNotifyLevel.ALL : PbNotifyLevel.NONE,
+    ...(n.mutedUntil > 0 ? { mutedUntil: timestampFromMs(n.mutedUntil) } : {}),
+  });
+}
+
+/** notifyLevelFromProto converts a NotifyLevel; undefined for UNSPECIFIED or an unknown value (the use-case refuses it). */
+export function notifyLevelFromProto(level: PbNotifyLevel): NotifyLevel | undefined {
+  switch (level) {
+    case PbNotifyLevel.ALL:
+      return "all";
+    case PbNotifyLevel.NONE:
+      return "none";
+    default:
+      return undefined;
+  }
+}
+
+/** deviceToProto converts a registered device, its target by kind. */
+export function deviceToProto(d: Device): PbDevice {
+  return create(DeviceSchema, { deviceId: d.id, target: deviceTarget(d), createdAt: timestampFromMs(d.createdAt) });
+}
+
+function deviceTarget(d: Device): PbDevice["target"] {
+  switch (d.kind) {
+    case "web_push":
+      return { case: "webPush", value: { $typeName: "chat.v1.WebPushSubscription", endpoint: d.token, p256dh: d.p256dh, auth: d.auth } };
+    case "fcm":
+      return { case: "fcm", value: { $typeName: "chat.v1.FcmRegistration", token: d.token } };
+    case "apns":
+      return { case: "apns", value: { $typeName: "chat.v1.ApnsRegistration", deviceToken: d.token, topic: d.topic } };
+  }
 }
 
 /** memberToProto converts a Member. */

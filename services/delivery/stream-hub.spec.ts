@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
+import { SubscribeResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import { type HubFixture, RecordingSink, createHubFixture } from "../../test/support/hub-fixture.js";
 import { MemoryEventBus } from "../adapters/memory/memory-bus.js";
 import { newId } from "../core/ids.js";
@@ -484,4 +487,65 @@ describe("StreamHub", () => {
     assert.equal(s1.ended?.error?.kind, "Unauthenticated");
     assert.equal(s2.ended, undefined);
   });
+
+  it("turns a read notice into one ReadMarker item on every stream of the user, and on no other user's", async () => {
+    const [a, b] = [{ id: newId(), username: "reader" }, { id: newId(), username: "other" }];
+    const gid = await groupWith([a, b]);
+    const phone = new RecordingSink();
+    const laptop = new RecordingSink();
+    const others = new RecordingSink();
+    await hub.open(principal(a), new Map(), phone);
+    await hub.open(principal(a), new Map(), laptop);
+    await hub.open(principal(b), new Map(), others);
+    await bus.publishUser(a.id, { type: "read", groupId: gid, seq: 2 });
+    const item = phone.items.at(-1);
+    assert.equal(laptop.items.at(-1), item, "the same OutboundItem object on each stream of the user");
+    assert.deepEqual(item?.message, create(SubscribeResponseSchema, { payload: { case: "readMarker", value: { groupId: gid, seq: 2n } } }));
+    assert.deepEqual(fromBinary(SubscribeResponseSchema, item.bytes), item.message, "its bytes are the message");
+    assert.deepEqual(item.grpcFrame, Buffer.from(encodeEnvelope(0, item.bytes)), "framed as every framed path writes it");
+    assert.deepEqual(markersOf(others), [], "not on another user's stream");
+  });
+
+  it("gives a stream still being set up the newest read marker per group, right after StreamReady", async () => {
+    const user = { id: newId(), username: "slowread" };
+    const g1 = await groupWith([user]);
+    const g2 = await groupWith([user]);
+    let entered = false;
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const slow = Object.assign(Object.create(store) as Store, {
+      listMemberships: async (...args: Parameters<Store["listMemberships"]>) => {
+        entered = true;
+        await gate;
+        return store.listMemberships(...args);
+      },
+    });
+    const opening = new StreamHub({ store: slow, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      const opened = opening.open(principal(user), new Map(), sink);
+      await until(() => entered);
+      await bus.publishUser(user.id, { type: "read", groupId: g1, seq: 1 });
+      await bus.publishUser(user.id, { type: "read", groupId: g2, seq: 1 });
+      await bus.publishUser(user.id, { type: "read", groupId: g1, seq: 3 });
+      await bus.publishUser(user.id, { type: "read", groupId: g1, seq: 2 }); // reordered: older than the one before
+      assert.equal(sink.items.length, 0, "nothing before StreamReady");
+      release();
+      await opened;
+      assert.equal(sink.items[0]?.message.payload.case, "ready");
+      assert.deepEqual(markersOf(sink), [
+        [g1, 3],
+        [g2, 1],
+      ]);
+    } finally {
+      opening.shutdown();
+    }
+  });
 });
+
+/** markersOf lists the ReadMarker items a sink received, as [group id, seq]. */
+function markersOf(sink: RecordingSink): [string, number][] {
+  return sink.items.flatMap((i) => (i.message.payload.case === "readMarker" ? [[i.message.payload.value.groupId, Number(i.message.payload.value.seq)] as [string, number]] : []));
+}

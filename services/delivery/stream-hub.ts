@@ -4,7 +4,7 @@ import type { GroupEvent, Membership } from "../core/model.js";
 import type { Clock, EventBus, GroupStore, RefreshTokenStore, Subscription, UserNotice } from "../core/ports.js";
 import type { Principal } from "../core/principal.js";
 import { type CursorResetReason, type HubMetrics, noHubMetrics } from "./hub-metrics.js";
-import { type OutboundItem, type StreamSink, eventItem, heartbeatItem, outbound } from "./outbound.js";
+import { type OutboundItem, type StreamSink, eventItem, heartbeatItem, outbound, readMarkerItem } from "./outbound.js";
 import type { StreamPresence } from "./presence-reporter.js";
 
 /** HubSettings tune the delivery hub. */
@@ -55,6 +55,13 @@ export interface StreamHandle {
  *   that group on the stream;
  * - the sink's buffer is capped: past `bufferMaxBytes` the stream ends with
  *   ResourceExhausted and the client resumes from its cursors.
+ *
+ * A `read` notice (the user's read marker moved: MarkRead on any of their
+ * devices) becomes a ReadMarker item on every stream of that user in this
+ * process, encoded once; a stream still being set up gets the newest marker
+ * of each group right after its StreamReady. Read markers are not timeline
+ * events: they are not replayed, and one lost with the bus costs only the
+ * badge's freshness until the next MarkRead or ListGroups.
  *
  * Per stream: it opens only for a live session. Every opening asks the
  * store whether the caller's session (the token's refresh family) was
@@ -250,6 +257,8 @@ export class StreamHub {
     stream.present = true;
     this.deps.presence?.opened(stream.principal.userId);
     for (const join of stream.pendingJoins.splice(0)) this.startJoin(stream, join.groupId, join.seq - 1);
+    for (const pending of stream.pendingReads.values()) this.send(stream, pending.item);
+    stream.pendingReads.clear();
     this.scheduleExpiry(stream);
   }
 
@@ -451,6 +460,10 @@ export class StreamHub {
     if (notice.type === "session_revoked") this.rememberRevoked(notice.sessionId);
     const user = this.users.get(userId);
     if (!user) return;
+    if (notice.type === "read") {
+      this.onRead(user, notice.groupId, notice.seq);
+      return;
+    }
     for (const stream of [...user.streams]) {
       if (notice.type === "session_revoked") {
         // Streams still being set up are in user.streams too: they end here as well.
@@ -460,6 +473,20 @@ export class StreamHub {
       } else {
         this.startJoin(stream, notice.groupId, notice.seq - 1);
       }
+    }
+  }
+
+  /** onRead writes one ReadMarker item to each of the user's ready streams; one being set up keeps it (the newest per group) for after StreamReady. */
+  private onRead(user: UserChannel, groupId: string, seq: number): void {
+    const item = readMarkerItem(groupId, seq);
+    for (const stream of [...user.streams]) {
+      if (!stream.ready) {
+        const pending = stream.pendingReads.get(groupId);
+        if (!pending || pending.seq < seq) stream.pendingReads.set(groupId, { seq, item });
+        continue;
+      }
+      this.send(stream, item);
+      if (stream.sink.bufferedBytes > this.deps.settings.bufferMaxBytes) this.overflow(stream);
     }
   }
 
@@ -640,6 +667,8 @@ class HubStream {
   /** Set once StreamReady is written; joins before that wait in pendingJoins. */
   ready = false;
   readonly pendingJoins: { groupId: string; seq: number }[] = [];
+  /** The newest read marker per group that came while the stream was being set up; written after StreamReady. */
+  readonly pendingReads = new Map<string, { seq: number; item: OutboundItem }>();
   readonly feeds = new Map<string, GroupFeed>();
   expiry: NodeJS.Timeout | undefined;
   userChannel: UserChannel | undefined;

@@ -3,8 +3,8 @@ import type { Fanout } from "../core/fanout.js";
 import { newId } from "../core/ids.js";
 import { mapLimit } from "../core/map-limit.js";
 import type { Membership } from "../core/membership.js";
-import type { Membership as MembershipView, GroupEvent, Member, Role, User, UserRef } from "../core/model.js";
-import type { Clock, GroupStore, Presence, UserStore } from "../core/ports.js";
+import { DEFAULT_NOTIFY, type GroupEvent, type Member, type Membership as MembershipView, type NotifySetting, type Role, type User, type UserRef } from "../core/model.js";
+import type { Clock, GroupStore, Presence, ReadStateStore, UserStore } from "../core/ports.js";
 import type { Principal } from "../core/principal.js";
 import { checkGroupName, checkId, normalizeUsername, pageSize } from "../core/validate.js";
 import { decideAdd, decideRemove, decideRename, decideSetRole } from "./group-rules.js";
@@ -15,6 +15,22 @@ export interface GroupSettings {
   /** The most groups one user may be in (MAX_GROUPS_PER_USER); at most MAX_CURSORS, so every group can be resumed. */
   readonly maxGroupsPerUser: number;
 }
+
+/**
+ * GroupView is a group as its member sees it, with what the member has read
+ * of it and how it is told of the rest.
+ */
+export interface GroupView extends MembershipView {
+  /** The member's read marker (MarkRead); 0 if the store has none for them. */
+  readonly lastReadSeq: number;
+  /** Retained messages of others after lastReadSeq, at most UNREAD_CAP (UNREAD_CAP means that many or more). */
+  readonly unreadCount: number;
+  /** The member's push setting for the group. */
+  readonly notify: NotifySetting;
+}
+
+/** UNREAD_CAP is the most unread messages counted per group: a count of UNREAD_CAP means UNREAD_CAP or more. */
+export const UNREAD_CAP = 999;
 
 /** UserSelector names a user by id or by username. */
 export type UserSelector = { readonly userId: string } | { readonly username: string };
@@ -28,7 +44,7 @@ export type UserSelector = { readonly userId: string } | { readonly username: st
 export class GroupService {
   constructor(
     private readonly deps: {
-      store: GroupStore & UserStore;
+      store: GroupStore & UserStore & ReadStateStore;
       membership: Membership;
       fanout: Fanout;
       presence: Presence;
@@ -58,7 +74,7 @@ export class GroupService {
     caller: Principal,
     rawName: string,
     memberUsernames: readonly string[],
-  ): Promise<{ membership: MembershipView; notAddedUsernames: string[] }> {
+  ): Promise<{ membership: GroupView; notAddedUsernames: string[] }> {
     const name = checkGroupName(rawName);
     const { maxMembers, maxGroupsPerUser } = this.deps.settings;
     const usernames = [...new Set(memberUsernames.map(normalizeUsername))].filter((u) => u !== caller.username);
@@ -94,26 +110,55 @@ export class GroupService {
     return { membership: await this.getGroup(caller, event.groupId), notAddedUsernames };
   }
 
-  /** getGroup returns the group as the caller sees it; NotFound for non-members. */
-  async getGroup(caller: Principal, groupId: string): Promise<MembershipView> {
+  /** getGroup returns the group as the caller sees it, with the caller's read state; NotFound for non-members. */
+  async getGroup(caller: Principal, groupId: string): Promise<GroupView> {
     checkId("group_id", groupId);
     const member = await this.deps.store.getMember(groupId, caller.userId);
     const group = member && (await this.deps.store.getGroup(groupId));
     if (!member || !group) throw groupNotFound(groupId);
-    return { group, role: member.role, ackedSeq: member.ackedSeq };
+    const [view] = await this.withReads(caller.userId, [{ group, role: member.role, ackedSeq: member.ackedSeq }]);
+    if (!view) throw groupNotFound(groupId);
+    return view;
   }
 
-  /** listGroups pages through the caller's groups by group id. */
-  async listGroups(caller: Principal, size: number, pageToken: string): Promise<{ groups: MembershipView[]; next: string }> {
+  /**
+   * listGroups pages through the caller's groups by group id, each with the
+   * caller's read marker, unread count and push setting: one read-state
+   * read for the page, then one bounded count per group with anything
+   * unread (UNREAD_COUNTS at a time).
+   */
+  async listGroups(caller: Principal, size: number, pageToken: string): Promise<{ groups: GroupView[]; next: string }> {
     const limit = pageSize("page_size", size, 100, 500);
     if (pageToken !== "") checkId("page_token", pageToken);
-    const groups = await this.deps.store.listMemberships(caller.userId, pageToken, limit);
-    const last = groups.at(-1);
-    return { groups, next: groups.length === limit && last ? last.group.id : "" };
+    const listed = await this.deps.store.listMemberships(caller.userId, pageToken, limit);
+    const last = listed.at(-1);
+    return { groups: await this.withReads(caller.userId, listed), next: listed.length === limit && last ? last.group.id : "" };
+  }
+
+  /**
+   * markRead moves the caller's read marker of the group forward to `seq`
+   * and returns the marker after the call. A seq above the group's head is
+   * taken as the head; a lower seq than the marker leaves it as it is (the
+   * store never lowers it). InvalidArgument for a seq below 1; NotFound for
+   * a non-member, as for a group that does not exist. When the call may
+   * have moved the marker (it now equals the clamped seq), a "read" notice
+   * goes to the caller's streams on every device, which show a ReadMarker.
+   */
+  async markRead(caller: Principal, groupId: string, seq: number): Promise<number> {
+    checkId("group_id", groupId);
+    if (!Number.isSafeInteger(seq) || seq < 1) throw new ChatError("InvalidArgument", "seq must be at least 1: the newest seq you have read");
+    await this.deps.membership.requireMember(groupId, caller.userId);
+    const group = await this.deps.store.getGroup(groupId);
+    if (!group) throw groupNotFound(groupId);
+    const target = Math.min(seq, group.headSeq);
+    const marker = await this.deps.store.markRead(groupId, caller.userId, target);
+    if (marker === undefined) throw groupNotFound(groupId);
+    if (marker === target) await this.deps.fanout.notice(caller.userId, { type: "read", groupId, seq: marker });
+    return marker;
   }
 
   /** renameGroup renames the group (owners only). */
-  async renameGroup(caller: Principal, groupId: string, rawName: string): Promise<{ group: MembershipView; seq: number }> {
+  async renameGroup(caller: Principal, groupId: string, rawName: string): Promise<{ group: GroupView; seq: number }> {
     checkId("group_id", groupId);
     const name = checkGroupName(rawName);
     const event = await this.change(caller, groupId, [], (snap) => decideRename(snap, caller.userId, name));
@@ -185,6 +230,19 @@ export class GroupService {
     return event;
   }
 
+  /** withReads adds the user's read state to each listed membership (absent state: not a member any more, shown as nothing read, nothing unread). */
+  private async withReads(userId: string, listed: readonly MembershipView[]): Promise<GroupView[]> {
+    if (listed.length === 0) return [];
+    const { store } = this.deps;
+    const states = await store.readStatesOfUser(userId, listed.map((m) => m.group.id));
+    return mapLimit(listed, UNREAD_COUNTS, async (m) => {
+      const state = states.get(m.group.id);
+      const lastReadSeq = state?.lastReadSeq ?? 0;
+      const unreadCount = state && m.group.headSeq > lastReadSeq ? await store.countUnread(m.group.id, userId, lastReadSeq, UNREAD_CAP) : 0;
+      return { ...m, lastReadSeq, unreadCount, notify: state?.notify ?? DEFAULT_NOTIFY };
+    });
+  }
+
   /** published runs after an event is durable: invalidate the cache, then fan out. */
   private async published(event: GroupEvent, changedUserId: string | undefined): Promise<void> {
     if (changedUserId !== undefined) await this.deps.membership.changed(event.groupId, changedUserId);
@@ -207,6 +265,9 @@ export class GroupService {
 function refOf(p: Principal): UserRef {
   return { id: p.userId, username: p.username };
 }
+
+/** UNREAD_COUNTS bounds the concurrent unread counts of one ListGroups page (each one bounded range read). */
+const UNREAD_COUNTS = 16;
 
 /** PRE_COUNTS bounds the concurrent group-count reads of CreateGroup's listed members (each one partition read on Cassandra). */
 const PRE_COUNTS = 8;

@@ -1,6 +1,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import { GroupService } from "../../gen/chat/v1/group_service_pb.js";
 import { ChatError } from "../core/errors.js";
+import { checkSeq } from "../core/validate.js";
 import { memberToProto, membershipToProto, roleFromProto } from "../delivery/proto-convert.js";
 import type { GroupService as GroupUseCases, UserSelector } from "../group/group-service.js";
 import { principalOf } from "./interceptors.js";
@@ -43,6 +44,10 @@ export function groupRoutes(router: ConnectRouter, groups: GroupUseCases): Conne
         nextPageToken: page.next,
         onlineUserIds: page.members.filter((m) => page.online.has(m.user.id)).map((m) => m.user.id),
       };
+    },
+    async markRead(req, ctx) {
+      const marker = await groups.markRead(principalOf(ctx.values), req.groupId, checkSeq("seq", req.seq));
+      return { lastReadSeq: BigInt(marker) };
     },
   });
 }

@@ -7,6 +7,7 @@ import { type Code, createContextValues } from "@connectrpc/connect";
 import { AuthService as AuthServiceDesc } from "../../gen/chat/v1/auth_service_pb.js";
 import { GroupService as GroupServiceDesc } from "../../gen/chat/v1/group_service_pb.js";
 import { MessageService as MessageServiceDesc } from "../../gen/chat/v1/message_service_pb.js";
+import { NotificationService as NotificationServiceDesc } from "../../gen/chat/v1/notification_service_pb.js";
 import { StreamService as StreamServiceDesc } from "../../gen/chat/v1/stream_service_pb.js";
 import { AccessTokens } from "../auth/access-tokens.js";
 import { AuthService } from "../auth/auth-service.js";
@@ -20,10 +21,12 @@ import { StreamHub } from "../delivery/stream-hub.js";
 import { streamOpenRequestBytes } from "../delivery/stream-limits.js";
 import { GroupService } from "../group/group-service.js";
 import { MessageService } from "../message/message-service.js";
+import { DeviceRegistry } from "../notifier/device-registry.js";
 import { authRoutes } from "../rpc/auth-rpc.js";
 import { groupRoutes } from "../rpc/group-rpc.js";
 import { authInterceptor, errorInterceptor, kClientAddress, kPrincipal, sendResultInterceptor } from "../rpc/interceptors.js";
 import { messageRoutes } from "../rpc/message-rpc.js";
+import { notificationRoutes } from "../rpc/notification-rpc.js";
 import { streamRoutes } from "../rpc/stream-rpc.js";
 import { createConnectAdapter } from "../wire/connect-adapter.js";
 import { CONNECT_RPC } from "../wire/framed-connect.js";
@@ -38,6 +41,7 @@ import type { Config, ServiceName } from "./config.js";
 import { HealthRegistry, ServingStatus, healthRoutes } from "./health.js";
 import { createLogger } from "./logger.js";
 import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
+import { type RunningNotifier, startNotifier } from "./notifier-wiring.js";
 import { type OnePortServer, listenOnePort } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
 
@@ -47,6 +51,7 @@ const SERVICE_DESCS = {
   group: GroupServiceDesc,
   message: MessageServiceDesc,
   stream: StreamServiceDesc,
+  notify: NotificationServiceDesc,
 } as const;
 
 /** App is a running server process. */
@@ -118,6 +123,12 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     onPresenceError: (err) => logger.debug({ err }, "presence unavailable; member list says nobody is online"),
     clock,
     settings: { maxMembers: config.maxGroupMembers, maxGroupsPerUser: config.maxGroupsPerUser },
+  });
+  const devices = new DeviceRegistry({
+    store,
+    membership,
+    clock,
+    settings: { maxDevices: config.maxDevicesPerUser, endpointPolicy: { allowPrivate: config.push.allowPrivateEndpoints } },
   });
   // Only stream processes hold streams; each reports its users under its own holder name.
   const presenceReporter = serves("stream")
@@ -191,6 +202,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       if (serves("group")) groupRoutes(router, groups);
       if (serves("message")) messageRoutes(router, messages);
       if (serves("stream")) streamRoutes(router, hub, messages, onStreamSend);
+      if (serves("notify")) notificationRoutes(router, devices);
       healthRoutes(router, health);
       reflectionRoutes(router, { services: served, idleTimeoutMs: config.reflectionIdleTimeoutMs });
     },
@@ -216,7 +228,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   await store.purgeExpired();
 
   let server: OnePortServer;
+  let notifier: RunningNotifier | undefined;
   try {
+    // The push worker (docs/notifications.md) runs where "notify" is served, on the backends' event feed.
+    if (serves("notify")) notifier = await startNotifier({ config, store, feed: backends.feed, presence, clock, logger, metrics });
     const fastPath = { hub, tokens, clock, logger, messages, maxRequestBytes: config.maxRequestBytes, onStreamSend };
     const sendResult = (code: Code | undefined) => metrics.sendResult("rpc", code);
     // Every method's call passes the front door: token first, then its body within bounds, then a fast path
@@ -273,6 +288,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     clearInterval(healthTimer);
     hub.shutdown();
     await presenceReporter?.stop();
+    await notifier?.stop(0);
     metrics.close();
     await backends.close();
     throw e;
@@ -295,7 +311,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
         await presenceReporter?.stop();
         health.close();
         clearInterval(retention);
+        // The notifier flushes its open windows while in-flight calls finish; both before the backends close.
+        const notifierStopped = notifier?.stop(config.shutdownGraceMs);
         await server.close(config.shutdownGraceMs);
+        await notifierStopped;
         metrics.close();
         await backends.close();
         logger.info("stopped");

@@ -21,7 +21,7 @@ describe("loadConfig", () => {
     const expected: Config = {
       host: "127.0.0.1",
       port: 8080,
-      services: ["auth", "group", "message", "stream"],
+      services: ["auth", "group", "message", "stream", "notify"],
       authJwksUrl: undefined,
       dataDir,
       storeUrl: `sqlite:${dataDir}/chat.db`,
@@ -58,8 +58,24 @@ describe("loadConfig", () => {
       registrationsPerMinutePerAddress: 30,
       trustProxy: false,
       shutdownGraceMs: 10_000,
+      notifyWindowMs: 2000,
+      notifyMaxPending: 10_000,
+      maxDevicesPerUser: 10,
+      push: {
+        allowPrivateEndpoints: false,
+        caFile: undefined,
+        timeoutMs: 10_000,
+        ttlSeconds: 86_400,
+        maxAttempts: 5,
+        retryBaseMs: 500,
+        retryWindowMs: 30_000,
+        webPush: undefined,
+        fcm: undefined,
+        apns: undefined,
+      },
     };
     assert.deepEqual(config, expected);
+    assert.ok(Object.isFrozen(config.push), "the push settings are frozen too");
     assert.ok(Object.isFrozen(config));
     assert.ok(Object.isFrozen(config.jwt), "nested settings are frozen too");
     assert.throws(() => {
@@ -146,6 +162,47 @@ describe("loadConfig", () => {
       [{ TRUST_PROXY: "0" }, (c) => c.trustProxy, false],
       [{ SHUTDOWN_GRACE: "0s" }, (c) => c.shutdownGraceMs, 0],
       [{ SHUTDOWN_GRACE: "1m" }, (c) => c.shutdownGraceMs, 60_000],
+      [{ NOTIFY_WINDOW: "150ms" }, (c) => c.notifyWindowMs, 150],
+      [{ NOTIFY_WINDOW: "0ms" }, (c) => c.notifyWindowMs, 0],
+      [{ NOTIFY_MAX_PENDING: "50" }, (c) => c.notifyMaxPending, 50],
+      [{ MAX_DEVICES_PER_USER: "3" }, (c) => c.maxDevicesPerUser, 3],
+      [{ PUSH_ALLOW_PRIVATE_ENDPOINTS: "true" }, (c) => c.push.allowPrivateEndpoints, true],
+      [{ PUSH_CA_FILE: "certs/ca.pem" }, (c) => c.push.caFile, resolve("certs/ca.pem")],
+      [{ PUSH_TIMEOUT: "2s" }, (c) => c.push.timeoutMs, 2000],
+      [{ PUSH_TTL: "1h" }, (c) => c.push.ttlSeconds, 3600],
+      [{ PUSH_MAX_ATTEMPTS: "1" }, (c) => c.push.maxAttempts, 1],
+      [{ PUSH_RETRY_BASE: "20ms" }, (c) => c.push.retryBaseMs, 20],
+      [{ PUSH_RETRY_WINDOW: "5s" }, (c) => c.push.retryWindowMs, 5000],
+      [
+        { WEB_PUSH_VAPID_SUBJECT: "mailto:ops@chat.example", WEB_PUSH_VAPID_PUBLIC_KEY: VAPID_PUBLIC, WEB_PUSH_VAPID_PRIVATE_KEY: VAPID_PRIVATE },
+        (c) => c.push.webPush,
+        { subject: "mailto:ops@chat.example", publicKey: VAPID_PUBLIC, privateKey: VAPID_PRIVATE, keyFile: undefined },
+      ],
+      [
+        { WEB_PUSH_VAPID_SUBJECT: "https://chat.example/contact", WEB_PUSH_VAPID_KEY_FILE: "keys/vapid.json" },
+        (c) => c.push.webPush,
+        { subject: "https://chat.example/contact", publicKey: undefined, privateKey: undefined, keyFile: resolve("keys/vapid.json") },
+      ],
+      [
+        { FCM_SERVICE_ACCOUNT_FILE: "keys/sa.json" },
+        (c) => c.push.fcm,
+        { projectId: undefined, serviceAccountFile: resolve("keys/sa.json"), tokenUrl: undefined, baseUrl: "https://fcm.googleapis.com" },
+      ],
+      [
+        { FCM_SERVICE_ACCOUNT_FILE: "/k/sa.json", FCM_PROJECT_ID: "chat-prod", FCM_TOKEN_URL: "https://auth.example/token", FCM_BASE_URL: "https://fcm.example" },
+        (c) => c.push.fcm,
+        { projectId: "chat-prod", serviceAccountFile: "/k/sa.json", tokenUrl: "https://auth.example/token", baseUrl: "https://fcm.example" },
+      ],
+      [
+        { APNS_KEY_FILE: "/k/AuthKey.p8", APNS_KEY_ID: "ABC123DEFG", APNS_TEAM_ID: "TEAM123456" },
+        (c) => c.push.apns,
+        { url: "https://api.push.apple.com", keyId: "ABC123DEFG", teamId: "TEAM123456", keyFile: "/k/AuthKey.p8" },
+      ],
+      [
+        { APNS_KEY_FILE: "/k/a.p8", APNS_KEY_ID: "K", APNS_TEAM_ID: "T", APNS_URL: "http://127.0.0.1:9/", PUSH_ALLOW_PRIVATE_ENDPOINTS: "1" },
+        (c) => c.push.apns?.url,
+        "http://127.0.0.1:9/",
+      ],
     ];
     const covered = new Set(cases.flatMap(([env]) => Object.keys(env)));
     assert.deepEqual([...covered].sort(), Object.keys(SETTINGS).sort(), "every documented variable is exercised");
@@ -178,6 +235,10 @@ describe("loadConfig", () => {
       TRUST_PROXY: "yes",
       SHUTDOWN_GRACE: "soon",
       MIGRATE: "maybe",
+      NOTIFY_WINDOW: "61s",
+      MAX_DEVICES_PER_USER: "0",
+      PUSH_MAX_ATTEMPTS: "21",
+      PUSH_TIMEOUT: "forever",
     };
     const err = configError(bad);
     assert.equal(err.name, "ConfigError");
@@ -231,6 +292,62 @@ describe("loadConfig", () => {
     const err = configError({ MAX_TEXT_BYTES: "5000", MAX_REQUEST_BYTES: "4096" });
     assert.deepEqual(err.problems, ["MAX_TEXT_BYTES (5000) must not exceed MAX_REQUEST_BYTES (4096)"]);
     assert.equal(loadConfig({ MAX_TEXT_BYTES: "4096", MAX_REQUEST_BYTES: "4096" }).maxTextBytes, 4096);
+  });
+});
+
+/** A VAPID key pair (web-push's generateVAPIDKeys), for the settings that check the keys' shape. */
+const VAPID_PUBLIC = "BPsbsYN1IyBDc5exvsP9AYKwLANWglGQpMBokEmdJeciy36LWNK-d1wOAj2EpTX9UHGGqEegn9fII6IpHDeT9iU";
+const VAPID_PRIVATE = "BjfzYuzOsVCn0A_mc1Ijprakjh5nhYVsQqZ6WexUnNs";
+
+describe("push settings", () => {
+  it("enables no provider by default, and each one only with its credentials", () => {
+    const c = loadConfig({});
+    assert.deepEqual([c.push.webPush, c.push.fcm, c.push.apns], [undefined, undefined, undefined]);
+  });
+
+  it("requires the VAPID subject and both keys, or a key file, and never quotes the private key", () => {
+    assert.deepEqual(configError({ WEB_PUSH_VAPID_PUBLIC_KEY: VAPID_PUBLIC, WEB_PUSH_VAPID_PRIVATE_KEY: VAPID_PRIVATE }).problems, [
+      "WEB_PUSH_VAPID_SUBJECT: required with the other WEB_PUSH_VAPID_ settings (a mailto: or https: contact)",
+    ]);
+    assert.deepEqual(configError({ WEB_PUSH_VAPID_SUBJECT: "mailto:a@b.c", WEB_PUSH_VAPID_PUBLIC_KEY: VAPID_PUBLIC }).problems, [
+      "WEB_PUSH_VAPID_PRIVATE_KEY: required with WEB_PUSH_VAPID_SUBJECT (or set WEB_PUSH_VAPID_KEY_FILE)",
+    ]);
+    const secret = `${VAPID_PRIVATE}AAAA`;
+    const err = configError({ WEB_PUSH_VAPID_SUBJECT: "mailto:a@b.c", WEB_PUSH_VAPID_PUBLIC_KEY: VAPID_PUBLIC, WEB_PUSH_VAPID_PRIVATE_KEY: secret });
+    assert.deepEqual(err.problems, ["WEB_PUSH_VAPID_PRIVATE_KEY: must be a P-256 private key in base64url (32 bytes); the value is not shown"]);
+    assert.ok(!err.message.includes(secret));
+    // A 65-byte key that is not an uncompressed point (0x04 first) is refused.
+    const compressed = Buffer.from(VAPID_PUBLIC, "base64url");
+    compressed[0] = 0x03;
+    assert.match(
+      configError({ WEB_PUSH_VAPID_SUBJECT: "mailto:a@b.c", WEB_PUSH_VAPID_PUBLIC_KEY: compressed.toString("base64url"), WEB_PUSH_VAPID_PRIVATE_KEY: VAPID_PRIVATE }).problems[0] ?? "",
+      /^WEB_PUSH_VAPID_PUBLIC_KEY: .* must be an uncompressed P-256 public key/,
+    );
+    assert.deepEqual(
+      configError({ WEB_PUSH_VAPID_SUBJECT: "mailto:a@b.c", WEB_PUSH_VAPID_KEY_FILE: "/k.json", WEB_PUSH_VAPID_PUBLIC_KEY: VAPID_PUBLIC }).problems,
+      ["WEB_PUSH_VAPID_KEY_FILE: set either it or WEB_PUSH_VAPID_PUBLIC_KEY and WEB_PUSH_VAPID_PRIVATE_KEY, not both"],
+    );
+  });
+
+  it("refuses a provider's settings without its credentials, and APNs without its key and team ids", () => {
+    assert.deepEqual(configError({ FCM_PROJECT_ID: "chat" }).problems, ["FCM_PROJECT_ID: set, but FCM_SERVICE_ACCOUNT_FILE is not (FCM needs a service account)"]);
+    assert.deepEqual(configError({ APNS_TEAM_ID: "T1" }).problems, ["APNS_TEAM_ID: set, but APNS_KEY_FILE is not (APNs needs a token-signing key)"]);
+    assert.deepEqual(configError({ APNS_KEY_FILE: "/k.p8" }).problems, ["APNS_KEY_ID: required with APNS_KEY_FILE", "APNS_TEAM_ID: required with APNS_KEY_FILE"]);
+  });
+
+  it("allows http:// provider URLs only with PUSH_ALLOW_PRIVATE_ENDPOINTS (loopback test receivers)", () => {
+    const env = { FCM_SERVICE_ACCOUNT_FILE: "/sa.json", FCM_TOKEN_URL: "http://127.0.0.1:1234/token", FCM_BASE_URL: "http://127.0.0.1:1234" };
+    assert.deepEqual(configError(env).problems, [
+      'FCM_TOKEN_URL: "http://127.0.0.1:1234/token" must be an https:// URL (http:// only with PUSH_ALLOW_PRIVATE_ENDPOINTS=true)',
+      'FCM_BASE_URL: "http://127.0.0.1:1234" must be an https:// URL (http:// only with PUSH_ALLOW_PRIVATE_ENDPOINTS=true)',
+    ]);
+    assert.equal(loadConfig({ ...env, PUSH_ALLOW_PRIVATE_ENDPOINTS: "true" }).push.fcm?.tokenUrl, "http://127.0.0.1:1234/token");
+  });
+
+  it("needs a shared presence (Redis) for a notifier process without streams", () => {
+    const split = { SERVICES: "notify", BUS_URL: "nats://127.0.0.1:4222", AUTH_JWKS_URL: "http://auth:8080/.well-known/jwks.json" };
+    assert.match(configError(split).problems.join("\n"), /^CACHE_URL: a process serving notify without stream needs the shared presence/m);
+    assert.deepEqual(loadConfig({ ...split, CACHE_URL: "redis://127.0.0.1:6379" }).services, ["notify"]);
   });
 });
 

@@ -64,10 +64,72 @@ export interface Config {
   readonly registrationsPerMinutePerAddress: number;
   readonly trustProxy: boolean;
   readonly shutdownGraceMs: number;
+  /** How long the notifier collects a group's messages before it decides its pushes (NOTIFY_WINDOW): one push per (user, group) per window. */
+  readonly notifyWindowMs: number;
+  /** Events one notifier process holds unacknowledged (in open windows and flushes) at once (NOTIFY_MAX_PENDING). */
+  readonly notifyMaxPending: number;
+  /** Push devices one user may register (MAX_DEVICES_PER_USER). */
+  readonly maxDevicesPerUser: number;
+  /** Push providers and how pushes are sent (see {@link PushConfig}). */
+  readonly push: PushConfig;
+}
+
+/**
+ * PushConfig is how the notifier reaches the push services. A provider is
+ * enabled only when its credentials are configured (undefined = disabled:
+ * its devices get no pushes, counted as failed with reason
+ * "not_configured"). Paths are absolute; the files are read when the
+ * notifier starts (server/notifier-wiring.ts), and a bad file stops the start.
+ */
+export interface PushConfig {
+  /** Test-only: let Web Push endpoints and provider URLs be http:// and loopback/private addresses (PUSH_ALLOW_PRIVATE_ENDPOINTS). */
+  readonly allowPrivateEndpoints: boolean;
+  /** A PEM file of extra CA certificates trusted for the providers' TLS (PUSH_CA_FILE), e.g. a test's own CA. */
+  readonly caFile: string | undefined;
+  /** How long one delivery attempt may take (PUSH_TIMEOUT). */
+  readonly timeoutMs: number;
+  /** How long a push service keeps an undelivered push for an offline device (PUSH_TTL), in seconds: Web Push TTL, APNs apns-expiration. */
+  readonly ttlSeconds: number;
+  /** Delivery attempts per push and device, the first included (PUSH_MAX_ATTEMPTS). */
+  readonly maxAttempts: number;
+  /** Base of the exponential backoff between attempts (PUSH_RETRY_BASE); each wait is random in [0, base * 2^retry] (full jitter) unless the service said Retry-After. */
+  readonly retryBaseMs: number;
+  /** No attempt starts later than this after the first (PUSH_RETRY_WINDOW); a Retry-After beyond it gives up. */
+  readonly retryWindowMs: number;
+  readonly webPush: WebPushConfig | undefined;
+  readonly fcm: FcmConfig | undefined;
+  readonly apns: ApnsConfig | undefined;
+}
+
+/** WebPushConfig is the VAPID identity (RFC 8292): the keys inline (base64url) or in a JSON file `{"publicKey", "privateKey"}`. */
+export interface WebPushConfig {
+  /** mailto: or https: contact of the sender, in the VAPID JWT's `sub`. */
+  readonly subject: string;
+  readonly publicKey: string | undefined;
+  readonly privateKey: string | undefined;
+  readonly keyFile: string | undefined;
+}
+
+/** FcmConfig is the FCM HTTP v1 sender: a service account (JSON with client_email, private_key, token_uri) exchanged for OAuth2 tokens. */
+export interface FcmConfig {
+  /** FCM_PROJECT_ID, or the service account's project_id when unset. */
+  readonly projectId: string | undefined;
+  readonly serviceAccountFile: string;
+  /** FCM_TOKEN_URL, or the service account's token_uri when unset. */
+  readonly tokenUrl: string | undefined;
+  readonly baseUrl: string;
+}
+
+/** ApnsConfig is the APNs HTTP/2 sender with token authentication (an ES256 .p8 key). */
+export interface ApnsConfig {
+  readonly url: string;
+  readonly keyId: string;
+  readonly teamId: string;
+  readonly keyFile: string;
 }
 
 /** SERVICE_NAMES are the services a process can serve. */
-export const SERVICE_NAMES = ["auth", "group", "message", "stream"] as const;
+export const SERVICE_NAMES = ["auth", "group", "message", "stream", "notify"] as const;
 
 /** ServiceName is one of SERVICE_NAMES. */
 export type ServiceName = (typeof SERVICE_NAMES)[number];
@@ -75,7 +137,8 @@ export type ServiceName = (typeof SERVICE_NAMES)[number];
 /** SETTINGS documents every environment variable (the README table is generated from the same words). */
 export const SETTINGS = {
   HOST: "address to listen on (default 127.0.0.1)",
-  SERVICES: "comma-separated services this process serves: auth, group, message, stream (default all; also --services=)",
+  SERVICES:
+    "comma-separated services this process serves: auth, group, message, stream, notify (NotificationService and the push worker) (default all; also --services=)",
   AUTH_JWKS_URL: "JWKS of the auth service, for processes that do not serve auth (e.g. http://auth:8080/.well-known/jwks.json)",
   PORT: "port for gRPC, gRPC-Web, Connect and /.well-known/jwks.json (default 8080; 0 picks a free one)",
   DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
@@ -122,6 +185,30 @@ export const SETTINGS = {
   REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "registrations per client address per minute (default 30)",
   TRUST_PROXY: "true to take the client address from the last X-Forwarded-For hop, appended by the trusted proxy (default false)",
   SHUTDOWN_GRACE: "how long in-flight calls may take after SIGTERM (default 10s)",
+  NOTIFY_WINDOW:
+    "how long the notifier collects a group's messages before it pushes: one push per (user, group) per window, saying how many messages it stands for (default 2s)",
+  NOTIFY_MAX_PENDING: "group events one notifier process holds unacknowledged (in open windows and pushes in progress) at once (default 10000)",
+  MAX_DEVICES_PER_USER: "push devices one user may register; RegisterDevice past it gets FAILED_PRECONDITION (default 10)",
+  PUSH_ALLOW_PRIVATE_ENDPOINTS:
+    "test only: true lets Web Push endpoints and provider URLs be http:// and loopback, private or link-local addresses (default false: https to public addresses only)",
+  PUSH_CA_FILE: "PEM file of extra CA certificates trusted for the push services' TLS (e.g. a test's own CA; default none)",
+  PUSH_TIMEOUT: "how long one delivery attempt to a push service may take (default 10s)",
+  PUSH_TTL: "how long a push service keeps a push for an offline device: Web Push TTL, APNs apns-expiration (default 1d)",
+  PUSH_MAX_ATTEMPTS: "delivery attempts per push and device on 429, 5xx or network errors, the first included (default 5)",
+  PUSH_RETRY_BASE: "base of the exponential backoff with full jitter between attempts; a Retry-After from the service is honoured instead (default 500ms)",
+  PUSH_RETRY_WINDOW: "no attempt starts later than this after the first; a longer Retry-After gives up (default 30s)",
+  WEB_PUSH_VAPID_SUBJECT: "Web Push: mailto: or https: contact in the VAPID JWT; Web Push is enabled when it and the keys are set",
+  WEB_PUSH_VAPID_PUBLIC_KEY: "Web Push: VAPID public key (base64url, uncompressed P-256 point)",
+  WEB_PUSH_VAPID_PRIVATE_KEY: "Web Push: VAPID private key (base64url, 32 bytes)",
+  WEB_PUSH_VAPID_KEY_FILE: 'Web Push: JSON file {"publicKey","privateKey"} instead of the two keys (as `web-push generate-vapid-keys --json` writes)',
+  FCM_SERVICE_ACCOUNT_FILE: "FCM: service-account JSON (client_email, private_key, token_uri, project_id); FCM is enabled when it is set",
+  FCM_PROJECT_ID: "FCM: project id (default the service account's project_id)",
+  FCM_TOKEN_URL: "FCM: OAuth2 token endpoint (default the service account's token_uri)",
+  FCM_BASE_URL: "FCM: HTTP v1 API base URL (default https://fcm.googleapis.com)",
+  APNS_KEY_FILE: "APNs: the .p8 token-signing key (PEM, ES256); APNs is enabled when it is set",
+  APNS_KEY_ID: "APNs: the key's id (kid), required with APNS_KEY_FILE",
+  APNS_TEAM_ID: "APNs: the developer team id (iss), required with APNS_KEY_FILE",
+  APNS_URL: "APNs: base URL (default https://api.push.apple.com; https://api.sandbox.push.apple.com for development builds)",
 } as const;
 
 /** ConfigError lists every invalid setting at once. */
@@ -219,7 +306,16 @@ export function loadConfig(env: Env): Config {
     registrationsPerMinutePerAddress: read.integer("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", 30, 1, 1_000_000),
     trustProxy: read.boolean("TRUST_PROXY", false),
     shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s", 0),
+    notifyWindowMs: read.duration("NOTIFY_WINDOW", "2s", 0, 60_000),
+    notifyMaxPending: read.integer("NOTIFY_MAX_PENDING", 10_000, 1, 1_000_000),
+    maxDevicesPerUser: read.integer("MAX_DEVICES_PER_USER", 10, 1, 1000),
+    push: readPushConfig(read, problems),
   };
+  if (services.includes("notify") && !services.includes("stream") && cacheUrl === "memory:") {
+    problems.push(
+      'CACHE_URL: a process serving notify without stream needs the shared presence of redis://host:port; with memory: it would see every member offline and push to online ones',
+    );
+  }
   if (config.maxTextBytes > config.maxRequestBytes) {
     problems.push(`MAX_TEXT_BYTES (${config.maxTextBytes}) must not exceed MAX_REQUEST_BYTES (${config.maxRequestBytes})`);
   }
@@ -244,6 +340,99 @@ function parseServices(text: string, problems: string[]): ServiceName[] {
     return [...SERVICE_NAMES];
   }
   return SERVICE_NAMES.filter((n) => names.includes(n));
+}
+
+/** readPushConfig reads the push settings (see {@link PushConfig}); a provider with none of its settings is disabled. */
+function readPushConfig(read: Reader, problems: string[]): PushConfig {
+  const allowPrivateEndpoints = read.boolean("PUSH_ALLOW_PRIVATE_ENDPOINTS", false);
+  const optional = (name: keyof typeof SETTINGS) => read.string(name, "") || undefined;
+  const url = (name: keyof typeof SETTINGS, fallback: string | undefined) => {
+    const v = optional(name) ?? fallback;
+    if (v === undefined) return undefined;
+    // http:// only where private endpoints are allowed (tests' loopback receivers); production pushes go over TLS.
+    const ok = allowPrivateEndpoints ? /^https?:\/\/[^/\s]+(\/\S*)?$/ : /^https:\/\/[^/\s]+(\/\S*)?$/;
+    if (!ok.test(v)) {
+      problems.push(`${name}: "${v}" must be an https:// URL${allowPrivateEndpoints ? " (or http://)" : " (http:// only with PUSH_ALLOW_PRIVATE_ENDPOINTS=true)"}`);
+    }
+    return v;
+  };
+  const file = (name: keyof typeof SETTINGS) => {
+    const v = optional(name);
+    return v === undefined ? undefined : resolve(v);
+  };
+
+  let webPush: WebPushConfig | undefined;
+  const subject = optional("WEB_PUSH_VAPID_SUBJECT");
+  const publicKey = optional("WEB_PUSH_VAPID_PUBLIC_KEY");
+  const privateKey = optional("WEB_PUSH_VAPID_PRIVATE_KEY");
+  const keyFile = file("WEB_PUSH_VAPID_KEY_FILE");
+  if (subject !== undefined || publicKey !== undefined || privateKey !== undefined || keyFile !== undefined) {
+    if (subject === undefined) problems.push("WEB_PUSH_VAPID_SUBJECT: required with the other WEB_PUSH_VAPID_ settings (a mailto: or https: contact)");
+    else if (!/^(mailto:\S+@\S+|https:\/\/\S+)$/.test(subject)) problems.push(`WEB_PUSH_VAPID_SUBJECT: "${subject}" must be a mailto: address or an https: URL`);
+    if (keyFile !== undefined && (publicKey !== undefined || privateKey !== undefined)) {
+      problems.push("WEB_PUSH_VAPID_KEY_FILE: set either it or WEB_PUSH_VAPID_PUBLIC_KEY and WEB_PUSH_VAPID_PRIVATE_KEY, not both");
+    } else if (keyFile === undefined) {
+      if (publicKey === undefined) problems.push("WEB_PUSH_VAPID_PUBLIC_KEY: required with WEB_PUSH_VAPID_SUBJECT (or set WEB_PUSH_VAPID_KEY_FILE)");
+      else if (!isVapidKey(publicKey, 65)) problems.push(`WEB_PUSH_VAPID_PUBLIC_KEY: "${publicKey}" must be an uncompressed P-256 public key in base64url (65 bytes)`);
+      // The private key is a secret: its problem never quotes it.
+      if (privateKey === undefined) problems.push("WEB_PUSH_VAPID_PRIVATE_KEY: required with WEB_PUSH_VAPID_SUBJECT (or set WEB_PUSH_VAPID_KEY_FILE)");
+      else if (!isVapidKey(privateKey, 32)) problems.push("WEB_PUSH_VAPID_PRIVATE_KEY: must be a P-256 private key in base64url (32 bytes); the value is not shown");
+    }
+    if (subject !== undefined) webPush = Object.freeze({ subject, publicKey, privateKey, keyFile });
+  }
+
+  let fcm: FcmConfig | undefined;
+  const serviceAccountFile = file("FCM_SERVICE_ACCOUNT_FILE");
+  const projectId = optional("FCM_PROJECT_ID");
+  const tokenUrl = url("FCM_TOKEN_URL", undefined);
+  const fcmBaseUrl = url("FCM_BASE_URL", "https://fcm.googleapis.com") as string;
+  if (projectId !== undefined && !/^[a-z][a-z0-9-]{1,62}$/.test(projectId)) problems.push(`FCM_PROJECT_ID: "${projectId}" must be a project id (a-z, 0-9, -)`);
+  if (serviceAccountFile !== undefined) {
+    fcm = Object.freeze({ projectId, serviceAccountFile, tokenUrl, baseUrl: fcmBaseUrl });
+  } else {
+    for (const name of ["FCM_PROJECT_ID", "FCM_TOKEN_URL", "FCM_BASE_URL"] as const) {
+      if (optional(name) !== undefined) problems.push(`${name}: set, but FCM_SERVICE_ACCOUNT_FILE is not (FCM needs a service account)`);
+    }
+  }
+
+  let apns: ApnsConfig | undefined;
+  const apnsKeyFile = file("APNS_KEY_FILE");
+  const keyId = optional("APNS_KEY_ID");
+  const teamId = optional("APNS_TEAM_ID");
+  const apnsUrl = url("APNS_URL", "https://api.push.apple.com") as string;
+  for (const [name, v] of [["APNS_KEY_ID", keyId], ["APNS_TEAM_ID", teamId]] as const) {
+    if (v !== undefined && !/^[A-Za-z0-9]{1,64}$/.test(v)) problems.push(`${name}: "${v}" must be 1 to 64 letters or digits (Apple's ids are 10)`);
+  }
+  if (apnsKeyFile !== undefined) {
+    if (keyId === undefined) problems.push("APNS_KEY_ID: required with APNS_KEY_FILE");
+    if (teamId === undefined) problems.push("APNS_TEAM_ID: required with APNS_KEY_FILE");
+    if (keyId !== undefined && teamId !== undefined) apns = Object.freeze({ url: apnsUrl, keyId, teamId, keyFile: apnsKeyFile });
+  } else {
+    for (const name of ["APNS_KEY_ID", "APNS_TEAM_ID", "APNS_URL"] as const) {
+      if (optional(name) !== undefined) problems.push(`${name}: set, but APNS_KEY_FILE is not (APNs needs a token-signing key)`);
+    }
+  }
+
+  const push: PushConfig = {
+    allowPrivateEndpoints,
+    caFile: file("PUSH_CA_FILE"),
+    timeoutMs: read.duration("PUSH_TIMEOUT", "10s", 100, 120_000),
+    ttlSeconds: Math.floor(read.duration("PUSH_TTL", "1d", 0, 28 * 86_400_000) / 1000),
+    maxAttempts: read.integer("PUSH_MAX_ATTEMPTS", 5, 1, 20),
+    retryBaseMs: read.duration("PUSH_RETRY_BASE", "500ms", 1, 60_000),
+    retryWindowMs: read.duration("PUSH_RETRY_WINDOW", "30s", 0, 600_000),
+    webPush,
+    fcm,
+    apns,
+  };
+  return Object.freeze(push);
+}
+
+/** isVapidKey tells whether `text` is base64url (unpadded) of `bytes` bytes; a 65-byte public key must be an uncompressed point (0x04 first). */
+function isVapidKey(text: string, bytes: number): boolean {
+  if (!/^[A-Za-z0-9_-]+$/.test(text)) return false;
+  const raw = Buffer.from(text, "base64url");
+  return raw.length === bytes && (bytes !== 65 || raw[0] === 0x04);
 }
 
 /** redactUrl hides the user-info part (user:password@) of a URL quoted in an error. */

@@ -115,6 +115,47 @@ describe("AppMetrics", () => {
     }
   });
 
+  it("counts the notifier's pushes per provider: sent with their latency, retried, failed by reason, devices removed, skips, flushes", async () => {
+    const metrics = new AppMetrics({ defaultMetrics: false });
+    const n = metrics.notifier;
+    n.pushSent("web_push", 2_300);
+    n.pushSent("web_push", -5); // clock skew: counted as 0
+    n.pushSent("apns", 120);
+    n.pushRetried("fcm");
+    n.pushRetried("fcm");
+    n.pushFailed("fcm", "gave_up");
+    n.pushFailed("web_push", "invalid_token");
+    n.deviceRemoved("web_push");
+    n.pushFailed("apns", "not_configured");
+    n.memberSkipped("online", 3);
+    n.memberSkipped("muted", 1);
+    n.flushed("ok");
+    n.flushed("error");
+    assert.deepEqual((await lines(metrics, "chat_pushes_sent_total")).sort(), [
+      'chat_pushes_sent_total{provider="apns"} 1',
+      'chat_pushes_sent_total{provider="web_push"} 2',
+    ]);
+    assert.deepEqual(await lines(metrics, "chat_push_retries_total"), ['chat_push_retries_total{provider="fcm"} 2']);
+    assert.deepEqual((await lines(metrics, "chat_pushes_failed_total")).sort(), [
+      'chat_pushes_failed_total{provider="apns",reason="not_configured"} 1',
+      'chat_pushes_failed_total{provider="fcm",reason="gave_up"} 1',
+      'chat_pushes_failed_total{provider="web_push",reason="invalid_token"} 1',
+    ]);
+    assert.deepEqual(await lines(metrics, "chat_push_devices_removed_total"), ['chat_push_devices_removed_total{provider="web_push"} 1']);
+    assert.deepEqual((await lines(metrics, "chat_push_latency_seconds_count")).sort(), [
+      'chat_push_latency_seconds_count{provider="apns"} 1',
+      'chat_push_latency_seconds_count{provider="web_push"} 2',
+    ]);
+    assert.deepEqual(await lines(metrics, 'chat_push_latency_seconds_sum{provider="web_push"}'), ['chat_push_latency_seconds_sum{provider="web_push"} 2.3']);
+    assert.ok((await lines(metrics, 'chat_push_latency_seconds_bucket{le="2.5",provider="web_push"}')).includes('chat_push_latency_seconds_bucket{le="2.5",provider="web_push"} 2'));
+    assert.deepEqual((await lines(metrics, "chat_push_skipped_total")).sort(), ['chat_push_skipped_total{reason="muted"} 1', 'chat_push_skipped_total{reason="online"} 3']);
+    assert.deepEqual((await lines(metrics, "chat_notify_flushes_total")).sort(), [
+      'chat_notify_flushes_total{result="error"} 1',
+      'chat_notify_flushes_total{result="ok"} 1',
+    ]);
+    metrics.close();
+  });
+
   it("serves /metrics with or without a query string, nothing else", () => {
     assert.ok(isMetricsRequest("/metrics"));
     assert.ok(isMetricsRequest("/metrics?name[]=x"));

@@ -16,14 +16,25 @@ import type http from "node:http";
 import type http2 from "node:http2";
 import type { Code } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
-import { Counter, Gauge, type Metric, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from "prom-client";
+import type { PushKind } from "../core/model.js";
 import type { CursorResetReason, HubMetrics } from "../delivery/hub-metrics.js";
+import type { NotifierObserver } from "../notifier/notifier.js";
+import type { PushFailReason } from "../notifier/push-delivery.js";
+import type { SkipReason } from "../notifier/push-plan.js";
 
 /** METRICS_PATH is where each process serves its metrics (GET, Prometheus text format, no authentication). */
 export const METRICS_PATH = "/metrics";
 
 /** LATENCY_BUCKETS are the histogram buckets (seconds) of the latency metrics: 0.5 ms to 2.5 s. */
 export const LATENCY_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+/**
+ * PUSH_LATENCY_BUCKETS are the buckets (seconds) of chat_push_latency_seconds:
+ * a push waits for its coalescing window (NOTIFY_WINDOW, 2 s by default) and
+ * its retries, so they reach further than LATENCY_BUCKETS.
+ */
+export const PUSH_LATENCY_BUCKETS: readonly number[] = [0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 30, 60];
 
 /** SendVia says where a send came in: the unary SendMessage RPC or a send_message item on a Connect stream. */
 export type SendVia = "rpc" | "stream";
@@ -39,12 +50,15 @@ export class AppMetrics {
   readonly registry = new Registry();
   /** hub is what the StreamHub reports to. */
   readonly hub: HubMetrics;
+  /** notifier is what the notifier (push worker) reports to. */
+  readonly notifier: NotifierObserver;
   private readonly sends: Counter<"code" | "via">;
   private readonly historyPages: Counter<"source">;
   private readonly storeCommits: WeightedHistogram;
   private activeStreams: () => number = () => 0;
   private sendsInFlight: () => number = () => 0;
   private sendsShed: () => number = () => 0;
+  private notifyPending: () => number = () => 0;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -169,12 +183,29 @@ export class AppMetrics {
       labelNames: ["source"] as const,
       registers,
     });
+    this.notifier = new PushRecorder(registers);
+    const notifyPending = () => this.notifyPending();
+    new Gauge({
+      name: "chat_notify_groups_pending",
+      help:
+        "Groups this process's notifier holds events of: an open coalescing window (NOTIFY_WINDOW) or a flush in progress. " +
+        "Their events are acknowledged to the feed only when the flush ends, so a notifier that dies gets them again.",
+      registers,
+      collect() {
+        this.set(notifyPending());
+      },
+    });
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
   /** countStreamsWith sets where chat_streams_active reads the number of open streams (at scrape time). */
   countStreamsWith(count: () => number): void {
     this.activeStreams = count;
+  }
+
+  /** countNotifierWith sets where chat_notify_groups_pending reads the notifier's pending groups (at scrape time). */
+  countNotifierWith(pending: () => number): void {
+    this.notifyPending = pending;
   }
 
   /** storeCommit records one group commit of the embedded store that took `seconds`. */
@@ -217,6 +248,7 @@ export class AppMetrics {
     this.activeStreams = () => 0;
     this.sendsInFlight = () => 0;
     this.sendsShed = () => 0;
+    this.notifyPending = () => 0;
     this.registry.clear();
   }
 }
@@ -254,6 +286,98 @@ class HubRecorder implements HubMetrics {
 
   cursorReset(reason: CursorResetReason): void {
     this.cursorResets[reason]++;
+  }
+}
+
+/** PushRecorder turns the notifier's reports into Prometheus metrics (a few per push: pushes are far rarer than deliveries). */
+class PushRecorder implements NotifierObserver {
+  private readonly sent: Counter<"provider">;
+  private readonly failed: Counter<"provider" | "reason">;
+  private readonly retried: Counter<"provider">;
+  private readonly removed: Counter<"provider">;
+  private readonly latency: Histogram<"provider">;
+  private readonly skipped: Counter<"reason">;
+  private readonly flushes: Counter<"result">;
+
+  constructor(registers: Registry[]) {
+    this.sent = new Counter({
+      name: "chat_pushes_sent_total",
+      help: "Pushes the push service accepted, by provider (web_push, fcm, apns): one per device.",
+      labelNames: ["provider"] as const,
+      registers,
+    });
+    this.failed = new Counter({
+      name: "chat_pushes_failed_total",
+      help:
+        "Pushes that will not reach their device, by provider and reason: rejected (the service refused it for good), gave_up " +
+        "(PUSH_MAX_ATTEMPTS or PUSH_RETRY_WINDOW ran out on 429/5xx/network errors), invalid_token (the device is gone; it was " +
+        "removed), not_configured (this server has no credentials for the device's provider).",
+      labelNames: ["provider", "reason"] as const,
+      registers,
+    });
+    this.retried = new Counter({
+      name: "chat_push_retries_total",
+      help: "Push attempts that failed with 429, 5xx or a network error and were scheduled again (backoff with jitter, or the service's Retry-After), by provider.",
+      labelNames: ["provider"] as const,
+      registers,
+    });
+    this.removed = new Counter({
+      name: "chat_push_devices_removed_total",
+      help: "Devices removed because their push service said they are gone (Web Push 404/410, FCM UNREGISTERED, APNs 410/BadDeviceToken/Unregistered), by provider.",
+      labelNames: ["provider"] as const,
+      registers,
+    });
+    this.latency = new Histogram({
+      name: "chat_push_latency_seconds",
+      help:
+        "Time from the newest message a push tells of (its event `at`) to the push service's acceptance, by provider: the rest of " +
+        "the coalescing window (NOTIFY_WINDOW), the store reads, the retries and the send. Clamped at 0 across processes whose clocks differ.",
+      labelNames: ["provider"] as const,
+      buckets: [...PUSH_LATENCY_BUCKETS],
+      registers,
+    });
+    this.skipped = new Counter({
+      name: "chat_push_skipped_total",
+      help:
+        "Members a window's flush sent no push, by reason: muted (setting none or muted), online (a live stream delivered the " +
+        "messages), read (read marker at or past the newest message), replied (wrote the newest message), own (only they wrote), " +
+        "no_device (no registered device).",
+      labelNames: ["reason"] as const,
+      registers,
+    });
+    this.flushes = new Counter({
+      name: "chat_notify_flushes_total",
+      help:
+        "Coalescing windows the notifier closed and decided, by result: ok, or error (a store read or push claim failed; the " +
+        "window's events are handed out again).",
+      labelNames: ["result"] as const,
+      registers,
+    });
+  }
+
+  pushSent(kind: PushKind, latencyMs: number): void {
+    this.sent.inc({ provider: kind });
+    this.latency.observe({ provider: kind }, Math.max(0, latencyMs) / 1000);
+  }
+
+  pushRetried(kind: PushKind): void {
+    this.retried.inc({ provider: kind });
+  }
+
+  pushFailed(kind: PushKind, reason: PushFailReason): void {
+    this.failed.inc({ provider: kind, reason });
+  }
+
+  deviceRemoved(kind: PushKind): void {
+    this.removed.inc({ provider: kind });
+  }
+
+  memberSkipped(reason: SkipReason, members: number): void {
+    this.skipped.inc({ reason }, members);
+  }
+
+  flushed(result: "ok" | "error"): void {
+    this.flushes.inc({ result });
   }
 }
 

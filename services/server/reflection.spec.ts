@@ -23,6 +23,7 @@ import {
   SendMessageRequestSchema,
   file_chat_v1_message_service,
 } from "../../gen/chat/v1/message_service_pb.js";
+import { NotificationService } from "../../gen/chat/v1/notification_service_pb.js";
 import { StreamService } from "../../gen/chat/v1/stream_service_pb.js";
 import {
   Health,
@@ -36,13 +37,14 @@ import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { HealthRegistry, healthRoutes } from "./health.js";
 import { reflectionRoutes } from "./reflection.js";
 
-const chatServices = [AuthService, GroupService, MessageService, StreamService];
+const chatServices = [AuthService, GroupService, MessageService, StreamService, NotificationService];
 
 const expectedServiceNames = [
   "chat.v1.AuthService",
   "chat.v1.GroupService",
   "chat.v1.MessageService",
   "chat.v1.StreamService",
+  "chat.v1.NotificationService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",

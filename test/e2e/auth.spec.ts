@@ -20,6 +20,7 @@ import { type JSONWebKeySet, createLocalJWKSet, createRemoteJWKSet, decodeJwt, d
 import { AuthService, type LoginResponse, type RefreshTokenResponse, type RegisterResponse } from "../../gen/chat/v1/auth_service_pb.js";
 import { GroupService, type ListGroupsResponse } from "../../gen/chat/v1/group_service_pb.js";
 import { MessageService } from "../../gen/chat/v1/message_service_pb.js";
+import { NotificationService } from "../../gen/chat/v1/notification_service_pb.js";
 import { StreamService, type SubscribeResponse } from "../../gen/chat/v1/stream_service_pb.js";
 import { Health, type HealthCheckResponse, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
@@ -329,7 +330,7 @@ describe("auth (e2e)", () => {
     const alice = await registerUser(server.baseUrl, "grpc", "bearer");
     const publicMethods = new Set(["chat.v1.AuthService/Register", "chat.v1.AuthService/Login", "chat.v1.AuthService/RefreshToken"]);
     const checked: string[] = [];
-    for (const service of [AuthService, GroupService, MessageService, StreamService] as DescService[]) {
+    for (const service of [AuthService, GroupService, MessageService, StreamService, NotificationService] as DescService[]) {
       const client = grpcClient(service);
       for (const method of service.methods) {
         const name = `${service.typeName}/${method.name}`;
@@ -355,7 +356,7 @@ describe("auth (e2e)", () => {
         checked.push(name);
       }
     }
-    assert.equal(checked.length, 1 + 8 + 2 + 2, `every non-public chat.v1 RPC was checked: ${checked.join(", ")}`);
+    assert.equal(checked.length, 1 + 9 + 2 + 2 + 4, `every non-public chat.v1 RPC was checked: ${checked.join(", ")}`);
 
     // The public ones work without a token.
     const auth = grpcClient(AuthService);
@@ -376,6 +377,7 @@ describe("auth (e2e)", () => {
       r.messageResponse.case === "listServicesResponse" ? r.messageResponse.value.service.map((s) => s.name) : [],
     );
     assert.ok(listed.includes("chat.v1.GroupService"), `reflection lists the services: ${listed.join(", ")}`);
+    assert.ok(listed.includes("chat.v1.NotificationService"), `reflection lists NotificationService: ${listed.join(", ")}`);
   });
 
   it("refuses a refresh token after its 30-day lifetime", async () => {

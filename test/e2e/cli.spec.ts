@@ -165,15 +165,17 @@ describe("chat CLI", () => {
   });
 
   it("prints usage, and exits 2 on usage errors and 1 on other errors", async () => {
-    const [help, bare, wrong, unknown, notLoggedIn] = await Promise.all([
+    const [help, bare, wrong, unknown, notLoggedIn, readNothing] = await Promise.all([
       alice.run("help"),
       alice.run(),
       alice.run("send", "team"),
       alice.run("history", "team", "--frob"),
       alice.run("groups"),
+      alice.run("read"),
     ]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^Usage: chat \[global options\] <command>/m);
+    assert.match(help.stdout, /^ {2}read <group> +mark the group read up to its newest event$/m);
     assert.equal(bare.code, 2);
     assert.match(bare.stderr, /Usage: chat/);
     assert.equal(wrong.code, 2);
@@ -182,6 +184,8 @@ describe("chat CLI", () => {
     assert.match(unknown.stderr, /^error: unknown option --frob$/m);
     assert.equal(notLoggedIn.code, 1);
     assert.match(notLoggedIn.stderr, /^error: unauthenticated: not logged in/m);
+    assert.equal(readNothing.code, 2);
+    assert.match(readNothing.stderr, /^error: usage: chat read <group>$/m);
   });
 
   it("registers, creates a group, sends, lists history and tails live messages", async () => {
@@ -197,8 +201,9 @@ describe("chat CLI", () => {
 
     assert.match(await alice.ok("create-group", "team", "--member", bob.username), /^created group team \(id \S+\) with 2 members$/m);
     const [groupsText, groupsJson, membersText] = await Promise.all([alice.ok("groups"), bob.ok("groups", "--json"), bob.ok("members", "team")]);
-    assert.match(groupsText, /^NAME\s+ROLE\s+MEMBERS\s+LAST SEQ\s+ID$/m);
-    assert.match(groupsText, /^team\s+owner\s+2\s+2\s+\S+$/m);
+    assert.match(groupsText, /^NAME\s+ROLE\s+MEMBERS\s+UNREAD\s+LAST SEQ\s+ID$/m);
+    // Bob's addition (#2) is a membership event: nothing unread.
+    assert.match(groupsText, /^team\s+owner\s+2\s+0\s+2\s+\S+$/m);
     const listed = JSON.parse(groupsJson) as { name: string; memberCount: number; myRole: string }[];
     assert.deepEqual(
       listed.map((g) => [g.name, g.memberCount, g.myRole]),
@@ -251,6 +256,22 @@ describe("chat CLI", () => {
     await tail.waitFor("stdout", `[team #7] ${alice.username}: me too\n`);
     assert.equal(await tail.stop(), 0);
     assert.equal(tail.stdout, `[team #6] ${bob.username}: after the restart\n[team #7] ${alice.username}: me too\n`);
+  });
+
+  it("shows unread counts and marks a group read", async () => {
+    // team: #3 alice, #4 #5 #6 bob, #7 alice; alice read up to #1 (her creation), bob up to #2 (his addition).
+    assert.match(await alice.ok("groups"), /^team\s+owner\s+2\s+3\s+7\s+\S+$/m);
+    assert.match(await bob.ok("groups"), /^team\s+member\s+2\s+2\s+7\s+\S+$/m);
+    assert.equal(await alice.ok("read", "team"), "marked team read up to #7\n");
+    assert.match(await alice.ok("groups"), /^team\s+owner\s+2\s+0\s+7\s+\S+$/m);
+    const [listed] = JSON.parse(await alice.ok("groups", "--json")) as { lastReadSeq?: string; unreadCount?: number }[];
+    assert.equal(listed?.lastReadSeq, "7");
+    assert.equal(listed?.unreadCount, undefined, "0 is left out of proto JSON");
+    assert.equal(JSON.parse(await bob.ok("read", "team", "--json")).lastReadSeq, "7");
+    assert.match(await bob.ok("groups"), /^team\s+member\s+2\s+0\s+7\s+\S+$/m);
+    const missing = await bob.run("read", "no such group");
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^error: not_found: you have no group with the id or name "no such group"/m);
   });
 
   it("adds and removes members and shows membership events", async () => {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/group.proto.
  */
 export const file_chat_v1_group: GenFile = /*@__PURE__*/
-  fileDesc("ChNjaGF0L3YxL2dyb3VwLnByb3RvEgdjaGF0LnYxIscBCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgEIAEoDRIQCghoZWFkX3NlcRgFIAEoBBINCgVlcG9jaBgGIAEoCRIkCgdteV9yb2xlGAcgASgOMhMuY2hhdC52MS5NZW1iZXJSb2xlEhEKCWFja2VkX3NlcRgIIAEoBCJ6CgZNZW1iZXISHgoEdXNlchgBIAEoCzIQLmNoYXQudjEuVXNlclJlZhIhCgRyb2xlGAIgASgOMhMuY2hhdC52MS5NZW1iZXJSb2xlEi0KCWpvaW5lZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqbwoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAISFQoRTUVNQkVSX1JPTEVfT1dORVIQA2IGcHJvdG8z", [file_chat_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("ChNjaGF0L3YxL2dyb3VwLnByb3RvEgdjaGF0LnYxIqkCCgVHcm91cBIQCghncm91cF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDG1lbWJlcl9jb3VudBgEIAEoDRIQCghoZWFkX3NlcRgFIAEoBBINCgVlcG9jaBgGIAEoCRIkCgdteV9yb2xlGAcgASgOMhMuY2hhdC52MS5NZW1iZXJSb2xlEhEKCWFja2VkX3NlcRgIIAEoBBIVCg1sYXN0X3JlYWRfc2VxGAkgASgEEhQKDHVucmVhZF9jb3VudBgKIAEoDRIzCg1ub3RpZmljYXRpb25zGAsgASgLMhwuY2hhdC52MS5Ob3RpZmljYXRpb25TZXR0aW5nImsKE05vdGlmaWNhdGlvblNldHRpbmcSIwoFbGV2ZWwYASABKA4yFC5jaGF0LnYxLk5vdGlmeUxldmVsEi8KC211dGVkX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ6CgZNZW1iZXISHgoEdXNlchgBIAEoCzIQLmNoYXQudjEuVXNlclJlZhIhCgRyb2xlGAIgASgOMhMuY2hhdC52MS5NZW1iZXJSb2xlEi0KCWpvaW5lZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqbwoKTWVtYmVyUm9sZRIbChdNRU1CRVJfUk9MRV9VTlNQRUNJRklFRBAAEhYKEk1FTUJFUl9ST0xFX01FTUJFUhABEhUKEU1FTUJFUl9ST0xFX0FETUlOEAISFQoRTUVNQkVSX1JPTEVfT1dORVIQAypYCgtOb3RpZnlMZXZlbBIcChhOT1RJRllfTEVWRUxfVU5TUEVDSUZJRUQQABIUChBOT1RJRllfTEVWRUxfQUxMEAESFQoRTk9USUZZX0xFVkVMX05PTkUQAmIGcHJvdG8z", [file_chat_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * Group is a group as seen by one of its members.
@@ -79,6 +79,34 @@ export type Group = Message<"chat.v1.Group"> & {
    * @generated from field: uint64 acked_seq = 8;
    */
   ackedSeq: bigint;
+
+  /**
+   * last_read_seq is the caller's read marker (GroupService.MarkRead from any
+   * of the caller's devices): the caller has read the group up to this seq.
+   * It only moves forward; a member starts at the seq of the member_added
+   * event that added them.
+   *
+   * @generated from field: uint64 last_read_seq = 9;
+   */
+  lastReadSeq: bigint;
+
+  /**
+   * unread_count is the number of retained messages after last_read_seq that
+   * others sent (the caller's own messages and membership events do not
+   * count), capped at 999: 999 means 999 or more.
+   *
+   * @generated from field: uint32 unread_count = 10;
+   */
+  unreadCount: number;
+
+  /**
+   * notifications is the caller's push setting for this group
+   * (NotificationService.SetGroupNotifications); NOTIFY_LEVEL_ALL, not muted,
+   * until changed.
+   *
+   * @generated from field: chat.v1.NotificationSetting notifications = 11;
+   */
+  notifications?: NotificationSetting | undefined;
 };
 
 /**
@@ -87,6 +115,35 @@ export type Group = Message<"chat.v1.Group"> & {
  */
 export const GroupSchema: GenMessage<Group> = /*@__PURE__*/
   messageDesc(file_chat_v1_group, 0);
+
+/**
+ * NotificationSetting is a member's push setting for one group.
+ *
+ * @generated from message chat.v1.NotificationSetting
+ */
+export type NotificationSetting = Message<"chat.v1.NotificationSetting"> & {
+  /**
+   * level is which messages push the member's devices.
+   *
+   * @generated from field: chat.v1.NotifyLevel level = 1;
+   */
+  level: NotifyLevel;
+
+  /**
+   * muted_until, when set and in the future, silences the group's pushes
+   * until then, whatever the level; unset (or past) means not muted.
+   *
+   * @generated from field: google.protobuf.Timestamp muted_until = 2;
+   */
+  mutedUntil?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message chat.v1.NotificationSetting.
+ * Use `create(NotificationSettingSchema)` to create a new message.
+ */
+export const NotificationSettingSchema: GenMessage<NotificationSetting> = /*@__PURE__*/
+  messageDesc(file_chat_v1_group, 1);
 
 /**
  * Member is one member of a group.
@@ -121,7 +178,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_group, 1);
+  messageDesc(file_chat_v1_group, 2);
 
 /**
  * MemberRole is a member's role in a group. Owners and admins add and remove
@@ -164,4 +221,38 @@ export enum MemberRole {
  */
 export const MemberRoleSchema: GenEnum<MemberRole> = /*@__PURE__*/
   enumDesc(file_chat_v1_group, 0);
+
+/**
+ * NotifyLevel says which messages of a group push a member's devices.
+ *
+ * @generated from enum chat.v1.NotifyLevel
+ */
+export enum NotifyLevel {
+  /**
+   * NOTIFY_LEVEL_UNSPECIFIED is not a valid level (INVALID_ARGUMENT when set).
+   *
+   * @generated from enum value: NOTIFY_LEVEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * NOTIFY_LEVEL_ALL pushes every message of others (the default).
+   *
+   * @generated from enum value: NOTIFY_LEVEL_ALL = 1;
+   */
+  ALL = 1,
+
+  /**
+   * NOTIFY_LEVEL_NONE pushes nothing for the group.
+   *
+   * @generated from enum value: NOTIFY_LEVEL_NONE = 2;
+   */
+  NONE = 2,
+}
+
+/**
+ * Describes the enum chat.v1.NotifyLevel.
+ */
+export const NotifyLevelSchema: GenEnum<NotifyLevel> = /*@__PURE__*/
+  enumDesc(file_chat_v1_group, 1);
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/group_service.proto.
  */
 export const file_chat_v1_group_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtjaGF0L3YxL2dyb3VwX3NlcnZpY2UucHJvdG8SB2NoYXQudjEiPAoSQ3JlYXRlR3JvdXBSZXF1ZXN0EgwKBG5hbWUYASABKAkSGAoQbWVtYmVyX3VzZXJuYW1lcxgCIAMoCSJRChNDcmVhdGVHcm91cFJlc3BvbnNlEh0KBWdyb3VwGAEgASgLMg4uY2hhdC52MS5Hcm91cBIbChNub3RfYWRkZWRfdXNlcm5hbWVzGAIgAygJIiMKD0dldEdyb3VwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCSIxChBHZXRHcm91cFJlc3BvbnNlEh0KBWdyb3VwGAEgASgLMg4uY2hhdC52MS5Hcm91cCI6ChFMaXN0R3JvdXBzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJNChJMaXN0R3JvdXBzUmVzcG9uc2USHgoGZ3JvdXBzGAEgAygLMg4uY2hhdC52MS5Hcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNAoSVXBkYXRlR3JvdXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEgwKBG5hbWUYAiABKAkiQQoTVXBkYXRlR3JvdXBSZXNwb25zZRIdCgVncm91cBgBIAEoCzIOLmNoYXQudjEuR3JvdXASCwoDc2VxGAIgASgEInYKEEFkZE1lbWJlclJlcXVlc3QSEAoIZ3JvdXBfaWQYASABKAkSEQoHdXNlcl9pZBgCIAEoCUgAEhIKCHVzZXJuYW1lGAMgASgJSAASIQoEcm9sZRgEIAEoDjITLmNoYXQudjEuTWVtYmVyUm9sZUIGCgR1c2VyIkEKEUFkZE1lbWJlclJlc3BvbnNlEh8KBm1lbWJlchgBIAEoCzIPLmNoYXQudjEuTWVtYmVyEgsKA3NlcRgCIAEoBCI4ChNSZW1vdmVNZW1iZXJSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiIwoUUmVtb3ZlTWVtYmVyUmVzcG9uc2USCwoDc2VxGAEgASgEIl8KF1VwZGF0ZU1lbWJlclJvbGVSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSIQoEcm9sZRgDIAEoDjITLmNoYXQudjEuTWVtYmVyUm9sZSJIChhVcGRhdGVNZW1iZXJSb2xlUmVzcG9uc2USHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISCwoDc2VxGAIgASgEIk0KEkxpc3RNZW1iZXJzUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJpChNMaXN0TWVtYmVyc1Jlc3BvbnNlEiAKB21lbWJlcnMYASADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFwoPb25saW5lX3VzZXJfaWRzGAMgAygJMt4ECgxHcm91cFNlcnZpY2USSAoLQ3JlYXRlR3JvdXASGy5jaGF0LnYxLkNyZWF0ZUdyb3VwUmVxdWVzdBocLmNoYXQudjEuQ3JlYXRlR3JvdXBSZXNwb25zZRI/CghHZXRHcm91cBIYLmNoYXQudjEuR2V0R3JvdXBSZXF1ZXN0GhkuY2hhdC52MS5HZXRHcm91cFJlc3BvbnNlEkUKCkxpc3RHcm91cHMSGi5jaGF0LnYxLkxpc3RHcm91cHNSZXF1ZXN0GhsuY2hhdC52MS5MaXN0R3JvdXBzUmVzcG9uc2USSAoLVXBkYXRlR3JvdXASGy5jaGF0LnYxLlVwZGF0ZUdyb3VwUmVxdWVzdBocLmNoYXQudjEuVXBkYXRlR3JvdXBSZXNwb25zZRJCCglBZGRNZW1iZXISGS5jaGF0LnYxLkFkZE1lbWJlclJlcXVlc3QaGi5jaGF0LnYxLkFkZE1lbWJlclJlc3BvbnNlEksKDFJlbW92ZU1lbWJlchIcLmNoYXQudjEuUmVtb3ZlTWVtYmVyUmVxdWVzdBodLmNoYXQudjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2USVwoQVXBkYXRlTWVtYmVyUm9sZRIgLmNoYXQudjEuVXBkYXRlTWVtYmVyUm9sZVJlcXVlc3QaIS5jaGF0LnYxLlVwZGF0ZU1lbWJlclJvbGVSZXNwb25zZRJICgtMaXN0TWVtYmVycxIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0GhwuY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlYgZwcm90bzM", [file_chat_v1_group]);
+  fileDesc("ChtjaGF0L3YxL2dyb3VwX3NlcnZpY2UucHJvdG8SB2NoYXQudjEiPAoSQ3JlYXRlR3JvdXBSZXF1ZXN0EgwKBG5hbWUYASABKAkSGAoQbWVtYmVyX3VzZXJuYW1lcxgCIAMoCSJRChNDcmVhdGVHcm91cFJlc3BvbnNlEh0KBWdyb3VwGAEgASgLMg4uY2hhdC52MS5Hcm91cBIbChNub3RfYWRkZWRfdXNlcm5hbWVzGAIgAygJIiMKD0dldEdyb3VwUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCSIxChBHZXRHcm91cFJlc3BvbnNlEh0KBWdyb3VwGAEgASgLMg4uY2hhdC52MS5Hcm91cCI6ChFMaXN0R3JvdXBzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJNChJMaXN0R3JvdXBzUmVzcG9uc2USHgoGZ3JvdXBzGAEgAygLMg4uY2hhdC52MS5Hcm91cBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNAoSVXBkYXRlR3JvdXBSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEgwKBG5hbWUYAiABKAkiQQoTVXBkYXRlR3JvdXBSZXNwb25zZRIdCgVncm91cBgBIAEoCzIOLmNoYXQudjEuR3JvdXASCwoDc2VxGAIgASgEInYKEEFkZE1lbWJlclJlcXVlc3QSEAoIZ3JvdXBfaWQYASABKAkSEQoHdXNlcl9pZBgCIAEoCUgAEhIKCHVzZXJuYW1lGAMgASgJSAASIQoEcm9sZRgEIAEoDjITLmNoYXQudjEuTWVtYmVyUm9sZUIGCgR1c2VyIkEKEUFkZE1lbWJlclJlc3BvbnNlEh8KBm1lbWJlchgBIAEoCzIPLmNoYXQudjEuTWVtYmVyEgsKA3NlcRgCIAEoBCI4ChNSZW1vdmVNZW1iZXJSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiIwoUUmVtb3ZlTWVtYmVyUmVzcG9uc2USCwoDc2VxGAEgASgEIl8KF1VwZGF0ZU1lbWJlclJvbGVSZXF1ZXN0EhAKCGdyb3VwX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSIQoEcm9sZRgDIAEoDjITLmNoYXQudjEuTWVtYmVyUm9sZSJIChhVcGRhdGVNZW1iZXJSb2xlUmVzcG9uc2USHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISCwoDc2VxGAIgASgEIk0KEkxpc3RNZW1iZXJzUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJpChNMaXN0TWVtYmVyc1Jlc3BvbnNlEiAKB21lbWJlcnMYASADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSFwoPb25saW5lX3VzZXJfaWRzGAMgAygJIjAKD01hcmtSZWFkUmVxdWVzdBIQCghncm91cF9pZBgBIAEoCRILCgNzZXEYAiABKAQiKQoQTWFya1JlYWRSZXNwb25zZRIVCg1sYXN0X3JlYWRfc2VxGAEgASgEMp8FCgxHcm91cFNlcnZpY2USSAoLQ3JlYXRlR3JvdXASGy5jaGF0LnYxLkNyZWF0ZUdyb3VwUmVxdWVzdBocLmNoYXQudjEuQ3JlYXRlR3JvdXBSZXNwb25zZRI/CghHZXRHcm91cBIYLmNoYXQudjEuR2V0R3JvdXBSZXF1ZXN0GhkuY2hhdC52MS5HZXRHcm91cFJlc3BvbnNlEkUKCkxpc3RHcm91cHMSGi5jaGF0LnYxLkxpc3RHcm91cHNSZXF1ZXN0GhsuY2hhdC52MS5MaXN0R3JvdXBzUmVzcG9uc2USSAoLVXBkYXRlR3JvdXASGy5jaGF0LnYxLlVwZGF0ZUdyb3VwUmVxdWVzdBocLmNoYXQudjEuVXBkYXRlR3JvdXBSZXNwb25zZRJCCglBZGRNZW1iZXISGS5jaGF0LnYxLkFkZE1lbWJlclJlcXVlc3QaGi5jaGF0LnYxLkFkZE1lbWJlclJlc3BvbnNlEksKDFJlbW92ZU1lbWJlchIcLmNoYXQudjEuUmVtb3ZlTWVtYmVyUmVxdWVzdBodLmNoYXQudjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2USVwoQVXBkYXRlTWVtYmVyUm9sZRIgLmNoYXQudjEuVXBkYXRlTWVtYmVyUm9sZVJlcXVlc3QaIS5jaGF0LnYxLlVwZGF0ZU1lbWJlclJvbGVSZXNwb25zZRJICgtMaXN0TWVtYmVycxIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0GhwuY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlEj8KCE1hcmtSZWFkEhguY2hhdC52MS5NYXJrUmVhZFJlcXVlc3QaGS5jaGF0LnYxLk1hcmtSZWFkUmVzcG9uc2ViBnByb3RvMw", [file_chat_v1_group]);
 
 /**
  * CreateGroupRequest names the group.
@@ -493,6 +493,57 @@ export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__P
   messageDesc(file_chat_v1_group_service, 15);
 
 /**
+ * MarkReadRequest names the group and the seq read up to.
+ *
+ * @generated from message chat.v1.MarkReadRequest
+ */
+export type MarkReadRequest = Message<"chat.v1.MarkReadRequest"> & {
+  /**
+   * group_id is the group's id; the caller must be a member.
+   *
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+
+  /**
+   * seq is the newest seq the caller has read (at least 1); a seq above the
+   * group's head is taken as the head.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message chat.v1.MarkReadRequest.
+ * Use `create(MarkReadRequestSchema)` to create a new message.
+ */
+export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_group_service, 16);
+
+/**
+ * MarkReadResponse carries the marker after the call.
+ *
+ * @generated from message chat.v1.MarkReadResponse
+ */
+export type MarkReadResponse = Message<"chat.v1.MarkReadResponse"> & {
+  /**
+   * last_read_seq is the caller's read marker now: the greater of the marker
+   * before the call and the (clamped) seq.
+   *
+   * @generated from field: uint64 last_read_seq = 1;
+   */
+  lastReadSeq: bigint;
+};
+
+/**
+ * Describes the message chat.v1.MarkReadResponse.
+ * Use `create(MarkReadResponseSchema)` to create a new message.
+ */
+export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
+  messageDesc(file_chat_v1_group_service, 17);
+
+/**
  * GroupService manages groups and their members. Every membership change is
  * an event on the group's timeline and takes the group's next seq.
  *
@@ -585,6 +636,20 @@ export const GroupService: GenService<{
     methodKind: "unary";
     input: typeof ListMembersRequestSchema;
     output: typeof ListMembersResponseSchema;
+  },
+  /**
+   * MarkRead moves the caller's read marker of a group forward to seq: a
+   * lower seq than the marker leaves it where it is, and a seq above the
+   * group's head is taken as the head. The caller's live streams on every
+   * device then receive a ReadMarker item, so their unread badges agree.
+   * INVALID_ARGUMENT for seq 0.
+   *
+   * @generated from rpc chat.v1.GroupService.MarkRead
+   */
+  markRead: {
+    methodKind: "unary";
+    input: typeof MarkReadRequestSchema;
+    output: typeof MarkReadResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_chat_v1_group_service, 0);

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/stream_service.proto.
  */
 export const file_chat_v1_stream_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxjaGF0L3YxL3N0cmVhbV9zZXJ2aWNlLnByb3RvEgdjaGF0LnYxIjsKC0dyb3VwQ3Vyc29yEhAKCGdyb3VwX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSI5ChBTdWJzY3JpYmVSZXF1ZXN0EiUKB2N1cnNvcnMYASADKAsyFC5jaGF0LnYxLkdyb3VwQ3Vyc29yIlkKC1N0cmVhbVJlYWR5EiYKBmdyb3VwcxgBIAMoCzIWLmNoYXQudjEuR3JvdXBQb3NpdGlvbhIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSJPCg1Hcm91cFBvc2l0aW9uEhAKCGdyb3VwX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIQCghoZWFkX3NlcRgDIAEoBBINCgVlcG9jaBgEIAEoCSI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKC0N1cnNvclJlc2V0EhAKCGdyb3VwX2lkGAEgASgJEhUKDXJlcXVlc3RlZF9zZXEYAiABKAQSGwoTZmlyc3RfYXZhaWxhYmxlX3NlcRgDIAEoBBINCgVlcG9jaBgEIAEoCSIuCgtHcm91cEpvaW5lZBIQCghncm91cF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoCSLwAQoRU3Vic2NyaWJlUmVzcG9uc2USJQoFcmVhZHkYASABKAsyFC5jaGF0LnYxLlN0cmVhbVJlYWR5SAASJAoFZXZlbnQYAiABKAsyEy5jaGF0LnYxLkdyb3VwRXZlbnRIABInCgloZWFydGJlYXQYAyABKAsyEi5jaGF0LnYxLkhlYXJ0YmVhdEgAEiwKDGN1cnNvcl9yZXNldBgEIAEoCzIULmNoYXQudjEuQ3Vyc29yUmVzZXRIABIsCgxncm91cF9qb2luZWQYBSABKAsyFC5jaGF0LnYxLkdyb3VwSm9pbmVkSABCCQoHcGF5bG9hZCIkCgNBY2sSEAoIZ3JvdXBfaWQYASABKAkSCwoDc2VxGAIgASgEIrEBCg5Db25uZWN0UmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEi4KCXN1YnNjcmliZRgCIAEoCzIZLmNoYXQudjEuU3Vic2NyaWJlUmVxdWVzdEgAEjMKDHNlbmRfbWVzc2FnZRgDIAEoCzIbLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0SAASGwoDYWNrGAQgASgLMgwuY2hhdC52MS5BY2tIAEIJCgdwYXlsb2FkInAKClNlbmRSZXN1bHQSMAoIcmVzcG9uc2UYASABKAsyHC5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzcG9uc2VIABIlCgVlcnJvchgCIAEoCzIULmNoYXQudjEuU3RyZWFtRXJyb3JIAEIJCgdvdXRjb21lIlwKC1N0cmVhbUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKzAQoPQ29ubmVjdFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSKgoEaXRlbRgCIAEoCzIaLmNoYXQudjEuU3Vic2NyaWJlUmVzcG9uc2VIABIqCgtzZW5kX3Jlc3VsdBgDIAEoCzITLmNoYXQudjEuU2VuZFJlc3VsdEgAEikKCWFja19lcnJvchgEIAEoCzIULmNoYXQudjEuU3RyZWFtRXJyb3JIAEIJCgdwYXlsb2FkMpcBCg1TdHJlYW1TZXJ2aWNlEkQKCVN1YnNjcmliZRIZLmNoYXQudjEuU3Vic2NyaWJlUmVxdWVzdBoaLmNoYXQudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJACgdDb25uZWN0EhcuY2hhdC52MS5Db25uZWN0UmVxdWVzdBoYLmNoYXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_chat_v1_message, file_chat_v1_message_service, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChxjaGF0L3YxL3N0cmVhbV9zZXJ2aWNlLnByb3RvEgdjaGF0LnYxIjsKC0dyb3VwQ3Vyc29yEhAKCGdyb3VwX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSI5ChBTdWJzY3JpYmVSZXF1ZXN0EiUKB2N1cnNvcnMYASADKAsyFC5jaGF0LnYxLkdyb3VwQ3Vyc29yIlkKC1N0cmVhbVJlYWR5EiYKBmdyb3VwcxgBIAMoCzIWLmNoYXQudjEuR3JvdXBQb3NpdGlvbhIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSJPCg1Hcm91cFBvc2l0aW9uEhAKCGdyb3VwX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIQCghoZWFkX3NlcRgDIAEoBBINCgVlcG9jaBgEIAEoCSI8CglIZWFydGJlYXQSLwoLc2VydmVyX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKC0N1cnNvclJlc2V0EhAKCGdyb3VwX2lkGAEgASgJEhUKDXJlcXVlc3RlZF9zZXEYAiABKAQSGwoTZmlyc3RfYXZhaWxhYmxlX3NlcRgDIAEoBBINCgVlcG9jaBgEIAEoCSIuCgtHcm91cEpvaW5lZBIQCghncm91cF9pZBgBIAEoCRINCgVlcG9jaBgCIAEoCSKcAgoRU3Vic2NyaWJlUmVzcG9uc2USJQoFcmVhZHkYASABKAsyFC5jaGF0LnYxLlN0cmVhbVJlYWR5SAASJAoFZXZlbnQYAiABKAsyEy5jaGF0LnYxLkdyb3VwRXZlbnRIABInCgloZWFydGJlYXQYAyABKAsyEi5jaGF0LnYxLkhlYXJ0YmVhdEgAEiwKDGN1cnNvcl9yZXNldBgEIAEoCzIULmNoYXQudjEuQ3Vyc29yUmVzZXRIABIsCgxncm91cF9qb2luZWQYBSABKAsyFC5jaGF0LnYxLkdyb3VwSm9pbmVkSAASKgoLcmVhZF9tYXJrZXIYBiABKAsyEy5jaGF0LnYxLlJlYWRNYXJrZXJIAEIJCgdwYXlsb2FkIisKClJlYWRNYXJrZXISEAoIZ3JvdXBfaWQYASABKAkSCwoDc2VxGAIgASgEIiQKA0FjaxIQCghncm91cF9pZBgBIAEoCRILCgNzZXEYAiABKAQisQEKDkNvbm5lY3RSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSLgoJc3Vic2NyaWJlGAIgASgLMhkuY2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0SAASMwoMc2VuZF9tZXNzYWdlGAMgASgLMhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIbCgNhY2sYBCABKAsyDC5jaGF0LnYxLkFja0gAQgkKB3BheWxvYWQicAoKU2VuZFJlc3VsdBIwCghyZXNwb25zZRgBIAEoCzIcLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXNwb25zZUgAEiUKBWVycm9yGAIgASgLMhQuY2hhdC52MS5TdHJlYW1FcnJvckgAQgkKB291dGNvbWUiXAoLU3RyZWFtRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIrMBCg9Db25uZWN0UmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIqCgRpdGVtGAIgASgLMhouY2hhdC52MS5TdWJzY3JpYmVSZXNwb25zZUgAEioKC3NlbmRfcmVzdWx0GAMgASgLMhMuY2hhdC52MS5TZW5kUmVzdWx0SAASKQoJYWNrX2Vycm9yGAQgASgLMhQuY2hhdC52MS5TdHJlYW1FcnJvckgAQgkKB3BheWxvYWQylwEKDVN0cmVhbVNlcnZpY2USRAoJU3Vic2NyaWJlEhkuY2hhdC52MS5TdWJzY3JpYmVSZXF1ZXN0GhouY2hhdC52MS5TdWJzY3JpYmVSZXNwb25zZTABEkAKB0Nvbm5lY3QSFy5jaGF0LnYxLkNvbm5lY3RSZXF1ZXN0GhguY2hhdC52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_chat_v1_message, file_chat_v1_message_service, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * GroupCursor is the client's position in one group's timeline.
@@ -306,6 +306,16 @@ export type SubscribeResponse = Message<"chat.v1.SubscribeResponse"> & {
      */
     value: GroupJoined;
     case: "groupJoined";
+  } | {
+    /**
+     * read_marker says the caller's read marker of a group moved
+     * (GroupService.MarkRead on any of the caller's devices, this one
+     * included), so every device shows the same unread state.
+     *
+     * @generated from field: chat.v1.ReadMarker read_marker = 6;
+     */
+    value: ReadMarker;
+    case: "readMarker";
   } | { case: undefined; value?: undefined };
 };
 
@@ -315,6 +325,36 @@ export type SubscribeResponse = Message<"chat.v1.SubscribeResponse"> & {
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
   messageDesc(file_chat_v1_stream_service, 7);
+
+/**
+ * ReadMarker is the caller's read marker of one group after a MarkRead. It
+ * is not a timeline event: it has no seq of its own and is not replayed on
+ * reconnect (Group.last_read_seq in ListGroups has the current marker).
+ *
+ * @generated from message chat.v1.ReadMarker
+ */
+export type ReadMarker = Message<"chat.v1.ReadMarker"> & {
+  /**
+   * group_id is the group.
+   *
+   * @generated from field: string group_id = 1;
+   */
+  groupId: string;
+
+  /**
+   * seq is the caller's read marker now (Group.last_read_seq).
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message chat.v1.ReadMarker.
+ * Use `create(ReadMarkerSchema)` to create a new message.
+ */
+export const ReadMarkerSchema: GenMessage<ReadMarker> = /*@__PURE__*/
+  messageDesc(file_chat_v1_stream_service, 8);
 
 /**
  * Ack acknowledges that the client has processed a group's events up to seq.
@@ -342,7 +382,7 @@ export type Ack = Message<"chat.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_chat_v1_stream_service, 8);
+  messageDesc(file_chat_v1_stream_service, 9);
 
 /**
  * ConnectRequest is one client item on a Connect stream.
@@ -394,7 +434,7 @@ export type ConnectRequest = Message<"chat.v1.ConnectRequest"> & {
  * Use `create(ConnectRequestSchema)` to create a new message.
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_stream_service, 9);
+  messageDesc(file_chat_v1_stream_service, 10);
 
 /**
  * SendResult is the outcome of a send over Connect.
@@ -431,7 +471,7 @@ export type SendResult = Message<"chat.v1.SendResult"> & {
  * Use `create(SendResultSchema)` to create a new message.
  */
 export const SendResultSchema: GenMessage<SendResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_stream_service, 10);
+  messageDesc(file_chat_v1_stream_service, 11);
 
 /**
  * StreamError is an error answering one request of a Connect stream; the
@@ -469,7 +509,7 @@ export type StreamError = Message<"chat.v1.StreamError"> & {
  * Use `create(StreamErrorSchema)` to create a new message.
  */
 export const StreamErrorSchema: GenMessage<StreamError> = /*@__PURE__*/
-  messageDesc(file_chat_v1_stream_service, 11);
+  messageDesc(file_chat_v1_stream_service, 12);
 
 /**
  * ConnectResponse is one server item on a Connect stream.
@@ -522,7 +562,7 @@ export type ConnectResponse = Message<"chat.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_stream_service, 12);
+  messageDesc(file_chat_v1_stream_service, 13);
 
 /**
  * StreamService delivers the events of all the caller's groups on one stream

@@ -40,6 +40,7 @@ describe("event codec", () => {
     const notices: UserNotice[] = [
       { type: "joined", groupId, seq: 7 },
       { type: "session_revoked", sessionId: newId() },
+      { type: "read", groupId, seq: 12 },
     ];
     for (const n of notices) assert.deepEqual(decodeNotice(encodeNotice(n)), n);
   });
@@ -77,7 +78,19 @@ describe("event codec", () => {
   });
 
   it("rejects malformed notices", () => {
-    for (const b of ["x", { type: "joined", groupId }, { type: "joined", groupId, seq: -1 }, { type: "session_revoked" }, { type: "other" }]) {
+    const bad = [
+      "x",
+      { type: "joined", groupId },
+      { type: "joined", groupId, seq: -1 },
+      { type: "session_revoked" },
+      { type: "other" },
+      { type: "read", groupId },
+      { type: "read", groupId, seq: 0 },
+      { type: "read", groupId, seq: 2.5 },
+      { type: "read", groupId, seq: "3" },
+      { type: "read", seq: 3 },
+    ];
+    for (const b of bad) {
       assert.equal(decodeNotice(bytes(b)), undefined, JSON.stringify(b));
     }
   });

@@ -48,6 +48,8 @@ export function decodeNotice(bytes: Uint8Array): UserNotice | undefined {
       return isString(v.groupId) && isSeq(v.seq) ? { type: "joined", groupId: v.groupId, seq: v.seq } : undefined;
     case "session_revoked":
       return isString(v.sessionId) ? { type: "session_revoked", sessionId: v.sessionId } : undefined;
+    case "read":
+      return isString(v.groupId) && isSeq(v.seq) ? { type: "read", groupId: v.groupId, seq: v.seq } : undefined;
     default:
       return undefined;
   }
