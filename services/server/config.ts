@@ -171,7 +171,7 @@ export const SETTINGS = {
   TIMELINE_REPLICAS:
     "replicas of the JetStream timeline stream with BUS_URL=nats://: 1 (default; a lone nats-server) or 3 (production: a 3-node NATS cluster; a send's ack then means stored on a quorum of the three, docs/production.md)",
   TIMELINE_PUBLISH_LINGER:
-    "with BUS_URL=nats://, the least time between two batches of the timeline's publishes: a send made sooner after the last batch waits for the next, so under load sends reach NATS in bursts that its replication handles in fewer rounds (0 = none; default 0; docs/production.md)",
+    "with BUS_URL=nats://, the least time between two batches of the timeline's publishes: a send made sooner after the last batch waits for the next, so under load sends reach NATS in bursts that its replication handles in fewer rounds; a send after a quiet spell goes at once (0ms = no linger; default 10ms; docs/production.md, Publish linger)",
   MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
@@ -293,7 +293,7 @@ export function loadConfig(env: Env): Config {
     maxGroupMembers: read.integer("MAX_GROUP_MEMBERS", 1000, 2, 1_000_000),
     maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
     timelineReplicas: read.integer("TIMELINE_REPLICAS", 1, 1, 5),
-    timelinePublishLingerMs: read.duration("TIMELINE_PUBLISH_LINGER", "0ms", 0, 1000),
+    timelinePublishLingerMs: read.duration("TIMELINE_PUBLISH_LINGER", "10ms", 0, 1000),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
