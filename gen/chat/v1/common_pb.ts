@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/common.proto.
  */
 export const file_chat_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChRjaGF0L3YxL2NvbW1vbi5wcm90bxIHY2hhdC52MSIsCgdVc2VyUmVmEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkiWQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChRjaGF0L3YxL2NvbW1vbi5wcm90bxIHY2hhdC52MSIsCgdVc2VyUmVmEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkiWQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQhUKC2NvbS5jaGF0LnYxUAGiAgNDWFhiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * UserRef identifies a user by id and carries the username for display.
