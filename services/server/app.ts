@@ -44,6 +44,7 @@ import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
 import { type RunningNotifier, startNotifier } from "./notifier-wiring.js";
 import { type OnePortServer, listenOnePort } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
+import { readTlsFiles } from "./tls-files.js";
 
 /** SERVICE_DESCS maps each service name to its chat.v1 service. */
 const SERVICE_DESCS = {
@@ -80,6 +81,8 @@ export interface AppOptions {
 export async function startApp(config: Config, options: AppOptions = {}): Promise<App> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
+  // Read before anything opens: a missing or bad certificate stops the start with nothing to undo.
+  const tls = config.tls ? await readTlsFiles(config.tls) : undefined;
   await mkdir(config.dataDir, { recursive: true });
   // The metrics are made once the backends are open; until then a commit has nowhere to be counted.
   let onStoreCommit: ((seconds: number) => void) | undefined;
@@ -282,6 +285,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
       maxStreamsPerConnection: config.maxStreamsPerConnection,
       sessionIdleTimeoutMs: config.http2IdleTimeoutMs,
       requestBodyTimeoutMs: config.requestBodyTimeoutMs,
+      tls,
     });
   } catch (e) {
     clearInterval(retention);
@@ -293,7 +297,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     await backends.close();
     throw e;
   }
-  logger.info({ host: config.host, port: server.port, services: config.services, dataDir: config.dataDir }, "chat server listening");
+  logger.info({ host: config.host, port: server.port, tls: tls !== undefined, services: config.services, dataDir: config.dataDir }, "chat server listening");
 
   let stopping: Promise<void> | undefined;
   return {

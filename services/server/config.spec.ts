@@ -73,6 +73,7 @@ describe("loadConfig", () => {
         fcm: undefined,
         apns: undefined,
       },
+      tls: undefined,
     };
     assert.deepEqual(config, expected);
     assert.ok(Object.isFrozen(config.push), "the push settings are frozen too");
@@ -108,6 +109,7 @@ describe("loadConfig", () => {
       [{ PORT: "0" }, (c) => c.port, 0],
       [{ PORT: "65535" }, (c) => c.port, 65535],
       [{ PORT: " 9090 " }, (c) => c.port, 9090],
+      [{ TLS_CERT_FILE: "/etc/chat/cert.pem", TLS_KEY_FILE: "keys/key.pem" }, (c) => c.tls, { certFile: "/etc/chat/cert.pem", keyFile: resolve("keys/key.pem") }],
       [{ DATA_DIR: "/tmp/chat-x" }, (c) => [c.dataDir, c.storeUrl, c.jwt.keyFile], ["/tmp/chat-x", "sqlite:/tmp/chat-x/chat.db", "/tmp/chat-x/jwt-ed25519.jwk"]],
       [{ DATA_DIR: "rel/dir" }, (c) => c.dataDir, resolve("rel/dir")],
       [{ STORE_URL: "sqlite::memory:" }, (c) => c.storeUrl, "sqlite::memory:"],
@@ -348,6 +350,43 @@ describe("push settings", () => {
     const split = { SERVICES: "notify", BUS_URL: "nats://127.0.0.1:4222", AUTH_JWKS_URL: "http://auth:8080/.well-known/jwks.json" };
     assert.match(configError(split).problems.join("\n"), /^CACHE_URL: a process serving notify without stream needs the shared presence/m);
     assert.deepEqual(loadConfig({ ...split, CACHE_URL: "redis://127.0.0.1:6379" }).services, ["notify"]);
+  });
+});
+
+describe("TLS settings", () => {
+  it("is cleartext unless both files are set, and needs both", () => {
+    const cases: [Record<string, string>, string[]][] = [
+      [{}, []],
+      [{ TLS_CERT_FILE: "", TLS_KEY_FILE: "" }, []],
+      [{ TLS_CERT_FILE: "c.pem", TLS_KEY_FILE: "k.pem" }, []],
+      [{ TLS_CERT_FILE: "c.pem" }, ["TLS_KEY_FILE: required with TLS_CERT_FILE (TLS needs the certificate and its key; set neither for cleartext)"]],
+      [{ TLS_CERT_FILE: "c.pem", TLS_KEY_FILE: "" }, ["TLS_KEY_FILE: required with TLS_CERT_FILE (TLS needs the certificate and its key; set neither for cleartext)"]],
+      [{ TLS_KEY_FILE: "k.pem" }, ["TLS_CERT_FILE: required with TLS_KEY_FILE (TLS needs the certificate and its key; set neither for cleartext)"]],
+    ];
+    for (const [env, problems] of cases) {
+      if (problems.length === 0) {
+        const c = loadConfig(env);
+        assert.equal(c.tls === undefined, env.TLS_CERT_FILE === undefined || env.TLS_CERT_FILE === "", JSON.stringify(env));
+        if (c.tls) assert.ok(Object.isFrozen(c.tls), "the TLS settings are frozen");
+      } else {
+        assert.deepEqual(configError(env).problems, problems, JSON.stringify(env));
+      }
+    }
+  });
+
+  it("resolves relative paths; the files themselves are read at start (tls-files.spec.ts)", () => {
+    assert.deepEqual(loadConfig({ TLS_CERT_FILE: "does/not/exist.pem", TLS_KEY_FILE: "/nor/this.pem" }).tls, {
+      certFile: resolve("does/not/exist.pem"),
+      keyFile: "/nor/this.pem",
+    });
+  });
+
+  it("reports a half TLS setting with the other bad variables", () => {
+    const err = configError({ TLS_KEY_FILE: "k.pem", PORT: "x" });
+    assert.deepEqual(err.problems, [
+      'PORT: "x" must be a whole number from 0 to 65535',
+      "TLS_CERT_FILE: required with TLS_KEY_FILE (TLS needs the certificate and its key; set neither for cleartext)",
+    ]);
   });
 });
 

@@ -72,6 +72,19 @@ export interface Config {
   readonly maxDevicesPerUser: number;
   /** Push providers and how pushes are sent (see {@link PushConfig}). */
   readonly push: PushConfig;
+  /** TLS on the port (see {@link TlsConfig}); undefined = cleartext (the default). */
+  readonly tls: TlsConfig | undefined;
+}
+
+/**
+ * TlsConfig is the port's certificate chain and private key, PEM files
+ * (TLS_CERT_FILE, TLS_KEY_FILE; both or neither). Paths are absolute; the
+ * files are read once when the server starts (server/app.ts), and one that
+ * is unreadable or not a matching certificate and key stops the start.
+ */
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
 }
 
 /**
@@ -141,6 +154,9 @@ export const SETTINGS = {
     "comma-separated services this process serves: auth, group, message, stream, notify (NotificationService and the push worker) (default all; also --services=)",
   AUTH_JWKS_URL: "JWKS of the auth service, for processes that do not serve auth (e.g. http://auth:8080/.well-known/jwks.json)",
   PORT: "port for gRPC, gRPC-Web, Connect and /.well-known/jwks.json (default 8080; 0 picks a free one)",
+  TLS_CERT_FILE:
+    "PEM certificate chain (the server's certificate first) to serve the port over TLS, with ALPN h2 and http/1.1; set with TLS_KEY_FILE (default none: cleartext)",
+  TLS_KEY_FILE: "PEM private key of TLS_CERT_FILE's certificate; set with TLS_CERT_FILE",
   DATA_DIR: "directory for the embedded database and the JWT signing key (default ./data)",
   STORE_URL:
     "sqlite:<path> (default sqlite:<DATA_DIR>/chat.db), sqlite::memory:, or cassandra://host[:port][,host...]/keyspace[?dc=datacenter1&replication=3] (Cassandra/ScyllaDB; needs BUS_URL=nats://)",
@@ -310,6 +326,7 @@ export function loadConfig(env: Env): Config {
     notifyMaxPending: read.integer("NOTIFY_MAX_PENDING", 10_000, 1, 1_000_000),
     maxDevicesPerUser: read.integer("MAX_DEVICES_PER_USER", 10, 1, 1000),
     push: readPushConfig(read, problems),
+    tls: readTlsConfig(read, problems),
   };
   if (services.includes("notify") && !services.includes("stream") && cacheUrl === "memory:") {
     problems.push(
@@ -340,6 +357,17 @@ function parseServices(text: string, problems: string[]): ServiceName[] {
     return [...SERVICE_NAMES];
   }
   return SERVICE_NAMES.filter((n) => names.includes(n));
+}
+
+/** readTlsConfig reads TLS_CERT_FILE and TLS_KEY_FILE: both set (TLS on the port) or neither (cleartext). */
+function readTlsConfig(read: Reader, problems: string[]): TlsConfig | undefined {
+  const certFile = read.string("TLS_CERT_FILE", "");
+  const keyFile = read.string("TLS_KEY_FILE", "");
+  if (certFile === "" && keyFile === "") return undefined;
+  if (certFile === "") problems.push("TLS_CERT_FILE: required with TLS_KEY_FILE (TLS needs the certificate and its key; set neither for cleartext)");
+  if (keyFile === "") problems.push("TLS_KEY_FILE: required with TLS_CERT_FILE (TLS needs the certificate and its key; set neither for cleartext)");
+  if (certFile === "" || keyFile === "") return undefined;
+  return Object.freeze({ certFile: resolve(certFile), keyFile: resolve(keyFile) });
 }
 
 /** readPushConfig reads the push settings (see {@link PushConfig}); a provider with none of its settings is disabled. */

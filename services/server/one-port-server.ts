@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import type { Logger } from "../core/logger.js";
 import { refuseSocket } from "../wire/refuse-socket.js";
 
@@ -32,12 +33,32 @@ const UNREAD_BODY_GRACE_MS = 1000;
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/** FIRST_BYTES_TIMEOUT_MS is how long a new connection may take to show what it speaks: the sniffed first bytes, or the TLS handshake. */
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
+
+/** ALPN_PROTOCOLS are offered on TLS in the server's order of preference (RFC 7301): HTTP/2 when the client speaks it. */
+const ALPN_PROTOCOLS = ["h2", "http/1.1"];
+
+/** TlsOptions are the port's certificate chain and private key (PEM), as tls.createSecureContext takes them. */
+export interface TlsOptions {
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
+}
+
 /**
  * listenOnePort serves gRPC (HTTP/2 cleartext, "h2c" with prior knowledge)
  * and gRPC-Web / Connect / plain HTTP (HTTP/1.1) on one TCP port: it reads
  * the first bytes of each connection and hands the socket to an HTTP/2
  * server if they are the HTTP/2 client preface, else to an HTTP/1.1 server
  * (which answers garbage with 400 and closes).
+ *
+ * With `tls`, the port speaks TLS instead and ALPN does the sniffing: a
+ * connection that negotiated `h2` goes to the same HTTP/2 server, one that
+ * negotiated `http/1.1` or no protocol at all to the same HTTP/1.1 server,
+ * so both paths keep every bound, the WebSocket upgrades and the graceful
+ * close. A client that does not complete a handshake (one speaking
+ * cleartext fails at its first bytes) is disconnected; it never reaches an
+ * HTTP server.
  */
 export async function listenOnePort(opts: {
   host: string;
@@ -65,6 +86,8 @@ export async function listenOnePort(opts: {
    * a stream open (a Subscribe, a Watch) is never idle, however quiet.
    */
   sessionIdleTimeoutMs?: number;
+  /** tls serves the port over TLS with ALPN `h2` and `http/1.1` (default: cleartext). */
+  tls?: TlsOptions;
 }): Promise<OnePortServer> {
   const { handler, logger, onWebSocket } = opts;
   const sockets = new Set<net.Socket>();
@@ -99,12 +122,44 @@ export async function listenOnePort(opts: {
     });
   }
 
-  const tcp = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => {
+  // Counts every TCP connection (with TLS, handshakes in progress too); destroying one ends whatever runs on it.
+  const track = (socket: net.Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
-    sniff(socket, (isHttp2) => (isHttp2 ? h2 : h1).emit("connection", socket));
-  });
+  };
+  let tcp: net.Server;
+  if (opts.tls) {
+    // A tls.Server whose secure sockets go to the cleartext path's own servers, as https.Server is a tls.Server with
+    // the HTTP/1.1 connection listener. Node's http2.createSecureServer({ allowHTTP1 }) would serve HTTP/1.1 from
+    // the HTTP/2 server object instead: a second set of HTTP/1.1 timeouts, upgrade handling and close to keep in step.
+    const secure = tls.createServer({
+      cert: opts.tls.cert,
+      key: opts.tls.key,
+      ALPNProtocols: ALPN_PROTOCOLS,
+      // HTTP/2 over TLS needs TLS 1.2 or later (RFC 9113 section 9.2); Node's default, unless a flag lowers it.
+      minVersion: "TLSv1.2",
+      handshakeTimeout: FIRST_BYTES_TIMEOUT_MS,
+      noDelay: true,
+    });
+    secure.on("connection", track);
+    secure.on("secureConnection", (socket: tls.TLSSocket) => {
+      socket.on("error", () => socket.destroy());
+      logger.debug({ alpn: socket.alpnProtocol || "none" }, "tls connection");
+      (socket.alpnProtocol === "h2" ? h2 : h1).emit("connection", socket);
+    });
+    // A failed handshake (cleartext on the TLS port, an untrusted certificate, the timeout) costs only its socket.
+    secure.on("tlsClientError", (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      logger.debug({ err: { message: err.message, code: err.code } }, "tls handshake failed");
+      socket.destroy();
+    });
+    tcp = secure;
+  } else {
+    tcp = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => {
+      track(socket);
+      sniff(socket, (isHttp2) => (isHttp2 ? h2 : h1).emit("connection", socket));
+    });
+  }
 
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
@@ -214,7 +269,7 @@ function replayRequest(req: http.IncomingMessage, socket: net.Socket, head: Buff
  */
 function sniff(socket: net.Socket, route: (isHttp2: boolean) => void): void {
   let seen = Buffer.alloc(0);
-  const timer = setTimeout(() => socket.destroy(), 10_000);
+  const timer = setTimeout(() => socket.destroy(), FIRST_BYTES_TIMEOUT_MS);
   const onData = (chunk: Buffer) => {
     seen = Buffer.concat([seen, chunk]);
     const n = Math.min(seen.length, PREFACE.length);

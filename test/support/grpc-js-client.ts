@@ -8,8 +8,16 @@ import * as grpc from "@grpc/grpc-js";
 /** GrpcJsClient is a grpc-js client with one method per RPC (named by the RPC's local name). */
 export type GrpcJsClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
-/** grpcJsClient connects (requests may be plain init objects; they are completed with protobuf-es `create`) a grpc-js client for `service` to 127.0.0.1:port (insecure). */
-export function grpcJsClient(port: number, service: DescService, options: grpc.ClientOptions = {}): GrpcJsClient {
+/**
+ * grpcJsClient connects (requests may be plain init objects; they are completed with protobuf-es `create`) a grpc-js
+ * client for `service` to 127.0.0.1:port, in cleartext unless `credentials` say TLS (grpc.credentials.createSsl).
+ */
+export function grpcJsClient(
+  port: number,
+  service: DescService,
+  options: grpc.ClientOptions = {},
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): GrpcJsClient {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     definition[method.localName] = {
@@ -23,7 +31,7 @@ export function grpcJsClient(port: number, service: DescService, options: grpc.C
     };
   }
   const Ctor = grpc.makeGenericClientConstructor(definition, service.name);
-  return new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), options) as unknown as GrpcJsClient;
+  return new Ctor(`127.0.0.1:${port}`, credentials, options) as unknown as GrpcJsClient;
 }
 
 /** authMetadata returns metadata carrying `authorization: Bearer <token>`. */

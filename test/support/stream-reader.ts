@@ -153,12 +153,15 @@ export function wsSubscribe(
   port: number,
   token: string | undefined,
   cursors: Partial<GroupCursor>[] = [],
-  opts: { via?: "header" | "protocol"; protocols?: string[] } = {},
+  opts: { via?: "header" | "protocol"; protocols?: string[]; tls?: { ca: string; alpn?: string[] } } = {},
 ): WsStreamReader {
   const via = opts.via ?? "header";
   const protocols = opts.protocols ?? ["chat.v1.proto", ...(token && via === "protocol" ? [`bearer.${token}`] : [])];
   const headers: Record<string, string> = token && via === "header" ? { authorization: `Bearer ${token}` } : {};
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/chat.v1.StreamService/Subscribe`, protocols, { headers, perMessageDeflate: false });
+  // With tls: wss:// trusting its CA; ws hands the options on to tls.connect, ALPNProtocols included.
+  const secure = opts.tls ? { ca: opts.tls.ca, ...(opts.tls.alpn ? { ALPNProtocols: opts.tls.alpn } : {}) } : {};
+  const url = `${opts.tls ? "wss" : "ws"}://127.0.0.1:${port}/chat.v1.StreamService/Subscribe`;
+  const ws = new WebSocket(url, protocols, { headers, perMessageDeflate: false, ...secure });
   const request = toBinary(
     SubscribeRequestSchema,
     create(SubscribeRequestSchema, { cursors: cursors.map((x) => ({ groupId: x.groupId ?? "", seq: x.seq ?? 0n, epoch: x.epoch ?? "" })) }),

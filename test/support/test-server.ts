@@ -97,17 +97,28 @@ export function bearer(token: () => string | undefined): Interceptor {
   };
 }
 
-/** transportFor builds a connect-node client transport for a protocol. */
-export function transportFor(baseUrl: string, protocol: Protocol, interceptors: Interceptor[] = []): Transport {
+/**
+ * ClientTls is what a client over https:// trusts (a test's CA) and, for the HTTP/1.1 transports, the ALPN protocols
+ * it offers (a browser's WebSocket offers `http/1.1`; Node's https offers none unless told).
+ */
+export interface ClientTls {
+  readonly ca: string;
+  readonly http1Alpn?: string[];
+}
+
+/** transportFor builds a connect-node client transport for a protocol (over TLS, with `tls`, to an https:// baseUrl). */
+export function transportFor(baseUrl: string, protocol: Protocol, interceptors: Interceptor[] = [], tls?: ClientTls): Transport {
+  const h2 = tls ? { nodeOptions: { ca: tls.ca } } : {};
+  const h1 = tls ? { nodeOptions: { ca: tls.ca, ...(tls.http1Alpn ? { ALPNProtocols: tls.http1Alpn } : {}) } } : {};
   switch (protocol) {
     case "grpc":
-      return createGrpcTransport({ baseUrl, interceptors });
+      return createGrpcTransport({ baseUrl, interceptors, ...h2 });
     case "grpc-web":
-      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors });
+      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors, ...h1 });
     case "connect":
-      return createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false, interceptors });
+      return createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false, interceptors, ...h2 });
     case "connect-binary":
-      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors });
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, interceptors, ...h1 });
   }
 }
 
@@ -124,10 +135,10 @@ export interface Clients {
   username: string;
 }
 
-/** clientsFor creates unauthenticated clients over `protocol`. */
-export function clientsFor(baseUrl: string, protocol: Protocol = "grpc"): Clients {
+/** clientsFor creates unauthenticated clients over `protocol` (over TLS with `tls`). */
+export function clientsFor(baseUrl: string, protocol: Protocol = "grpc", tls?: ClientTls): Clients {
   const state: Clients = {} as Clients;
-  const transport = transportFor(baseUrl, protocol, [bearer(() => state.token)]);
+  const transport = transportFor(baseUrl, protocol, [bearer(() => state.token)], tls);
   const make = <S extends DescService>(s: S) => createClient(s, transport);
   Object.assign(state, {
     auth: make(AuthService),
@@ -150,9 +161,9 @@ export function uniqueName(prefix = "user"): string {
   return `${prefix}${process.pid % 10000}x${userCounter}`.slice(0, 32);
 }
 
-/** registerUser registers a fresh user and returns logged-in clients for it. */
-export async function registerUser(baseUrl: string, protocol: Protocol = "grpc", prefix = "user"): Promise<Clients> {
-  const c = clientsFor(baseUrl, protocol);
+/** registerUser registers a fresh user and returns logged-in clients for it (over TLS with `tls`). */
+export async function registerUser(baseUrl: string, protocol: Protocol = "grpc", prefix = "user", tls?: ClientTls): Promise<Clients> {
+  const c = clientsFor(baseUrl, protocol, tls);
   const username = uniqueName(prefix);
   const res = await c.auth.register({ username, password: "correct horse battery" });
   c.token = res.tokens?.accessToken;
