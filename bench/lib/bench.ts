@@ -8,6 +8,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { mkdirSync, rmSync } from "node:fs";
 import { forkWorker } from "./children.js";
+import type { Figure } from "./compare.js";
 import type { Options } from "./options.js";
 import { Peer } from "./peer.js";
 import { type ProcSample, sampleTree, systemCpuSeconds } from "./procstat.js";
@@ -26,7 +27,7 @@ import {
   emptyTotals,
 } from "./protocol.js";
 import { type Latency, RESULTS_DIR, mergeHistograms, percentileCurve, summarize } from "./report.js";
-import { type Population, type PopulationShape, buildPopulation } from "./setup.js";
+import { type Population, type PopulationShape, buildPopulation, inventPopulation } from "./setup.js";
 import { type Target, startTarget } from "./servers.js";
 
 export type WorkerPeer = Peer<ToWorker, FromWorker>;
@@ -114,6 +115,10 @@ export class Bench {
   logDir: string | undefined;
   /** Set by a mode that finished normally: the server logs are deleted then. */
   succeeded = false;
+  /** The mode's headline figures, for --compare (compare.ts). */
+  figures: Figure[] = [];
+  /** The result file the mode wrote (undefined with --no-write). */
+  resultFile: string | undefined;
 
   constructor(readonly opts: Options) {}
 
@@ -134,6 +139,7 @@ export class Bench {
     mkdirSync(logDir, { recursive: true });
     this.logDir = logDir;
     this.log(`starting the ${o.target} server${o.target === "production" ? "s" : ""} (logs in ${logDir})`);
+    if (o.target === "reference" && Object.keys(o.serverEnv).length > 0) this.log("  --server-env does not apply to the reference server: ignored");
     this.target = await startTarget({
       kind: o.target,
       url: o.url,
@@ -158,6 +164,11 @@ export class Bench {
   async populate(shape: Omit<PopulationShape, "log">): Promise<Population> {
     if (!this.target) throw new Error("no target");
     const users = shape.users ?? shape.groups * shape.members;
+    if (this.target.kind === "reference") {
+      this.log(`setup: ${users} users in ${shape.groups} groups of ${shape.members}, ids invented (the reference has no users)`);
+      this.population = inventPopulation(shape);
+      return this.population;
+    }
     this.log(`setup: registering ${users} users (${shape.registerConcurrency} at a time), then ${shape.groups} groups of ${shape.members}`);
     this.population = await buildPopulation(this.target.endpoints, { ...shape, log: (l) => this.log(`  ${l}`) });
     return this.population;
@@ -317,7 +328,7 @@ export class Bench {
     const boundaries: number[] = [startAt];
     for (const p of phases) boundaries.push((boundaries.at(-1) as number) + p.durationMs);
     const samples: (Sample | undefined)[] = boundaries.map(() => undefined);
-    const urls = (this.target?.processes ?? []).map((p) => p.url);
+    const urls = this.target?.hasMetrics === false ? [] : (this.target?.processes ?? []).map((p) => p.url);
     const scrapes: (Promise<(Metrics | undefined)[]> | undefined)[] = boundaries.map(() => undefined);
     const timers = boundaries.map((at, i) =>
       setTimeout(() => {

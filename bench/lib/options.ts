@@ -3,13 +3,17 @@
  * defaults of issue 4's load shape.
  */
 import { parseArgs } from "node:util";
+import type { TargetKind } from "./servers.js";
+
+const TARGETS = ["embedded", "production", "url", "reference"] as const satisfies readonly TargetKind[];
 
 export const MODES = ["fixed", "max", "send", "history", "connections", "push"] as const;
 export type Mode = (typeof MODES)[number];
 
 /** FLAGS documents every flag: name → [default, help]. The README's table follows it. */
 export const FLAGS = {
-  target: ["embedded", "server under test: embedded (one all-in-one process), production (one process per service on Cassandra + NATS + Redis) or url (a running server, --url)"],
+  target: ["embedded", "server under test: embedded (one all-in-one process), production (one process per service on Cassandra + NATS + Redis), url (a running server, --url) or reference (a bare broadcast server, bench/reference/; fixed and max only)"],
+  compare: ["", "fixed, max: run the mode on --target, then again on this target (e.g. reference) with the same flags, and print every figure of both with the ratio target ÷ this"],
   url: ["", "with --target url: the server's base URL (http://127.0.0.1:8080)"],
   "server-pid": ["", "with --target url: pid(s) of the server process(es) to measure CPU and memory of (repeatable)"],
   groups: ["100", "groups G (push: 50)"],
@@ -68,7 +72,9 @@ const MULTIPLE: ReadonlySet<FlagName> = new Set<FlagName>(["server-env", "server
 /** Options are the parsed flags. */
 export interface Options {
   mode: Mode;
-  target: "embedded" | "production" | "url";
+  target: TargetKind;
+  /** --compare: a second target run after the first, with the same flags ("" = none). */
+  compare: TargetKind | "";
   url: string;
   serverPids: number[];
   groups: number;
@@ -178,8 +184,8 @@ export function parseOptions(argv: string[]): Options {
     if (!(values as readonly string[]).includes(x)) throw new UsageError(`--${name} must be one of ${values.join(", ")} (got "${x}")`);
     return x as T;
   };
-  const target = str("target");
-  if (target !== "embedded" && target !== "production" && target !== "url") throw new UsageError(`--target must be embedded, production or url`);
+  const target = oneOf("target", TARGETS);
+  const compare = given.has("compare") ? oneOf("compare", TARGETS.filter((t) => t !== "url")) : "";
   const serverEnv: Record<string, string> = {};
   for (const kv of list("server-env")) {
     const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(kv);
@@ -190,6 +196,7 @@ export function parseOptions(argv: string[]): Options {
   const opts: Options = {
     mode,
     target,
+    compare,
     url: str("url"),
     serverPids: list("server-pid").map(Number).filter((n) => n > 0),
     groups: int("groups", 1, 1_000_000, mode === "history" ? "100" : mode === "push" ? "50" : undefined),
@@ -239,5 +246,9 @@ export function parseOptions(argv: string[]): Options {
   for (const h of opts.hosts) if (!/^127\.\d+\.\d+\.\d+$/.test(h)) throw new UsageError(`--hosts: ${h} is not a loopback address (127.x.y.z)`);
   if (opts.transport === "websocket" && opts.streamsPerConnection > 1) throw new UsageError("--streams-per-connection: a WebSocket carries one stream");
   if (opts.target === "url" && !opts.url) throw new UsageError("--target url needs --url");
+  if ((opts.target === "reference" || opts.compare !== "") && mode !== "fixed" && mode !== "max") {
+    throw new UsageError(`${opts.target === "reference" ? "--target reference" : "--compare"} works with the fixed and max modes only`);
+  }
+  if (opts.compare === opts.target) throw new UsageError(`--compare ${opts.compare} is the --target itself`);
   return opts;
 }

@@ -1,7 +1,8 @@
 /**
  * The server under test: the embedded all-in-one process, the production
  * topology (one process per service on Cassandra + NATS JetStream + Redis),
- * or an already running server given by URL.
+ * an already running server given by URL, or the reference: a bare broadcast
+ * server (bench/reference/broadcast-server.ts) to compare the others with.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -13,6 +14,10 @@ import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const MAIN = join(REPO, "services/main.ts");
+const REFERENCE = join(REPO, "bench/reference/broadcast-server.ts");
+
+/** TargetKind names a server under test. */
+export type TargetKind = "embedded" | "production" | "url" | "reference";
 
 /** Endpoints are where each kind of call goes. */
 export interface Endpoints {
@@ -36,7 +41,7 @@ export interface ServerProc {
 
 /** Target is a running server under test. */
 export interface Target {
-  readonly kind: "embedded" | "production" | "url";
+  readonly kind: TargetKind;
   readonly endpoints: Endpoints;
   /** Processes whose CPU and memory are the server's (empty for a URL target unless --server-pid). */
   readonly processes: readonly ServerProc[];
@@ -46,6 +51,8 @@ export interface Target {
   readonly backends: readonly { name: string; pid: number }[];
   /** Settings the server was started with (for the report). */
   readonly settings: Record<string, string>;
+  /** The processes serve the product's /metrics (read at phase boundaries); false for the reference. */
+  readonly hasMetrics: boolean;
   /** restart stops every server process and starts it again on the same data (history mode's cold reads). */
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -53,7 +60,7 @@ export interface Target {
 
 /** TargetOptions are the flags that shape the server. */
 export interface TargetOptions {
-  kind: "embedded" | "production" | "url";
+  kind: TargetKind;
   url?: string;
   serverPids?: number[];
   /** Extra environment for every server process (--server-env KEY=VALUE). */
@@ -98,15 +105,16 @@ async function startServerProc(
   services: string | undefined,
   env: Record<string, string>,
   opts: TargetOptions,
+  program: { script: string; listening: string } = { script: MAIN, listening: LISTENING },
 ): Promise<ServerProc> {
   let port = 0;
   let failed = "";
-  const managed = await spawnGuarded(name, [...opts.serverNodeArgs, "--import", "tsx", MAIN, ...(services ? [`--services=${services}`] : [])], {
+  const managed = await spawnGuarded(name, [...opts.serverNodeArgs, "--import", "tsx", program.script, ...(services ? [`--services=${services}`] : [])], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     ...(opts.logDir ? { logFile: join(opts.logDir, `${name}.log`) } : {}),
     onLine: (line) => {
-      if (port === 0 && line.includes(LISTENING)) {
+      if (port === 0 && line.includes(program.listening)) {
         try {
           port = Number((JSON.parse(line) as { port?: number }).port ?? 0);
         } catch {
@@ -126,10 +134,39 @@ async function startServerProc(
   return { name, services: services ?? "all", url: `http://${host}:${port}`, pid: managed.pid, managed };
 }
 
+/**
+ * referenceTarget starts the bare broadcast server: no users, no storage, so
+ * setup invents the ids (setup.ts inventPopulation) and --server-env does not apply.
+ */
+async function referenceTarget(opts: TargetOptions): Promise<Target> {
+  const started = await startServerProc("reference", undefined, { HOST: "127.0.0.1" }, opts, {
+    script: REFERENCE,
+    listening: "reference server listening",
+  });
+  const proc: ServerProc = { ...started, services: "broadcast" };
+  let stopped = false;
+  return {
+    kind: "reference",
+    endpoints: { auth: proc.url, group: proc.url, message: proc.url, messageAll: [proc.url], stream: [proc.url] },
+    processes: [proc],
+    extraPids: [],
+    backends: [],
+    settings: { program: "bench/reference/broadcast-server.ts" },
+    hasMetrics: false,
+    restart: () => Promise.reject(new Error("the reference server keeps nothing to restart on")),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await stopChild(proc.managed.child, 5000);
+    },
+  };
+}
+
 /** startTarget starts (or attaches to) the server under test. */
 export async function startTarget(opts: TargetOptions): Promise<Target> {
   if (opts.kind === "url") return urlTarget(opts);
   if (opts.kind === "embedded") return embeddedTarget(opts);
+  if (opts.kind === "reference") return referenceTarget(opts);
   return productionTarget(opts);
 }
 
@@ -143,6 +180,7 @@ function urlTarget(opts: TargetOptions): Target {
     extraPids: opts.serverPids ?? [],
     backends: [],
     settings: { url },
+    hasMetrics: true,
     restart: () => Promise.reject(new Error("cannot restart a --target url server")),
     stop: async () => {},
   };
@@ -172,6 +210,7 @@ async function embeddedTarget(opts: TargetOptions): Promise<Target> {
     extraPids: [],
     backends: [],
     settings: { ...env, DATA_DIR: "<tmp>", STORE_URL: "sqlite:<tmp>/chat.db" },
+    hasMetrics: true,
     async restart() {
       await stopChild(proc.managed.child, 15_000);
       // Same data directory and port, so clients' URLs stay valid.
@@ -270,6 +309,7 @@ async function productionTarget(opts: TargetOptions): Promise<Target> {
       }) : []),
     ],
     settings: { ...common, DATA_DIR: "<tmp>", layout: procs.map((p) => `${p.name}(${p.services})`).join(" ") },
+    hasMetrics: true,
     restart: () => Promise.reject(new Error("restart of the production topology is not implemented; cold reads use deep pages")),
     async stop() {
       if (stopped) return;

@@ -123,6 +123,30 @@ export async function buildPopulation(endpoints: Endpoints, shape: PopulationSha
   return { users, groups, runId, registerSeconds, groupSeconds };
 }
 
+/**
+ * inventPopulation builds the same users and groups as buildPopulation, with
+ * invented ids and no calls, for the reference server (which has no users):
+ * each user's "token" is the comma-separated ids of its groups, which the
+ * reference reads to join a connection to them (bench/reference/broadcast-server.ts).
+ */
+export function inventPopulation(shape: Omit<PopulationShape, "log">): Population {
+  const runId = randomBytes(3).toString("hex");
+  const userCount = shape.users ?? shape.groups * shape.members;
+  if (shape.members > userCount) throw new Error(`--members ${shape.members} needs at least that many users (have ${userCount})`);
+  const groups: BenchGroup[] = [];
+  const groupsOf: string[][] = Array.from({ length: userCount }, () => []);
+  for (let g = 0; g < shape.groups; g++) {
+    // The same membership as buildPopulation's.
+    const members: number[] = [];
+    for (let k = 0; k < shape.members; k++) members.push((g * shape.members + k) % userCount);
+    const groupId = `r${runId}g${g}`;
+    for (const m of members) groupsOf[m]?.push(groupId);
+    groups.push({ index: g, groupId, headSeq: 0, members });
+  }
+  const users: BenchUser[] = groupsOf.map((ids, i) => ({ index: i, userId: `r${runId}u${i}`, username: `r${runId}u${i}`, token: ids.join(",") }));
+  return { users, groups, runId, registerSeconds: 0, groupSeconds: 0 };
+}
+
 /** withRetry retries a setup call a few times on UNAVAILABLE / RESOURCE_EXHAUSTED (bounded). */
 async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {

@@ -43,7 +43,31 @@ export async function runFixed(bench: Bench): Promise<number> {
     ...cpuRows(w, r.deliveries),
     ["server CPU per message sent", r.sender.ok > 0 ? `${fmt((w.serverCpuSeconds * 1e6) / r.sender.ok, 0)} µs (send path + its ${o.members} deliveries)` : "-"],
     ["server CPU idle (streams open)", `${fmt(idle.serverCores, 3)} cores`],
-    ["server's own account", serverMetricsText(r.serverMetrics)],
+    ["server's own account", target.hasMetrics ? serverMetricsText(r.serverMetrics) : "- (the reference server has no /metrics)"],
+  ];
+  if (target.kind === "reference") {
+    rows.push(["", ""], ["note", "reference: bench/reference/broadcast-server.ts, no auth, no storage; the same sender (SendMessage over h2c) and subscribers, so latency is send → delivery at each subscriber as for the others"]);
+  }
+  const sendErrors = Object.values(r.sender.errors).reduce((a, b) => a + b, 0);
+  bench.figures = [
+    { label: "messages sent OK", unit: "", value: r.sender.ok, decimals: 0, better: "-" },
+    { label: "deliveries/s", unit: "", value: deliveriesPerSecond, decimals: 0, better: "higher" },
+    { label: "loss", unit: "", value: loss.loss, decimals: 0, better: "lower" },
+    { label: "duplicates", unit: "", value: totals.duplicates, decimals: 0, better: "lower" },
+    { label: "send errors + skipped", unit: "", value: sendErrors + r.sender.skipped, decimals: 0, better: "lower" },
+    { label: "delivery p50", unit: "ms", value: r.deliveryLatency.p50, decimals: 2, better: "lower" },
+    { label: "delivery p99", unit: "ms", value: r.deliveryLatency.p99, decimals: 2, better: "lower" },
+    { label: "delivery p99.9", unit: "ms", value: r.deliveryLatency.p999, decimals: 2, better: "lower" },
+    { label: "delivery max", unit: "ms", value: r.deliveryLatency.max, decimals: 2, better: "lower" },
+    { label: "SendMessage p99", unit: "ms", value: r.sendLatency.p99, decimals: 2, better: "lower" },
+    { label: "server CPU per delivery", unit: "µs", value: r.deliveries > 0 ? cpuPerDeliveryUs : undefined, decimals: 2, better: "lower" },
+    { label: "server CPU per message", unit: "µs", value: r.sender.ok > 0 ? (w.serverCpuSeconds * 1e6) / r.sender.ok : undefined, decimals: 0, better: "lower" },
+    { label: "server cores", unit: "", value: w.serverCores, decimals: 2, better: "lower" },
+    { label: "server cores idle (streams open)", unit: "", value: idle.serverCores, decimals: 3, better: "lower" },
+    { label: "server RSS", unit: "MiB", value: w.serverRssMiB, decimals: 1, better: "lower" },
+    { label: "load generator cores", unit: "", value: w.generatorCores, decimals: 2, better: "-" },
+    { label: "machine busy cores", unit: "", value: w.machineBusyCores, decimals: 2, better: "-" },
+    { label: "load generator bound / disturbed", unit: "", value: `${w.generatorBound.length > 0 ? "YES" : "no"} / ${w.disturbed ? "YES" : "no"}`, decimals: 0, better: "-" },
   ];
   process.stdout.write(`\n${title}\n${table(rows)}\n`);
   if (w.server.length > 0) {
@@ -122,6 +146,7 @@ export async function runFixed(bench: Bench): Promise<number> {
       right: { label: "max latency in the second (ms)", series: [{ label: "max latency ms (right axis)", color: "#d62728", dashed: true, points: perSecond.map((x) => [x.second, x.maxLatencyMs]) }] },
     });
     const files = writeResults("fixed", resultName(target.kind, o), result, svg, { timeline });
+    bench.resultFile = files.json;
     process.stdout.write(`\nwrote ${files.json}${files.svg ? ` and ${files.svg}` : ""}${files.extra.length ? ` and ${files.extra.join(", ")}` : ""}\n`);
   }
   return loss.loss === 0 && totals.duplicates === 0 ? 0 : 3;

@@ -146,6 +146,28 @@ export async function runMax(bench: Bench): Promise<number> {
     rows.push(...cpuRows(best.result.window, best.received));
   }
   process.stdout.write(`${table(rows)}\n`);
+  if (target.kind === "reference") {
+    process.stdout.write("  (reference: bench/reference/broadcast-server.ts, no auth, no storage; the same sender and subscribers, latency is send → delivery at each subscriber)\n");
+  }
+  bench.figures = [
+    { label: "highest passing rate", unit: "msg/s", value: best?.rate, decimals: 0, better: "higher" },
+    { label: "deliveries/s (best step)", unit: "", value: best?.deliveriesPerSecond, decimals: 0, better: "higher" },
+    { label: "delivery p50 (best step)", unit: "ms", value: best?.p50, decimals: 2, better: "lower" },
+    { label: "delivery p99 (best step)", unit: "ms", value: best?.p99, decimals: 2, better: "lower" },
+    { label: "SendMessage p99 (best step)", unit: "ms", value: best?.sendP99, decimals: 2, better: "lower" },
+    { label: "server CPU per delivery (best step)", unit: "µs", value: best && best.received > 0 ? best.serverCpuPerDeliveryUs : undefined, decimals: 2, better: "lower" },
+    {
+      label: "server CPU per message (best step)",
+      unit: "µs",
+      value: best && best.result.sender.ok > 0 ? (best.result.window.serverCpuSeconds * 1e6) / best.result.sender.ok : undefined,
+      decimals: 0,
+      better: "lower",
+    },
+    { label: "server cores (best step)", unit: "", value: best?.serverCores, decimals: 2, better: "-" },
+    { label: "load generator cores (best step)", unit: "", value: best?.generatorCores, decimals: 2, better: "-" },
+    { label: "steps passed", unit: "", value: passing.length, decimals: 0, better: "higher" },
+    { label: "stopped by", unit: "", value: stoppedBy, decimals: 0, better: "-" },
+  ];
   const result = {
     ...header(bench, { groups: o.groups, members: o.members, streams: streams, startRate: o.rate, factor: o.factor, stepSeconds: o.stepDuration, p99LimitMs: o.p99Limit, textBytes: o.textBytes, workers: o.workers }),
     results: {
@@ -176,6 +198,7 @@ export async function runMax(bench: Bench): Promise<number> {
       hlines: [{ y: o.p99Limit, label: `p99 limit ${o.p99Limit} ms`, color: "#d62728" }],
     });
     const files = writeResults("max", resultName(target.kind, o), result, svg);
+    bench.resultFile = files.json;
     process.stdout.write(`\nwrote ${files.json}${files.svg ? ` and ${files.svg}` : ""}\n`);
   }
   return best ? 0 : 3;
