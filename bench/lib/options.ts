@@ -49,6 +49,8 @@ export const FLAGS = {
   "devices-per-user": ["1", "connections: streams per user (each its own connection); users = connections / devices"],
   "client-procs": ["0", "connections: subscriber processes (0 = enough for ≤ 16,000 connections each)"],
   hosts: ["127.0.0.1", "listen addresses of the stream processes, comma-separated (e.g. 127.0.0.1,127.0.0.2)"],
+  "idle-seconds": ["10", "connections: after each step, seconds with no traffic (heartbeats only) over which the servers' idle CPU is measured (0 = skip)"],
+  "final-duration": ["60", "connections: once every connection is open, seconds of traffic at the step rate, all connections held (0 = skip)"],
   // production
   "stream-procs": ["2", "production: stream processes"],
   "message-procs": ["1", "production: message processes"],
@@ -107,6 +109,8 @@ export interface Options {
   devicesPerUser: number;
   clientProcs: number;
   hosts: string[];
+  idleSeconds: number;
+  finalDuration: number;
   streamProcs: number;
   messageProcs: number;
   cassandraUrl: string;
@@ -229,6 +233,8 @@ export function parseOptions(argv: string[]): Options {
     devicesPerUser: int("devices-per-user", 1, 1000),
     clientProcs: int("client-procs", 0, 64),
     hosts: str("hosts").split(",").map((h) => h.trim()).filter((h) => h !== ""),
+    idleSeconds: num("idle-seconds", 0, 3600),
+    finalDuration: num("final-duration", 0, 3600),
     streamProcs: int("stream-procs", 1, 64),
     messageProcs: int("message-procs", 1, 64),
     cassandraUrl: str("cassandra-url"),
