@@ -1,6 +1,6 @@
 /**
- * TLS on the one port (TLS_CERT_FILE, TLS_KEY_FILE; issue 15.6 without its
- * Chromium part): with a certificate from a test CA, ALPN takes HTTP/2
+ * TLS on the one port (TLS_CERT_FILE, TLS_KEY_FILE; issue 15.6; Chromium:
+ * test/browser/tls-browser.spec.ts): with a certificate from a test CA, ALPN takes HTTP/2
  * clients (grpc-js, connect-node's gRPC and Connect) to the HTTP/2 server and
  * HTTP/1.1 ones (gRPC-Web, Connect over HTTP/1.1, `wss://` upgrades, clients
  * that offer no ALPN) to the HTTP/1.1 server; a cleartext client fails at
