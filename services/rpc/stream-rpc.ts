@@ -13,7 +13,7 @@ import type { Principal } from "../core/principal.js";
 import { openStream } from "../delivery/open-stream.js";
 import type { StreamHandle, StreamHub } from "../delivery/stream-hub.js";
 import type { MessageService } from "../message/message-service.js";
-import { type SendResultObserver, answerConnectRequest } from "./connect-requests.js";
+import { FIRST_REQUEST_MUST_SUBSCRIBE, type SendResultObserver, answerConnectRequest } from "./connect-requests.js";
 import { principalOf } from "./interceptors.js";
 import { QueueSink } from "./queue-sink.js";
 
@@ -39,7 +39,7 @@ export function streamRoutes(
       const input = requests[Symbol.asyncIterator]();
       const first = await input.next();
       if (first.done || first.value.payload.case !== "subscribe") {
-        throw new ChatError("InvalidArgument", "the first ConnectRequest must carry `subscribe`");
+        throw new ChatError("InvalidArgument", FIRST_REQUEST_MUST_SUBSCRIBE);
       }
       const sink = new QueueSink<ConnectResponse>((item) =>
         create(ConnectResponseSchema, { payload: { case: "item", value: item.message } }),

@@ -1,15 +1,11 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type ConnectRequest, ConnectRequestSchema, ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import { ChatError } from "../core/errors.js";
 import type { Principal } from "../core/principal.js";
 import { envelope } from "../delivery/grpc-codec.js";
-import { openStream } from "../delivery/open-stream.js";
-import type { StreamHandle } from "../delivery/stream-hub.js";
 import { streamOpenRequestBytes } from "../delivery/stream-limits.js";
 import type { MessageService } from "../message/message-service.js";
 import { logCallEnd } from "../rpc/call-log.js";
-import { answerConnectRequest } from "../rpc/connect-requests.js";
+import { ConnectStream, FIRST_REQUEST_MUST_SUBSCRIBE, decodeConnectRequest } from "../rpc/connect-requests.js";
 import { toConnectError } from "../rpc/errors.js";
 import type { FastPathDeps } from "./framed-subscribe.js";
 import { type AnyRequest, type AnyResponse, FrameReader, FrameWriter, type WireProtocol } from "./framing.js";
@@ -25,9 +21,10 @@ export const CONNECT_RPC = CONNECT_PATH.slice(1);
  * with the semantics of the connect-node handler: the first client item must
  * be `subscribe`; then the stream carries the hub's items, each written as
  * the shared OutboundItem.connectFrame (encoded once per event per process),
- * and answers sends and acks in order (answerConnectRequest). Replies count
- * against the stream's buffer cap. The client closing its side keeps the
- * stream open; the client going away closes it.
+ * and answers sends and acks in order (ConnectStream in
+ * rpc/connect-requests.ts, shared with the WebSocket: ws-connect.ts).
+ * Replies count against the stream's buffer cap. The client closing its
+ * side keeps the stream open; the client going away closes it.
  */
 export function serveFastConnect(
   protocol: WireProtocol,
@@ -42,11 +39,20 @@ export function serveFastConnect(
   const writer = new FrameWriter(protocol, res, (item) => item.connectFrame);
   // The first message may carry MAX_CURSORS cursors; the sends and acks after it keep MAX_REQUEST_BYTES.
   const reader = new FrameReader(deps.maxRequestBytes, streamOpenRequestBytes(deps.maxRequestBytes));
-  let handle: StreamHandle | undefined;
+  const connect = new ConnectStream({
+    hub: deps.hub,
+    principal: caller,
+    messages: deps.messages,
+    onSendResult: deps.onStreamSend,
+    sink: writer,
+    gone: () => res.destroyed,
+    accepted: () => writer.start(),
+    reply: (response) => writer.writeFrame(envelope(0, response)),
+  });
   let busy = false;
   let failed = false;
   let inputEnded = false;
-  const noSubscribe = () => fail(new ChatError("InvalidArgument", "the first ConnectRequest must carry `subscribe`"));
+  const noSubscribe = () => fail(new ChatError("InvalidArgument", FIRST_REQUEST_MUST_SUBSCRIBE));
 
   const fail = (e: unknown) => {
     if (failed) return;
@@ -56,7 +62,7 @@ export function serveFastConnect(
     logCallEnd(deps.logger, { rpc: CONNECT_RPC, userId: caller.userId }, err);
     // The status first: closing the hub's stream ends the writer, and an ended writer writes no status (it would end OK).
     writer.finish(err);
-    handle?.close();
+    connect.close();
   };
   // Requests are cut one at a time, as they are served; a partial one first in line must complete within the deadline.
   const flow = new HeldFlow(req, reader, deadlines, () =>
@@ -71,41 +77,25 @@ export function serveFastConnect(
       while (!failed && !writer.isEnded) {
         const frame = reader.next();
         if (!frame) break;
-        const request = decode(frame.payload);
+        const request = decodeConnectRequest(frame.payload);
         review();
-        await serveOne(request);
+        // The client went away before the stream opened: nothing more to serve.
+        if (!(await connect.serve(request))) writer.abort();
       }
     } finally {
       busy = false;
       if (inputEnded && !failed) {
         if (reader.leftover > 0 && !reader.ready()) fail(new ChatError("InvalidArgument", "the request stream ended inside a message"));
-        else if (reader.leftover === 0 && !handle) noSubscribe();
+        else if (reader.leftover === 0 && !connect.subscribed) noSubscribe();
       }
     }
-  };
-
-  const serveOne = async (request: ConnectRequest): Promise<void> => {
-    if (!handle) {
-      if (request.payload.case !== "subscribe") {
-        noSubscribe();
-        return;
-      }
-      const opening = { hub: deps.hub, principal: caller, request: request.payload.value, sink: writer };
-      handle = await openStream({ ...opening, gone: () => res.destroyed, accepted: () => writer.start() });
-      if (!handle) writer.abort(); // the client went away before the stream opened: nothing more to serve
-      return;
-    }
-    const response = await answerConnectRequest(caller, request, deps.messages, deps.onStreamSend);
-    if (!response) return;
-    writer.writeFrame(envelope(0, toBinary(ConnectResponseSchema, response)));
-    handle.checkBuffer();
   };
 
   req.on("error", () => {});
   res.on("error", () => {});
   res.once("close", () => {
     flow.stop();
-    handle?.close();
+    connect.close();
   });
   req.on("data", (chunk: Buffer) => {
     if (failed) return;
@@ -123,17 +113,9 @@ export function serveFastConnect(
     try {
       // Requests still held are served first; a partial one at the end is an error.
       if (!reader.ready() && reader.leftover > 0) fail(new ChatError("InvalidArgument", "the request stream ended inside a message"));
-      else if (!busy && !handle && reader.leftover === 0) noSubscribe();
+      else if (!busy && !connect.subscribed && reader.leftover === 0) noSubscribe();
     } catch (e) {
       fail(e);
     }
   });
-}
-
-function decode(payload: Buffer): ConnectRequest {
-  try {
-    return fromBinary(ConnectRequestSchema, payload);
-  } catch (e) {
-    throw new ChatError("InvalidArgument", "request is not a valid chat.v1.ConnectRequest", { cause: e });
-  }
 }

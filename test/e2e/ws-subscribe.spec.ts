@@ -205,6 +205,8 @@ describe("Subscribe over WebSocket", () => {
       });
     assert.equal(await statusOf("/chat.v1.StreamService/Subscribe", []), 400);
     assert.equal(await statusOf("/chat.v1.StreamService/Subscribe", ["json"]), 400);
-    assert.equal(await statusOf("/chat.v1.StreamService/Connect", ["chat.v1.proto"]), 404);
+    assert.equal(await statusOf("/chat.v1.StreamService/Connect", []), 400);
+    assert.equal(await statusOf("/chat.v1.StreamService/SendMessage", ["chat.v1.proto"]), 404);
+    assert.equal(await statusOf("/chat.v1.MessageService/SendMessage", ["chat.v1.proto"]), 404);
   });
 });
