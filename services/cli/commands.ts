@@ -1,27 +1,21 @@
-/** The commands other than tail: each resolves names, makes its calls and prints the outcome. */
-import { randomUUID } from "node:crypto";
-import { type JsonValue, toJson } from "@bufbuild/protobuf";
+/** The commands other than tail: each resolves names, makes its calls through the SDK client and prints the outcome. */
+import { type JsonValue, create, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { MemberRole, type SignedInUser } from "@chat/client/node";
 import { UserSchema } from "../../gen/chat/v1/common_pb.js";
-import { type Group, GroupSchema, MemberRole, MemberSchema } from "../../gen/chat/v1/group_pb.js";
-import { ListMessagesResponseSchema, SendMessageResponseSchema } from "../../gen/chat/v1/message_service_pb.js";
+import { type Group, GroupSchema, MemberSchema } from "../../gen/chat/v1/group_pb.js";
 import { AddMemberResponseSchema, MarkReadResponseSchema, RemoveMemberResponseSchema } from "../../gen/chat/v1/group_service_pb.js";
-import { Code, ConnectError } from "@connectrpc/connect";
-import type { ChatApi } from "./api.js";
-import { type ParsedArgs, flag, flagValues, seqFlag } from "./args.js";
-import { CliError, UsageError, describeError, unwrap } from "./errors.js";
+import { ListMessagesResponseSchema, SendMessageResponseSchema } from "../../gen/chat/v1/message_service_pb.js";
+import { flag, flagValues, seqFlag } from "./args.js";
+import { type Context, me } from "./context.js";
+import { CliError, UsageError, describeError } from "./errors.js";
 import { messageLine, roleName, sanitize, table, time } from "./format.js";
 import { promptHidden } from "./prompt.js";
 
-/** Context is what a command runs with. */
-export interface Context {
-  readonly api: ChatApi;
-  readonly args: ParsedArgs;
-  readonly json: boolean;
-  readonly env: Readonly<Record<string, string | undefined>>;
-  /** out writes a line to stdout. */
-  out(line: string): void;
-  /** note writes a line to stderr (progress, hints, warnings). */
-  note(line: string): void;
+export type { Context };
+
+function userJson(u: SignedInUser): JsonValue {
+  return toJson(UserSchema, create(UserSchema, { userId: u.userId, username: u.username, ...(u.createdAt ? { createdAt: timestampFromDate(u.createdAt) } : {}) }));
 }
 
 function printJson(ctx: Context, value: JsonValue): void {
@@ -41,58 +35,39 @@ async function password(ctx: Context, confirm: boolean): Promise<string> {
 /** register creates the account and stores the session. */
 export async function register(ctx: Context): Promise<void> {
   const username = ctx.args.positionals[0] ?? "";
-  const res = await ctx.api.publicAuth.register({ username, password: await password(ctx, true) });
-  const s = await ctx.api.saveLogin(res.user, res.tokens);
-  if (ctx.json && res.user) return printJson(ctx, toJson(UserSchema, res.user));
-  ctx.out(`registered and logged in as ${s.username} (user id ${s.userId})`);
+  const user = await ctx.client.register(username, await password(ctx, true));
+  if (ctx.json) return printJson(ctx, userJson(user));
+  ctx.out(`registered and logged in as ${user.username} (user id ${user.userId})`);
 }
 
-/** login stores a new session for an existing account. */
+/** login stores a new session for an existing account (the tail cursors of the same user are kept). */
 export async function login(ctx: Context): Promise<void> {
   const username = ctx.args.positionals[0] ?? "";
-  const res = await ctx.api.publicAuth.login({ username, password: await password(ctx, false) });
-  const s = await ctx.api.saveLogin(res.user, res.tokens);
-  if (ctx.json && res.user) return printJson(ctx, toJson(UserSchema, res.user));
-  ctx.out(`logged in as ${s.username} (user id ${s.userId})`);
+  const user = await ctx.client.login(username, await password(ctx, false));
+  if (ctx.json) return printJson(ctx, userJson(user));
+  ctx.out(`logged in as ${user.username} (user id ${user.userId})`);
 }
 
-/** logout revokes the session on the server and deletes the session file (also when the server cannot be reached). */
+/** logout revokes the session on the server and forgets it (also when the server cannot be reached). */
 export async function logout(ctx: Context): Promise<void> {
-  const s = ctx.api.session();
-  let failure: unknown;
+  const user = await me(ctx);
   try {
-    await ctx.api.auth.logout({ refreshToken: s.tokens.refreshToken });
-  } catch (error) {
-    // An expired or already revoked session is logged out anyway.
-    const e = unwrap(error);
-    if (!(e instanceof ConnectError && e.code === Code.Unauthenticated) && !(e instanceof CliError && e.code === "unauthenticated")) failure = e;
+    await ctx.client.logout();
+  } catch (e) {
+    throw new CliError("unavailable", `forgot the local session, but the server did not revoke it (${describeError(e)})`);
   }
-  await ctx.api.store.update((disk) => (disk && disk.userId === s.userId && disk.server === s.server ? undefined : disk));
-  if (failure !== undefined) {
-    throw new CliError("unavailable", `forgot the local session, but the server did not revoke it (${describeError(failure)})`);
-  }
-  ctx.out(`logged out ${s.username}`);
+  ctx.out(`logged out ${user.username}`);
 }
 
 /** whoami prints the session's user (no call to the server). */
-export function whoami(ctx: Context): void {
-  const s = ctx.api.session();
+export async function whoami(ctx: Context): Promise<void> {
+  const user = await me(ctx);
   if (ctx.json) {
-    return printJson(ctx, { username: s.username, userId: s.userId, server: s.server, refreshTokenExpiresAt: s.tokens.refreshTokenExpiresAt });
+    const s = await ctx.tokens.load();
+    const refreshTokenExpiresAt = s ? new Date(s.refreshTokenExpiresAt).toISOString() : "";
+    return printJson(ctx, { username: user.username, userId: user.userId, server: ctx.server, refreshTokenExpiresAt });
   }
-  ctx.out(`${s.username} (user id ${s.userId}) on ${s.server}`);
-}
-
-/** listAllGroups pages through ListGroups. */
-export async function listAllGroups(api: ChatApi): Promise<Group[]> {
-  const groups: Group[] = [];
-  let pageToken = "";
-  do {
-    const res = await api.groups.listGroups({ pageSize: 500, pageToken });
-    groups.push(...res.groups);
-    pageToken = res.nextPageToken;
-  } while (pageToken !== "");
-  return groups;
+  ctx.out(`${user.username} (user id ${user.userId}) on ${ctx.server}`);
 }
 
 /** findGroup picks a group by exact id, else by exact name; throws not_found or, for a name shared by several groups, invalid_argument. */
@@ -108,13 +83,15 @@ export function findGroup(groups: readonly Group[], ref: string): Group {
 }
 
 /** resolveGroup finds one of the caller's groups by id or exact name. */
-export async function resolveGroup(api: ChatApi, ref: string): Promise<Group> {
-  return findGroup(await listAllGroups(api), ref);
+export async function resolveGroup(ctx: Context, ref: string): Promise<Group> {
+  await me(ctx);
+  return findGroup(await ctx.client.listGroups(), ref);
 }
 
 /** groups lists the caller's groups with their unread counts (messages of others after the read marker). */
 export async function groups(ctx: Context): Promise<void> {
-  const list = await listAllGroups(ctx.api);
+  await me(ctx);
+  const list = await ctx.client.listGroups();
   if (ctx.json) return printJson(ctx, list.map((g) => toJson(GroupSchema, g)));
   if (list.length === 0) return ctx.note("no groups yet; create one with `chat create-group <name>`");
   ctx.out(
@@ -135,16 +112,17 @@ const UNREAD_CAP = 999;
 
 /** read marks a group read up to its newest event (its head when listed). */
 export async function read(ctx: Context): Promise<void> {
-  const group = await resolveGroup(ctx.api, ctx.args.positionals[0] ?? "");
-  const res = await ctx.api.groups.markRead({ groupId: group.groupId, seq: group.headSeq });
+  const group = await resolveGroup(ctx, ctx.args.positionals[0] ?? "");
+  const res = await ctx.client.clients.groups.markRead({ groupId: group.groupId, seq: group.headSeq });
   if (ctx.json) return printJson(ctx, toJson(MarkReadResponseSchema, res));
   ctx.out(`marked ${sanitize(group.name)} read up to #${res.lastReadSeq}`);
 }
 
 /** createGroup creates a group owned by the caller with the --member users. */
 export async function createGroup(ctx: Context): Promise<void> {
+  await me(ctx);
   const name = ctx.args.positionals[0] ?? "";
-  const { group, notAddedUsernames } = await ctx.api.groups.createGroup({ name, memberUsernames: [...flagValues(ctx.args, "member")] });
+  const { group, notAddedUsernames } = await ctx.client.clients.groups.createGroup({ name, memberUsernames: [...flagValues(ctx.args, "member")] });
   if (!group) throw new CliError("internal", "CreateGroup answered without the group");
   for (const u of notAddedUsernames) ctx.note(`${sanitize(u)} was not added: they reached the most groups a user may be in meanwhile`);
   if (ctx.json) return printJson(ctx, toJson(GroupSchema, group));
@@ -160,8 +138,8 @@ export async function addMember(ctx: Context): Promise<void> {
   const roleText = flag(ctx.args, "role") ?? "member";
   const role = ROLES[roleText];
   if (role === undefined) throw new UsageError(`--role must be member, admin or owner, got "${roleText}"`);
-  const group = await resolveGroup(ctx.api, ref);
-  const res = await ctx.api.groups.addMember({ groupId: group.groupId, user: { case: "username", value: username }, role });
+  const group = await resolveGroup(ctx, ref);
+  const res = await ctx.client.clients.groups.addMember({ groupId: group.groupId, user: { case: "username", value: username }, role });
   if (ctx.json) return printJson(ctx, toJson(AddMemberResponseSchema, res));
   ctx.out(`added ${res.member?.user?.username ?? username} to ${sanitize(group.name)} as ${roleName(res.member?.role ?? role)} (#${res.seq})`);
 }
@@ -169,40 +147,30 @@ export async function addMember(ctx: Context): Promise<void> {
 /** removeMember removes a member named by username or user id. */
 export async function removeMember(ctx: Context): Promise<void> {
   const [ref = "", who = ""] = ctx.args.positionals;
-  const group = await resolveGroup(ctx.api, ref);
-  const members = await listAllMembers(ctx.api, group.groupId);
+  const group = await resolveGroup(ctx, ref);
+  const members = await ctx.client.listMembers(group.groupId);
   const member = members.find((m) => m.user?.userId === who) ?? members.find((m) => m.user?.username === who.toLowerCase());
   if (!member?.user) throw new CliError("not_found", `${sanitize(who)} is not a member of ${sanitize(group.name)}`);
-  const res = await ctx.api.groups.removeMember({ groupId: group.groupId, userId: member.user.userId });
+  const res = await ctx.client.clients.groups.removeMember({ groupId: group.groupId, userId: member.user.userId });
   if (ctx.json) return printJson(ctx, toJson(RemoveMemberResponseSchema, res));
   ctx.out(`removed ${member.user.username} from ${sanitize(group.name)} (#${res.seq})`);
 }
 
 /** leave removes the caller from a group and forgets its tail cursor. */
 export async function leave(ctx: Context): Promise<void> {
-  const me = ctx.api.session();
-  const group = await resolveGroup(ctx.api, ctx.args.positionals[0] ?? "");
-  const res = await ctx.api.groups.removeMember({ groupId: group.groupId, userId: me.userId });
-  await ctx.api.updateCursors(new Map([[group.groupId, null]]));
+  const user = await me(ctx);
+  const group = await resolveGroup(ctx, ctx.args.positionals[0] ?? "");
+  const res = await ctx.client.clients.groups.removeMember({ groupId: group.groupId, userId: user.userId });
+  ctx.cursors.set(user.userId, group.groupId, null);
+  await ctx.cursors.flush();
   if (ctx.json) return printJson(ctx, toJson(RemoveMemberResponseSchema, res));
   ctx.out(`left ${sanitize(group.name)} (#${res.seq})`);
 }
 
-async function listAllMembers(api: ChatApi, groupId: string) {
-  const members = [];
-  let pageToken = "";
-  do {
-    const res = await api.groups.listMembers({ groupId, pageSize: 1000, pageToken });
-    members.push(...res.members);
-    pageToken = res.nextPageToken;
-  } while (pageToken !== "");
-  return members;
-}
-
 /** members lists a group's members. */
 export async function members(ctx: Context): Promise<void> {
-  const group = await resolveGroup(ctx.api, ctx.args.positionals[0] ?? "");
-  const list = await listAllMembers(ctx.api, group.groupId);
+  const group = await resolveGroup(ctx, ctx.args.positionals[0] ?? "");
+  const list = await ctx.client.listMembers(group.groupId);
   if (ctx.json) return printJson(ctx, list.map((m) => toJson(MemberSchema, m)));
   ctx.out(
     table([
@@ -212,16 +180,15 @@ export async function members(ctx: Context): Promise<void> {
   );
 }
 
-/** send sends the remaining arguments, joined by spaces, with a fresh client_message_id. */
+/** send sends the remaining arguments, joined by spaces; the SDK retries transient failures with the same client_message_id. */
 export async function send(ctx: Context): Promise<void> {
   const [ref = "", ...words] = ctx.args.positionals;
   const text = words.join(" ");
   if (text.trim() === "") throw new UsageError("send needs a non-empty text");
-  const group = await resolveGroup(ctx.api, ref);
-  // The same id on the automatic retry after a token refresh makes the retry idempotent.
-  const res = await ctx.api.messages.sendMessage({ groupId: group.groupId, text, clientMessageId: randomUUID() });
-  if (ctx.json) return printJson(ctx, toJson(SendMessageResponseSchema, res));
-  ctx.out(`sent #${res.message?.seq ?? "?"}${res.duplicate ? " (duplicate)" : ""}`);
+  const group = await resolveGroup(ctx, ref);
+  const res = await ctx.client.send(group.groupId, text);
+  if (ctx.json) return printJson(ctx, toJson(SendMessageResponseSchema, res.raw));
+  ctx.out(`sent #${res.seq}${res.duplicate ? " (duplicate)" : ""}`);
 }
 
 /** history prints one page of messages, oldest first, and says on stderr how to page on. */
@@ -232,10 +199,10 @@ export async function history(ctx: Context): Promise<void> {
   if (before !== undefined && after !== undefined) throw new UsageError("give --before or --after, not both");
   if (limit !== undefined && (limit < 1n || limit > 200n)) throw new UsageError("--limit must be from 1 to 200");
   const ref = ctx.args.positionals[0] ?? "";
-  const group = await resolveGroup(ctx.api, ref);
+  const group = await resolveGroup(ctx, ref);
   const anchor =
     before !== undefined ? ({ case: "beforeSeq", value: before } as const) : after !== undefined ? ({ case: "afterSeq", value: after } as const) : ({ case: undefined } as const);
-  const res = await ctx.api.messages.listMessages({ groupId: group.groupId, limit: Number(limit ?? 0n), anchor });
+  const res = await ctx.client.clients.messages.listMessages({ groupId: group.groupId, limit: Number(limit ?? 0n), anchor });
   if (ctx.json) return printJson(ctx, toJson(ListMessagesResponseSchema, res));
   for (const m of res.messages) ctx.out(messageLine(group.name, m));
   if (res.messages.length === 0) ctx.note("no messages");

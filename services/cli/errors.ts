@@ -3,7 +3,7 @@
  * stderr, `error: <code>: <message>`, where code is a gRPC status name in
  * snake case (the server's, or the client's own for local problems).
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError, codeName } from "@chat/client/node";
 
 /** CliError is a failure the client detects itself (not logged in, no such group, ...); exit code 1. */
 export class CliError extends Error {
@@ -28,24 +28,9 @@ export class Canceled extends Error {
   override readonly name = "Canceled";
 }
 
-/** codeName spells a Connect code the way gRPC status names are written in snake case, e.g. Code.NotFound → "not_found". */
-export function codeName(code: Code): string {
-  const name = Code[code] ?? "unknown";
-  return name.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
-}
-
-/**
- * unwrap returns the CliError that connect wrapped into a ConnectError
- * (code Unknown) when it was thrown inside an interceptor, e.g. by a token
- * refresh; any other value is returned as is.
- */
-export function unwrap(e: unknown): unknown {
-  return e instanceof ConnectError && e.cause instanceof CliError ? e.cause : e;
-}
-
 /** describeError renders any thrown value as `<code>: <message>` without the `error: ` prefix. */
 export function describeError(error: unknown): string {
-  const e = unwrap(error);
+  const e = error instanceof ConnectError && error.cause instanceof CliError ? error.cause : error;
   if (e instanceof CliError) return `${e.code}: ${e.message}`;
   if (e instanceof ConnectError) return `${codeName(e.code)}: ${e.rawMessage}`;
   if (e instanceof Error) return `internal: ${e.message}`;

@@ -1,14 +1,13 @@
 /**
- * chat: the command-line client of chat.v1 (`npx chat help`). It talks gRPC
- * (connect-node's gRPC transport) to CHAT_SERVER and keeps its login in a
- * session file. Exit status: 0 success, 1 error (`error: <code>: <message>`
- * on stderr), 2 usage error, 130 when a prompt is interrupted.
+ * chat: the command-line client of chat.v1 (`npx chat help`), built on @chat/client: unary calls over the Connect
+ * protocol to CHAT_SERVER, `tail` over a WebSocket, the login and the tail cursors in a session file. Exit status:
+ * 0 success, 1 error (`error: <code>: <message>` on stderr), 2 usage error, 130 when a prompt is interrupted.
  */
-import { ChatApi, normalizeServer } from "./api.js";
+import { ChatClient } from "@chat/client/node";
 import { type ParsedArgs, flag, hasFlag, parseArgs } from "./args.js";
 import * as commands from "./commands.js";
+import { type Context, defaultSessionPath, normalizeServer, openStores } from "./context.js";
 import { Canceled, UsageError, describeError } from "./errors.js";
-import { SessionStore, defaultSessionPath } from "./session.js";
 import { tail } from "./tail.js";
 import { USAGE } from "./usage.js";
 
@@ -17,7 +16,7 @@ export const DEFAULT_SERVER = "http://127.0.0.1:8080";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-const HANDLERS: Readonly<Record<string, (ctx: commands.Context) => void | Promise<void>>> = {
+const HANDLERS: Readonly<Record<string, (ctx: Context) => void | Promise<void>>> = {
   register: commands.register,
   login: commands.login,
   logout: commands.logout,
@@ -59,10 +58,11 @@ export async function runCli(argv: readonly string[], env: Env): Promise<number>
   let server = "";
   try {
     server = normalizeServer(flag(args, "server") ?? (env.CHAT_SERVER || DEFAULT_SERVER));
-    const store = new SessionStore(flag(args, "session") ?? (env.CHAT_SESSION || defaultSessionPath(env)));
-    const api = new ChatApi(server, store);
-    await api.load();
-    await handler({ api, args, json: hasFlag(args, "json"), env, out, note });
+    const { tokens, cursors } = openStores(flag(args, "session") ?? (env.CHAT_SESSION || defaultSessionPath(env)));
+    // Only tail opens a live connection (a WebSocket, with the ws package's class).
+    const WebSocket = args.command === "tail" ? (await import("ws")).WebSocket : undefined;
+    const client = new ChatClient({ baseUrl: server, tokenStore: tokens, cursorStore: cursors, sendAttempts: 3, ...(WebSocket ? { WebSocket } : {}) });
+    await handler({ client, server, tokens, cursors, args, json: hasFlag(args, "json"), env, out, note });
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {
