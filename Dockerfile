@@ -19,6 +19,8 @@ RUN apt-get update \
 RUN npm install -g npm@11 && npm --version
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The workspace of the TypeScript SDK (clients/typescript), which the CLI imports: npm ci links it.
+COPY clients/typescript/package.json clients/typescript/package.json
 # Exactly the lockfile, without devDependencies (buf, protoc-gen-es, TypeScript, grpc-js, @types).
 RUN npm ci --omit=dev --no-audit --no-fund
 

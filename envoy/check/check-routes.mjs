@@ -1,8 +1,8 @@
 // Checks the routing and token rules of envoy.yaml (as JSON) against the API in proto/chat/v1:
 // every chat.v1 RPC must reach its service's cluster, Register/Login/RefreshToken must be open,
 // every other chat.v1 RPC must require the JWT provider, and the stream RPCs must have no route
-// timeout; Subscribe over WebSocket (an upgrade request) must reach the HTTP/1.1 stream cluster
-// with upgrades enabled on that route only, and the token must also be read from the subprotocol.
+// timeout; Subscribe and Connect over WebSocket (upgrade requests) must reach the HTTP/1.1 stream
+// cluster with upgrades enabled on that route only, the web app (/, /assets/) must be open, and the token must also be read from the subprotocol.
 // A service missing from CLUSTER below fails the check (so a new service cannot pass unrouted), and
 // every route must name a defined cluster.
 // It re-implements Envoy's prefix/path and exact header matching (case-sensitive paths, first
@@ -18,7 +18,15 @@ const hcm = config.static_resources.listeners[0].filter_chains[0].filters[0].typ
 const routes = hcm.route_config.virtual_hosts[0].routes;
 const jwt = hcm.http_filters.find((f) => f.name === "envoy.filters.http.jwt_authn").typed_config;
 
-const matchesPath = (m, path) => (m.path !== undefined ? m.path === path : m.prefix !== undefined ? path.startsWith(m.prefix) : false);
+// safe_regex: RE2 against the whole path (the patterns used here mean the same in JavaScript).
+const matchesPath = (m, path) =>
+  m.path !== undefined
+    ? m.path === path
+    : m.prefix !== undefined
+      ? path.startsWith(m.prefix)
+      : m.safe_regex !== undefined
+        ? new RegExp(`^(?:${m.safe_regex.regex})$`).test(path)
+        : false;
 const headerMatches = (h, headers) => {
   const value = headers[h.name];
   if (value === undefined) return false;
@@ -56,18 +64,29 @@ for (const { service, method } of rpcs) {
   if (open === needsToken) problems.push(`${path}: ${needsToken ? "requires a token but must be open" : "open but must require a token"}`);
   if (service === "StreamService" && route?.route?.timeout !== "0s") problems.push(`${path}: stream route must have timeout 0s`);
 }
-// Subscribe over WebSocket: the upgrade goes to the HTTP/1.1 cluster, with upgrades enabled there
-// (and off at the HCM), no timeout, and the token also taken from a `bearer.` subprotocol.
-const wsPath = "/chat.v1.StreamService/Subscribe";
-const wsRoute = routeFor(wsPath, { upgrade: "WebSocket" });
-console.log(`${`${wsPath} (WebSocket)`.padEnd(52)} -> ${wsRoute?.route?.cluster ?? "NO ROUTE"}, ${ruleFor(wsPath)?.requires ? "token required" : "open"}`);
+// Subscribe and Connect over WebSocket: the upgrade goes to the HTTP/1.1 cluster, with upgrades enabled
+// there (and off at the HCM), no timeout, and the token also taken from a `bearer.` subprotocol.
 const upgradeOn = (list) => (list ?? []).find((u) => u.upgrade_type === "websocket")?.enabled;
-if (wsRoute?.route?.cluster !== "stream_ws") problems.push(`${wsPath} (WebSocket): routed to ${wsRoute?.route?.cluster}, expected stream_ws`);
-if (upgradeOn(wsRoute?.route?.upgrade_configs) !== true) problems.push(`${wsPath} (WebSocket): the route must enable websocket upgrades`);
-if (wsRoute?.route?.timeout !== "0s") problems.push(`${wsPath} (WebSocket): stream route must have timeout 0s`);
+const wsRoutes = new Set();
+for (const wsPath of ["/chat.v1.StreamService/Subscribe", "/chat.v1.StreamService/Connect"]) {
+  const wsRoute = routeFor(wsPath, { upgrade: "WebSocket" });
+  wsRoutes.add(wsRoute);
+  console.log(`${`${wsPath} (WebSocket)`.padEnd(52)} -> ${wsRoute?.route?.cluster ?? "NO ROUTE"}, ${ruleFor(wsPath)?.requires ? "token required" : "open"}`);
+  if (wsRoute?.route?.cluster !== "stream_ws") problems.push(`${wsPath} (WebSocket): routed to ${wsRoute?.route?.cluster}, expected stream_ws`);
+  if (upgradeOn(wsRoute?.route?.upgrade_configs) !== true) problems.push(`${wsPath} (WebSocket): the route must enable websocket upgrades`);
+  if (wsRoute?.route?.timeout !== "0s") problems.push(`${wsPath} (WebSocket): stream route must have timeout 0s`);
+  if (!ruleFor(wsPath)?.requires) problems.push(`${wsPath} (WebSocket): must require a token`);
+}
 if (upgradeOn(hcm.upgrade_configs) !== false) problems.push("websocket upgrades must be disabled at the connection manager (enabled per route)");
 for (const r of routes) {
-  if (r !== wsRoute && upgradeOn(r.route?.upgrade_configs) === true) problems.push(`route ${r.name}: enables websocket upgrades`);
+  if (!wsRoutes.has(r) && upgradeOn(r.route?.upgrade_configs) === true) problems.push(`route ${r.name}: enables websocket upgrades`);
+}
+// The web app: `/` and `/assets/...` reach a service process with no token (a browser loading a page sends none).
+for (const p of ["/", "/assets/main-0123abcd.js"]) {
+  const r = routeFor(p);
+  console.log(`${p.padEnd(52)} -> ${r?.route?.cluster ?? "NO ROUTE"}, ${ruleFor(p)?.requires ? "token required" : "open"}`);
+  if (r?.route?.cluster === undefined) problems.push(`${p}: the web app must be routed`);
+  if (ruleFor(p)?.requires) problems.push(`${p}: the web app must be open`);
 }
 const cluster = config.static_resources.clusters.find((c) => c.name === "stream_ws");
 const opts = cluster?.typed_extension_protocol_options?.["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]?.explicit_http_config;

@@ -44,6 +44,7 @@ import { AppMetrics, isMetricsRequest, serveMetrics } from "./metrics.js";
 import { type RunningNotifier, startNotifier } from "./notifier-wiring.js";
 import { type OnePortServer, listenOnePort } from "./one-port-server.js";
 import { reflectionRoutes } from "./reflection.js";
+import { type StaticFiles, loadStaticFiles } from "./static-files.js";
 import { readTlsFiles } from "./tls-files.js";
 
 /** SERVICE_DESCS maps each service name to its chat.v1 service. */
@@ -83,6 +84,10 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
   const logger = options.logger ?? createLogger(config.logLevel);
   // Read before anything opens: a missing or bad certificate stops the start with nothing to undo.
   const tls = config.tls ? await readTlsFiles(config.tls) : undefined;
+  // The web app (web/public/, docs/web-app.md) at "/" and "/assets/"; a checkout without the built files serves none.
+  const webApp: StaticFiles | undefined = config.webApp
+    ? await loadStaticFiles().catch((err: unknown) => void logger.warn({ err }, "web app not built (npm run build:web); / is not served"))
+    : undefined;
   await mkdir(config.dataDir, { recursive: true });
   // The metrics are made once the backends are open; until then a commit has nowhere to be counted.
   let onStoreCommit: ((seconds: number) => void) | undefined;
@@ -262,13 +267,15 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     });
     const api = withCors(frontDoor);
     const serving = () => health.getStatus("") === ServingStatus.SERVING;
-    // GET /metrics and GET /readyz on every process, outside CORS: a scraper or a proxy's health check is no browser.
+    // GET /metrics and GET /readyz on every process, outside CORS: a scraper or a proxy's health check is no browser;
+    // the web app's GET / and /assets/ too (same-origin pages).
     const handler = (req: AnyRequest, res: AnyResponse) => {
       if (isMetricsRequest(req.url)) return serveMetrics(metrics, req, res, (err) => logger.error({ err }, "metrics collection failed"));
       if (req.url === READY_PATH) return serveReady(serving(), req, res);
+      if (webApp?.handles(req)) return webApp.serve(req, res);
       api(req, res);
     };
-    // Subscribe over WebSocket (wire/ws-subscribe.ts) on processes that serve streams, while serving (not while
+    // Subscribe and Connect over WebSocket (wire/ws-*.ts) on processes that serve streams, while serving (not while
     // shutting down or cut off from a critical backend: the client goes to another instance); other upgrades get 404.
     const ws = serves("stream") ? wsSubscribeServer(fastPath) : undefined;
     const onWebSocket = (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {

@@ -63,6 +63,8 @@ export interface Config {
   readonly loginAttemptsPerMinutePerAddress: number;
   readonly registrationsPerMinutePerAddress: number;
   readonly trustProxy: boolean;
+  /** Serve the web app (web/public/) at / and /assets/ (WEB_APP, default true). */
+  readonly webApp: boolean;
   readonly shutdownGraceMs: number;
   /** How long the notifier collects a group's messages before it decides its pushes (NOTIFY_WINDOW): one push per (user, group) per window. */
   readonly notifyWindowMs: number;
@@ -200,6 +202,7 @@ export const SETTINGS = {
   LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS: "login attempts per client address per minute (default 60)",
   REGISTRATIONS_PER_MINUTE_PER_ADDRESS: "registrations per client address per minute (default 30)",
   TRUST_PROXY: "true to take the client address from the last X-Forwarded-For hop, appended by the trusted proxy (default false)",
+  WEB_APP: "false to not serve the web app (web/public/) at / and /assets/ (default true)",
   SHUTDOWN_GRACE: "how long in-flight calls may take after SIGTERM (default 10s)",
   NOTIFY_WINDOW:
     "how long the notifier collects a group's messages before it pushes: one push per (user, group) per window, saying how many messages it stands for (default 2s)",
@@ -321,6 +324,7 @@ export function loadConfig(env: Env): Config {
     loginAttemptsPerMinutePerAddress: read.integer("LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 60, 1, 1_000_000),
     registrationsPerMinutePerAddress: read.integer("REGISTRATIONS_PER_MINUTE_PER_ADDRESS", 30, 1, 1_000_000),
     trustProxy: read.boolean("TRUST_PROXY", false),
+    webApp: read.boolean("WEB_APP", true),
     shutdownGraceMs: read.duration("SHUTDOWN_GRACE", "10s", 0),
     notifyWindowMs: read.duration("NOTIFY_WINDOW", "2s", 0, 60_000),
     notifyMaxPending: read.integer("NOTIFY_MAX_PENDING", 10_000, 1, 1_000_000),
