@@ -74,6 +74,43 @@ describe("SqliteStore", () => {
     }
   });
 
+  it("under load, commits the appends of a commit window together; after a quiet spell, an append commits in its own turn", async () => {
+    const commits: number[] = [];
+    // A window far longer than this test's turns take, so that which commit takes which append does not depend on timing.
+    const store = createSqliteStore({
+      path: freshPath(),
+      retentionMs: 60_000,
+      clock: systemClock,
+      commitWindowMs: 60_000,
+      onCommit: () => commits.push(commits.length),
+    });
+    try {
+      const owner = { id: newId(), username: "olga" };
+      const groupId = newId();
+      await store.createGroup({ id: groupId, name: "g", epoch: "e", createdAt: Date.now(), owner });
+      const draft = (c: string) => ({ id: newId(), groupId, sender: owner, text: c, clientMessageId: c, sentAt: Date.now() });
+      // No append committed yet: the first one commits at the end of its turn, alone.
+      const first = await store.appendMessage(draft("a"));
+      assert.deepEqual([first.event.seq, commits.length], [2, 1]);
+      // Within the window of that commit: appends of later turns wait for the window's commit, and share it.
+      let settled = 0;
+      const b = store.appendMessage(draft("b")).finally(() => settled++);
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      const c = store.appendMessage(draft("c")).finally(() => settled++);
+      const retry = store.appendMessage(draft("b"));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual([settled, commits.length], [0, 1], "nothing commits before the window ends (or a group change)");
+      // A group change applies the waiting appends first, in one commit, and keeps the call order.
+      const change = await store.changeGroup(groupId, [owner.id], owner, Date.now(), () => ({ type: "rename", name: "h" }));
+      const [rb, rc, rr] = await Promise.all([b, c, retry]);
+      assert.deepEqual([rb.event.seq, rc.event.seq, rr.event.seq, rr.duplicate, change.seq], [3, 4, 3, true, 5]);
+      assert.equal(commits.length, 2, "b, c and the retry of b committed together");
+    } finally {
+      await store.close();
+    }
+  });
+
   it("keeps data across close and reopen of the same file", async () => {
     const path = freshPath();
     const owner = { id: newId(), username: "alice" };
