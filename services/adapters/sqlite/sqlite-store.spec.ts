@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { once } from "node:events";
+import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { newId } from "../../core/ids.js";
 import { DEFAULT_NOTIFY } from "../../core/model.js";
@@ -20,6 +23,23 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 /** eventIndexes lists the indexes of the events table, by name. */
 function eventIndexes(db: Database.Database): unknown[] {
   return db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name").pluck().all();
+}
+
+/** holdWriteLock has a worker thread take the database's write lock on its own connection, and keep it `ms` once it has it. */
+async function holdWriteLock(path: string, ms: number): Promise<Worker> {
+  const worker = new Worker(
+    `const { parentPort, workerData } = require("node:worker_threads");
+     const Database = require(workerData.module);
+     const db = new Database(workerData.path);
+     db.exec("BEGIN IMMEDIATE");
+     parentPort.postMessage("locked");
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.ms);
+     db.exec("COMMIT");
+     db.close();`,
+    { eval: true, workerData: { path, ms, module: createRequire(import.meta.url).resolve("better-sqlite3") } },
+  );
+  await once(worker, "message");
+  return worker;
 }
 
 let files = 0;
@@ -74,25 +94,24 @@ describe("SqliteStore", () => {
     }
   });
 
-  it("under load, commits the appends of a commit window together; after a quiet spell, an append commits in its own turn", async () => {
+  it("after a slow commit, commits the appends of a window as long as that commit together; the first append commits in its own turn", async () => {
     const commits: number[] = [];
-    // A window far longer than this test's turns take, so that which commit takes which append does not depend on timing.
-    const store = createSqliteStore({
-      path: freshPath(),
-      retentionMs: 60_000,
-      clock: systemClock,
-      commitWindowMs: 60_000,
-      onCommit: () => commits.push(commits.length),
-    });
+    const path = freshPath();
+    // A cap far above this test's turns, so that the window is the slow commit's length.
+    const store = createSqliteStore({ path, retentionMs: 60_000, clock: systemClock, commitWindowMs: 60_000, onCommit: (s) => commits.push(s) });
     try {
       const owner = { id: newId(), username: "olga" };
       const groupId = newId();
       await store.createGroup({ id: groupId, name: "g", epoch: "e", createdAt: Date.now(), owner });
       const draft = (c: string) => ({ id: newId(), groupId, sender: owner, text: c, clientMessageId: c, sentAt: Date.now() });
-      // No append committed yet: the first one commits at the end of its turn, alone.
+      // No append committed yet: the first one commits at the end of its turn. Another connection holds the write
+      // lock meanwhile, so that commit waits for it (busy_timeout) and takes long.
+      const holder = await holdWriteLock(path, 500);
       const first = await store.appendMessage(draft("a"));
+      await once(holder, "exit");
       assert.deepEqual([first.event.seq, commits.length], [2, 1]);
-      // Within the window of that commit: appends of later turns wait for the window's commit, and share it.
+      assert.ok((commits[0] ?? 0) > 0.05, `the first commit waited for the lock (${commits[0]} s)`);
+      // Within a window as long as that commit: appends of later turns wait for the window's commit, and share it.
       let settled = 0;
       const b = store.appendMessage(draft("b")).finally(() => settled++);
       await new Promise((r) => setImmediate(r));

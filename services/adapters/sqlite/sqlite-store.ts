@@ -61,19 +61,19 @@ export interface SqliteStoreOptions {
    */
   readonly onCommit?: (seconds: number) => void;
   /**
-   * commitWindowMs (default DEFAULT_COMMIT_WINDOW_MS for a file, 0 in memory): under load, an append waits until this long after the
-   * previous group commit started, so that one commit (one fsync) takes every append that arrived meanwhile. An
-   * append after a quiet spell (no commit within the window) commits at the end of its event-loop turn, as with 0,
-   * where every turn commits its own appends. Either way a caller hears of its append only after the commit.
+   * commitWindowMs (default DEFAULT_COMMIT_WINDOW_MS for a file, 0 in memory) caps the group commit's window: after
+   * a commit, the next one waits as long as that commit took (its fsync included), at most commitWindowMs, so that
+   * it takes every append of that time. The event loop then spends at most about half its time in commits, and an
+   * append waits only when commits are slow: after a commit shorter than 1 ms (a fast disk), or after a quiet
+   * spell, it commits at the end of its event-loop turn, as with 0, where every turn commits its own appends.
+   * Either way a caller hears of its append only after the commit that holds it.
    */
   readonly commitWindowMs?: number;
 }
 
 /**
- * DEFAULT_COMMIT_WINDOW_MS is SqliteStoreOptions.commitWindowMs's default. Measured with
- * bench/tools/commit-window.ts (docs/performance.md, issue 16.2): at 500 appends/s, 4 ms took the appends per
- * commit from 1.4 to 2.4, the event loop's time inside commits from 61% to 40% and CPU per append by a fifth,
- * for ~2 ms more at the median.
+ * DEFAULT_COMMIT_WINDOW_MS is SqliteStoreOptions.commitWindowMs's default: measured with
+ * bench/tools/commit-window.ts (docs/performance.md, issue 16.2).
  */
 export const DEFAULT_COMMIT_WINDOW_MS = 4;
 
@@ -233,8 +233,9 @@ type Statements = ReturnType<typeof prepareStatements>;
  *
  * Group commit: appendMessage calls made in one event-loop turn are applied
  * together in one transaction, so a burst of sends pays one fsync (which
- * blocks the event loop) instead of one each; under load, those of a commit
- * window (SqliteStoreOptions.commitWindowMs) are. A call that is refused
+ * blocks the event loop) instead of one each; when commits are slow, those
+ * of a commit window as long as the previous commit are
+ * (SqliteStoreOptions.commitWindowMs). A call that is refused
  * (NotFound) writes nothing; the others commit. Each call settles only after
  * the commit that holds it. A group change or creation first applies the
  * appends queued before it, so writes keep their call order.
@@ -262,8 +263,9 @@ export class SqliteStore implements Store {
   /** The flush of `pending` at the end of this turn, or (flushTimer) at the end of the commit window; at most one is set. */
   private flushImmediate: NodeJS.Immediate | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
-  /** When the last group commit started (performance.now()), for the commit window. */
-  private lastCommitAt = -Infinity;
+  /** When the last group commit ended (performance.now()) and how long it took, ms: the commit window. */
+  private lastCommitEnd = -Infinity;
+  private lastCommitMs = 0;
 
   /** constructor takes an open, migrated database; prefer createSqliteStore. */
   constructor(
@@ -407,7 +409,7 @@ export class SqliteStore implements Store {
     return new Promise((resolve, reject) => {
       this.pending.push({ draft, resolve, reject });
       if (this.flushImmediate !== undefined || this.flushTimer !== undefined) return;
-      const wait = this.lastCommitAt + this.commitWindowMs - performance.now();
+      const wait = this.lastCommitEnd + Math.min(this.commitWindowMs, this.lastCommitMs) - performance.now();
       if (wait >= 1) this.flushTimer = setTimeout(this.flushAppends, wait);
       else this.flushImmediate = setImmediate(this.flushAppends);
     });
@@ -424,14 +426,15 @@ export class SqliteStore implements Store {
     this.pending = [];
     let results: (AppendResult | ChatError)[];
     const started = performance.now();
-    this.lastCommitAt = started;
     try {
       results = this.appendBatchTx(batch.map((p) => p.draft));
     } catch (e) {
       for (const p of batch) p.reject(e);
       return;
     } finally {
-      this.onCommit?.((performance.now() - started) / 1000);
+      this.lastCommitEnd = performance.now();
+      this.lastCommitMs = this.lastCommitEnd - started;
+      this.onCommit?.(this.lastCommitMs / 1000);
     }
     batch.forEach((p, i) => {
       const r = results[i]!;
