@@ -19,6 +19,7 @@
  *   a gRPC frame each). Each event is encoded once; the same bytes go to every connection of its group.
  *
  * Usage: node --import tsx bench/reference/broadcast-server.ts [port] (0, the default: any free port; printed as JSON).
+ * SIGTERM and SIGINT end the process with exit(0), so that `node --cpu-prof` (the bench's --profile) writes its profile.
  */
 import http from "node:http";
 import http2 from "node:http2";
@@ -151,6 +152,7 @@ const server = net.createServer({ noDelay: true }, (socket) => {
     }
   });
 });
+for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, () => process.exit(0));
 server.listen(Number(process.argv[2] ?? 0), "127.0.0.1", () => {
   const address = server.address() as net.AddressInfo;
   process.stdout.write(`${JSON.stringify({ msg: "reference server listening", port: address.port })}\n`);

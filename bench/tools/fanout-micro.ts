@@ -23,6 +23,10 @@
  *   no compat response): the node:http2 floor;
  * - `ws`: the hub stack with Subscribe over WebSocket (ws-subscribe.ts), each
  *   subscriber its own WebSocket read by the bench's lean WebSocket reader;
+ * - `wsref`: the fan-out of the bench's reference server (bench/reference/broadcast-server.ts): each
+ *   subscriber a WebSocket of the `ws` library, each delivery one `WebSocket.send` of the event's encoded
+ *   bytes (the library frames it per send), read by the same lean WebSocket reader as `ws`: the
+ *   figure that `ws` is compared with;
  * - `tcp`: each subscriber a bare TCP connection (it sends its token and a
  *   newline), each delivery one `net.Socket.write` of the same frame:
  *   libuv and the kernel, nothing else;
@@ -43,13 +47,14 @@
  * shell command when the measured phases start ({pid}: this process,
  * {seconds}: their planned length), e.g. `perf record -g -p {pid} -- sleep {seconds}`.
  *
- * usage: node --import tsx bench/tools/fanout-micro.ts [--stacks hub|ws|raw|tcp,...] [--compare DIR]
+ * usage: node --import tsx bench/tools/fanout-micro.ts [--stacks hub|ws|wsref|raw|tcp,...] [--compare DIR]
  *          [--groups 100] [--members 20] [--rate 2000] [--tick-ms 2] [--warmup 2] [--duration 6] [--phase 2]
  *          [--workers 2] [--streams-per-connection 1] [--text-bytes 100] [--heartbeat-ms 60000]
  *          [--profile] [--on-measure CMD] [--json]
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import type http2 from "node:http2";
 import { Session } from "node:inspector/promises";
 import net from "node:net";
@@ -57,6 +62,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
+import { type WebSocket, WebSocketServer } from "ws";
 import { createSqliteStore } from "../../services/adapters/sqlite/sqlite-store.js";
 import type { AccessTokens } from "../../services/auth/access-tokens.js";
 import { ChatError } from "../../services/core/errors.js";
@@ -96,7 +102,7 @@ if (flags.help) {
   process.exit(0);
 }
 const kinds = flags.stacks.split(",").filter(Boolean);
-for (const k of kinds) if (!["hub", "ws", "raw", "tcp"].includes(k)) throw new Error(`--stacks: unknown stack ${k} (hub, ws, raw, tcp)`);
+for (const k of kinds) if (!["hub", "ws", "wsref", "raw", "tcp"].includes(k)) throw new Error(`--stacks: unknown stack ${k} (hub, ws, wsref, raw, tcp)`);
 const G = Number(flags.groups);
 const S = Number(flags.members);
 const RATE = Number(flags.rate);
@@ -311,6 +317,48 @@ async function rawStack(): Promise<Stack> {
   };
 }
 
+/**
+ * wsRefStack is the reference server's WebSocket fan-out: the `ws` library's server, each delivery one
+ * `WebSocket.send` of the event's encoded SubscribeResponse (the same bytes to every connection of the group).
+ */
+async function wsRefStack(): Promise<Stack> {
+  const groups = await groupsFor("wsref");
+  const byToken = new Map(groups.flatMap((g) => g.tokens.map((t) => [t, g] as const)));
+  const sockets = new Map<GroupInfo, WebSocket[]>(groups.map((g) => [g, []]));
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+  const server = http.createServer((_req, res) => res.writeHead(404).end());
+  server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const g = byToken.get((req.headers.authorization ?? "").replace(/^Bearer\s+/i, ""));
+    if (!g) {
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on("error", () => {});
+      ws.send(readyFrame(g).subarray(5));
+      const list = sockets.get(g) as WebSocket[];
+      list.push(ws);
+      ws.once("close", () => list.splice(list.indexOf(ws), 1));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    name: "wsref",
+    url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    transport: "ws",
+    groups,
+    publish(g) {
+      const bytes = eventItem(nextEvent(g)).bytes;
+      for (const ws of sockets.get(g) as WebSocket[]) ws.send(bytes);
+    },
+    connections: () => wss.clients.size,
+    async close() {
+      for (const ws of wss.clients) ws.terminate();
+      server.close();
+    },
+  };
+}
+
 /** tcpStack writes each event's frame with net.Socket.write to bare TCP connections: libuv and the kernel. */
 async function tcpStack(): Promise<Stack> {
   const groups = await groupsFor("tcp");
@@ -360,7 +408,9 @@ async function tcpStack(): Promise<Stack> {
 const setupStart = performance.now();
 const stacks: Stack[] = [];
 for (const k of kinds) {
-  stacks.push(k === "hub" || k === "ws" ? await hubStack(k, ROOT, k === "ws") : k === "raw" ? await rawStack() : await tcpStack());
+  stacks.push(
+    k === "hub" || k === "ws" ? await hubStack(k, ROOT, k === "ws") : k === "wsref" ? await wsRefStack() : k === "raw" ? await rawStack() : await tcpStack(),
+  );
 }
 if (flags.compare) stacks.push(await hubStack("base", resolve(flags.compare)));
 if (flags.profile && stacks.length > 1) throw new Error("--profile takes one stack");

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { once } from "node:events";
+import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { newId } from "../../core/ids.js";
 import { DEFAULT_NOTIFY } from "../../core/model.js";
@@ -20,6 +23,23 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 /** eventIndexes lists the indexes of the events table, by name. */
 function eventIndexes(db: Database.Database): unknown[] {
   return db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name").pluck().all();
+}
+
+/** holdWriteLock has a worker thread take the database's write lock on its own connection, and keep it `ms` once it has it. */
+async function holdWriteLock(path: string, ms: number): Promise<Worker> {
+  const worker = new Worker(
+    `const { parentPort, workerData } = require("node:worker_threads");
+     const Database = require(workerData.module);
+     const db = new Database(workerData.path);
+     db.exec("BEGIN IMMEDIATE");
+     parentPort.postMessage("locked");
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.ms);
+     db.exec("COMMIT");
+     db.close();`,
+    { eval: true, workerData: { path, ms, module: createRequire(import.meta.url).resolve("better-sqlite3") } },
+  );
+  await once(worker, "message");
+  return worker;
 }
 
 let files = 0;
@@ -69,6 +89,42 @@ describe("SqliteStore", () => {
       assert.equal((await removal).seq, 5, "the change applied after the appends called before it");
       await assert.rejects(late, /not found/i, "the append called after the removal is refused");
       assert.deepEqual((await store.readEvents(groupId, 0, 10)).map((e) => e.seq), [1, 2, 3, 4, 5]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("after a slow commit, commits the appends of a window as long as that commit together; the first append commits in its own turn", async () => {
+    const commits: number[] = [];
+    const path = freshPath();
+    // A cap far above this test's turns, so that the window is the slow commit's length.
+    const store = createSqliteStore({ path, retentionMs: 60_000, clock: systemClock, commitWindowMs: 60_000, onCommit: (s) => commits.push(s) });
+    try {
+      const owner = { id: newId(), username: "olga" };
+      const groupId = newId();
+      await store.createGroup({ id: groupId, name: "g", epoch: "e", createdAt: Date.now(), owner });
+      const draft = (c: string) => ({ id: newId(), groupId, sender: owner, text: c, clientMessageId: c, sentAt: Date.now() });
+      // No append committed yet: the first one commits at the end of its turn. Another connection holds the write
+      // lock meanwhile, so that commit waits for it (busy_timeout) and takes long.
+      const holder = await holdWriteLock(path, 500);
+      const first = await store.appendMessage(draft("a"));
+      await once(holder, "exit");
+      assert.deepEqual([first.event.seq, commits.length], [2, 1]);
+      assert.ok((commits[0] ?? 0) > 0.05, `the first commit waited for the lock (${commits[0]} s)`);
+      // Within a window as long as that commit: appends of later turns wait for the window's commit, and share it.
+      let settled = 0;
+      const b = store.appendMessage(draft("b")).finally(() => settled++);
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      const c = store.appendMessage(draft("c")).finally(() => settled++);
+      const retry = store.appendMessage(draft("b"));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual([settled, commits.length], [0, 1], "nothing commits before the window ends (or a group change)");
+      // A group change applies the waiting appends first, in one commit, and keeps the call order.
+      const change = await store.changeGroup(groupId, [owner.id], owner, Date.now(), () => ({ type: "rename", name: "h" }));
+      const [rb, rc, rr] = await Promise.all([b, c, retry]);
+      assert.deepEqual([rb.event.seq, rc.event.seq, rr.event.seq, rr.duplicate, change.seq], [3, 4, 3, true, 5]);
+      assert.equal(commits.length, 2, "b, c and the retry of b committed together");
     } finally {
       await store.close();
     }

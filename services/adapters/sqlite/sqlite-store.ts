@@ -60,7 +60,22 @@ export interface SqliteStoreOptions {
    * fsync, on the event loop): a slow disk shows here first.
    */
   readonly onCommit?: (seconds: number) => void;
+  /**
+   * commitWindowMs (default DEFAULT_COMMIT_WINDOW_MS for a file, 0 in memory) caps the group commit's window: after
+   * a commit, the next one waits as long as that commit took (its fsync included), at most commitWindowMs, so that
+   * it takes every append of that time. The event loop then spends at most about half its time in commits, and an
+   * append waits only when commits are slow: after a commit shorter than 1 ms (a fast disk), or after a quiet
+   * spell, it commits at the end of its event-loop turn, as with 0, where every turn commits its own appends.
+   * Either way a caller hears of its append only after the commit that holds it.
+   */
+  readonly commitWindowMs?: number;
 }
+
+/**
+ * DEFAULT_COMMIT_WINDOW_MS is SqliteStoreOptions.commitWindowMs's default: measured with
+ * bench/tools/commit-window.ts (docs/performance.md, issue 16.2).
+ */
+export const DEFAULT_COMMIT_WINDOW_MS = 4;
 
 interface UserRow {
   id: string;
@@ -161,6 +176,12 @@ function prepareStatements(db: Db) {
       "UPDATE members SET acked_seq = MAX(acked_seq, ?) WHERE group_id = ? AND user_id = ?",
     ),
     member: db.prepare<[string, string], MemberRow>("SELECT * FROM members WHERE group_id = ? AND user_id = ?"),
+    // The group's head, if the user is a member of it (an append's one check): two primary-key seeks.
+    memberGroupHead: db
+      .prepare<[string, string], number>(
+        "SELECT g.head_seq FROM members m JOIN groups g ON g.id = m.group_id WHERE m.group_id = ? AND m.user_id = ?",
+      )
+      .pluck(),
     groupsOfUser: db
       .prepare<[string, number], number>("SELECT COUNT(*) FROM (SELECT 1 FROM members WHERE user_id = ? LIMIT ?)")
       .pluck(),
@@ -211,11 +232,13 @@ type Statements = ReturnType<typeof prepareStatements>;
  * promise resolves; within one process, writes are applied in call order.
  *
  * Group commit: appendMessage calls made in one event-loop turn are applied
- * together, each in its own savepoint of one transaction, so a burst of
- * sends pays one fsync (which blocks the event loop) instead of one each.
- * A call that fails (NotFound) rolls back only its savepoint; the others
- * commit. A group change or creation first applies the appends queued
- * before it, so writes keep their call order.
+ * together in one transaction, so a burst of sends pays one fsync (which
+ * blocks the event loop) instead of one each; when commits are slow, those
+ * of a commit window as long as the previous commit are
+ * (SqliteStoreOptions.commitWindowMs). A call that is refused
+ * (NotFound) writes nothing; the others commit. Each call settles only after
+ * the commit that holds it. A group change or creation first applies the
+ * appends queued before it, so writes keep their call order.
  *
  * Read state (SqliteReadStates), devices (SqliteDevices) and the push ledger
  * (SqlitePushLedger) are written at once, outside the group commit: none of
@@ -237,7 +260,12 @@ export class SqliteStore implements Store {
   private readonly appendBatchTx: (drafts: readonly MessageDraft[]) => (AppendResult | ChatError)[];
   /** Appends waiting for the end of this event-loop turn (group commit). */
   private pending: { draft: MessageDraft; resolve: (r: AppendResult) => void; reject: (e: unknown) => void }[] = [];
-  private flushScheduled: NodeJS.Immediate | undefined;
+  /** The flush of `pending` at the end of this turn, or (flushTimer) at the end of the commit window; at most one is set. */
+  private flushImmediate: NodeJS.Immediate | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  /** When the last group commit ended (performance.now()) and how long it took, ms: the commit window. */
+  private lastCommitEnd = -Infinity;
+  private lastCommitMs = 0;
 
   /** constructor takes an open, migrated database; prefer createSqliteStore. */
   constructor(
@@ -249,6 +277,8 @@ export class SqliteStore implements Store {
     private readonly checkpointer?: WalCheckpointer,
     /** Hears the duration of each group commit (SqliteStoreOptions.onCommit). */
     private readonly onCommit?: (seconds: number) => void,
+    /** SqliteStoreOptions.commitWindowMs. */
+    private readonly commitWindowMs = DEFAULT_COMMIT_WINDOW_MS,
   ) {
     this.stmts = prepareStatements(db);
     this.readStateTable = new SqliteReadStates(db, () => this.cutoff());
@@ -264,12 +294,12 @@ export class SqliteStore implements Store {
         decide: (snapshot: GroupSnapshot) => GroupChange,
       ) => this.changeGroupInTx(groupId, userIds, actor, at, decide),
     );
-    // Called inside appendBatch's transaction, each append is a savepoint of its own.
-    const append = db.transaction((d: MessageDraft) => this.appendInTx(d));
+    // An append that is refused (ChatError) has written nothing (appendInTx checks before it writes), so the
+    // others of its batch commit without it, and no append needs a savepoint of its own.
     const appendBatch = db.transaction((drafts: readonly MessageDraft[]) =>
       drafts.map((d) => {
         try {
-          return append(d);
+          return this.appendInTx(d);
         } catch (e) {
           if (e instanceof ChatError) return e;
           throw e;
@@ -378,14 +408,19 @@ export class SqliteStore implements Store {
   appendMessage(draft: MessageDraft): Promise<AppendResult> {
     return new Promise((resolve, reject) => {
       this.pending.push({ draft, resolve, reject });
-      this.flushScheduled ??= setImmediate(() => this.flushAppends());
+      if (this.flushImmediate !== undefined || this.flushTimer !== undefined) return;
+      const wait = this.lastCommitEnd + Math.min(this.commitWindowMs, this.lastCommitMs) - performance.now();
+      if (wait >= 1) this.flushTimer = setTimeout(this.flushAppends, wait);
+      else this.flushImmediate = setImmediate(this.flushAppends);
     });
   }
 
   /** flushAppends applies the queued appends in one transaction and settles their promises. */
-  private flushAppends(): void {
-    if (this.flushScheduled) clearImmediate(this.flushScheduled);
-    this.flushScheduled = undefined;
+  private readonly flushAppends = (): void => {
+    clearImmediate(this.flushImmediate);
+    clearTimeout(this.flushTimer);
+    this.flushImmediate = undefined;
+    this.flushTimer = undefined;
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
@@ -397,14 +432,16 @@ export class SqliteStore implements Store {
       for (const p of batch) p.reject(e);
       return;
     } finally {
-      this.onCommit?.((performance.now() - started) / 1000);
+      this.lastCommitEnd = performance.now();
+      this.lastCommitMs = this.lastCommitEnd - started;
+      this.onCommit?.(this.lastCommitMs / 1000);
     }
     batch.forEach((p, i) => {
       const r = results[i]!;
       if (r instanceof ChatError) p.reject(r);
       else p.resolve(r);
     });
-  }
+  };
 
   async readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
     return this.stmts.eventsAfter.all(groupId, afterSeq, this.cutoff(), clampLimit(limit)).map(toEvent);
@@ -582,19 +619,23 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * appendInTx appends one message inside the group commit's transaction. Every check that can refuse it
+   * (ChatError) comes before its first write, so a refused append leaves the transaction as it found it.
+   */
   private appendInTx(d: MessageDraft): AppendResult {
     const previous = this.stmts.messageByClientId.get(d.groupId, d.sender.id, d.clientMessageId);
     if (previous && previous.at >= this.cutoff()) {
       return { event: toEvent(previous) as MessageEvent, duplicate: true };
     }
+    const head = this.stmts.memberGroupHead.get(d.groupId, d.sender.id);
+    if (head === undefined) throw groupNotFound(d.groupId);
     // An expired original no longer counts; drop it so the unique index admits the new one.
     if (previous) this.stmts.deleteEvent.run(previous.group_id, previous.seq);
-    const group = this.stmts.groupById.get(d.groupId);
-    if (!group || !this.stmts.member.get(d.groupId, d.sender.id)) throw groupNotFound(d.groupId);
     const message: ChatMessage = {
       id: d.id,
       groupId: d.groupId,
-      seq: group.head_seq + 1,
+      seq: head + 1,
       sender: d.sender,
       text: d.text,
       sentAt: d.sentAt,
@@ -650,10 +691,13 @@ export function createSqliteStore(opts: SqliteStoreOptions): SqliteStore {
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
     migrate(db);
-    if (opts.path === ":memory:" || opts.path === "") return new SqliteStore(db, opts.retentionMs, opts.clock);
+    if (opts.path === ":memory:" || opts.path === "") {
+      // In memory there is no fsync to share: no window unless asked for.
+      return new SqliteStore(db, opts.retentionMs, opts.clock, undefined, undefined, opts.commitWindowMs ?? 0);
+    }
     const checkpointer = new WalCheckpointer(db, opts.path, opts.onBackgroundError ? { onFailure: opts.onBackgroundError } : {});
     try {
-      return new SqliteStore(db, opts.retentionMs, opts.clock, checkpointer, opts.onCommit);
+      return new SqliteStore(db, opts.retentionMs, opts.clock, checkpointer, opts.onCommit, opts.commitWindowMs);
     } catch (e) {
       void checkpointer.stop();
       throw e;
