@@ -214,8 +214,9 @@ class RunningPersister implements Persister {
     return this.stopping;
   }
 
-  /** pause waits `ms`, or less if stop() is called. */
+  /** pause waits `ms`, or less if stop() is called (not at all once it was). */
   private pause(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.wake = undefined;
