@@ -8,8 +8,8 @@
  * burst). A `no_wait` pull of what is pending is answered at once with all of
  * it, so its delivered updates are proposed together, and its acks (sent in
  * one turn by the persister) too: issue 13.4's third session measured the
- * consumer's nats-server CPU per event halved by it
- * (`bench/tools/jetstream-cost.ts --consumer`).
+ * consumer's share of nats-server CPU per event cut by a quarter to a half
+ * (`bench/tools/jetstream-cost.ts --consumer`, docs/production.md).
  *
  * nats-server 2.9.10 answers a `no_wait` pull with the pending events (up to
  * the batch) followed by a `408 Request Timeout` status, or with `404 No
