@@ -17,8 +17,9 @@
  * pull outlives its caller (an open pull nobody listens to any more is what
  * 2.9.10 mishandles on a redelivery: jetstream-event-feed.ts). Every pull goes
  * to one inbox subscription, one pull at a time; an event that arrives when no
- * pull waits (after a timeout, or after close) is nak'ed, so JetStream hands it
- * out again at once.
+ * pull waits (after a timeout) is nak'ed, so JetStream hands it out again at
+ * once; after close() nothing listens, and such an event is redelivered after
+ * the consumer's ack_wait.
  */
 import { createInbox } from "@nats-io/transport-node";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
@@ -132,7 +133,7 @@ export class PendingPuller {
     });
   }
 
-  /** close ends a waiting pull with what it got (ended false) and stops listening; later events are redelivered. */
+  /** close ends a waiting pull with what it got (ended false) and stops listening; later events are redelivered after ack_wait. */
   close(): void {
     if (this.closed) return;
     this.closed = true;

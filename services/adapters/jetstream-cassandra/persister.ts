@@ -204,7 +204,8 @@ class RunningPersister implements Persister {
       this.stopped = true;
       this.stopping = (async () => {
         this.wake?.();
-        // A waiting pull ends now; what it brought, and whatever comes later, is nak'ed (handed back at once).
+        // A waiting pull ends now and what it brought is nak'ed (handed back at once); an event of it that
+        // arrives after the close reaches nobody and is redelivered after ack_wait.
         this.puller?.close();
         await this.loop;
         clearInterval(this.keepAlive);
