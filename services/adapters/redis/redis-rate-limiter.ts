@@ -9,66 +9,55 @@ export interface RedisRateLimiterOptions {
 }
 
 /**
- * TAKE_LUA is one token-bucket step per key, each atomic in Redis, applied
- * in order (the takes of one event-loop turn go in one call). KEYS are
- * hashes {tokens, at} (at = server time in µs); ARGV is burst, perSecond per
- * key. The time comes from the server's TIME, so every process sharing a
- * bucket agrees on it whatever their own clocks say (time going backwards
- * refills nothing). The arithmetic matches MemoryRateLimiter: a bucket starts
- * full, a refusal takes nothing, retryAfterMs is the exact time to one token,
+ * TAKE_LUA is one token-bucket step, atomic in Redis. KEYS[1] is a hash
+ * {tokens, at} (at = server time in µs); ARGV = burst, perSecond. The time
+ * comes from the server's TIME, so every process sharing the bucket agrees
+ * on it whatever their own clocks say (time going backwards refills
+ * nothing). The arithmetic matches MemoryRateLimiter: a bucket starts full,
+ * a refusal takes nothing, retryAfterMs is the exact time to one token,
  * rounded up, and 1e-6 absorbs float error so that waiting it yields a token.
  * The key expires (PEXPIRE) when the bucket would be full again, which is
- * the same as forgetting it. Returns {allowed 0|1, retryAfterMs} per key,
- * flattened.
+ * the same as forgetting it. Returns {allowed 0|1, retryAfterMs}.
  */
 const TAKE_LUA = `
+local burst = tonumber(ARGV[1])
+local perUs = tonumber(ARGV[2]) / 1000000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-for i = 1, #KEYS do
-  local burst = tonumber(ARGV[2 * i - 1])
-  local perUs = tonumber(ARGV[2 * i]) / 1000000
-  local h = redis.call('HMGET', KEYS[i], 'tokens', 'at')
-  local tokens = tonumber(h[1])
-  local at = tonumber(h[2])
-  if tokens == nil or at == nil then
-    tokens = burst
-    at = now
-  end
-  if now > at then tokens = math.min(burst, tokens + (now - at) * perUs) end
-  local eps = 1e-6
-  local allowed = 0
-  local retry = 0
-  if tokens + eps >= 1 then
-    tokens = math.max(0, tokens - 1)
-    allowed = 1
-  else
-    retry = math.max(1, math.ceil((1 - tokens) / perUs / 1000 - eps))
-  end
-  redis.call('HSET', KEYS[i], 'tokens', string.format('%.17g', tokens), 'at', string.format('%d', now))
-  redis.call('PEXPIRE', KEYS[i], string.format('%d', math.min(1e15, math.max(1, math.ceil((burst - tokens) / perUs / 1000)))))
-  out[2 * i - 1] = allowed
-  out[2 * i] = retry
+local h = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(h[1])
+local at = tonumber(h[2])
+if tokens == nil or at == nil then
+  tokens = burst
+  at = now
 end
-return out
+if now > at then tokens = math.min(burst, tokens + (now - at) * perUs) end
+local eps = 1e-6
+local allowed = 0
+local retry = 0
+if tokens + eps >= 1 then
+  tokens = math.max(0, tokens - 1)
+  allowed = 1
+else
+  retry = math.max(1, math.ceil((1 - tokens) / perUs / 1000 - eps))
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(1e15, math.max(1, math.ceil((burst - tokens) / perUs / 1000)))))
+return {allowed, retry}
 `;
-
-/** MAX_TAKES_PER_CALL bounds the takes of one TAKE_LUA call (a script blocks Redis while it runs). */
-const MAX_TAKES_PER_CALL = 128;
 
 /** TAKE_COMMAND is the ioredis custom command name (EVALSHA, falling back to EVAL after a NOSCRIPT). */
 const TAKE_COMMAND = "chatRateLimitTake";
 
 interface ScriptedClient {
-  [TAKE_COMMAND](numberOfKeys: number, ...keysThenArgs: (string | number)[]): Promise<number[]>;
+  [TAKE_COMMAND](key: string, burst: number, perSecond: number): Promise<[number, number]>;
 }
 
 /**
  * RedisRateLimiter is the RateLimiter shared by every process: one hash per
  * bucket key, updated by a Lua script on the server's clock, so any number
  * of processes (or connections) taking from one key share one bucket and
- * never allow more than `burst` at once between them. The takes of one
- * event-loop turn go to Redis in one script call, applied in call order.
+ * never allow more than `burst` at once between them.
  *
  * Errors: `take` rejects with RangeError if `limit.burst` < 1 or
  * `limit.perSecond` is not a positive finite number (a programming error),
@@ -79,8 +68,6 @@ interface ScriptedClient {
  */
 export class RedisRateLimiter implements RateLimiter {
   private readonly prefix: string;
-  /** Takes waiting for this turn's call, in call order. */
-  private pending: { key: string; limit: RateLimit; resolve: (d: RateDecision) => void; reject: (e: unknown) => void }[] = [];
 
   /** The client is the caller's (see createRedisClient); the limiter never closes it. */
   constructor(
@@ -89,42 +76,22 @@ export class RedisRateLimiter implements RateLimiter {
   ) {
     this.prefix = opts.prefix;
     if (typeof (client as unknown as Partial<ScriptedClient>)[TAKE_COMMAND] !== "function") {
-      // numberOfKeys is given per call (the keys of every take sent together).
-      client.defineCommand(TAKE_COMMAND, { lua: TAKE_LUA });
+      client.defineCommand(TAKE_COMMAND, { lua: TAKE_LUA, numberOfKeys: 1 });
     }
   }
 
-  take(key: string, limit: RateLimit): Promise<RateDecision> {
+  async take(key: string, limit: RateLimit): Promise<RateDecision> {
     if (!(limit.burst >= 1) || !(limit.perSecond > 0) || !Number.isFinite(limit.burst) || !Number.isFinite(limit.perSecond)) {
-      return Promise.reject(new RangeError(`invalid rate limit: burst ${limit.burst}, perSecond ${limit.perSecond}`));
+      throw new RangeError(`invalid rate limit: burst ${limit.burst}, perSecond ${limit.perSecond}`);
     }
-    return new Promise<RateDecision>((resolve, reject) => {
-      this.pending.push({ key: this.key(key), limit, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.sendTakes());
-    });
-  }
-
-  /** sendTakes sends the waiting takes, at most MAX_TAKES_PER_CALL per script call. */
-  private sendTakes(): void {
-    const all = this.pending;
-    this.pending = [];
-    for (let i = 0; i < all.length; i += MAX_TAKES_PER_CALL) {
-      const part = all.slice(i, i + MAX_TAKES_PER_CALL);
-      const args: (string | number)[] = [];
-      for (const t of part) args.push(t.limit.burst, t.limit.perSecond);
-      (this.client as unknown as ScriptedClient)[TAKE_COMMAND](part.length, ...part.map((t) => t.key), ...args).then(
-        (reply) => {
-          part.forEach((t, j) => {
-            const allowed = reply[2 * j];
-            t.resolve(allowed === 1 ? { allowed: true, retryAfterMs: 0 } : { allowed: false, retryAfterMs: Number(reply[2 * j + 1]) });
-          });
-        },
-        (e: unknown) => {
-          const err = redisUnavailable("rate limiter", e);
-          for (const t of part) t.reject(err);
-        },
-      );
+    let reply: [number, number];
+    try {
+      reply = await (this.client as unknown as ScriptedClient)[TAKE_COMMAND](this.key(key), limit.burst, limit.perSecond);
+    } catch (e) {
+      throw redisUnavailable("rate limiter", e);
     }
+    const [allowed, retryAfterMs] = reply;
+    return allowed === 1 ? { allowed: true, retryAfterMs: 0 } : { allowed: false, retryAfterMs: Number(retryAfterMs) };
   }
 
   /** isHealthy tells whether the Redis connection is ready (for health checks; it sends nothing). */

@@ -54,35 +54,6 @@ describe("RedisRecentMessages (Redis)", { skip }, () => {
     await env.close();
   });
 
-  it("applies the records of one turn (one script call) in call order, per group", async () => {
-    const recent = new RedisRecentMessages(client, { prefix: env.prefix, perGroup: 3 });
-    const [g1, g2] = [newId(), newId()];
-    // No await between them: they go to Redis together. g1: 1..4 with a repeat of 2 (ignored) and a trim to 3;
-    // g2: 1, then 3 (a gap: a new window at 3), then 2 (older than the window: ignored).
-    await Promise.all([
-      recent.record(message(g1, 1)),
-      recent.record(message(g2, 1)),
-      recent.record(message(g1, 2)),
-      recent.record(message(g1, 2)),
-      recent.record(message(g2, 3)),
-      recent.record(message(g1, 3)),
-      recent.record(message(g2, 2)),
-      recent.record(message(g1, 4)),
-    ]);
-    const a = await recent.scan(g1, ALL);
-    assert.deepEqual(a.window, { lo: 2, hi: 4 });
-    assert.deepEqual(
-      a.messages.map((m) => [m.seq, m.text]),
-      [[2, "t2"], [3, "t3"], [4, "t4"]],
-    );
-    const b = await recent.scan(g2, ALL);
-    assert.deepEqual(b.window, { lo: 3, hi: 3 });
-    assert.deepEqual(
-      b.messages.map((m) => m.seq),
-      [3],
-    );
-  });
-
   it("expires a group idleMs after its last event, and each event restarts the clock", async () => {
     const recent = new RedisRecentMessages(client, { prefix: env.prefix, idleMs: 400 });
     const g = newId();

@@ -14,47 +14,37 @@ export interface RedisRecentMessagesOptions {
 }
 
 /**
- * RECORD_LUA applies RecentMessages.record atomically, for one or more
- * events in order (the records of one event-loop turn go in one call).
- * KEYS: per event, its group's window hash and message sorted set (score =
- * seq). ARGV: perGroup, idleMs, then per event its seq and encoded message
- * ("" for other events). The hash keeps lo, hi and n (the size the set must
- * have); a reader that finds another size (the set was evicted or expired
- * apart from the hash) treats the group as unknown.
+ * RECORD_LUA applies RecentMessages.record atomically. KEYS: window hash,
+ * message sorted set (score = seq). ARGV: seq, encoded message ("" for
+ * other events), perGroup, idleMs. The hash keeps lo, hi and n (the size
+ * the set must have); a reader that finds another size (the set was
+ * evicted or expired apart from the hash) treats the group as unknown.
  */
 const RECORD_LUA = `
-local cap = tonumber(ARGV[1])
-local idle = ARGV[2]
-local function record(wk, sk, seq, msg)
-  local hi = tonumber(redis.call('HGET', wk, 'hi'))
-  if hi and seq <= hi then return end
-  if not hi or seq ~= hi + 1 then
-    redis.call('DEL', sk)
-    redis.call('HSET', wk, 'lo', seq)
-  end
-  local n = redis.call('ZCARD', sk)
-  if msg ~= '' then
-    redis.call('ZADD', sk, seq, msg)
-    n = n + 1
-    if n > cap then
-      local cut = redis.call('ZRANGE', sk, n - cap - 1, n - cap - 1, 'WITHSCORES')
-      redis.call('ZREMRANGEBYRANK', sk, 0, n - cap - 1)
-      redis.call('HSET', wk, 'lo', tonumber(cut[2]) + 1)
-      n = cap
-    end
-    redis.call('PEXPIRE', sk, idle)
-  end
-  redis.call('HSET', wk, 'hi', seq, 'n', n)
-  redis.call('PEXPIRE', wk, idle)
+local seq = tonumber(ARGV[1])
+local hi = tonumber(redis.call('HGET', KEYS[1], 'hi'))
+if hi and seq <= hi then return 0 end
+if not hi or seq ~= hi + 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'lo', seq)
 end
-for i = 1, #KEYS / 2 do
-  record(KEYS[2 * i - 1], KEYS[2 * i], tonumber(ARGV[2 * i + 1]), ARGV[2 * i + 2])
+local n = redis.call('ZCARD', KEYS[2])
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[2], seq, ARGV[2])
+  n = n + 1
+  local cap = tonumber(ARGV[3])
+  if n > cap then
+    local cut = redis.call('ZRANGE', KEYS[2], n - cap - 1, n - cap - 1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - cap - 1)
+    redis.call('HSET', KEYS[1], 'lo', tonumber(cut[2]) + 1)
+    n = cap
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
+redis.call('HSET', KEYS[1], 'hi', seq, 'n', n)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `;
-
-/** MAX_RECORDS_PER_CALL bounds the events of one RECORD_LUA call (a script blocks Redis while it runs). */
-const MAX_RECORDS_PER_CALL = 128;
 
 /**
  * SCAN_LUA reads the window and the asked messages together. KEYS as
@@ -80,7 +70,7 @@ const RECORD_COMMAND = "chatRecentRecord";
 const SCAN_COMMAND = "chatRecentScan";
 
 interface ScriptedClient {
-  [RECORD_COMMAND](numberOfKeys: number, ...keysThenArgs: (string | number)[]): Promise<number>;
+  [RECORD_COMMAND](windowKey: string, setKey: string, seq: number, message: string, perGroup: number, idleMs: number): Promise<number>;
   [SCAN_COMMAND](windowKey: string, setKey: string, order: string, from: number, to: number, take: number): Promise<string[]>;
 }
 
@@ -89,9 +79,7 @@ interface ScriptedClient {
  * group, a hash with the window and a sorted set of the held messages
  * (JSON, scored by seq), changed and read only by Lua scripts, so a reader
  * never sees a window without its messages. Keys expire `idleMs` after the
- * group's last event. The records of one event-loop turn (several sends
- * acknowledged together) go to Redis in one script call, applied in call
- * order; each record() settles when that call does.
+ * group's last event.
  *
  * Errors: every method rejects with ChatError Unavailable (cause = the
  * ioredis error) when Redis cannot answer; callers read the store instead
@@ -102,8 +90,6 @@ export class RedisRecentMessages implements RecentMessages {
   private readonly prefix: string;
   private readonly perGroup: number;
   private readonly idleMs: number;
-  /** Records waiting for this turn's call, in call order. */
-  private pending: { event: GroupEvent; resolve: () => void; reject: (e: unknown) => void }[] = [];
 
   /** The client is the caller's (see createRedisClient); this never closes it. */
   constructor(
@@ -114,39 +100,17 @@ export class RedisRecentMessages implements RecentMessages {
     this.perGroup = requireInt("perGroup", opts.perGroup ?? 100, 1);
     this.idleMs = requireInt("idleMs", opts.idleMs ?? 3_600_000, 1);
     const scripted = client as unknown as Partial<ScriptedClient>;
-    // numberOfKeys is given per call (the KEYS of every event recorded together).
-    if (typeof scripted[RECORD_COMMAND] !== "function") client.defineCommand(RECORD_COMMAND, { lua: RECORD_LUA });
+    if (typeof scripted[RECORD_COMMAND] !== "function") client.defineCommand(RECORD_COMMAND, { lua: RECORD_LUA, numberOfKeys: 2 });
     if (typeof scripted[SCAN_COMMAND] !== "function") client.defineCommand(SCAN_COMMAND, { lua: SCAN_LUA, numberOfKeys: 2 });
   }
 
-  record(event: GroupEvent): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ event, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.sendRecords());
-    });
-  }
-
-  /** sendRecords sends the waiting records, at most MAX_RECORDS_PER_CALL per script call. */
-  private sendRecords(): void {
-    const all = this.pending;
-    this.pending = [];
-    for (let i = 0; i < all.length; i += MAX_RECORDS_PER_CALL) {
-      const part = all.slice(i, i + MAX_RECORDS_PER_CALL);
-      const keys: string[] = [];
-      const args: (string | number)[] = [this.perGroup, this.idleMs];
-      for (const { event } of part) {
-        keys.push(...this.keys(event.groupId));
-        args.push(event.seq, event.body.type === "message" ? encode(event.body.message) : "");
-      }
-      (this.client as unknown as ScriptedClient)[RECORD_COMMAND](keys.length, ...keys, ...args).then(
-        () => {
-          for (const r of part) r.resolve();
-        },
-        (e: unknown) => {
-          const err = redisUnavailable("recent messages", e);
-          for (const r of part) r.reject(err);
-        },
-      );
+  async record(event: GroupEvent): Promise<void> {
+    const [windowKey, setKey] = this.keys(event.groupId);
+    const message = event.body.type === "message" ? encode(event.body.message) : "";
+    try {
+      await (this.client as unknown as ScriptedClient)[RECORD_COMMAND](windowKey, setKey, event.seq, message, this.perGroup, this.idleMs);
+    } catch (e) {
+      throw redisUnavailable("recent messages", e);
     }
   }
 
