@@ -8,8 +8,10 @@
  *   script call per take and per record, as before issue 13.4's third session);
  * - 5 per turn: the sends acknowledged together (the sequencer's 10 ms
  *   publish linger at 500 msg/s acks about five at once) make their calls in
- *   one turn, which RedisRateLimiter and RedisRecentMessages send as one
- *   script call each.
+ *   one turn. A variant of RedisRateLimiter and RedisRecentMessages that sent
+ *   one turn's calls as one script call each was measured with this tool and
+ *   not kept (docs/production.md, issue 13.4's third session); with today's
+ *   adapters each call is its own script call in both modes.
  *
  * 4,000 sends at 500/s, 100 groups, 2,000 users, through the real adapters.
  *
