@@ -15,6 +15,15 @@
  * publish for 500 sends/s), and 500/s sent in bursts (what a publish linger
  * of 4, 10 or 20 ms in the sequencer would send: each event still its own
  * message).
+ *
+ * With `--consumer` it measures what the persister's durable consumer adds to
+ * publishes made as the sequencer makes them with its 10 ms linger (bursts of
+ * 5 every 10 ms, 500/s), by how it pulls and acks: the publish alone; an R3
+ * consumer read with consume() and each event acked as its group's write ends
+ * (the persister before issue 13.4's third session: deliveries as they come,
+ * acks spread over the write); the same with a whole 200 ms batch's acks sent
+ * in one turn; a pull of everything pending every 200 ms (`no_wait`) with the
+ * batch's acks in one turn; and that pull on an R1 consumer.
  */
 import { connect, headers } from "@nats-io/transport-node";
 import { jetstreamManager, AckPolicy, DeliverPolicy, StorageType } from "@nats-io/jetstream";
@@ -42,6 +51,39 @@ async function phase(label: string, prefix: string, { subject = "t", RATE = 500,
   const after = pids.map(cpuOf);
   const cpu = after.reduce((s, a, i) => s + a - before[i]!, 0);
   console.log(label, "nats CPU µs/msg", Math.round((cpu * 1e6) / N), eventsPerMessage > 1 ? `(µs/event ${Math.round((cpu * 1e6) / N / eventsPerMessage)})` : "");
+}
+if (process.argv.includes("--consumer")) {
+  const sub = nc.subscribe("r.>", { callback: () => {} });
+  const opts = { burst: 5, N: 5000 };
+  await phase("publish alone (bursts of 5 every 10 ms):", "k0", opts);
+  const spread = (acks: (() => void)[]) => { let i = 0; const step = () => { for (let k = 0; k < 8 && i < acks.length; k++, i++) acks[i]!(); if (i < acks.length) setTimeout(step, 1); }; step(); };
+  // consume(): deliveries as they come; every 200 ms the batch is acked, spread (as group writes end) or at once.
+  for (const [label, at] of [["R3, consume(), acks spread over the write:", "spread"], ["R3, consume(), a batch's acks in one turn:", "once"]] as const) {
+    const durable = `c${at}`;
+    await jsm.consumers.add("T", { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, filter_subject: "t.>", max_ack_pending: 20000 });
+    const c = await jsm.jetstream().consumers.get("T", durable);
+    const msgs = await c.consume({ max_messages: 512 });
+    let pending: (() => void)[] = [];
+    const t = setInterval(() => { const acks = pending; pending = []; if (at === "once") for (const a of acks) a(); else spread(acks); }, 200);
+    (async () => { for await (const m of msgs) pending.push(() => m.ack()); })();
+    await phase(label, `k${at}`, opts);
+    clearInterval(t); await msgs.close(); await jsm.consumers.delete("T", durable);
+  }
+  // A pull of everything pending every 200 ms (no_wait), its acks in one turn once it ended.
+  for (const [label, replicas] of [["R3, no_wait pull every 200 ms, acks in one turn:", 3], ["R1, no_wait pull every 200 ms, acks in one turn:", 1]] as const) {
+    const durable = `p${replicas}`;
+    await jsm.consumers.add("T", { durable_name: durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, filter_subject: "t.>", max_ack_pending: 20000, num_replicas: replicas });
+    const inbox = `_PULL.${durable}`;
+    let got: string[] = [];
+    const psub = nc.subscribe(inbox, { callback: (_e, m) => { if (m.reply) got.push(m.reply); else ackAll(); } });
+    const ackAll = () => { const acks = got; got = []; for (const r of acks) nc.publish(r, "+ACK"); };
+    const t = setInterval(() => { ackAll(); nc.publish(`$JS.API.CONSUMER.MSG.NEXT.T.${durable}`, JSON.stringify({ batch: 2048, no_wait: true }), { reply: inbox }); }, 200);
+    await phase(label, `kp${replicas}`, opts);
+    clearInterval(t); psub.unsubscribe(); await jsm.consumers.delete("T", durable);
+  }
+  sub.unsubscribe();
+  await nc.close(); await cluster.dispose();
+  process.exit(0);
 }
 if (process.argv.includes("--sweep")) {
   await jsm.streams.add({ name: "M", subjects: ["m.>"], storage: StorageType.Memory, num_replicas: 3, republish: { src: "m.>", dest: "q.>", headers_only: false }, allow_direct: true, duplicate_window: 120e9 });

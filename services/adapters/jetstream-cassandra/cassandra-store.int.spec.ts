@@ -31,6 +31,8 @@ import { NatsNames } from "./subjects.js";
 import { CassandraStore, createCassandraStore } from "./cassandra-store.js";
 import { createCassandraTables } from "./cassandra-tables.js";
 import { startPersister } from "./persister.js";
+import type { Persister } from "./persister.js";
+import type { EventTables } from "./event-tables.js";
 import { openTestKeyspace } from "../../../test/support/test-keyspace.js";
 import type { TestKeyspace } from "../../../test/support/test-keyspace.js";
 
@@ -327,7 +329,8 @@ describe("CassandraStore (integration)", { skip }, () => {
       const g = await b.getGroup(groupId);
       assert.equal(g?.headSeq, 3);
       assert.equal(g?.memberCount, 2);
-      assert.ok(persister.stats().persisted >= 2);
+      // A pull's events are acked together once all of them are written (this pull also holds earlier tests' events).
+      await waitUntil("the persister to ack them", async () => persister.stats().persisted >= 2);
       assert.equal(persister.stats().undecodable, 0);
     } finally {
       await persister.stop();
@@ -393,6 +396,49 @@ describe("CassandraStore (integration)", { skip }, () => {
     } finally {
       await Promise.all(persisters.map((p) => p.stop()));
       await x.close();
+      await y.close();
+      await deleteStream(own);
+    }
+  });
+
+  it("a persister that dies holding pulled events (write hung, connection lost, no ack) leaves them to another, which writes each once", async () => {
+    // A stream and persister consumer of their own (ack_wait 1 s, set by the first persister), so this sees only its events.
+    const own = `${prefix}pd`;
+    const x = await open({ retentionMs: 30 * DAY, clock }, own);
+    const y = await open({ retentionMs: 30 * DAY, clock }, own);
+    let pulled = 0;
+    // The dying persister's message writes never finish: it holds what it pulled until its connection goes.
+    const hung: EventTables = Object.create(x.tables.events, {
+      writeMessages: {
+        value: (_groupId: string, events: readonly GroupEvent[]) => {
+          pulled += events.length;
+          return new Promise<void>(() => {});
+        },
+      },
+    });
+    let dying: Persister | undefined;
+    let survivor: Persister | undefined;
+    try {
+      const { owner, groupId } = await newGroup(y);
+      const sent: number[] = [];
+      for (let i = 0; i < 20; i++) sent.push((await y.appendMessage(draft(groupId, owner))).event.seq);
+      // Its first pull takes them all (one group: the creation is written, then the messages' write hangs).
+      dying = await startPersister({ nc: x.nc, names: x.names, tables: { ...x.tables, events: hung }, ackWaitMs: 1_000, lingerMs: 20 });
+      await waitUntil("the dying persister to pull every message", async () => pulled >= sent.length);
+      await x.nc.close(); // dies: no ack, no nak, no "working" any more
+      survivor = await startPersister({ nc: y.nc, names: y.names, tables: y.tables, lingerMs: 20 });
+      await waitUntil("the other persister to write every message", async () => seqs(await y.tables.events.readEvents(groupId, 0, 100)).length === 21);
+      assert.deepEqual(seqs(await y.tables.events.readEvents(groupId, 0, 100)), range(1, 21));
+      // The group's creation (seq 1) may have been written and acked by either; every message by the survivor only.
+      const acked = () => (dying?.stats().persisted ?? 0) + (survivor?.stats().persisted ?? 0);
+      await waitUntil("the survivor to ack them", async () => acked() >= 21);
+      await sleep(1_500); // past ack_wait: nothing acked comes back
+      assert.ok(dying.stats().persisted <= 1, `the dead one acked no message (${dying.stats().persisted} acks)`);
+      assert.equal(acked(), 21, "each event written and acked once (no redelivery after an ack)");
+    } finally {
+      await survivor?.stop();
+      void dying?.stop(); // never settles: stop() waits for the hung write, as it waits for any write in flight
+      await x.close().catch(() => {});
       await y.close();
       await deleteStream(own);
     }

@@ -9,8 +9,8 @@
  * message process runs a persister; they all bind to one durable pull
  * consumer (`NatsNames.durable("persister")`), so JetStream hands each event
  * to one of them (a queue group), and redelivers it if that process dies
- * before acking. The persister takes what it was handed within `lingerMs`
- * (200 ms), and per group writes:
+ * before acking. Every `lingerMs` (200 ms) the persister pulls everything
+ * the consumer has pending, at once (PendingPuller), and per group writes:
  * - messages in unlogged batches per partition (EventTables.writeMessages:
  *   event rows, the bucket index and head_seq), so each
  *   message is written to Cassandra once;
@@ -18,7 +18,8 @@
  *   carry (Chat-Counts). Their writer (the group service) has written them
  *   already, with the membership rows the next change decides on; writing
  *   them again repairs a writer that died between the stream and Cassandra.
- * Then it acks them. A failed write is redelivered after a pause (nak), so a
+ * Then it acks the pull's events, all in one turn (a full pull is followed by
+ * the next at once). A failed write is redelivered after a pause (nak), so a
  * Cassandra outage only delays history: the stream holds the events until
  * the persister catches up (readers merge the stream's not-yet-persisted
  * tail meanwhile: CassandraStore). Writes are idempotent by primary key and
@@ -26,14 +27,15 @@
  * batches are harmless.
  */
 import type { GroupEvent } from "../../core/model.js";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import type { ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsNames } from "./subjects.js";
 import { parseSequenced } from "./jetstream-sequencer.js";
 import type { SequencedEvent } from "./jetstream-sequencer.js";
 import { ensurePersisterConsumer } from "./jetstream-streams.js";
+import { PendingPuller } from "./jetstream-pull.js";
+import type { PulledMsg } from "./jetstream-pull.js";
 import type { CassandraTables } from "./cassandra-tables.js";
 import type { GroupCounts, GroupTables } from "./group-tables.js";
 
@@ -58,10 +60,11 @@ export interface PersisterOptions {
   /** How long JetStream waits for an ack before redelivering, ms (default 5000; set when the consumer is created). */
   readonly ackWaitMs?: number;
   /**
-   * How long the first taken event waits for more before they are written,
-   * ms (default 200): a group's messages of that window go out in one batch
-   * per partition, instead of one batch each. Reads do not wait for it (they
-   * merge the stream's not-yet-persisted tail); it only delays Cassandra.
+   * The pause between pulls of the pending events, ms (default 200): a
+   * group's messages of that window go out in one batch per partition,
+   * instead of one batch each, and the consumer's replicated updates in few
+   * raft rounds. Reads do not wait for it (they merge the stream's
+   * not-yet-persisted tail); it only delays Cassandra.
    */
   readonly lingerMs?: number;
   /** Pause before a failed write is redelivered, ms (default 1000). */
@@ -133,9 +136,6 @@ async function deriveCounts(
   }
 }
 
-/** PREFETCH is how many events each persister asks for at a time. */
-const PREFETCH = 512;
-
 /**
  * startPersister binds to (creating if needed) the persister consumer and
  * starts writing events. Rejects if the consumer cannot be set up (e.g. the
@@ -150,24 +150,35 @@ export async function startPersister(opts: PersisterOptions): Promise<Persister>
   return p;
 }
 
-/** FLUSH_AT is how many taken events start a write at once (fewer wait up to lingerMs for more). */
+/** FLUSH_AT is the most events one pull takes (a full pull is followed by the next at once, not after lingerMs). */
 const FLUSH_AT = 2_048;
 
-/** DEFAULT_LINGER_MS is how long taken events wait for more by default (see PersisterOptions.lingerMs). */
+/** DEFAULT_LINGER_MS is the pause between pulls by default (see PersisterOptions.lingerMs). */
 const DEFAULT_LINGER_MS = 200;
 
+/** PULL_TIMEOUT_MS bounds the wait for JetStream's answer to a pull; past it the consumer is bound again. */
+const PULL_TIMEOUT_MS = 5_000;
+
+/**
+ * RunningPersister pulls what the consumer has pending every lingerMs, all
+ * of it at once (PendingPuller, `no_wait`), writes it, then settles every
+ * event of the pull in one turn: on an R3 consumer each hand-over and each
+ * ack is a replicated update, and updates that reach the consumer's leader
+ * together share a raft round. Several persisters pulling the one durable
+ * get disjoint events; an event is acked only after its write, so one that
+ * a dying persister held is redelivered (ack_wait) to another.
+ */
 class RunningPersister implements Persister {
   private readonly counters = { persisted: 0, batches: 0, failures: 0, undecodable: 0 };
   private readonly concurrency: number;
   private readonly retryDelayMs: number;
-  private taken: JsMsg[] = [];
-  /** Events handed to this persister and not acked, nak'ed or terminated yet (taken or being written). */
-  private readonly held = new Set<JsMsg>();
+  private readonly lingerMs: number;
+  /** Events handed to this persister and not acked, nak'ed or terminated yet. */
+  private readonly held = new Set<PulledMsg>();
   private keepAlive: NodeJS.Timeout | undefined;
-  private scheduled = false;
-  private flushing: Promise<void> | undefined;
-  private messages: ConsumerMessages | undefined;
+  private puller: PendingPuller | undefined;
   private stopped = false;
+  private wake: (() => void) | undefined;
   private loop: Promise<void> = Promise.resolve();
   private stopping: Promise<void> | undefined;
 
@@ -177,6 +188,7 @@ class RunningPersister implements Persister {
   ) {
     this.concurrency = Math.max(1, opts.concurrency ?? 16);
     this.retryDelayMs = opts.retryDelayMs ?? 1000;
+    this.lingerMs = Math.max(0, opts.lingerMs ?? DEFAULT_LINGER_MS);
   }
 
   start(): void {
@@ -191,15 +203,11 @@ class RunningPersister implements Persister {
     if (!this.stopping) {
       this.stopped = true;
       this.stopping = (async () => {
-        await this.messages?.close().catch(() => {});
+        this.wake?.();
+        // A waiting pull ends now and what it brought is nak'ed (handed back at once); an event of it that
+        // arrives after the close reaches nobody and is redelivered after ack_wait.
+        this.puller?.close();
         await this.loop;
-        while (this.flushing) await this.flushing;
-        // Not written yet: hand them back at once rather than after ack_wait.
-        for (const m of this.taken) {
-          this.held.delete(m);
-          m.nak();
-        }
-        this.taken = [];
         clearInterval(this.keepAlive);
         this.keepAlive = undefined;
       })();
@@ -207,61 +215,49 @@ class RunningPersister implements Persister {
     return this.stopping;
   }
 
+  /** pause waits `ms`, or less if stop() is called (not at all once it was). */
+  private pause(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+
   private async run(): Promise<void> {
     const { names, logger } = this.opts;
     while (!this.stopped) {
       try {
         await ensurePersisterConsumer(this.jsm, names, this.opts.ackWaitMs);
-        const consumer = await this.jsm.jetstream().consumers.get(names.timelineStream, names.durable("persister"));
         if (this.stopped) return;
-        // What a dying persister held (fetched, not acked) is redelivered after ack_wait (5 s).
-        this.messages = await consumer.consume({ max_messages: PREFETCH });
-        if (this.stopped) {
-          await this.messages.close().catch(() => {});
-          return;
-        }
-        for await (const m of this.messages) {
+        this.puller ??= new PendingPuller(this.opts.nc, names.timelineStream, names.durable("persister"));
+        for (;;) {
+          const r = await this.puller.pull(FLUSH_AT, PULL_TIMEOUT_MS);
           if (this.stopped) {
-            m.nak();
-            continue;
+            for (const m of r.msgs) m.nak();
+            return;
           }
-          this.taken.push(m);
-          this.hold(m);
-          this.schedule();
+          if (r.msgs.length > 0) {
+            for (const m of r.msgs) this.hold(m);
+            await this.flush(r.msgs);
+          }
+          // No answer (a lost connection, a deleted consumer) or a refusal: bind again after a pause.
+          if (!r.ended || (r.status !== undefined && r.status !== 404 && r.status !== 408)) break;
+          if (r.msgs.length < FLUSH_AT) await this.pause(this.lingerMs);
+          if (this.stopped) return;
         }
       } catch (err) {
         if (!this.stopped) logger?.error({ err, stream: names.timelineStream }, "persister consumption failed; restarting");
       }
-      if (!this.stopped) await sleep(1000);
+      if (!this.stopped) await this.pause(1000);
     }
-  }
-
-  /** schedule starts a write of what was taken: at once past FLUSH_AT, else lingerMs after the first; one at a time. */
-  private schedule(): void {
-    if (this.flushing || this.taken.length === 0) return;
-    if (this.taken.length >= FLUSH_AT) {
-      this.startFlush();
-      return;
-    }
-    if (this.scheduled) return;
-    this.scheduled = true;
-    const linger = this.opts.lingerMs ?? DEFAULT_LINGER_MS;
-    const go = () => {
-      this.scheduled = false;
-      if (!this.flushing) this.startFlush();
-    };
-    if (linger > 0) setTimeout(go, linger);
-    else setImmediate(go);
-  }
-
-  private startFlush(): void {
-    const batch = this.taken;
-    this.taken = [];
-    if (batch.length === 0) return;
-    this.flushing = this.flush(batch).finally(() => {
-      this.flushing = undefined;
-      this.schedule();
-    });
   }
 
   /**
@@ -270,7 +266,7 @@ class RunningPersister implements Persister {
    * hangs in a Cassandra outage, and the events waiting behind it), so it does
    * not hand them to another persister to write again meanwhile.
    */
-  private hold(m: JsMsg): void {
+  private hold(m: PulledMsg): void {
     this.held.add(m);
     if (this.keepAlive) return;
     this.keepAlive = setInterval(() => {
@@ -284,7 +280,7 @@ class RunningPersister implements Persister {
   }
 
   /** settle acks, naks (after retryDelayMs) or terminates a held event and stops holding it. */
-  private settle(m: JsMsg, how: "ack" | "nak" | "term"): void {
+  private settle(m: PulledMsg, how: "ack" | "nak" | "term"): void {
     this.held.delete(m);
     if (how === "ack") m.ack();
     else if (how === "nak") m.nak(this.retryDelayMs);
@@ -292,7 +288,7 @@ class RunningPersister implements Persister {
   }
 
   /** decode parses a delivered event; an undecodable one is terminated (never redelivered) and undefined returned. */
-  private decode(m: JsMsg): SequencedEvent | undefined {
+  private decode(m: PulledMsg): SequencedEvent | undefined {
     const stored = parseSequenced(this.opts.names, m.subject, m.seq, m.headers, m.data);
     if (stored) return stored;
     this.counters.undecodable++;
@@ -301,9 +297,13 @@ class RunningPersister implements Persister {
     return undefined;
   }
 
-  /** flush writes the taken events group by group (at most `concurrency` groups at once). */
-  private async flush(batch: readonly JsMsg[]): Promise<void> {
-    const byGroup = new Map<string, { m: JsMsg; stored: SequencedEvent }[]>();
+  /**
+   * flush writes one pull's events group by group (at most `concurrency`
+   * groups at once), then settles them all in one turn: acks for the written
+   * ones, naks for the groups whose write failed.
+   */
+  private async flush(batch: readonly PulledMsg[]): Promise<void> {
+    const byGroup = new Map<string, { m: PulledMsg; stored: SequencedEvent }[]>();
     for (const m of batch) {
       const stored = this.decode(m);
       if (!stored) continue;
@@ -313,18 +313,31 @@ class RunningPersister implements Persister {
       else byGroup.set(g, [{ m, stored }]);
     }
     const groups = [...byGroup.entries()];
+    const settlements: { m: PulledMsg; how: "ack" | "nak" }[] = [];
     let next = 0;
     const worker = async () => {
       while (next < groups.length) {
-        const [groupId, list] = groups[next++] as [string, { m: JsMsg; stored: SequencedEvent }[]];
-        await this.writeGroup(groupId, list);
+        const [groupId, list] = groups[next++] as [string, { m: PulledMsg; stored: SequencedEvent }[]];
+        await this.writeGroup(groupId, list, settlements);
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, groups.length) }, worker));
+    for (const { m, how } of settlements) {
+      this.settle(m, how);
+      if (how === "ack") this.counters.persisted++;
+    }
   }
 
-  /** writeGroup writes one group's events (changes in seq order, then the messages batched), then acks them; naks them on failure. */
-  private async writeGroup(groupId: string, list: { m: JsMsg; stored: SequencedEvent }[]): Promise<void> {
+  /**
+   * writeGroup writes one group's events (changes in seq order, then the
+   * messages batched) and adds their acks to `settlements`, or their naks if
+   * the write failed.
+   */
+  private async writeGroup(
+    groupId: string,
+    list: { m: PulledMsg; stored: SequencedEvent }[],
+    settlements: { m: PulledMsg; how: "ack" | "nak" }[],
+  ): Promise<void> {
     list.sort((a, b) => a.stored.groupSeq - b.stored.groupSeq);
     const tables = this.opts.tables;
     try {
@@ -340,14 +353,13 @@ class RunningPersister implements Persister {
         { err, groupId, seqs: `${list[0]?.stored.groupSeq}-${list.at(-1)?.stored.groupSeq}` },
         "persister could not write events; they will be redelivered",
       );
-      for (const h of list) this.settle(h.m, "nak");
+      for (const h of list) settlements.push({ m: h.m, how: "nak" });
       return;
     }
     this.counters.batches++;
     for (const h of list) {
       await this.afterWrite(h.stored);
-      this.settle(h.m, "ack");
-      this.counters.persisted++;
+      settlements.push({ m: h.m, how: "ack" });
     }
   }
 
