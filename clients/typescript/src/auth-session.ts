@@ -114,10 +114,11 @@ export class AuthSession {
 
   /**
    * refresh rotates the token pair, unless `staleToken` is given and is no longer the current access token (another
-   * call refreshed meanwhile). Concurrent calls share one refresh. With a store that has `withLock`, the stored
-   * session is reread under the lock first and a pair rotated by another process is adopted, so no refresh token is
-   * ever presented twice. When the server refuses the refresh token (revoked, reused, expired) the session is
-   * forgotten, `onSignedOut` is called, and this rejects with UNAUTHENTICATED.
+   * call refreshed meanwhile). Concurrent calls share one refresh. The stored session is always reread first (under
+   * the store's lock when it has `withLock`) and a pair another client of the store rotated is adopted, so a client
+   * never presents a refresh token another one already used; with a lock this holds for concurrent refreshes too.
+   * When the server refuses the refresh token (revoked, reused, expired) the session is forgotten, `onSignedOut` is
+   * called, and this rejects with UNAUTHENTICATED.
    */
   refresh(staleToken?: string): Promise<void> {
     if (staleToken !== undefined && this.current && this.current.accessToken !== staleToken) return Promise.resolve();
@@ -131,7 +132,7 @@ export class AuthSession {
     const mine = this.current;
     if (!mine) throw signedOutError();
     const run = async (): Promise<void> => {
-      const disk = this.store.withLock ? await this.store.load() : mine;
+      const disk = await this.store.load();
       if (!disk || disk.server !== mine.server || disk.userId !== mine.userId) {
         this.current = undefined;
         this.onSignedOut("logged out elsewhere");

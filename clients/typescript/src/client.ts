@@ -109,6 +109,7 @@ export class ChatClient {
   private readonly backoff: ResolvedBackoff;
   private readonly sendAttempts: number;
   private readonly publicAuth: Client<typeof AuthService>;
+  private readonly callTimeoutMs: number;
 
   constructor(opts: ChatClientOptions) {
     this.baseUrl = opts.baseUrl.replace(/\/+$/, "");
@@ -116,6 +117,7 @@ export class ChatClient {
     this.sendAttempts = Math.max(1, opts.sendAttempts ?? 6);
     const protocol = opts.protocol ?? "connect";
     const timeout = opts.callTimeoutMs ?? 15_000;
+    this.callTimeoutMs = timeout;
     const transport = (interceptors: Interceptor[]): Transport =>
       protocol === "grpc-web"
         ? createGrpcWebTransport({ baseUrl: this.baseUrl, defaultTimeoutMs: timeout, interceptors, fetch: networkFetch })
@@ -145,6 +147,7 @@ export class ChatClient {
       backoff: this.backoff,
       connectTimeoutMs: opts.connectTimeoutMs ?? 20_000,
       reportError: (e) => this.reportError(e),
+      checkToken: () => this.clients.groups.listGroups({ pageSize: 1 }),
     });
   }
 
@@ -311,9 +314,10 @@ export class ChatClient {
   /**
    * send stores a message and resolves once it is durable, with its id and seq. It carries a client_message_id
    * (`clientMessageId`, else a fresh UUID) that every retry repeats, so the message is stored once however often it
-   * is sent. It goes over the live WebSocket when one is open, else unary. Retried, up to `sendAttempts` in all:
-   * RESOURCE_EXHAUSTED after the server's retry-after (or backoff), UNAVAILABLE, a dropped connection and other
-   * transient failures after backoff. Any other status rejects at once.
+   * is sent. It goes over the live WebSocket when one is open, else unary; either way an attempt not answered within
+   * `callTimeoutMs` fails DEADLINE_EXCEEDED. Retried, up to `sendAttempts` in all: RESOURCE_EXHAUSTED after the
+   * server's retry-after (or backoff), UNAVAILABLE, DEADLINE_EXCEEDED, a dropped connection and other transient
+   * failures after backoff. Any other status rejects at once.
    */
   async send(groupId: string, text: string, opts: { clientMessageId?: string } = {}): Promise<SendResult> {
     const clientMessageId = opts.clientMessageId ?? randomId();
@@ -322,7 +326,7 @@ export class ChatClient {
       let res: SendMessageResponse;
       let via: SendResult["via"] = "unary";
       try {
-        const overLink = this.live.state === "live" ? this.link.send(req) : undefined;
+        const overLink = this.live.state === "live" ? this.link.send(req, this.callTimeoutMs) : undefined;
         if (overLink) via = "websocket";
         res = await (overLink ?? this.clients.messages.sendMessage(req));
       } catch (e) {

@@ -29,5 +29,5 @@ export {
 } from "./stores.js";
 export type { BackoffOptions } from "./backoff.js";
 export type { WsEndpoint } from "./ws-link.js";
-export type { StorageLike, WebSocketConstructor, WebSocketLike } from "./web.js";
+export type { LockManagerLike, StorageLike, WebSocketConstructor, WebSocketLike } from "./web.js";
 export { Code, ConnectError, codeName, retryAfterMs } from "./errors.js";

@@ -8,7 +8,10 @@
  *   received are handled, then resumes from the cursors, so nothing is lost or repeated at the seam.
  * - After any disconnect it reconnects with exponential backoff and full jitter, reset once a connection stayed
  *   live for `backoff.stableMs`; UNAUTHENTICATED refreshes the token first and retries at once (a second one in a
- *   row backs off). When the session cannot be refreshed it closes (the client emits `signedOut`).
+ *   row backs off). When the session cannot be refreshed it closes (the client emits `signedOut`). A connection
+ *   that never opened for a reason the platform hid (a browser hides a refused WebSocket handshake's 401) is
+ *   followed, once per run of such failures, by `checkToken`: a unary call that refreshes the token or signs out
+ *   when the server refuses it.
  * - A connection that carried nothing for 2 × heartbeat_interval_seconds (from StreamReady), or that is not ready
  *   within `connectTimeoutMs`, is taken as dead and replaced.
  */
@@ -19,7 +22,7 @@ import type { AuthSession } from "./auth-session.js";
 import { type ResolvedBackoff, backoffDelay } from "./backoff.js";
 import type { Emitter } from "./emitter.js";
 import { type ClientEvents, type ConnectionState, toChatEvent } from "./events.js";
-import type { LiveLink } from "./link.js";
+import { type LiveLink, isHiddenStatus } from "./link.js";
 import type { Cursor, CursorStore } from "./stores.js";
 import { sleep } from "./web.js";
 import { LIVE_RETRYABLE } from "./errors.js";
@@ -37,6 +40,8 @@ export interface LiveOptions {
   readonly connectTimeoutMs: number;
   /** reportError passes an error to the app (the `error` event). */
   reportError(e: unknown): void;
+  /** checkToken makes one cheap authenticated unary call; an UNAUTHENTICATED answer refreshes the token or ends the session. */
+  checkToken(): Promise<unknown>;
 }
 
 /** LiveConnection is described at the top of the file. */
@@ -79,14 +84,24 @@ export class LiveConnection {
     });
   }
 
-  /** close ends the connection and the loop, waits for the handlers in progress and flushes the cursor store. */
+  /**
+   * close ends the connection and the loop: items not yet handled are dropped (they come again on the next start),
+   * the handler in progress finishes and its ack goes out before the connection closes; then the cursor store is
+   * flushed (a failure to persist is reported as an `error` event).
+   */
   async close(): Promise<void> {
-    this.flushAcks();
     this.stop.abort();
+    await this.queue;
+    this.flushAcks();
     this.conn?.abort("closed by the client");
     await this.running;
     await this.queue;
-    await this.o.store.flush?.();
+    this.clearAckTimer();
+    try {
+      await this.o.store.flush?.();
+    } catch (e) {
+      this.o.reportError(e);
+    }
   }
 
   /** reconnect drops the current connection as a network failure would; the loop resumes from the cursors. */
@@ -103,6 +118,7 @@ export class LiveConnection {
     let attempt = 0;
     let first = true;
     let unauthenticatedInARow = 0;
+    let tokenChecked = false;
     while (!this.stop.signal.aborted) {
       if (first) await this.setState("connecting");
       first = false;
@@ -117,6 +133,7 @@ export class LiveConnection {
         await sleep(delay, this.stop.signal);
         continue;
       }
+      if (this.stop.signal.aborted) break; // closed while the token was fetched: open nothing
       const conn = new AbortController();
       this.conn = conn;
       let liveSince: number | undefined;
@@ -139,7 +156,7 @@ export class LiveConnection {
         }
         arm();
         this.queue = this.queue.then(async () => {
-          if (conn.signal.aborted && this.stop.signal.aborted) return;
+          if (this.stop.signal.aborted) return; // closing: the item comes again on the next start
           if (item.payload.case === "ready") {
             liveSince = Date.now();
             unauthenticatedInARow = 0;
@@ -154,7 +171,19 @@ export class LiveConnection {
       if (this.stop.signal.aborted) break;
       if (stalled) failure = new ConnectError(`no heartbeat from the server within ${idleLimitMs} ms`, Code.Unavailable);
       if (liveSince !== undefined && Date.now() - liveSince >= this.o.backoff.stableMs) attempt = 0;
-      if (failure.code === Code.Unauthenticated) {
+      if (!isHiddenStatus(failure)) tokenChecked = false;
+      if (isHiddenStatus(failure) && !tokenChecked) {
+        tokenChecked = true;
+        try {
+          await this.o.checkToken();
+        } catch (e) {
+          if (ConnectError.from(e).code === Code.Unauthenticated && !this.o.auth.session) break; // the session is gone
+        }
+        if (this.o.auth.session && this.o.auth.session.accessToken !== token) {
+          await this.setState("reconnecting", { error: failure, retryInMs: 0 });
+          continue; // the check refreshed the token: retry with the new one at once
+        }
+      } else if (failure.code === Code.Unauthenticated) {
         unauthenticatedInARow++;
         try {
           await this.o.auth.refresh(token);
@@ -181,6 +210,12 @@ export class LiveConnection {
   stopNow(): void {
     this.stop.abort();
     this.conn?.abort("closed");
+    this.clearAckTimer();
+  }
+
+  private clearAckTimer(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
   }
 
   /** queueAck records that the app processed a group up to seq; acks go out at most every ACK_DELAY_MS, the newest per group. */
@@ -198,8 +233,7 @@ export class LiveConnection {
 
   /** flushAcks sends the pending acks over the connection, when it can carry them; the rest wait for the next flush. */
   private flushAcks(): void {
-    clearTimeout(this.ackTimer);
-    this.ackTimer = undefined;
+    this.clearAckTimer();
     for (const [groupId, seq] of this.acks) if (this.o.link.ack(groupId, seq)) this.acks.delete(groupId);
   }
 

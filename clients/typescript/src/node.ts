@@ -113,7 +113,10 @@ export class FileTokenStore implements TokenStore {
  * file may be a FileTokenStore's too; other fields are kept). `set` updates
  * memory at once and the file soon after (one write at a time, merged under the lock with what other processes
  * wrote); `flush` waits for the file. A crash between `set` and the write makes the next run resume a little
- * further back: events may then be handed to the app again, never skipped.
+ * further back: events may then be handed to the app again, never skipped. `set` returns the promise of the write
+ * that carries the change: when the write fails (a full disk, a path that cannot be created) it rejects (the live
+ * connection reports that as an `error` event), the changes stay pending, and the next `set` or `flush` retries
+ * them; `flush` rejects when they still cannot be written.
  */
 export class FileCursorStore implements CursorStore {
   private readonly dirty = new Map<string, Map<string, Cursor | null>>();
@@ -130,11 +133,20 @@ export class FileCursorStore implements CursorStore {
     return decodeCursors((await this.readAll())[userId]);
   }
 
-  set(userId: string, groupId: string, cursor: Cursor | null): void {
+  set(userId: string, groupId: string, cursor: Cursor | null): Promise<void> {
     let m = this.dirty.get(userId);
     if (!m) this.dirty.set(userId, (m = new Map()));
     m.set(groupId, cursor);
-    this.writing ??= this.writeSoon();
+    return this.write();
+  }
+
+  /** write starts a write unless one runs; the promise is marked handled, so a caller that ignores it does not crash the process. */
+  private write(): Promise<void> {
+    if (!this.writing) {
+      this.writing = this.writeSoon();
+      this.writing.catch(() => undefined);
+    }
+    return this.writing;
   }
 
   private async writeSoon(): Promise<void> {
@@ -142,26 +154,40 @@ export class FileCursorStore implements CursorStore {
       while (this.dirty.size > 0) {
         const changes = new Map(this.dirty);
         this.dirty.clear();
-        await withFileLock(this.path, async () => {
-          const file = asObject(await readJson(this.path));
-          const users = cursorsByUser(file);
+        try {
+          await this.writeChanges(changes);
+        } catch (e) {
+          // Keep the changes pending, under any newer ones made meanwhile.
           for (const [userId, groups] of changes) {
-            const cursors = decodeCursors(users[userId]);
-            for (const [groupId, c] of groups) {
-              if (c === null) cursors.delete(groupId);
-              else cursors.set(groupId, c);
-            }
-            users[userId] = encodeCursors(cursors);
+            let m = this.dirty.get(userId);
+            if (!m) this.dirty.set(userId, (m = new Map()));
+            for (const [groupId, c] of groups) if (!m.has(groupId)) m.set(groupId, c);
           }
-          await writeJson(this.path, { ...file, version: 1, cursors: users });
-        });
+          throw e;
+        }
       }
     } finally {
       this.writing = undefined;
     }
   }
 
+  private async writeChanges(changes: Map<string, Map<string, Cursor | null>>): Promise<void> {
+    await withFileLock(this.path, async () => {
+      const file = asObject(await readJson(this.path));
+      const users = cursorsByUser(file);
+      for (const [userId, groups] of changes) {
+        const cursors = decodeCursors(users[userId]);
+        for (const [groupId, c] of groups) {
+          if (c === null) cursors.delete(groupId);
+          else cursors.set(groupId, c);
+        }
+        users[userId] = encodeCursors(cursors);
+      }
+      await writeJson(this.path, { ...file, version: 1, cursors: users });
+    });
+  }
+
   async flush(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.writing || this.dirty.size > 0) await this.write();
   }
 }

@@ -2,7 +2,7 @@
  * Where a client keeps what must outlive it: the session (tokens) and the per-group cursors. Memory and
  * localStorage stores are here; file stores (Node) are in `@chat/client/node`.
  */
-import { type StorageLike, globalLocalStorage } from "./web.js";
+import { type LockManagerLike, type StorageLike, globalLocalStorage, globalLocks } from "./web.js";
 
 /** Cursor is the client's position in one group: the last seq handed to the app, and the epoch it belongs to. */
 export interface Cursor {
@@ -152,14 +152,24 @@ export class LocalStorageCursorStore implements CursorStore {
  * LocalStorageTokenStore keeps the session in localStorage under `key` (default "chat.session"), so a page reload
  * restores it. Anything that runs script on the origin can read it: that is the usual trade-off of tokens in web
  * storage; use a MemoryTokenStore where that is not acceptable.
+ *
+ * Tabs of one origin share the session: `withLock` holds the Web Lock named `key` (`navigator.locks`, or `locks`
+ * if given), so only one tab refreshes at a time and the others adopt the pair it saved. Without Web Locks the
+ * client still rereads the store before each refresh, which covers refreshes that do not overlap.
  */
 export class LocalStorageTokenStore implements TokenStore {
   private readonly storage: StorageLike;
   private readonly key: string;
+  private readonly locks: LockManagerLike | undefined;
 
-  constructor(opts: { storage?: StorageLike; key?: string } = {}) {
+  constructor(opts: { storage?: StorageLike; key?: string; locks?: LockManagerLike } = {}) {
     this.storage = requireStorage(opts.storage);
     this.key = opts.key ?? "chat.session";
+    this.locks = opts.locks ?? globalLocks();
+  }
+
+  withLock<T>(fn: () => Promise<T>): Promise<T> {
+    return this.locks ? this.locks.request(this.key, fn) : fn();
   }
 
   load(): StoredSession | undefined {

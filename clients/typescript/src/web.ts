@@ -35,7 +35,13 @@ export interface StorageLike {
   removeItem(key: string): void;
 }
 
+/** LockManagerLike is the part of the Web Locks API (`navigator.locks`) the stores use: an exclusive lock by name, held while `fn` runs. */
+export interface LockManagerLike {
+  request<T>(name: string, fn: () => Promise<T>): Promise<T>;
+}
+
 interface WebGlobals {
+  navigator?: { locks?: LockManagerLike };
   WebSocket?: WebSocketConstructor;
   localStorage?: StorageLike;
   crypto?: { getRandomValues<T extends Uint8Array>(a: T): T; randomUUID?: () => string };
@@ -57,6 +63,16 @@ export function globalLocalStorage(): StorageLike | undefined {
   try {
     const s = web.localStorage;
     return s && typeof s.getItem === "function" ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** globalLocks is `navigator.locks` (Web Locks: browsers, workers) when it exists; undefined otherwise (Node 20). */
+export function globalLocks(): LockManagerLike | undefined {
+  try {
+    const l = web.navigator?.locks;
+    return l && typeof l.request === "function" ? l : undefined;
   } catch {
     return undefined;
   }

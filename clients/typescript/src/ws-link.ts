@@ -13,7 +13,7 @@ import {
   SubscribeResponseSchema,
 } from "../../../gen/chat/v1/stream_service_pb.js";
 import { fromStreamError } from "./errors.js";
-import type { LinkRun, LiveLink } from "./link.js";
+import { type LinkRun, type LiveLink, hiddenStatusError } from "./link.js";
 import { WS_OPEN, type WebSocketConstructor, type WebSocketLike } from "./web.js";
 
 /** WsEndpoint picks the WebSocket endpoint: "connect" (sends over the socket) or "subscribe" (sends unary). */
@@ -35,7 +35,8 @@ function closeStatus(code: number, reason: string, opened: boolean, errorText: s
   if (!opened) {
     // A browser hides the refused handshake's status; the ws package names it ("Unexpected server response: 401").
     if (/\b401\b/.test(errorText)) return new ConnectError("the server refused the access token", Code.Unauthenticated);
-    return new ConnectError(`could not open the WebSocket${errorText ? ` (${errorText})` : ""}`, Code.Unavailable);
+    if (/Unexpected server response: \d+/.test(errorText)) return new ConnectError(`could not open the WebSocket (${errorText})`, Code.Unavailable);
+    return hiddenStatusError(`could not open the WebSocket${errorText ? ` (${errorText})` : ""}`);
   }
   return new ConnectError(`the WebSocket closed (${code}${reason ? ` ${reason}` : ""})`, Code.Unavailable);
 }
@@ -149,16 +150,30 @@ export class WebSocketLink implements LiveLink {
     }
   }
 
-  send(req: SendMessageRequest): Promise<SendMessageResponse> | undefined {
+  send(req: SendMessageRequest, timeoutMs: number): Promise<SendMessageResponse> | undefined {
     const o = this.open;
     if (!o || o.ws.readyState !== WS_OPEN) return undefined;
     const requestId = `s${++this.nextRequest}`;
     return new Promise<SendMessageResponse>((resolve, reject) => {
-      o.pending.set(requestId, { resolve, reject });
+      const timer = setTimeout(() => {
+        o.pending.delete(requestId);
+        reject(new ConnectError(`the send was not answered within ${timeoutMs} ms`, Code.DeadlineExceeded));
+      }, timeoutMs);
+      o.pending.set(requestId, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
       try {
         o.ws.send(toBinary(ConnectRequestSchema, create(ConnectRequestSchema, { requestId, payload: { case: "sendMessage", value: req } })));
       } catch (e) {
         o.pending.delete(requestId);
+        clearTimeout(timer);
         reject(new ConnectError(`could not write to the WebSocket: ${String(e)}`, Code.Unavailable));
       }
     });
