@@ -6,16 +6,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { type ChatEvent, ChatClient } from "@chat/client";
-import { freePort } from "../support/helpers.js";
+import { freePort, until } from "../support/helpers.js";
 import { type TestServer, startTestServer, uniqueName } from "../support/test-server.js";
-
-async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe("@chat/client live over a server stream (no WebSocket)", () => {
   let server: TestServer;

@@ -27,18 +27,10 @@ import { FileCursorStore } from "@chat/client/node";
 import { AuthService } from "../../gen/chat/v1/auth_service_pb.js";
 import { ConnectResponseSchema } from "../../gen/chat/v1/stream_service_pb.js";
 import { type TestServer, startTestServer, uniqueName } from "../support/test-server.js";
+import { until } from "../support/helpers.js";
 
 const PASSWORD = "correct horse battery";
 const FAST = { initialMs: 50, maxMs: 300, stableMs: 2_000 };
-
-/** until waits (polling) until `cond` holds, failing with `what` after `ms`. */
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** Watched is a client plus what it told the app. */
 interface Watched {

@@ -16,29 +16,11 @@ import { WebSocket } from "ws";
 import { type ChatClientOptions, type ChatEvent, ChatClient, Code, ConnectError, type CursorResetEvent, MemoryCursorStore, MemoryTokenStore, type StoredSession } from "@chat/client";
 import { FileCursorStore, FileTokenStore } from "@chat/client/node";
 import { AuthService } from "../../gen/chat/v1/auth_service_pb.js";
-import { freePort } from "../support/helpers.js";
+import { freePort, until } from "../support/helpers.js";
 import { type TestServer, startTestServer, uniqueName } from "../support/test-server.js";
 
 const PASSWORD = "correct horse battery";
 const FAST = { initialMs: 50, maxMs: 500, stableMs: 2_000 };
-
-/** until waits (polling) until `cond` holds, failing with `what` after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** untilAsync is until for an asynchronous condition (polled every 100 ms). */
-async function untilAsync(cond: () => Promise<boolean>, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Recorder is a client plus every event it handed to the app, in order. */
 interface Recorder {
@@ -116,7 +98,7 @@ describe("@chat/client over WebSocket Connect", () => {
     assert.deepEqual(messagesOf(bob, group.groupId), expected);
     assert.equal(alice.client.cursor(group.groupId), 8n);
     // Each client acknowledges what its app processed (Connect acks, at most one a second per group).
-    await untilAsync(async () => (await bob.client.listGroups())[0]?.ackedSeq === 8n, "bob's ack of #8");
+    await until(async () => (await bob.client.listGroups())[0]?.ackedSeq === 8n, "bob's ack of #8");
     // A history page agrees with what was delivered.
     const page = await bob.client.history(group.groupId, { pageSize: 4 }).older();
     assert.deepEqual(

@@ -68,3 +68,12 @@ export async function historySnapshot(c: Clients, groupId: string, head: number,
   }
   return pages;
 }
+
+/** until polls `cond` every `everyMs` until it holds, failing with "timed out waiting for <what>" after `ms`. */
+export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 15_000, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
