@@ -58,9 +58,8 @@ export class FrameWriter implements StreamSink, Flushable {
   private ended = false;
   /** h2 is the HTTP/2 stream the frames are written to, when the response is an HTTP/2 one. */
   private readonly h2: http2.ServerHttp2Stream | undefined;
-  /** queued holds the frames written by the current callback (one Buffer, or several), not yet given to the response. */
-  private queued: Buffer | Buffer[] | undefined;
-  private queuedBytes = 0;
+  /** pending holds the frames written by the current callback, not yet given to the response. */
+  private readonly pending = new CallbackFrames(this);
   private readonly drain = new DrainWait();
 
   constructor(
@@ -77,7 +76,7 @@ export class FrameWriter implements StreamSink, Flushable {
   /** Once the stream has ended or its response is gone nothing more is written, so nothing is waited for: 0. */
   get bufferedBytes(): number {
     if (this.ended || this.res.destroyed) return 0;
-    return (this.h2 ?? this.res).writableLength + this.queuedBytes;
+    return (this.h2 ?? this.res).writableLength + this.pending.bytes;
   }
 
   /** start sends the response headers. */
@@ -90,17 +89,7 @@ export class FrameWriter implements StreamSink, Flushable {
   /** write queues a hub item; the callback's items go to the response together (see the class comment). */
   write(item: OutboundItem): void {
     if (this.ended) return;
-    const frame = this.frameOf(item);
-    const queued = this.queued;
-    if (queued === undefined) {
-      this.queued = frame;
-      queueFlush(this);
-    } else if (Array.isArray(queued)) {
-      queued.push(frame);
-    } else {
-      this.queued = [queued, frame];
-    }
-    this.queuedBytes += frame.length;
+    this.pending.add(this.frameOf(item));
   }
 
   /** writeFrame writes an already framed message of the handler's own (e.g. a reply), after any queued items. */
@@ -112,10 +101,8 @@ export class FrameWriter implements StreamSink, Flushable {
 
   /** flush gives the queued items to the response in one write. */
   flush(): void {
-    const queued = this.queued;
+    const queued = this.pending.take();
     if (queued === undefined) return;
-    this.queued = undefined;
-    this.queuedBytes = 0;
     this.send(Array.isArray(queued) ? Buffer.concat(queued) : queued);
   }
 
@@ -133,8 +120,7 @@ export class FrameWriter implements StreamSink, Flushable {
 
   /** abort drops the stream at once (a write failed): the client sees it reset and resumes. */
   abort(): void {
-    this.queued = undefined;
-    this.queuedBytes = 0;
+    this.pending.take();
     this.ended = true;
     destroy(this.res);
   }
@@ -243,6 +229,41 @@ export interface Flushable {
   flush(): void;
   /** abort drops the stream at once (its flush threw): the client resumes from its cursors. */
   abort(): void;
+}
+
+/**
+ * CallbackFrames holds the frames one callback wrote to a sink and not yet
+ * handed to its transport: one Buffer (the usual case, no array) or several,
+ * in write order, and their size. The first frame has the sink flushed once
+ * the callback's synchronous work is done (queueFlush); `take` empties it.
+ */
+export class CallbackFrames {
+  private frames: Buffer | Buffer[] | undefined;
+  /** bytes is the size of the frames held. */
+  bytes = 0;
+
+  constructor(private readonly sink: Flushable) {}
+
+  add(frame: Buffer): void {
+    const frames = this.frames;
+    if (frames === undefined) {
+      this.frames = frame;
+      queueFlush(this.sink);
+    } else if (Array.isArray(frames)) {
+      frames.push(frame);
+    } else {
+      this.frames = [frames, frame];
+    }
+    this.bytes += frame.length;
+  }
+
+  /** take returns the frames held (undefined if none) and forgets them. */
+  take(): Buffer | Buffer[] | undefined {
+    const frames = this.frames;
+    this.frames = undefined;
+    this.bytes = 0;
+    return frames;
+  }
 }
 
 /** Sinks with queued items; one process.nextTick flushes them all. */

@@ -20,7 +20,7 @@ import { verifyBearer } from "../rpc/bearer.js";
 import { type CallLine, logCallEnd } from "../rpc/call-log.js";
 import { toConnectError } from "../rpc/errors.js";
 import type { FastPathDeps } from "./framed-subscribe.js";
-import { DrainWait, type Flushable, queueFlush } from "./framing.js";
+import { CallbackFrames, DrainWait, type Flushable } from "./framing.js";
 import { refuseSocket } from "./refuse-socket.js";
 
 /** WS_SUBPROTOCOL is the subprotocol a client must offer: binary protobuf messages of chat.v1. */
@@ -173,8 +173,7 @@ export class WsStreamCall {
  * (`writeFrame`) included.
  */
 export class WebSocketSink implements StreamSink, Flushable {
-  private queued: Buffer | Buffer[] | undefined;
-  private queuedBytes = 0;
+  private readonly pending = new CallbackFrames(this);
   private ended = false;
   private readonly drain = new DrainWait();
 
@@ -187,7 +186,7 @@ export class WebSocketSink implements StreamSink, Flushable {
   /** Once the stream has ended or its socket is gone nothing more is written, so nothing is waited for: 0. */
   get bufferedBytes(): number {
     if (this.ended || this.socket.destroyed) return 0;
-    return this.ws.bufferedAmount + this.queuedBytes;
+    return this.ws.bufferedAmount + this.pending.bytes;
   }
 
   get isEnded(): boolean {
@@ -202,23 +201,12 @@ export class WebSocketSink implements StreamSink, Flushable {
   /** writeFrame queues one whole WebSocket frame (e.g. a reply), after what is queued; ignored after end. */
   writeFrame(frame: Buffer): void {
     if (this.ended) return;
-    const queued = this.queued;
-    if (queued === undefined) {
-      this.queued = frame;
-      queueFlush(this);
-    } else if (Array.isArray(queued)) {
-      queued.push(frame);
-    } else {
-      this.queued = [queued, frame];
-    }
-    this.queuedBytes += frame.length;
+    this.pending.add(frame);
   }
 
   flush(): void {
-    const queued = this.queued;
+    const queued = this.pending.take();
     if (queued === undefined) return;
-    this.queued = undefined;
-    this.queuedBytes = 0;
     const socket = this.socket;
     if (this.ws.readyState !== 1 /* OPEN */ || !socket.writable) return;
     if (!Array.isArray(queued)) {
@@ -234,8 +222,7 @@ export class WebSocketSink implements StreamSink, Flushable {
   }
 
   abort(): void {
-    this.queued = undefined;
-    this.queuedBytes = 0;
+    this.pending.take();
     this.ended = true;
     this.ws.terminate();
   }
@@ -276,8 +263,7 @@ export class WebSocketSink implements StreamSink, Flushable {
   /** closed notes that the connection is gone: nothing more is written. */
   closed(): void {
     this.ended = true;
-    this.queued = undefined;
-    this.queuedBytes = 0;
+    this.pending.take();
   }
 }
 
