@@ -170,6 +170,13 @@ export interface GroupStore {
   listMembers(groupId: string, afterUserId: string, limit: number): Promise<Member[]>;
   /** listMemberships returns up to `limit` of the user's groups with group id > afterGroupId ("" = from the start), ordered by group id. */
   listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]>;
+  /**
+   * listGroupIdsOf returns up to `limit` ids of the user's groups with id >
+   * afterGroupId ("" = from the start), ordered by id: listMemberships
+   * without the group rows (one read of the user's memberships; a stream
+   * opening takes each group's head and epoch from where it follows it).
+   */
+  listGroupIdsOf(userId: string, afterGroupId: string, limit: number): Promise<string[]>;
   /** countMemberships returns how many groups the user is in, counting at most `upTo` (so min(count, upTo)). */
   countMemberships(userId: string, upTo: number): Promise<number>;
   /**

@@ -122,32 +122,69 @@ describe("StreamHub", () => {
     }
   });
 
-  it("takes a cursor beyond a lagging listed head as current when the timeline has it (no reset, no repeat)", async () => {
+  it("takes a cursor beyond the head its channel heard of as current when the store has it (no reset, no repeat)", async () => {
     const owner = { id: newId(), username: "lagging" };
     const gid = await groupWith([owner]);
     for (let i = 0; i < 5; i++) await append(gid, owner); // seqs 2..6
-    // A store whose membership listing lags the timeline by 3 events (production: Cassandra's head_seq behind the log).
-    const lagging: Store = Object.assign(Object.create(store) as Store, {
-      listMemberships: async (userId: string, after: string, limit: number) =>
-        (await store.listMemberships(userId, after, limit)).map((m) => ({ ...m, group: { ...m.group, headSeq: m.group.headSeq - 3 } })),
+    const first = new RecordingSink();
+    await hub.open(principal(owner), new Map(), first); // the channel is set up at head 6
+    await append(gid, owner); // seqs 7, 8: acknowledged, not yet on the bus (a client saw them through ListMessages)
+    await append(gid, owner);
+    const sink = new RecordingSink();
+    await hub.open(principal(owner), new Map([[gid, { seq: 8, epoch: "" }]]), sink);
+    assert.ok(!sink.items.some((i) => i.message.payload.case === "cursorReset"), "no CursorReset for a current cursor");
+    const ready = sink.items.find((i) => i.message.payload.case === "ready");
+    assert.ok(ready?.message.payload.case === "ready");
+    assert.equal(ready.message.payload.value.groups.find((g) => g.groupId === gid)?.headSeq, 8n, "StreamReady names the current head");
+    await append(gid, owner).then((e) => bus.publishEvent(e)); // seq 9, live
+    await until(() => sink.eventSeqs(gid).length >= 1 && first.eventSeqs(gid).length >= 3);
+    assert.deepEqual(sink.eventSeqs(gid), [9], "resumed right after the cursor");
+    assert.deepEqual(first.eventSeqs(gid), [7, 8, 9], "the first stream repaired 7 and 8 from the store");
+    // A cursor truly ahead of the timeline is still reset.
+    const ahead = new RecordingSink();
+    await hub.open(principal(owner), new Map([[gid, { seq: 99, epoch: "" }]]), ahead);
+    assert.ok(ahead.items.some((i) => i.message.payload.case === "cursorReset"), "a cursor beyond the head is reset");
+  });
+
+  it("reads a group from the store once per process: later streams take its head from the channel", async () => {
+    const users = [1, 2, 3].map((i) => ({ id: newId(), username: `once${i}` }));
+    const gid = await groupWith(users);
+    for (let i = 0; i < 3; i++) await append(gid, users[0] as UserRef).then((e) => bus.publishEvent(e)); // seqs 4..6
+    const groupReads: string[] = [];
+    const listings: string[] = [];
+    const counted: Store = Object.assign(Object.create(store) as Store, {
+      getGroup: (groupId: string) => {
+        groupReads.push(groupId);
+        return store.getGroup(groupId);
+      },
+      listGroupIdsOf: (userId: string, after: string, limit: number) => {
+        listings.push(userId);
+        return store.listGroupIdsOf(userId, after, limit);
+      },
     });
-    const lagged = new StreamHub({ store: lagging, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    const once = new StreamHub({ store: counted, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
     try {
-      const sink = new RecordingSink();
-      await lagged.open(principal(owner), new Map([[gid, { seq: 5, epoch: "" }]]), sink);
-      await append(gid, owner).then((e) => bus.publishEvent(e)); // seq 7, live
-      await until(() => sink.eventSeqs(gid).length >= 2);
-      assert.deepEqual(sink.eventSeqs(gid), [6, 7], "resumed right after the cursor");
-      assert.ok(!sink.items.some((i) => i.message.payload.case === "cursorReset"), "no CursorReset for a current cursor");
-      const ready = sink.items.find((i) => i.message.payload.case === "ready");
+      const sinks = users.map(() => new RecordingSink());
+      for (const [i, u] of users.entries()) await once.open(principal(u), new Map(), sinks[i] as RecordingSink);
+      assert.deepEqual(groupReads, [gid], "one group read, by the first stream");
+      assert.equal(listings.length, 3, "one listing per stream");
+      for (const sink of sinks) {
+        const ready = sink.items[0];
+        assert.ok(ready?.message.payload.case === "ready");
+        assert.equal(ready.message.payload.value.groups[0]?.headSeq, 6n);
+      }
+      const e7 = await append(gid, users[1] as UserRef);
+      await bus.publishEvent(e7);
+      const late = new RecordingSink();
+      await once.open(principal(users[2] as UserRef), new Map(), late);
+      const ready = late.items[0];
       assert.ok(ready?.message.payload.case === "ready");
-      assert.equal(ready.message.payload.value.groups.find((g) => g.groupId === gid)?.headSeq, 6n, "StreamReady names the current head");
-      // A cursor truly ahead of the timeline is still reset.
-      const ahead = new RecordingSink();
-      await lagged.open(principal(owner), new Map([[gid, { seq: 99, epoch: "" }]]), ahead);
-      assert.ok(ahead.items.some((i) => i.message.payload.case === "cursorReset"), "a cursor beyond the head is reset");
+      assert.equal(ready.message.payload.value.groups[0]?.headSeq, 7n, "the head the channel heard live");
+      assert.deepEqual(groupReads, [gid], "still one group read");
+      await until(() => sinks.every((s) => s.eventSeqs(gid).length >= 1));
+      for (const sink of sinks) assert.deepEqual(sink.eventSeqs(gid), [7]);
     } finally {
-      lagged.shutdown();
+      once.shutdown();
     }
   });
 
@@ -269,9 +306,9 @@ describe("StreamHub", () => {
         return store.isSessionRevoked(sessionId);
       },
       // A stream of `hold.userId` stays in its setup (past the session check) until `hold.until`.
-      listMemberships: async (userId: string, after: string, limit: number) => {
+      listGroupIdsOf: async (userId: string, after: string, limit: number) => {
         if (hold && userId === hold.userId) await hold.until;
-        return store.listMemberships(userId, after, limit);
+        return store.listGroupIdsOf(userId, after, limit);
       },
     });
     const lossy = Object.assign(Object.create(bus) as MemoryEventBus, {
@@ -516,10 +553,10 @@ describe("StreamHub", () => {
       release = r;
     });
     const slow = Object.assign(Object.create(store) as Store, {
-      listMemberships: async (...args: Parameters<Store["listMemberships"]>) => {
+      listGroupIdsOf: async (...args: Parameters<Store["listGroupIdsOf"]>) => {
         entered = true;
         await gate;
-        return store.listMemberships(...args);
+        return store.listGroupIdsOf(...args);
       },
     });
     const opening = new StreamHub({ store: slow, bus, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });

@@ -1,6 +1,6 @@
 import { ChatError } from "../core/errors.js";
 import { mapLimit } from "../core/map-limit.js";
-import type { GroupEvent, Membership } from "../core/model.js";
+import type { GroupEvent } from "../core/model.js";
 import type { Clock, EventBus, GroupStore, RefreshTokenStore, Subscription, UserNotice } from "../core/ports.js";
 import type { Principal } from "../core/principal.js";
 import { type CursorResetReason, type HubMetrics, noHubMetrics } from "./hub-metrics.js";
@@ -204,31 +204,35 @@ export class StreamHub {
     await this.acquireUser(stream);
     await this.requireLiveSession(stream.principal.sessionId);
     if (stream.closed) return;
-    const memberships = await this.allMemberships(stream.principal.userId);
+    const groupIds = await this.allGroupIds(stream.principal.userId);
+    // Each group's head and epoch come from its channel: read from the store
+    // once when this process starts following the group (after subscribing),
+    // then kept current by the live events, so an opening stream costs one
+    // store read for its list of groups, not one per group.
+    const channels = await this.acquireChannels(groupIds);
     const feeds: GroupFeed[] = [];
     const resets: PendingReset[] = [];
     const positions = [];
     try {
-      for (const listed of memberships) {
-        const m = await this.withCurrentHead(listed, cursors.get(listed.group.id));
-        const channel = await this.acquireChannel(m.group.id);
-        channel.noteSeq(m.group.headSeq);
-        const start = await this.startPosition(m, cursors.get(m.group.id), resets);
+      for (const channel of channels) {
+        const cursor = cursors.get(channel.groupId);
+        await this.withCurrentHead(channel, cursor);
+        const start = await this.startPosition(channel, cursor, resets);
         feeds.push(new GroupFeed(stream, channel, start));
         positions.push({
           $typeName: "chat.v1.GroupPosition" as const,
-          groupId: m.group.id,
+          groupId: channel.groupId,
           seq: BigInt(start),
-          headSeq: BigInt(m.group.headSeq),
-          epoch: m.group.epoch,
+          headSeq: BigInt(channel.lastSeq),
+          epoch: channel.epoch,
         });
       }
     } catch (e) {
-      for (const feed of feeds) this.releaseChannel(feed.channel);
+      for (const channel of channels) this.releaseChannel(channel);
       throw e;
     }
     if (stream.closed) {
-      for (const feed of feeds) this.releaseChannel(feed.channel);
+      for (const channel of channels) this.releaseChannel(channel);
       return;
     }
     // From here on no await until every feed is live or catching up, so no
@@ -287,23 +291,23 @@ export class StreamHub {
   }
 
   /**
-   * withCurrentHead returns the membership as listed, unless the client's
-   * cursor is ahead of the listed head: a store may list a head that lags
-   * the timeline (production: the membership listing reads Cassandra's
-   * head_seq, which the persister writes within its linger, while the
-   * client saw later events live), so the group's current head is read
+   * withCurrentHead raises the channel's head to the group's current head in
+   * the store when the client's cursor is ahead of it: the channel may not
+   * have heard the newest events yet (the bus is not synchronous with an
+   * append's ack, and a store may read a head that lags the timeline:
+   * production's Cassandra head_seq), so the head is read again
    * (GroupStore.getGroup merges the log) before the cursor is called ahead.
    * Only on that path: one read per such group.
    */
-  private async withCurrentHead(m: Membership, cursor: ClientCursor | undefined): Promise<Membership> {
-    if (!cursor || cursor.seq <= m.group.headSeq) return m;
-    const group = await this.deps.store.getGroup(m.group.id);
-    return group && group.headSeq > m.group.headSeq ? { ...m, group: { ...m.group, headSeq: group.headSeq } } : m;
+  private async withCurrentHead(channel: GroupChannel, cursor: ClientCursor | undefined): Promise<void> {
+    if (!cursor || cursor.seq <= channel.lastSeq) return;
+    const group = await this.deps.store.getGroup(channel.groupId);
+    if (group) channel.noteSeq(group.headSeq);
   }
 
   /** startPosition decides where a group's feed starts; a cursor it cannot honour adds a CursorReset. */
-  private async startPosition(m: Membership, cursor: ClientCursor | undefined, resets: PendingReset[]): Promise<number> {
-    const { id, headSeq, epoch } = m.group;
+  private async startPosition(channel: GroupChannel, cursor: ClientCursor | undefined, resets: PendingReset[]): Promise<number> {
+    const { groupId: id, lastSeq: headSeq, epoch } = channel;
     if (!cursor) return headSeq;
     if (cursor.epoch !== "" && cursor.epoch !== epoch) {
       const first = await this.firstRetainedSeq(id);
@@ -318,15 +322,36 @@ export class StreamHub {
     return cursor.seq;
   }
 
-  private async allMemberships(userId: string): Promise<Membership[]> {
-    const all: Membership[] = [];
+  private async allGroupIds(userId: string): Promise<string[]> {
+    const all: string[] = [];
     for (let after = ""; ; ) {
-      const page = await this.deps.store.listMemberships(userId, after, 500);
+      const page = await this.deps.store.listGroupIdsOf(userId, after, 500);
       all.push(...page);
       const last = page.at(-1);
       if (page.length < 500 || !last) return all;
-      after = last.group.id;
+      after = last;
     }
+  }
+
+  /**
+   * acquireChannels acquires the channel of each group that exists (a group
+   * whose row is gone is left out), at most CHANNEL_SETUPS set up at once;
+   * if any fails, those acquired are released and the error is thrown.
+   */
+  private async acquireChannels(groupIds: readonly string[]): Promise<GroupChannel[]> {
+    const acquired: GroupChannel[] = [];
+    try {
+      await mapLimit(groupIds, CHANNEL_SETUPS, async (groupId) => {
+        const channel = await this.acquireChannel(groupId);
+        if (channel.found) acquired.push(channel);
+        else this.releaseChannel(channel);
+      });
+    } catch (e) {
+      for (const channel of acquired) this.releaseChannel(channel);
+      throw e;
+    }
+    const order = new Map(groupIds.map((id, i) => [id, i]));
+    return acquired.sort((a, b) => (order.get(a.groupId) ?? 0) - (order.get(b.groupId) ?? 0));
   }
 
   /**
@@ -582,21 +607,36 @@ export class StreamHub {
     }
   }
 
+  /**
+   * acquireChannel returns the group's channel, set up once per process:
+   * subscribed on the bus first, then the group read from the store (epoch,
+   * head), so an event appended after the read arrives live and one before
+   * it is at or below the head read. A setup that fails is forgotten (and
+   * its subscription ended), so the next acquirer tries again.
+   */
   private async acquireChannel(groupId: string): Promise<GroupChannel> {
     let channel = this.channels.get(groupId);
     if (!channel) {
       const created = new GroupChannel(groupId);
       channel = created;
       this.channels.set(groupId, created);
-      created.subscription = this.deps.bus.subscribeGroup(groupId, (event) => this.onEvent(created, event));
-      created.subscription.catch(() => {
+      const subscription = this.deps.bus.subscribeGroup(groupId, (event) => this.onEvent(created, event));
+      created.subscription = subscription;
+      created.setup = subscription.then(async () => {
+        const group = await this.deps.store.getGroup(groupId);
+        if (!group) return;
+        created.epoch = group.epoch;
+        created.noteSeq(group.headSeq);
+        created.found = true;
+      });
+      created.setup.catch(() => {
         if (this.channels.get(groupId) === created) this.channels.delete(groupId);
+        void subscription.then((s) => s.unsubscribe()).catch(() => {});
       });
     }
     channel.refs++;
     try {
-      await channel.subscription;
-      if (channel.epoch === "") channel.epoch = (await this.deps.store.getGroup(groupId))?.epoch ?? "";
+      await channel.setup;
     } catch (e) {
       channel.refs--;
       throw e;
@@ -647,6 +687,10 @@ class GroupChannel {
   refs = 0;
   readonly feeds = new Set<GroupFeed>();
   subscription: Promise<Subscription> | undefined;
+  /** Resolves once subscribed and the group was read (see StreamHub.acquireChannel). */
+  setup: Promise<void> | undefined;
+  /** Whether the setup's read found the group; a stream leaves out a group that is not found. */
+  found = false;
 
   constructor(readonly groupId: string) {}
 
@@ -718,6 +762,9 @@ const HEARTBEAT_TICKS = 4;
 
 /** RESYNC_SESSION_READS bounds the concurrent store reads of a resync's session check. */
 const RESYNC_SESSION_READS = 16;
+
+/** Channels an opening stream sets up at once (each: a bus subscription, then one store read). */
+const CHANNEL_SETUPS = 16;
 
 /** REVOKED_SESSIONS_KEPT bounds the revoked sessions a hub remembers (about 100 bytes each). */
 const REVOKED_SESSIONS_KEPT = 10_000;

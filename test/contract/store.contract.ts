@@ -449,6 +449,31 @@ export function storeContract(name: string, make: StoreFactory, opts: StoreContr
         assert.deepEqual(await store.listMemberships(newId(), "", 10), []);
       });
 
+      it("listGroupIdsOf pages the ids listMemberships lists, and drops a group the user left", async () => {
+        const user = userRef();
+        const owned: string[] = [];
+        for (let i = 0; i < 3; i++) {
+          const g = newGroup(user, clock.now(), `ids-${i}`);
+          await store.createGroup(g);
+          owned.push(g.id);
+        }
+        const { owner, group: joined } = await groupWithOwner();
+        await addMember(store, joined.id, owner, user, clock.now(), "member");
+        const all = [...owned, joined.id].sort();
+        const page1 = await store.listGroupIdsOf(user.id, "", 3);
+        assert.deepEqual(page1, all.slice(0, 3));
+        assert.deepEqual(await store.listGroupIdsOf(user.id, page1.at(-1) ?? "", 3), all.slice(3));
+        assert.deepEqual(await store.listGroupIdsOf(user.id, all.at(-1) ?? "", 3), []);
+        assert.deepEqual(
+          await store.listGroupIdsOf(user.id, "", 10),
+          (await store.listMemberships(user.id, "", 10)).map((m) => m.group.id),
+          "the same groups as listMemberships",
+        );
+        await change(store, joined.id, owner, clock.now(), { type: "remove", member: user });
+        assert.deepEqual(await store.listGroupIdsOf(user.id, "", 10), [...owned].sort(), "a group left is not listed");
+        assert.deepEqual(await store.listGroupIdsOf(newId(), "", 10), []);
+      });
+
       it("countMemberships counts the user's groups up to a bound, following joins and leaves", async () => {
         const user = userRef();
         assert.equal(await store.countMemberships(user.id, 10), 0);

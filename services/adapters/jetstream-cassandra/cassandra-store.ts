@@ -290,6 +290,10 @@ export class CassandraStore implements Store {
     return this.tables.groups.listMemberships(userId, afterGroupId, limit);
   }
 
+  listGroupIdsOf(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
+    return this.tables.groups.listGroupIdsOf(userId, afterGroupId, limit);
+  }
+
   countMemberships(userId: string, upTo: number): Promise<number> {
     return this.tables.groups.countMemberships(userId, upTo);
   }

@@ -193,6 +193,17 @@ export class GroupTables {
   }
 
   /**
+   * listGroupIdsOf pages the ids of the user's groups as listMemberships
+   * does (the same live rows), without reading the group rows: one
+   * partition read.
+   */
+  listGroupIdsOf(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
+    return this.db.pageLive(this.q.membershipsPage, userId, afterGroupId, "group_id", limit, (r) =>
+      isRole(optStr(r, "role")) && optNum(r, "joined_at") !== null ? str(r, "group_id") : undefined,
+    );
+  }
+
+  /**
    * countMemberships is how many groups the user is in (rows of their
    * groups_by_user partition with a role and join time, as listMemberships
    * counts them), counted up to `upTo`: one partition read of at most that

@@ -196,6 +196,9 @@ function prepareStatements(db: Db) {
        FROM members m JOIN groups g ON g.id = m.group_id
        WHERE m.user_id = ? AND m.group_id > ? ORDER BY m.group_id LIMIT ?`,
     ),
+    groupIdsPage: db.prepare<[string, string, number], { group_id: string }>(
+      "SELECT group_id FROM members WHERE user_id = ? AND group_id > ? ORDER BY group_id LIMIT ?",
+    ),
     insertEvent: db.prepare<
       [string, number, number, string, string, string, string | null, string | null, string | null, string | null]
     >(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -389,6 +392,10 @@ export class SqliteStore implements Store {
 
   async listMemberships(userId: string, afterGroupId: string, limit: number): Promise<Membership[]> {
     return this.stmts.membershipsPage.all(userId, afterGroupId, clampLimit(limit)).map(toMembership);
+  }
+
+  async listGroupIdsOf(userId: string, afterGroupId: string, limit: number): Promise<string[]> {
+    return this.stmts.groupIdsPage.all(userId, afterGroupId, clampLimit(limit)).map((r) => r.group_id);
   }
 
   async countMemberships(userId: string, upTo: number): Promise<number> {
