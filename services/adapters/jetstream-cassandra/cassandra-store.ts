@@ -383,9 +383,11 @@ export class CassandraStore implements Store {
    * the read started is in it.
    */
   async readEvents(groupId: string, afterSeq: number, limit: number): Promise<GroupEvent[]> {
-    const [stored, head] = await Promise.all([this.tables.events.readEvents(groupId, afterSeq, limit), this.sequencer.readLog(groupId, "last")]);
+    const stored = await this.tables.events.readEvents(groupId, afterSeq, limit);
     const n = Math.max(0, limit);
     if (n === 0) return stored;
+    // Cassandra's newest seq here is one the stream stored: the stream's newer events are found from it.
+    const head = await this.logHead(groupId, stored.at(-1)?.seq ?? 0, afterSeq + n);
     const top = stored.length >= n ? (stored.at(-1)?.seq ?? afterSeq) : Math.max(head?.seq ?? 0, stored.at(-1)?.seq ?? 0);
     const merged = await this.fillFromLog(groupId, stored, afterSeq + 1, Math.min(top, afterSeq + n), head);
     return merged.slice(0, n);
@@ -393,7 +395,8 @@ export class CassandraStore implements Store {
 
   /** listMessages pages Cassandra's messages merged with the timeline stream's not-yet-persisted ones (see readEvents). */
   async listMessages(groupId: string, anchor: { beforeSeq?: number; afterSeq?: number }, limit: number): Promise<MessagePage> {
-    const [page, head] = await Promise.all([this.tables.events.listMessages(groupId, anchor, limit), this.sequencer.readLog(groupId, "last")]);
+    const page = await this.tables.events.listMessages(groupId, anchor, limit);
+    const head = await this.logHead(groupId, page.messages.at(-1)?.seq ?? 0, (anchor.beforeSeq ?? Number.MAX_SAFE_INTEGER) - 1);
     if (!head) return page;
     const n = Math.max(0, limit);
     const before = anchor.beforeSeq ?? Number.MAX_SAFE_INTEGER;
@@ -427,8 +430,24 @@ export class CassandraStore implements Store {
 
   /** getGroup is Cassandra's group with its head_seq raised to the timeline stream's newest event. */
   async getGroup(groupId: string): Promise<Group | undefined> {
-    const [group, head] = await Promise.all([this.tables.groups.getGroup(groupId), this.sequencer.readLog(groupId, "last")]);
-    return group && head && head.seq > group.headSeq ? { ...group, headSeq: head.seq } : group;
+    const group = await this.tables.groups.getGroup(groupId);
+    if (!group) return undefined;
+    const head = await this.sequencer.readNewest(groupId, group.headSeq, Number.MAX_SAFE_INTEGER, true);
+    return head && head.seq > group.headSeq ? { ...group, headSeq: head.seq } : group;
+  }
+
+  /**
+   * logHead is the timeline stream's newest event of the group (at most
+   * `cap`), found from `floor`, a seq Cassandra returned (so one the stream
+   * stored), or, when Cassandra returned none or the stream no longer holds
+   * it, from the group's head_seq in Cassandra (JetStreamSequencer.readNewest).
+   * undefined if the stream holds nothing newer than Cassandra.
+   */
+  private async logHead(groupId: string, floor: number, cap: number): Promise<GroupEvent | undefined> {
+    const fromFloor = floor > 0 ? await this.sequencer.readNewest(groupId, floor, cap) : undefined;
+    if (fromFloor) return fromFloor;
+    const headSeq = (await this.tables.groups.getGroup(groupId))?.headSeq ?? 0;
+    return this.sequencer.readNewest(groupId, Math.max(headSeq, floor), cap, true);
   }
 
   ackMember(groupId: string, userId: string, seq: number): Promise<void> {
@@ -609,7 +628,7 @@ export class CassandraStore implements Store {
     // Below the stream's oldest event of the group nothing can be filled (retention, or the stream's max_age).
     const lowest = missing.at(-1) ?? lo;
     if (lowest < head.seq) {
-      const first = await this.sequencer.readLog(groupId, "first");
+      const first = await this.sequencer.readOldestFrom(groupId, lowest, head.seq);
       const floor = first?.seq ?? head.seq;
       missing = missing.filter((seq) => seq >= floor);
     }

@@ -127,6 +127,32 @@ describe("JetStreamSequencer (integration)", { skip: NATS_URL ? false : "NATS_UR
     assert.deepEqual(info.state.subjects, Object.fromEntries(Array.from({ length: n }, (_, i) => [names.slot(g, i + 1), 1])), "each seq stored once, on its slot");
   });
 
+  it("readNewest finds the last event from a floor by exact slots, readOldestFrom the first, also once the oldest slots are gone", { timeout: 60_000 }, async () => {
+    const g = newId();
+    const n = 37;
+    for (let i = 0; i < n; i++) await a.sequence(g, async (last) => ({ event: message(g, (last?.groupSeq ?? 0) + 1), msgId: `newest:${g}:${i}` }));
+    const seqOf = async (p: Promise<GroupEvent | undefined>) => (await p)?.seq;
+    for (const floor of [0, 1, 2, 5, 20, 36, 37]) assert.equal(await seqOf(b.readNewest(g, floor)), n, `from floor ${floor}`);
+    assert.deepEqual(await b.readNewest(g, 3), await b.readLog(g, "last"), "the same event as the wildcard read");
+    assert.equal(await seqOf(b.readNewest(g, 3, 20)), 20, "capped");
+    assert.equal(await seqOf(b.readNewest(g, 20, 20)), 20, "floor at the cap");
+    assert.equal(await b.readNewest(g, 40), undefined, "a floor past the last event");
+    assert.equal(await b.readNewest(g, 40, Number.MAX_SAFE_INTEGER, true), undefined, "nothing after a head past the last event");
+    assert.equal(await b.readNewest(newId(), 0), undefined, "an unknown group");
+    assert.equal(await seqOf(b.readOldestFrom(g, 1, n)), 1);
+    assert.equal(await seqOf(b.readOldestFrom(g, 12, n)), 12);
+    assert.equal(await b.readOldestFrom(g, 1, n + 1), undefined, "the top must be stored");
+    // The oldest ten slots leave the stream (as max_age expires them).
+    const jsm = await jetstreamManager(ncA);
+    for (let seq = 1; seq <= 10; seq++) await jsm.streams.purge(names.timelineStream, { filter: names.slot(g, seq) });
+    assert.equal(await b.readNewest(g, 5), undefined, "a floor that expired, not known to be the head");
+    assert.equal(await b.readNewest(g, 5, Number.MAX_SAFE_INTEGER, true), undefined, "the slot after an expired head expired too");
+    assert.equal(await seqOf(b.readNewest(g, 10, Number.MAX_SAFE_INTEGER, true)), n, "after an expired head: the stream's newer events");
+    assert.equal(await seqOf(b.readNewest(g, 11)), n);
+    assert.equal(await seqOf(b.readOldestFrom(g, 1, n)), 11, "the oldest slot still stored");
+    assert.equal(await seqOf(b.readOldestFrom(g, 3, 30)), 11);
+  });
+
   it("two sequencers racing on one group from the start store seqs 1..N densely, each event once; readLog reads them back", { timeout: 60_000 }, async () => {
     const g = newId();
     const n = 40;
