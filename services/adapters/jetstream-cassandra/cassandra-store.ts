@@ -332,7 +332,7 @@ export class CassandraStore implements Store {
       return { event: { groupId, seq: head + 1, at, actor, body }, msgId, counts };
     };
     // fresh: decide (and the preconditions) may reject, so they must see the group's real last event.
-    const { stored } = await this.sequencer.sequence(groupId, propose, undefined, { fresh: true });
+    const { stored } = await this.sequencer.sequence(groupId, propose, undefined, { fresh: true, floor: () => this.headFloor(groupId) });
     await this.persist(groupId, stored);
     return stored.event;
   }

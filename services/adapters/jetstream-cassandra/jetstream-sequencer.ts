@@ -204,6 +204,46 @@ export interface SequencerStats {
 const FLOOR_WAIT_MS = 250;
 
 /** soonOr resolves with `p`'s value if it settles fulfilled within `ms`, else (late or rejected) with `fallback`. */
+/**
+ * newestSlot finds the highest seq in [floor, cap] whose slot `read` finds,
+ * given that a group's stored slots are dense and expire oldest first (see
+ * JetStreamSequencer.readNewest, whose rules it implements): the floor's slot,
+ * or when it is empty and `floorIsHead` (or floor is 0) the one after it,
+ * then galloping up to an empty slot and bisecting.
+ */
+async function newestSlot<T>(read: (seq: number) => Promise<T | undefined>, floor: number, cap: number, floorIsHead: boolean): Promise<T | undefined> {
+  let lo = Math.max(0, Math.min(floor, cap));
+  let best = lo >= 1 ? await read(lo) : undefined;
+  if (best === undefined) {
+    // The floor's slot expired (or there is no floor): above Cassandra's head the stream's newest slots start right after it.
+    if (!(floorIsHead || lo === 0) || lo + 1 > cap) return undefined;
+    best = await read(lo + 1);
+    if (best === undefined) return undefined;
+    lo += 1;
+  }
+  let missing = 0;
+  for (let step = 1; missing === 0; step *= 2) {
+    const probe = Math.min(lo + step, cap);
+    if (probe <= lo) return best;
+    const found = await read(probe);
+    if (found === undefined) missing = probe;
+    else {
+      best = found;
+      lo = probe;
+    }
+  }
+  while (missing - lo > 1) {
+    const mid = lo + Math.floor((missing - lo) / 2);
+    const found = await read(mid);
+    if (found === undefined) missing = mid;
+    else {
+      best = found;
+      lo = mid;
+    }
+  }
+  return best;
+}
+
 async function soonOr<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<T>((resolve) => {
@@ -288,6 +328,18 @@ export class JetStreamSequencer {
   }
 
   /**
+   * lastFrom is `last` found from `head`, the group's newest seq in
+   * Cassandra (every seq Cassandra holds was stored first), by exact slot
+   * reads (`at`: a direct get, and the leader when it finds nothing, so an
+   * empty slot is the leader's answer): see readNewest. undefined if the
+   * stream holds neither the head's slot nor any after it (a group idle past
+   * max_age, or a stream that lost its tail: the next seq is head + 1).
+   */
+  lastFrom(groupId: string, head: number): Promise<SequencedEvent | undefined> {
+    return newestSlot((seq) => this.at(groupId, seq), head, Number.MAX_SAFE_INTEGER, true);
+  }
+
+  /**
    * get returns the group's event stored at stream sequence `streamSeq`, or
    * undefined if the stream no longer holds it (or it belongs elsewhere).
    * Throws ChatError Unavailable if JetStream cannot be asked.
@@ -368,35 +420,8 @@ export class JetStreamSequencer {
    * Resolves undefined if the stream holds no event of the group above the
    * floor, nor the floor (an idle group: its events expired from the stream).
    */
-  async readNewest(groupId: string, floor: number, cap = Number.MAX_SAFE_INTEGER, floorIsHead = false): Promise<GroupEvent | undefined> {
-    let lo = Math.max(0, Math.min(floor, cap));
-    let best = lo >= 1 ? await this.readLog(groupId, lo) : undefined;
-    if (!best) {
-      // The floor's slot expired (or there is no floor): above Cassandra's head the stream's newest slots start right after it.
-      if (!(floorIsHead || lo === 0) || lo + 1 > cap) return undefined;
-      best = await this.readLog(groupId, lo + 1);
-      if (!best) return undefined;
-      lo += 1;
-    }
-    let missing = 0;
-    for (let step = 1; missing === 0; step *= 2) {
-      const probe = Math.min(lo + step, cap);
-      if (probe <= lo) return best;
-      const e = await this.readLog(groupId, probe);
-      if (e) {
-        best = e;
-        lo = probe;
-      } else missing = probe;
-    }
-    while (missing - lo > 1) {
-      const mid = lo + Math.floor((missing - lo) / 2);
-      const e = await this.readLog(groupId, mid);
-      if (e) {
-        best = e;
-        lo = mid;
-      } else missing = mid;
-    }
-    return best;
+  readNewest(groupId: string, floor: number, cap = Number.MAX_SAFE_INTEGER, floorIsHead = false): Promise<GroupEvent | undefined> {
+    return newestSlot((seq) => this.readLog(groupId, seq), floor, cap, floorIsHead);
   }
 
   /**
@@ -565,6 +590,12 @@ export class JetStreamSequencer {
       const read = async (): Promise<{ last: Tail | undefined; floor: number }> => {
         const asked = opts.floor ? opts.floor() : Promise.resolve(0);
         asked.catch(() => {});
+        if (opts.floor) {
+          // The floor (Cassandra's head) in time: the last event is found from it by exact slots (lastFrom), not
+          // by the wildcard read, which costs the stream's leader a walk back to the group's last message.
+          const head = await soonOr<number | undefined>(asked, FLOOR_WAIT_MS, undefined);
+          if (head !== undefined) return { last: await this.lastFrom(groupId, head), floor: head };
+        }
         const last = await this.last(groupId);
         // The stream holds the group's last event: the floor only guards against a quorum's lost data, so an
         // append does not wait on the floor's source (Cassandra) beyond FLOOR_WAIT_MS. An empty subject (a group
