@@ -106,6 +106,8 @@ export async function runConnections(bench: Bench): Promise<number> {
     else if (r.deliveryLatency.p99 > o.p99Limit) stop = `p99 ${r.deliveryLatency.p99} ms > ${o.p99Limit} ms`;
     return { fields, stop };
   };
+  /** fullyConnected: every device of every member is among the first `opened` connections (user u's devices are connections u·d … u·d + d − 1). */
+  const fullyConnected = (g: (typeof pop.groups)[number], opened: number) => g.members.every((u) => (u + 1) * d <= opened);
   // Baseline: the stream processes with no connection (after setup), so per-connection memory excludes the process itself.
   await new Promise((r) => setTimeout(r, 2000));
   const baseline = streamRss();
@@ -121,7 +123,7 @@ export async function runConnections(bench: Bench): Promise<number> {
     await new Promise((r) => setTimeout(r, 5000));
     const after = streamRss();
     const perConnKiB = added > 0 ? (after.stream - before.stream) / added / 1024 : 0;
-    const fullGroups = pop.groups.filter((g) => (g.index + 1) * perGroup <= opened);
+    const fullGroups = pop.groups.filter((g) => fullyConnected(g, opened));
     const step: Record<string, unknown> = {
       step: k,
       connections: opened,
@@ -162,7 +164,7 @@ export async function runConnections(bench: Bench): Promise<number> {
   // Every connection held at once, then --final-duration seconds of traffic to every group (the issue's 60 s run).
   let final: Record<string, unknown> | undefined;
   if (stopReason.startsWith("reached") && o.finalDuration > 0) {
-    const allFull = pop.groups.filter((g) => (g.index + 1) * perGroup <= opened);
+    const allFull = pop.groups.filter((g) => fullyConnected(g, opened));
     bench.log(`final: ${fmt(opened)} connections held, ${o.finalDuration} s of traffic`);
     const t = await traffic(allFull, o.finalDuration, 1000);
     final = { connections: opened, activeGroups: allFull.length, ...t.fields };
