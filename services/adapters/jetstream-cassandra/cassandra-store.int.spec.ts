@@ -221,6 +221,27 @@ describe("CassandraStore (integration)", { skip }, () => {
     assert.equal((await a.getGroup(groupId))?.headSeq, 2);
   });
 
+  it("firstRetained finds the stream's oldest retained event by exact slots when Cassandra holds none retained", async () => {
+    let now = Date.now();
+    const s = await open({ retentionMs: 60_000, clock: { now: () => now } });
+    try {
+      const owner = userRef();
+      const group = { id: newId(), name: "g", epoch: newId(), createdAt: now, owner };
+      await s.createGroup(group); // seq 1, in Cassandra (the creation writes it), soon past retention
+      now += 120_000;
+      const sent = [];
+      for (let i = 0; i < 5; i++) sent.push(await s.appendMessage({ ...draft(group.id, owner), sentAt: now + i })); // seqs 2..6, JetStream only
+      assert.deepEqual(await s.tables.events.firstRetained(group.id), undefined, "Cassandra holds no retained event");
+      assert.deepEqual(await s.firstRetained(group.id), { seq: 2, retainedUntil: now + 60_000 }, "the stream's oldest retained one");
+      assert.deepEqual(seqs(sent.map((r) => r.event)), [2, 3, 4, 5, 6]);
+      const other = { id: newId(), name: "g", epoch: newId(), createdAt: now, owner };
+      await s.createGroup(other);
+      assert.deepEqual(await s.firstRetained(other.id), { seq: 1, retainedUntil: now + 60_000 }, "Cassandra's edge when it holds one");
+    } finally {
+      await s.close();
+    }
+  });
+
   it("dedupes a retry after a crash between the publish and the write (JetStream's duplicate window)", async () => {
     const { owner, groupId } = await newGroup();
     const cmid = newId();

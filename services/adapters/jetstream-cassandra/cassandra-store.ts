@@ -416,7 +416,8 @@ export class CassandraStore implements Store {
 
   /** firstRetained is Cassandra's oldest retained event, or else the timeline stream's oldest (not persisted yet). */
   async firstRetained(groupId: string): Promise<RetainedEdge | undefined> {
-    const [edge, first] = await Promise.all([this.tables.events.firstRetained(groupId), this.sequencer.readLog(groupId, "first")]);
+    const edge = await this.tables.events.firstRetained(groupId);
+    const first = await this.logOldestBelow(groupId, edge?.seq);
     if (!first || (edge && edge.seq <= first.seq)) return edge;
     // The stream may hold retained events below Cassandra's oldest (not persisted yet): the first of them is the edge.
     const cutoff = this.cutoff();
@@ -426,6 +427,25 @@ export class CassandraStore implements Store {
       e = await this.sequencer.readLog(groupId, e.seq + 1);
     }
     return edge;
+  }
+
+  /**
+   * logOldestBelow is the timeline stream's oldest event of the group below
+   * `edge`, Cassandra's oldest retained seq (undefined: Cassandra holds none),
+   * by exact slot reads instead of a `next_by_subj` on the group's wildcard
+   * from stream seq 1, which nats-server answers by walking the stream from its
+   * start: a group's slots are dense and expire oldest first, so if the slot
+   * right below the edge is gone every older one is, and otherwise the oldest
+   * is bisected for (JetStreamSequencer.readOldestFrom). undefined if the
+   * stream holds none.
+   */
+  private async logOldestBelow(groupId: string, edge: number | undefined): Promise<GroupEvent | undefined> {
+    if (edge !== undefined) {
+      if (edge <= 1 || !(await this.sequencer.readLog(groupId, edge - 1))) return undefined;
+      return this.sequencer.readOldestFrom(groupId, 1, edge - 1);
+    }
+    const newest = await this.logHead(groupId, 0, Number.MAX_SAFE_INTEGER);
+    return newest ? this.sequencer.readOldestFrom(groupId, 1, newest.seq) : undefined;
   }
 
   /** getGroup is Cassandra's group with its head_seq raised to the timeline stream's newest event. */
