@@ -128,18 +128,20 @@ describe("StreamHub", () => {
     for (let i = 0; i < 5; i++) await append(gid, owner); // seqs 2..6
     const first = new RecordingSink();
     await hub.open(principal(owner), new Map(), first); // the channel is set up at head 6
-    await append(gid, owner); // seqs 7, 8: acknowledged, not yet on the bus (a client saw them through ListMessages)
-    await append(gid, owner);
+    const e7 = await append(gid, owner); // seqs 7, 8: acknowledged, not yet on the bus (a client saw them through ListMessages)
+    const e8 = await append(gid, owner);
     const sink = new RecordingSink();
     await hub.open(principal(owner), new Map([[gid, { seq: 8, epoch: "" }]]), sink);
     assert.ok(!sink.items.some((i) => i.message.payload.case === "cursorReset"), "no CursorReset for a current cursor");
     const ready = sink.items.find((i) => i.message.payload.case === "ready");
     assert.ok(ready?.message.payload.case === "ready");
     assert.equal(ready.message.payload.value.groups.find((g) => g.groupId === gid)?.headSeq, 8n, "StreamReady names the current head");
-    await append(gid, owner).then((e) => bus.publishEvent(e)); // seq 9, live
+    const e9 = await append(gid, owner); // seq 9, live
+    await bus.publishEvent(e9);
     await until(() => sink.eventSeqs(gid).length >= 1 && first.eventSeqs(gid).length >= 3);
-    assert.deepEqual(sink.eventSeqs(gid), [9], "resumed right after the cursor");
-    assert.deepEqual(first.eventSeqs(gid), [7, 8, 9], "the first stream repaired 7 and 8 from the store");
+    const idOf = (e: GroupEvent): [number, string] => [e.seq, e.body.type === "message" ? e.body.message.id : ""];
+    assert.deepEqual(sink.eventMessages(gid), [idOf(e9)], "resumed right after the cursor, with the stored event");
+    assert.deepEqual(first.eventMessages(gid), [e7, e8, e9].map(idOf), "the first stream repaired 7 and 8 from the store: each stored event at its seq");
     // A cursor truly ahead of the timeline is still reset.
     const ahead = new RecordingSink();
     await hub.open(principal(owner), new Map([[gid, { seq: 99, epoch: "" }]]), ahead);
@@ -182,9 +184,58 @@ describe("StreamHub", () => {
       assert.equal(ready.message.payload.value.groups[0]?.headSeq, 7n, "the head the channel heard live");
       assert.deepEqual(groupReads, [gid], "still one group read");
       await until(() => sinks.every((s) => s.eventSeqs(gid).length >= 1));
-      for (const sink of sinks) assert.deepEqual(sink.eventSeqs(gid), [7]);
+      const id7 = e7.body.type === "message" ? e7.body.message.id : "";
+      for (const sink of sinks) assert.deepEqual(sink.eventMessages(gid), [[7, id7]], "the stored event at seq 7, once");
     } finally {
       once.shutdown();
+    }
+  });
+
+  it("releases every channel of a stream whose setup failed, also one whose setup ends after the failure", async () => {
+    const user = { id: newId(), username: "setupfails" };
+    const ids = [await groupWith([user]), await groupWith([user]), await groupWith([user])];
+    const [failing, slowGroup] = [ids[0] as string, ids[1] as string];
+    let releaseSlow = () => {};
+    const slow = new Promise<void>((r) => {
+      releaseSlow = r;
+    });
+    const flaky: Store = Object.assign(Object.create(store) as Store, {
+      getGroup: async (groupId: string) => {
+        if (groupId === failing) throw new Error("store unavailable");
+        if (groupId === slowGroup) await slow;
+        return store.getGroup(groupId);
+      },
+    });
+    const subscribed = new Map<string, number>();
+    const counting = Object.assign(Object.create(bus) as MemoryEventBus, {
+      subscribeGroup: async (groupId: string, handler: (event: GroupEvent) => void) => {
+        const sub = await bus.subscribeGroup(groupId, handler);
+        subscribed.set(groupId, (subscribed.get(groupId) ?? 0) + 1);
+        let done = false;
+        return {
+          unsubscribe: () => {
+            if (!done) subscribed.set(groupId, (subscribed.get(groupId) ?? 0) - 1);
+            done = true;
+            sub.unsubscribe();
+          },
+        };
+      },
+    });
+    const failingHub = new StreamHub({ store: flaky, bus: counting, clock: systemClock, settings: { heartbeatMs: 60_000, bufferMaxBytes: 1 << 20, catchUpBatch: 10 } });
+    try {
+      const sink = new RecordingSink();
+      await failingHub.open(principal(user), new Map(), sink);
+      assert.equal(sink.ended?.error?.kind, "Unavailable", "the stream ended retryably");
+      assert.ok(!sink.items.some((i) => i.message.payload.case === "ready"), "no StreamReady");
+      releaseSlow();
+      await until(() => ids.every((id) => subscribed.get(id) === 0));
+      assert.deepEqual(
+        ids.map((id) => subscribed.get(id)),
+        [0, 0, 0],
+        "every group's subscription ended",
+      );
+    } finally {
+      failingHub.shutdown();
     }
   });
 

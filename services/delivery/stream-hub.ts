@@ -335,23 +335,31 @@ export class StreamHub {
 
   /**
    * acquireChannels acquires the channel of each group that exists (a group
-   * whose row is gone is left out), at most CHANNEL_SETUPS set up at once;
-   * if any fails, those acquired are released and the error is thrown.
+   * whose row is gone is left out), in the order given, at most
+   * CHANNEL_SETUPS set up at once; if any fails, every channel acquired is
+   * released (also those whose setup ends after the failure) and the error
+   * is thrown.
    */
   private async acquireChannels(groupIds: readonly string[]): Promise<GroupChannel[]> {
-    const acquired: GroupChannel[] = [];
+    const acquired = new Set<GroupChannel>();
+    let failed = false;
     try {
-      await mapLimit(groupIds, CHANNEL_SETUPS, async (groupId) => {
+      const channels = await mapLimit(groupIds, CHANNEL_SETUPS, async (groupId) => {
+        if (failed) return undefined;
         const channel = await this.acquireChannel(groupId);
-        if (channel.found) acquired.push(channel);
-        else this.releaseChannel(channel);
+        if (failed || !channel.found) {
+          this.releaseChannel(channel);
+          return undefined;
+        }
+        acquired.add(channel);
+        return channel;
       });
+      return channels.filter((c): c is GroupChannel => c !== undefined);
     } catch (e) {
+      failed = true;
       for (const channel of acquired) this.releaseChannel(channel);
       throw e;
     }
-    const order = new Map(groupIds.map((id, i) => [id, i]));
-    return acquired.sort((a, b) => (order.get(a.groupId) ?? 0) - (order.get(b.groupId) ?? 0));
   }
 
   /**

@@ -49,6 +49,13 @@ export class RecordingSink implements StreamSink {
   end(error?: ChatError): void {
     this.ended ??= { error };
   }
+  /** eventMessages lists the message events written for the group as [seq, message id] (which event came at each seq). */
+  eventMessages(groupId: string): [number, string][] {
+    return this.items.flatMap((i) => {
+      const p = i.message.payload;
+      return p.case === "event" && p.value.groupId === groupId && p.value.kind.case === "message" ? [[Number(p.value.seq), p.value.kind.value.messageId] as [number, string]] : [];
+    });
+  }
   eventSeqs(groupId: string): number[] {
     return this.items.flatMap((i) =>
       i.message.payload.case === "event" && i.message.payload.value.groupId === groupId ? [Number(i.message.payload.value.seq)] : [],

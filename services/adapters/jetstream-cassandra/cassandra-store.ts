@@ -5,10 +5,10 @@
  * persister (docs/production.md; README.md of this folder):
  *
  * 1. know the group's last event (stream seq S, group seq N): the
- *    sequencer's remembered tail, or read (an empty subject means N =
- *    head_seq in Cassandra; head_seq, read alongside, is also a floor for
- *    N, should JetStream ever lose a tail of acknowledged events that
- *    Cassandra holds);
+ *    sequencer's remembered tail, or found from head_seq in Cassandra by
+ *    exact slot reads (JetStreamSequencer.lastFrom; an empty slot after
+ *    it means N = head_seq, which is also a floor for N, should JetStream
+ *    ever lose a tail of acknowledged events that Cassandra holds);
  * 2. publish the event with seq N + 1 on its slot subject, expecting the
  *    slot empty (a lost race retries from 1; a duplicate Nats-Msg-Id
  *    returns the original); the stream's ack is the write's durability;
@@ -26,8 +26,8 @@
  *
  * - appendMessage checks membership (as of the group's latest change and
  *   reused while it stays the latest, see memberAsOf), then sequences (on
- *   the group's remembered tail, or reading the stream's last event and
- *   head_seq together when there is none) with Nats-Msg-Id
+ *   the group's remembered tail, or on the last event found from head_seq
+ *   when there is none) with Nats-Msg-Id
  *   `msg:<group>:<sender>:<client message id>`, so a retry racing the
  *   original (or following a crash after the publish) is deduped by
  *   JetStream within its duplicate window.
