@@ -45,7 +45,6 @@ let groups: SenderGroup[] = [];
 const heads: Record<string, number> = {};
 let firstError: string | undefined;
 let counter = 0;
-let sequence = 0;
 
 /** PhaseRun is one phase in progress. */
 class PhaseRun {
@@ -61,6 +60,8 @@ class PhaseRun {
   readonly lag = newHistogram();
   readonly total: number;
   lastResponseUs = 0;
+  /** The next group of a sequential pick, counted from the phase's first group. */
+  sequence = 0;
 
   constructor(
     readonly spec: SenderPhase,
@@ -99,7 +100,9 @@ function issue(run: PhaseRun, scheduledUs: number): void {
     run.skipped++;
     return;
   }
-  const gi = cfg.pick === "sequential" ? sequence++ % groups.length : Math.floor(Math.random() * groups.length);
+  const from = Math.max(0, run.spec.groups?.from ?? 0);
+  const span = Math.max(1, Math.min(groups.length, run.spec.groups?.to ?? groups.length) - from);
+  const gi = from + (cfg.pick === "sequential" ? run.sequence++ % span : Math.floor(Math.random() * span));
   const group = groups[gi] as SenderGroup;
   const token = group.tokens[Math.floor(Math.random() * group.tokens.length)] as string;
   let path: string;

@@ -120,6 +120,11 @@ export interface SenderPhase {
   /** Messages per second, open loop. */
   readonly rate: number;
   readonly durationMs: number;
+  /**
+   * groups: picks only among the sender's groups [from, to) (default all); with pick "sequential" each phase starts
+   * at `from` and takes them in turn.
+   */
+  readonly groups?: { readonly from: number; readonly to: number };
 }
 
 /** SenderGroup is one group the sender may post to, with its members' tokens. */
