@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { bucketsDelta, parseMetrics, serverMetricsText, summarizePhase, within } from "./lib/server-metrics.js";
 
-/** exposition writes a /metrics text like prom-client's: the two histograms and the GC summary the summary reads. */
-function exposition(o: { delivery: number[]; commits: number[]; minor: [number, number]; major: [number, number]; incremental: number; started?: number }): string {
+/** exposition writes a /metrics text like prom-client's: the three histograms and the GC summary the summary reads. */
+function exposition(o: { delivery: number[]; commits: number[]; appends?: number[]; minor: [number, number]; major: [number, number]; incremental: number; started?: number }): string {
   const bounds = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1"];
   const hist = (name: string, cum: number[]) =>
     [
@@ -17,6 +17,7 @@ function exposition(o: { delivery: number[]; commits: number[]; minor: [number, 
   return [
     hist("chat_delivery_latency_seconds", o.delivery),
     hist("chat_store_commit_seconds", o.commits),
+    hist("chat_send_append_seconds", o.appends ?? [0, 0, 0, 0, 0, 0, 0, 0]),
     `nodejs_gc_duration_seconds_count{kind="minor"} ${o.minor[0]}`,
     `nodejs_gc_duration_seconds_sum{kind="minor"} ${o.minor[1]}`,
     `nodejs_gc_duration_seconds_count{kind="major"} ${o.major[0]}`,
@@ -41,7 +42,13 @@ describe("server metrics of a phase", () => {
     const after = [
       // +1,000 deliveries: 950 ≤ 5 ms, 990 ≤ 10 ms, all ≤ 25 ms; 3 scavenges (+6 ms), 1 full (+8 ms, +4 ms of marking steps).
       parseMetrics(
-        exposition({ delivery: [110, 510, 810, 960, 1000, 1010, 1010, 1010], commits: [50, 90, 96, 98, 99, 100, 100, 100], minor: [8, 0.016], major: [2, 0.028], incremental: 0.004 }),
+        exposition({
+          delivery: [110, 510, 810, 960, 1000, 1010, 1010, 1010],
+          commits: [50, 90, 96, 98, 99, 100, 100, 100],
+          // +100 appends: 80 ≤ 5 ms, 90 ≤ 10 ms, 99 ≤ 25 ms.
+          appends: [0, 10, 40, 80, 90, 99, 100, 100],
+          minor: [8, 0.016], major: [2, 0.028], incremental: 0.004,
+        }),
       ),
       // +1,000 deliveries: all ≤ 5 ms; 1 commit over 50 ms.
       parseMetrics(exposition({ ...zero, delivery: [1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000], commits: [0, 0, 0, 0, 0, 0, 0, 1] })),
@@ -55,11 +62,12 @@ describe("server metrics of a phase", () => {
     assert.equal(m.delivery.within10ms, 1990 / 2000);
     assert.equal(m.delivery.within25ms, 1);
     assert.deepEqual(m.commits, { count: 101, over10ms: 2, over50ms: 1 });
+    assert.deepEqual(m.appends, { count: 100, within5ms: 0.8, within10ms: 0.9, within25ms: 0.99 });
     assert.equal(m.gc.minor.count, 3);
     assert.ok(Math.abs(m.gc.minor.seconds - 0.006) < 1e-9);
     assert.equal(m.gc.full.count, 1, "incremental marking steps are not collections of their own");
     assert.ok(Math.abs(m.gc.full.seconds - 0.012) < 1e-9);
-    assert.match(serverMetricsText(m), /^at → written ≤ 5 ms 97\.50%, ≤ 10 ms 99\.50%, ≤ 25 ms 100\.00% of 2,000; commits 101 \(2 > 10 ms, 1 > 50 ms\); GC ≥ 3 scavenges ≥ 6 ms, ≥ 1 full ≥ 12 ms \(2 of 4 processes answered\)$/);
+    assert.match(serverMetricsText(m), /^at → written ≤ 5 ms 97\.50%, ≤ 10 ms 99\.50%, ≤ 25 ms 100\.00% of 2,000; appends ≤ 5 ms 80\.00%, ≤ 10 ms 90\.00%, ≤ 25 ms 99\.00% of 100; commits 101 \(2 > 10 ms, 1 > 50 ms\); GC ≥ 3 scavenges ≥ 6 ms, ≥ 1 full ≥ 12 ms \(2 of 4 processes answered\)$/);
   });
 
   it("says so when no process answered, instead of reporting zeros as a measurement", () => {

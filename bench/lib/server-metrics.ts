@@ -80,6 +80,8 @@ export interface ServerPhaseMetrics {
   readonly delivery: { count: number; within5ms?: number; within10ms?: number; within25ms?: number };
   /** Embedded store commits (with their fsync); none on the production topology. Over a bound: undefined if the histogram lacks it. */
   readonly commits: { count: number; over10ms: number | undefined; over50ms: number | undefined };
+  /** Sends' appends (membership check and made durable: chat_send_append_seconds), by share within a bound. */
+  readonly appends: { count: number; within5ms?: number; within10ms?: number; within25ms?: number };
   /**
    * V8 collections: scavenges (minor) and full ones (major; their time includes the incremental marking steps).
    * Lower bounds: prom-client observes only the first GC entry of each batch its PerformanceObserver gets.
@@ -100,6 +102,7 @@ export function summarizePhase(before: readonly (Metrics | undefined)[], after: 
   });
   const delivery = bucketsDelta(pairs, "chat_delivery_latency_seconds");
   const commits = bucketsDelta(pairs, "chat_store_commit_seconds");
+  const appends = bucketsDelta(pairs, "chat_send_append_seconds");
   const over = (b: Buckets, s: number) => {
     if (b.count === 0) return 0;
     const share = within(b, s);
@@ -118,6 +121,7 @@ export function summarizePhase(before: readonly (Metrics | undefined)[], after: 
       within10ms: within(delivery, 0.01),
       within25ms: within(delivery, 0.025),
     },
+    appends: { count: appends.count, within5ms: within(appends, 0.005), within10ms: within(appends, 0.01), within25ms: within(appends, 0.025) },
     commits: { count: commits.count, over10ms: over(commits, 0.01), over50ms: over(commits, 0.05) },
     gc: { minor: gc("minor", ["minor"]), full: gc("major", ["major", "incremental"]) },
   };
@@ -131,6 +135,9 @@ export function serverMetricsText(m: ServerPhaseMetrics): string {
   const d = m.delivery;
   const parts = [
     `at → written ≤ 5 ms ${pct(d.within5ms)}, ≤ 10 ms ${pct(d.within10ms)}, ≤ 25 ms ${pct(d.within25ms)} of ${d.count.toLocaleString("en-US")}`,
+    ...(m.appends.count > 0
+      ? [`appends ≤ 5 ms ${pct(m.appends.within5ms)}, ≤ 10 ms ${pct(m.appends.within10ms)}, ≤ 25 ms ${pct(m.appends.within25ms)} of ${m.appends.count.toLocaleString("en-US")}`]
+      : []),
     ...(m.commits.count > 0 ? [`commits ${m.commits.count.toLocaleString("en-US")} (${m.commits.over10ms ?? "?"} > 10 ms, ${m.commits.over50ms ?? "?"} > 50 ms)`] : []),
     `GC ≥ ${m.gc.minor.count} scavenges ≥ ${(m.gc.minor.seconds * 1000).toFixed(0)} ms, ≥ ${m.gc.full.count} full ≥ ${(m.gc.full.seconds * 1000).toFixed(0)} ms`,
   ];

@@ -3,7 +3,7 @@ import type { Fanout } from "../core/fanout.js";
 import { newId } from "../core/ids.js";
 import type { Membership } from "../core/membership.js";
 import type { ChatMessage } from "../core/model.js";
-import type { Clock, GroupStore, RateLimit, RateLimiter, RecentMessages } from "../core/ports.js";
+import type { AppendResult, Clock, GroupStore, RateLimit, RateLimiter, RecentMessages } from "../core/ports.js";
 import type { Principal } from "../core/principal.js";
 import { takeToken } from "../core/rate-limit.js";
 import { type HistoryAnchor, pageFromRecent, recentScanFor } from "../core/recent-history.js";
@@ -55,6 +55,12 @@ export class MessageService {
       onCacheError?: (e: unknown) => void;
       /** onHistoryPage hears where each page came from. */
       onHistoryPage?: (source: "cache" | "store") => void;
+      /**
+       * onAppend hears how long each accepted send's append took, in seconds: the store's membership check and
+       * the message made durable (production: the timeline's publish with its linger and the log's quorum),
+       * whether it succeeded or not.
+       */
+      onAppend?: (seconds: number) => void;
       clock: Clock;
       settings: MessageSettings;
     },
@@ -103,14 +109,21 @@ export class MessageService {
       await takeToken(this.deps.limiter, `send:user:${caller.userId}`, this.deps.settings.sendsPerUser, "messages");
       // The send's one membership check is the store's: appendMessage refuses a non-member (NotFound, exactly as
       // for a missing group) at the event's place in the timeline, which a check made before it could not promise.
-      const { event, duplicate } = await this.deps.store.appendMessage({
-        id: newId(),
-        groupId,
-        sender: { id: caller.userId, username: caller.username },
-        text,
-        clientMessageId,
-        sentAt: this.deps.clock.now(),
-      });
+      const appendStarted = performance.now();
+      let appended: AppendResult;
+      try {
+        appended = await this.deps.store.appendMessage({
+          id: newId(),
+          groupId,
+          sender: { id: caller.userId, username: caller.username },
+          text,
+          clientMessageId,
+          sentAt: this.deps.clock.now(),
+        });
+      } finally {
+        this.deps.onAppend?.((performance.now() - appendStarted) / 1000);
+      }
+      const { event, duplicate } = appended;
       await this.deps.fanout.event(event);
       return { message: event.body.message, duplicate };
     } finally {

@@ -156,6 +156,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     limiter,
     onCacheError: (err) => logger.debug({ err }, "recent-messages cache failed; using the store"),
     onHistoryPage: (source) => metrics.historyPage(source),
+    onAppend: (seconds) => metrics.sendAppend(seconds),
     clock,
     settings: {
       maxTextBytes: config.maxTextBytes,

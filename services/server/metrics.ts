@@ -55,6 +55,7 @@ export class AppMetrics {
   private readonly sends: Counter<"code" | "via">;
   private readonly historyPages: Counter<"source">;
   private readonly storeCommits: WeightedHistogram;
+  private readonly sendAppends: WeightedHistogram;
   private activeStreams: () => number = () => 0;
   private sendsInFlight: () => number = () => 0;
   private sendsShed: () => number = () => 0;
@@ -84,6 +85,14 @@ export class AppMetrics {
       "Embedded store (SQLite) only: duration of each group commit of sent messages, one transaction including its WAL " +
         "fsync, run on the event loop. Every stream and call of the process waits while it runs, so a slow disk shows " +
         "here first. Not reported with the Cassandra store.",
+      LATENCY_BUCKETS,
+      this.registry,
+    );
+    this.sendAppends = new WeightedHistogram(
+      "chat_send_append_seconds",
+      "Duration of each accepted send's append on this process: the store's membership check and the message made " +
+        "durable (embedded: the SQLite group commit; production: the timeline's publish, its linger and the log's " +
+        "quorum), failed appends included. SendMessage's time beyond it is the call itself, the rate limit and the fanout.",
       LATENCY_BUCKETS,
       this.registry,
     );
@@ -211,6 +220,11 @@ export class AppMetrics {
   /** storeCommit records one group commit of the embedded store that took `seconds`. */
   storeCommit(seconds: number): void {
     this.storeCommits.observe(seconds, 1);
+  }
+
+  /** sendAppend records one send's append that took `seconds`. */
+  sendAppend(seconds: number): void {
+    this.sendAppends.observe(seconds, 1);
   }
 
   /** countSendsWith sets where chat_sends_in_flight and chat_sends_shed_total read their numbers (at scrape time). */

@@ -180,6 +180,10 @@ describe("metrics", () => {
     const commits = delta("chat_store_commit_seconds_count");
     assert.ok(commits >= 1 && commits <= 2, `store commits: ${commits}`);
     assert.ok(delta("chat_store_commit_seconds_sum") > 0);
+    // One append timed per accepted send (the refused ones never reached the store).
+    assert.equal(delta("chat_send_append_seconds_count"), 2);
+    assert.equal(delta("chat_send_append_seconds_bucket", { le: "+Inf" }), 2);
+    assert.ok(delta("chat_send_append_seconds_sum") > 0);
     // Two events, each received once from the bus and written to all four streams.
     assert.equal(delta("chat_bus_events_received_total"), 2);
     assert.equal(delta("chat_bus_lag_seconds_count"), 2);
