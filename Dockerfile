@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # One image for every chat service; SERVICES (or --services=) picks what a container serves.
-# Built and used by docker-compose.yml. TypeScript runs through tsx at run time (no build step),
-# so tsx is a runtime dependency in package.json and the sources ship in the image.
+# Built and used by docker-compose.yml. The server runs compiled: `npm run build` (esbuild, a runtime
+# dependency) writes dist/ in the image; tsx stays a runtime dependency for the migrations and the CLI.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -39,9 +39,11 @@ COPY --from=deps /app/node_modules ./node_modules
 # Sources stay owned by root and read-only for the service user. .dockerignore keeps out
 # node_modules, data, .git and local secrets.
 COPY . .
+# dist/: the server's TypeScript compiled to JavaScript (scripts/build-server.mjs), read-only for the service user.
+RUN node scripts/build-server.mjs
 USER node
 EXPOSE 8080
 # node is PID 1 and handles SIGTERM itself (graceful shutdown: health NOT_SERVING, streams told
 # to reconnect, in-flight calls finish within SHUTDOWN_GRACE).
 STOPSIGNAL SIGTERM
-CMD ["node", "--import", "tsx", "services/main.ts"]
+CMD ["node", "--enable-source-maps", "dist/services/main.js"]

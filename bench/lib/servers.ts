@@ -4,6 +4,7 @@
  * an already running server given by URL, or the reference: a bare broadcast
  * server (bench/reference/broadcast-server.ts) to compare the others with.
  */
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,6 +15,8 @@ import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const MAIN = join(REPO, "services/main.ts");
+/** BUILT_MAIN is MAIN compiled by scripts/build-server.mjs, as production runs it (buildServer makes it). */
+const BUILT_MAIN = join(REPO, "dist/services/main.js");
 const REFERENCE = join(REPO, "bench/reference/broadcast-server.ts");
 
 /** TargetKind names a server under test. */
@@ -109,7 +112,9 @@ async function startServerProc(
 ): Promise<ServerProc> {
   let port = 0;
   let failed = "";
-  const managed = await spawnGuarded(name, [...opts.serverNodeArgs, "--import", "tsx", program.script, ...(services ? [`--services=${services}`] : [])], {
+  // The chat server runs compiled, as in production (buildServer); other programs (the reference) through tsx.
+  const run = program.script === MAIN ? [BUILT_MAIN] : ["--import", "tsx", program.script];
+  const managed = await spawnGuarded(name, [...opts.serverNodeArgs, ...run, ...(services ? [`--services=${services}`] : [])], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     ...(opts.logDir ? { logFile: join(opts.logDir, `${name}.log`) } : {}),
@@ -165,9 +170,15 @@ async function referenceTarget(opts: TargetOptions): Promise<Target> {
 /** startTarget starts (or attaches to) the server under test. */
 export async function startTarget(opts: TargetOptions): Promise<Target> {
   if (opts.kind === "url") return urlTarget(opts);
-  if (opts.kind === "embedded") return embeddedTarget(opts);
   if (opts.kind === "reference") return referenceTarget(opts);
+  buildServer();
+  if (opts.kind === "embedded") return embeddedTarget(opts);
   return productionTarget(opts);
+}
+
+/** buildServer compiles the server to dist/ (scripts/build-server.mjs, a fraction of a second) before it is started. */
+function buildServer(): void {
+  execFileSync(process.execPath, [join(REPO, "scripts/build-server.mjs")], { cwd: REPO, stdio: "inherit" });
 }
 
 function urlTarget(opts: TargetOptions): Target {

@@ -1,5 +1,5 @@
 /**
- * The server as `npm start` runs it: a real child process on the embedded
+ * The server as `npm start` runs it (compiled to dist/ first): a real child process on the embedded
  * defaults that keeps its data across restarts, rejects bad configuration
  * with every problem listed, and shuts down cleanly on SIGTERM.
  */
@@ -66,6 +66,10 @@ describe("server process", () => {
     const first = run(env, true); // SIGTERM goes to npm, which must pass it on to the server
     await waitForOutput(first, /chat server listening/);
     const baseUrl = `http://127.0.0.1:${port}`;
+    // `npm start` runs the compiled server (dist/, scripts/build-server.mjs): the web app is copied beside it.
+    const page = await fetch(`${baseUrl}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<script type="module" src="\/assets\//);
     const alice = await registerUser(baseUrl, "connect", "proc");
     const { group } = await alice.groups.createGroup({ name: "persisted" });
     assert.ok(group);
