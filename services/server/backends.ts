@@ -164,6 +164,7 @@ async function openRest(
       name: connectionName,
       logger,
       replicas: config.timelineReplicas,
+      groupSubscriptions: config.busGroupSubscriptions,
     });
     bus = storePublishes ? storePublishesEvents(nats) : nats;
     checks.push({ name: "nats", critical: true, healthy: () => nats.isHealthy() });

@@ -46,6 +46,7 @@ describe("loadConfig", () => {
       maxGroupsPerUser: 5000,
       timelineReplicas: 1,
       timelinePublishLingerMs: 10,
+      busGroupSubscriptions: "shared",
       sendsPerSecond: 10,
       sendBurst: 30,
       sendMaxInFlight: 1000,
@@ -148,6 +149,7 @@ describe("loadConfig", () => {
       [{ MAX_GROUP_MEMBERS: "2" }, (c) => c.maxGroupMembers, 2],
       [{ TIMELINE_REPLICAS: "3" }, (c) => c.timelineReplicas, 3],
       [{ TIMELINE_PUBLISH_LINGER: "0ms" }, (c) => c.timelinePublishLingerMs, 0],
+      [{ BUS_GROUP_SUBSCRIPTIONS: "each" }, (c) => c.busGroupSubscriptions, "each"],
       [{ MAX_GROUPS_PER_USER: "10000" }, (c) => c.maxGroupsPerUser, 10_000],
       [{ SENDS_PER_SECOND: "5" }, (c) => c.sendsPerSecond, 5],
       [{ SEND_BURST: "8" }, (c) => c.sendBurst, 8],
@@ -270,6 +272,7 @@ describe("loadConfig", () => {
     assert.deepEqual(configError({ LOG_LEVEL: "INFO" }).problems, [
       'LOG_LEVEL: "INFO" must be one of fatal, error, warn, info, debug, trace, silent',
     ]);
+    assert.deepEqual(configError({ BUS_GROUP_SUBSCRIPTIONS: "all" }).problems, ['BUS_GROUP_SUBSCRIPTIONS: "all" must be one of shared, each']);
     assert.match(configError({ STORE_URL: "sqlite:" }).problems[0] ?? "", /STORE_URL: "sqlite:" is not supported/);
   });
 

@@ -48,6 +48,8 @@ export interface Config {
   readonly timelineReplicas: number;
   /** Linger of the timeline's publishes (TIMELINE_PUBLISH_LINGER), ms: under load a send waits up to this long so that sends reach NATS in bursts (fewer raft rounds). */
   readonly timelinePublishLingerMs: number;
+  /** How a stream process listens to groups' events on NATS (BUS_GROUP_SUBSCRIPTIONS): a subscription per group, or one for all. */
+  readonly busGroupSubscriptions: "each" | "shared";
   /** Sustained sends per user per second, and the burst allowed above it. */
   readonly sendsPerSecond: number;
   readonly sendBurst: number;
@@ -190,6 +192,8 @@ export const SETTINGS = {
     "replicas of the JetStream timeline stream with BUS_URL=nats://: 1 (default; a lone nats-server) or 3 (production: a 3-node NATS cluster; a send's ack then means stored on a quorum of the three, docs/production.md)",
   TIMELINE_PUBLISH_LINGER:
     "with BUS_URL=nats://, the least time between two batches of the timeline's publishes: a send made sooner after the last batch waits for the next, so under load sends reach NATS in bursts that its replication handles in fewer rounds; a send after a quiet spell goes at once (0ms = no linger; default 10ms; docs/production.md, Publish linger)",
+  BUS_GROUP_SUBSCRIPTIONS:
+    "with BUS_URL=nats://, how a stream process listens to groups' events and users' notices: shared (default) = one NATS subscription to every group's events and one to every user's notices, those of groups and users it holds no stream of dropped unread, ~1 KB per group it follows; each = one subscription per group and user it follows, ~2 KB each, and NATS sends it only those groups' events: better when each stream process follows few of many busy groups (docs/production.md, NATS)",
   MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
@@ -313,6 +317,7 @@ export function loadConfig(env: Env): Config {
     maxGroupsPerUser: read.integer("MAX_GROUPS_PER_USER", 5000, 1, MAX_CURSORS),
     timelineReplicas: read.integer("TIMELINE_REPLICAS", 1, 1, 5),
     timelinePublishLingerMs: read.duration("TIMELINE_PUBLISH_LINGER", "10ms", 0, 1000),
+    busGroupSubscriptions: read.choice("BUS_GROUP_SUBSCRIPTIONS", "shared", ["shared", "each"] as const),
     sendsPerSecond: read.integer("SENDS_PER_SECOND", 10, 1, 1_000_000),
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),

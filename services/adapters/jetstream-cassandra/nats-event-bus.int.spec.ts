@@ -110,6 +110,83 @@ eventBusContract("nats", () => createNatsEventBus({ servers: NATS_URL ?? "", pre
   cleanup: () => deleteStreams(NATS_URL ?? "", [contractPrefix]),
 });
 
+const sharedPrefix = runPrefix("s");
+
+// The same contract with one NATS subscription to every group's events (groupSubscriptions "shared").
+eventBusContract(
+  "nats, shared group subscription",
+  () => createNatsEventBus({ servers: NATS_URL ?? "", prefix: sharedPrefix, name: "contract-shared-extra", groupSubscriptions: "shared" }),
+  {
+    skip,
+    makePair: async () => [
+      await createNatsEventBus({ servers: NATS_URL ?? "", prefix: sharedPrefix, name: "contract-shared-a", groupSubscriptions: "shared" }),
+      await createNatsEventBus({ servers: NATS_URL ?? "", prefix: sharedPrefix, name: "contract-shared-b", groupSubscriptions: "shared" }),
+    ],
+    cleanup: () => deleteStreams(NATS_URL ?? "", [sharedPrefix]),
+  },
+);
+
+describe("NatsEventBus with one subscription to every group (groupSubscriptions shared)", { skip }, () => {
+  const prefix = runPrefix("h");
+  const url = NATS_URL ?? "";
+
+  after(() => deleteStreams(url, [prefix]));
+
+  it("delivers each followed group's stored events in order, drops the others' unread, and stops a group at its last unsubscribe", async () => {
+    const writer = await createNatsEventBus({ servers: url, prefix, name: "shared-writer" });
+    const bus = await createNatsEventBus({ servers: url, prefix, name: "shared-reader", groupSubscriptions: "shared" });
+    const raw = await connect({ servers: url, name: "shared-raw" });
+    try {
+      const [g1, g2, quiet] = [newId(), newId(), newId()];
+      const seen: { groupId: string; seq: number; text: string }[] = [];
+      const view = (e: GroupEvent) => ({ groupId: e.groupId, seq: e.seq, text: e.body.type === "message" ? e.body.message.text : "" });
+      const sub1 = await bus.subscribeGroup(g1, (e) => seen.push(view(e)));
+      const sub1b = await bus.subscribeGroup(g1, () => {}); // a second local handler of g1
+      const sub2 = await bus.subscribeGroup(g2, (e) => seen.push(view(e)));
+      const before = bus.stats().decodeErrors;
+      // Garbage on a group nobody here follows is dropped unread; on a followed group it is counted.
+      raw.publish(bus.names.tailSlot(quiet, 1), "not json");
+      raw.publish(bus.names.tailSlot(g2, 99), "not json");
+      await raw.flush();
+      for (let seq = 1; seq <= 3; seq++) {
+        await writer.publishEvent(message(g1, seq, `g1-${seq}`));
+        await writer.publishEvent(message(quiet, seq + 1, `quiet-${seq + 1}`));
+        await writer.publishEvent(message(g2, seq, `g2-${seq}`));
+      }
+      await waitUntil("both groups' seq 3", () => seen.filter((e) => e.seq === 3).length === 2);
+      assert.deepEqual(
+        seen.filter((e) => e.groupId === g1),
+        [1, 2, 3].map((seq) => ({ groupId: g1, seq, text: `g1-${seq}` })),
+      );
+      assert.deepEqual(
+        seen.filter((e) => e.groupId === g2),
+        [1, 2, 3].map((seq) => ({ groupId: g2, seq, text: `g2-${seq}` })),
+      );
+      assert.equal(seen.length, 6, "nothing of the group nobody follows");
+      assert.equal(bus.stats().decodeErrors - before, 1, "only the followed group's garbage was read");
+
+      // g1 keeps going while one of its handlers remains; after the last, its events are no longer read.
+      sub1b.unsubscribe();
+      await writer.publishEvent(message(g1, 4, "g1-4"));
+      await waitUntil("g1 seq 4", () => seen.some((e) => e.groupId === g1 && e.seq === 4));
+      sub1.unsubscribe();
+      raw.publish(bus.names.tailSlot(g1, 98), "not json");
+      await raw.flush();
+      await writer.publishEvent(message(g1, 5, "g1-5"));
+      await writer.publishEvent(message(g2, 4, "g2-4"));
+      // The republishes come in stream order on one subscription: once g2's seq 4 is here, g1's seq 5 went by.
+      await waitUntil("g2 seq 4", () => seen.some((e) => e.groupId === g2 && e.seq === 4));
+      assert.ok(!seen.some((e) => e.groupId === g1 && e.seq === 5), "g1 is not delivered after its last unsubscribe");
+      assert.equal(bus.stats().decodeErrors - before, 1, "g1's garbage after its last unsubscribe was not read");
+      sub2.unsubscribe();
+    } finally {
+      await raw.close();
+      await bus.close();
+      await writer.close();
+    }
+  });
+});
+
 describe("NatsEventBus on the shared server", { skip }, () => {
   const prefix = runPrefix("a");
   const url = NATS_URL ?? "";

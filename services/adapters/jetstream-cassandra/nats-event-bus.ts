@@ -99,6 +99,20 @@ export interface NatsEventBusOptions extends TimelineOptions {
   readonly apiTimeoutMs?: number;
   /** ensureStream creates/updates the timeline stream at start and after each reconnect (default true); false = assume it exists. */
   readonly ensureStream?: boolean;
+  /**
+   * groupSubscriptions is how the bus listens to groups' events and users' notices (default "each"):
+   * - "each": one NATS subscription per group (`tail(groupId)`) and per user (`user(userId)`) with local
+   *   handlers: the server sends a process only those, and each costs the process a NATS subscription (~2 KB
+   *   of heap, compiled);
+   * - "shared": one NATS subscription to every group's events (`allTails`) and one to every user's notices
+   *   (`allUsers`), each taken at its first subscribe and kept until close; messages of groups or users with no
+   *   local handler are dropped unread (their subject is looked up, the body not decoded). A followed group or
+   *   user then costs ~1 KB, and the process receives every group's events: the better choice when each
+   *   process follows most groups (users spread over a few stream processes, each in many groups), the worse
+   *   when processes follow few of many busy groups.
+   * Either way the guarantees below are the same.
+   */
+  readonly groupSubscriptions?: "each" | "shared";
 }
 
 /** MAX_ATTEMPTS bounds the sends of one publish or subscribe confirmation (besides its time bound). */
@@ -136,11 +150,20 @@ interface Entry<T> {
   active: boolean;
 }
 
-/** Topic is one NATS subscription shared by all local handlers of its subject. */
+/** Topic is what the local handlers of one subject (a group's events, a user's notices) share. */
 interface Topic<T> {
-  readonly sub: NatsSubscription;
   readonly entries: Set<Entry<T>>;
-  /** Resolves once the server has the subscription (SUB flushed). */
+  /** receive hands one NATS message of the topic to its entries (used by the shared subscription's dispatch). */
+  readonly receive: (msg: Msg) => void;
+  /** Resolves once the server has the subscription the topic's messages come on (SUB flushed). */
+  readonly ready: Promise<void>;
+  /** release ends the topic's own NATS subscription, if it has one (not the shared one). */
+  readonly release: () => void;
+}
+
+/** Listening is a NATS subscription a topic's messages come on, and when the server has it. */
+interface Listening {
+  readonly release: () => void;
   readonly ready: Promise<void>;
 }
 
@@ -197,8 +220,12 @@ export class NatsEventBus implements EventBus {
   private readonly closeTimeoutMs: number;
   private readonly timeline: TimelineOptions;
   private readonly ensureOnReconnect: boolean;
+  /** Group topics by group id; user topics by subject. */
   private readonly groups = new Map<string, Topic<GroupEvent>>();
   private readonly users = new Map<string, Topic<UserNotice>>();
+  private readonly groupSubscriptions: "each" | "shared";
+  /** The subscriptions to every group's events and every user's notices (groupSubscriptions "shared"), by filter, once taken. */
+  private readonly shared = new Map<string, { readonly sub: NatsSubscription; readonly ready: Promise<void> }>();
   private readonly link: Link;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -223,6 +250,7 @@ export class NatsEventBus implements EventBus {
     this.closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
     this.timeline = { maxAgeMs: opts.maxAgeMs, duplicateWindowMs: opts.duplicateWindowMs, replicas: opts.replicas };
     this.ensureOnReconnect = opts.ensureStream ?? true;
+    this.groupSubscriptions = opts.groupSubscriptions ?? "each";
     this.link = new Link(!this.nc.isClosed());
     void this.watchStatus();
   }
@@ -264,7 +292,43 @@ export class NatsEventBus implements EventBus {
    */
   async subscribeGroup(groupId: string, handler: (event: GroupEvent) => void): Promise<Subscription> {
     this.assertOpen();
-    return this.subscribe(this.groups, this.names.tail(groupId), (entries) => this.tailReceiver(groupId, entries), handler);
+    const subject = this.names.tail(groupId); // also checks the id
+    const listen =
+      this.groupSubscriptions === "shared"
+        ? () => this.listenToAll(this.names.allTails, (msg) => this.groups.get(this.names.groupIdOfTail(msg.subject) ?? "")?.receive(msg))
+        : (receive: (msg: Msg) => void) => this.listen(subject, receive);
+    return this.subscribe(this.groups, groupId, (entries) => this.tailReceiver(groupId, entries), listen, handler);
+  }
+
+  /**
+   * listenToAll takes the shared subscription to `filter` (every group's
+   * tail, or every user's notices; groupSubscriptions "shared") at its first
+   * call, its messages going to `dispatch`, and returns it for every topic it
+   * carries. If the server never confirms it, it is dropped so that a later
+   * subscribe takes it afresh.
+   */
+  private listenToAll(filter: string, dispatch: (msg: Msg) => void): Listening {
+    let shared = this.shared.get(filter);
+    if (!shared) {
+      const sub = this.nc.subscribe(filter, {
+        callback: (err, msg) => {
+          if (err) {
+            this.log?.error({ subject: filter, err }, "NATS subscription failed");
+            return;
+          }
+          dispatch(msg);
+        },
+      });
+      const created = { sub, ready: this.untilDone("subscribe", this.subscribeTimeoutMs, () => this.nc.flush()) };
+      created.ready.catch(() => {
+        if (this.shared.get(filter) !== created) return;
+        this.shared.delete(filter);
+        sub.unsubscribe();
+      });
+      this.shared.set(filter, created);
+      shared = created;
+    }
+    return { release: () => {}, ready: shared.ready };
   }
 
   /**
@@ -370,7 +434,16 @@ export class NatsEventBus implements EventBus {
   /** subscribeUser subscribes `handler` to the user's notices (see the class comment). */
   async subscribeUser(userId: string, handler: (notice: UserNotice) => void): Promise<Subscription> {
     this.assertOpen();
-    return this.subscribe(this.users, this.names.user(userId), (entries) => (msg) => this.deliver(entries, decodeNotice(msg.data), msg.subject), handler);
+    const subject = this.names.user(userId);
+    return this.subscribe(
+      this.users,
+      subject,
+      (entries) => (msg) => this.deliver(entries, decodeNotice(msg.data), msg.subject),
+      this.groupSubscriptions === "shared"
+        ? () => this.listenToAll(this.names.allUsers, (msg) => this.users.get(msg.subject)?.receive(msg))
+        : (receive) => this.listen(subject, receive),
+      handler,
+    );
   }
 
   /** isHealthy tells whether the bus is open and connected to a server (for NOT_SERVING while NATS is unreachable). */
@@ -397,10 +470,12 @@ export class NatsEventBus implements EventBus {
         for (const topic of topics.values()) {
           for (const entry of topic.entries) entry.active = false;
           topic.entries.clear();
-          topic.sub.unsubscribe();
+          topic.release();
         }
         topics.clear();
       }
+      for (const { sub } of this.shared.values()) sub.unsubscribe();
+      this.shared.clear();
       this.closing = this.ownsConnection ? this.shutdown() : Promise.resolve();
     }
     return this.closing;
@@ -428,42 +503,33 @@ export class NatsEventBus implements EventBus {
   }
 
   /**
-   * subscribe adds `handler` to the topic of `subject`, making the topic (one
-   * NATS subscription whose messages go to `receiver(entries)`) if need be.
+   * subscribe adds `handler` to the topic `key` of `topics`, making the topic
+   * if need be: its messages go to `receiver(entries)`, and `listen` gives
+   * the NATS subscription they come on (released with the topic's last
+   * handler). If the server never confirms that subscription, the topic is
+   * forgotten at once, so a later subscribe starts afresh.
    */
   private async subscribe<T>(
     topics: Map<string, Topic<T>>,
-    subject: string,
+    key: string,
     receiver: (entries: Set<Entry<T>>) => (msg: Msg) => void,
+    listen: (receive: (msg: Msg) => void) => Listening,
     handler: (value: T) => void,
   ): Promise<Subscription> {
-    let topic = topics.get(subject);
+    let topic = topics.get(key);
     if (!topic) {
       const entries = new Set<Entry<T>>();
       const receive = receiver(entries);
-      const sub = this.nc.subscribe(subject, {
-        callback: (err, msg) => {
-          if (err) {
-            this.log?.error({ subject, err }, "NATS subscription failed");
-            return;
-          }
-          receive(msg);
-        },
-      });
-      const created: Topic<T> = {
-        sub,
-        entries,
-        ready: this.untilDone("subscribe", this.subscribeTimeoutMs, () => this.nc.flush()),
-      };
-      // If the server never confirms, forget the topic at once, so a later subscribe starts afresh.
-      created.ready.catch(() => {
-        if (topics.get(subject) !== created) return;
-        topics.delete(subject);
+      const { release, ready } = listen(receive);
+      const created: Topic<T> = { entries, receive, ready, release };
+      ready.catch(() => {
+        if (topics.get(key) !== created) return;
+        topics.delete(key);
         for (const e of entries) e.active = false;
         entries.clear();
-        sub.unsubscribe();
+        release();
       });
-      topics.set(subject, created);
+      topics.set(key, created);
       topic = created;
     }
     // A fresh entry per call, so the same function subscribed twice gets two subscriptions.
@@ -472,11 +538,11 @@ export class NatsEventBus implements EventBus {
     const unsubscribe = () => {
       if (!entry.active) return;
       entry.active = false;
-      const current = topics.get(subject);
+      const current = topics.get(key);
       if (!current?.entries.delete(entry)) return;
       if (current.entries.size === 0) {
-        topics.delete(subject);
-        current.sub.unsubscribe();
+        topics.delete(key);
+        current.release();
       }
     };
     try {
@@ -487,6 +553,20 @@ export class NatsEventBus implements EventBus {
     }
     if (this.closed) throw new ChatError("Unavailable", "the event bus is closed");
     return { unsubscribe };
+  }
+
+  /** listen takes a NATS subscription of its own for `subject`, whose messages go to `receive`. */
+  private listen(subject: string, receive: (msg: Msg) => void): Listening {
+    const sub = this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) {
+          this.log?.error({ subject, err }, "NATS subscription failed");
+          return;
+        }
+        receive(msg);
+      },
+    });
+    return { release: () => sub.unsubscribe(), ready: this.untilDone("subscribe", this.subscribeTimeoutMs, () => this.nc.flush()) };
   }
 
   /** deliver hands one decoded message (undefined: it did not decode, dropped and counted) to every active handler of its subject. */
