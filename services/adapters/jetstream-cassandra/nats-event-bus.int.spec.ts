@@ -446,12 +446,18 @@ describe("NatsEventBus across a nats-server restart (private server)", { skip: s
     // A bus whose time bounds outlast the outage.
     const patient = await createNatsEventBus({ ...opts, name: "fault-patient", publishTimeoutMs: 20_000, subscribeTimeoutMs: 20_000 });
     buses.push(patient);
+    // A bus listening to every group on one subscription (groupSubscriptions "shared"), which must come back too.
+    const shared = await createNatsEventBus({ ...opts, name: "fault-shared", groupSubscriptions: "shared" });
+    buses.push(shared);
 
     const g = newId();
     const seen: number[] = [];
+    const seenShared: GroupEvent[] = [];
     await sub.subscribeGroup(g, (e) => seen.push(e.seq));
+    await shared.subscribeGroup(g, (e) => seenShared.push(e));
+    const sharedSeqs = () => seenShared.map((e) => e.seq);
     for (const seq of [1, 2, 3, 4, 5]) await pub.publishEvent(message(g, seq));
-    await waitUntil("seq 1..5 before the restart", () => new Set(seen).size === 5);
+    await waitUntil("seq 1..5 before the restart", () => new Set(seen).size === 5 && new Set(sharedSeqs()).size === 5);
 
     // Kill the private server (SIGKILL, by its PID): every bus notices and reports unhealthy.
     await server.kill("SIGKILL");
@@ -499,23 +505,31 @@ describe("NatsEventBus across a nats-server restart (private server)", { skip: s
     // The subscriptions from before the restart and from during the outage deliver again. Publishing
     // is repeated (deduped in JetStream) in case a publish overtook a resubscription; bounded.
     const want = [7, 8, 9, 10];
-    for (let round = 0; round < 10 && !(want.every((s) => seen.includes(s)) && seen2.includes(1)); round++) {
-      for (const seq of want) if (!seen.includes(seq)) await pub.publishEvent(message(g, seq));
+    const allBack = () => want.every((s) => seen.includes(s) && sharedSeqs().includes(s)) && seen2.includes(1);
+    for (let round = 0; round < 10 && !allBack(); round++) {
+      for (const seq of want) if (!seen.includes(seq) || !sharedSeqs().includes(seq)) await pub.publishEvent(message(g, seq));
       if (!seen2.includes(1)) await pub.publishEvent(message(g2, 1));
       const deadline = Date.now() + 1000;
-      while (Date.now() < deadline && !(want.every((s) => seen.includes(s)) && seen2.includes(1))) await sleep(10);
+      while (Date.now() < deadline && !allBack()) await sleep(10);
     }
     assert.ok(
       want.every((s) => seen.includes(s)),
       `the subscription from before the restart delivers again (saw ${seen})`,
     );
+    assert.ok(
+      want.every((s) => sharedSeqs().includes(s)),
+      `the shared subscription from before the restart delivers again (saw ${sharedSeqs()})`,
+    );
     assert.deepEqual(seen2, [1], "the subscription made during the outage delivers");
 
     // The timeline holds every acknowledged event exactly once.
+    const stored = await storedEvents(server.url, sub.names, g);
     assert.deepEqual(
-      (await storedEvents(server.url, sub.names, g)).map((e) => e.seq),
+      stored.map((e) => e.seq),
       [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
     );
+    // What the shared subscription delivered at each seq is the event stored there.
+    for (const e of seenShared) assert.deepEqual(e, stored[e.seq - 1], `the shared bus's seq ${e.seq} is the stored event`);
     const nc = await connect({ servers: server.url });
     try {
       const info = await (await jetstreamManager(nc)).streams.info(pub.names.timelineStream);

@@ -23,12 +23,14 @@
  *   subscribeGroup).
  * - User notices are core NATS only (ephemeral, never stored).
  *
- * One NATS subscription per subject per bus, shared by all local handlers of
- * that subject: each message is decoded once and handed to every handler.
+ * The local handlers of one group (or user) share its topic: each message is
+ * decoded once and handed to every handler. The topic's messages come on a
+ * NATS subscription of its own (groupSubscriptions "each") or on the bus's
+ * one subscription to every group's tail or every user's notices ("shared").
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect, headers } from "@nats-io/transport-node";
-import type { Msg, NatsConnection, Subscription as NatsSubscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { ChatError } from "../../core/errors.js";
@@ -225,7 +227,7 @@ export class NatsEventBus implements EventBus {
   private readonly users = new Map<string, Topic<UserNotice>>();
   private readonly groupSubscriptions: "each" | "shared";
   /** The subscriptions to every group's events and every user's notices (groupSubscriptions "shared"), by filter, once taken. */
-  private readonly shared = new Map<string, { readonly sub: NatsSubscription; readonly ready: Promise<void> }>();
+  private readonly shared = new Map<string, Listening>();
   private readonly link: Link;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -310,20 +312,11 @@ export class NatsEventBus implements EventBus {
   private listenToAll(filter: string, dispatch: (msg: Msg) => void): Listening {
     let shared = this.shared.get(filter);
     if (!shared) {
-      const sub = this.nc.subscribe(filter, {
-        callback: (err, msg) => {
-          if (err) {
-            this.log?.error({ subject: filter, err }, "NATS subscription failed");
-            return;
-          }
-          dispatch(msg);
-        },
-      });
-      const created = { sub, ready: this.untilDone("subscribe", this.subscribeTimeoutMs, () => this.nc.flush()) };
+      const created = this.listen(filter, dispatch);
       created.ready.catch(() => {
         if (this.shared.get(filter) !== created) return;
         this.shared.delete(filter);
-        sub.unsubscribe();
+        created.release();
       });
       this.shared.set(filter, created);
       shared = created;
@@ -474,7 +467,7 @@ export class NatsEventBus implements EventBus {
         }
         topics.clear();
       }
-      for (const { sub } of this.shared.values()) sub.unsubscribe();
+      for (const { release } of this.shared.values()) release();
       this.shared.clear();
       this.closing = this.ownsConnection ? this.shutdown() : Promise.resolve();
     }
