@@ -21,7 +21,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { connect, headers, nanos } from "@nats-io/transport-node";
+import { RequestError, connect, headers, nanos } from "@nats-io/transport-node";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream";
@@ -48,9 +48,22 @@ function parseAck(m: Msg): PubAck {
   return { ok: true, seq: j.seq ?? 0, duplicate: j.duplicate === true };
 }
 
-/** jsPublish publishes with `hdrs` and resolves with the JetStream reply (a timeout or no-responders rejects). */
+/**
+ * jsPublish publishes with `hdrs` and resolves with the JetStream reply (a timeout rejects). "No responders" is
+ * retried for up to 2 s: a stream just added has its subjects' interest on the other nodes of the cluster only
+ * once that news has reached them, and a publish nobody received stored nothing, so sending it again changes
+ * nothing a round counts.
+ */
 async function jsPublish(nc: NatsConnection, subject: string, body: string, hdrs: MsgHdrs, timeoutMs = 2_000): Promise<PubAck> {
-  return parseAck(await nc.request(subject, enc.encode(body), { headers: hdrs, timeout: timeoutMs }));
+  const giveUp = Date.now() + 2_000;
+  for (;;) {
+    try {
+      return parseAck(await nc.request(subject, enc.encode(body), { headers: hdrs, timeout: timeoutMs }));
+    } catch (e) {
+      if (!(e instanceof RequestError && e.isNoResponders()) || Date.now() > giveUp) throw e;
+      await sleep(20);
+    }
+  }
 }
 
 function hdrs(values: Record<string, string>): MsgHdrs {
