@@ -6,7 +6,7 @@
  */
 import { startApp } from "./server/app.js";
 import { ConfigError, argsToEnv, loadConfig } from "./server/config.js";
-import { turnOffPretenuring } from "./server/gc-tuning.js";
+import { setHeapGrowingPercent, turnOffPretenuring } from "./server/gc-tuning.js";
 
 async function main(): Promise<void> {
   turnOffPretenuring();
@@ -20,6 +20,7 @@ async function main(): Promise<void> {
     }
     throw e;
   }
+  setHeapGrowingPercent(config.heapGrowingPercent);
   const app = await startApp(config);
   // The first SIGTERM or SIGINT starts the graceful stop; later ones are ignored, never the default "die now":
   // Ctrl-C on `npm start` delivers SIGINT twice (the terminal signals the whole process group, and npm passes its

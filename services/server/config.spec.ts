@@ -51,6 +51,7 @@ describe("loadConfig", () => {
       sendBurst: 30,
       sendMaxInFlight: 1000,
       recentMessagesPerGroup: 100,
+      heapGrowingPercent: 300,
       presenceTtlMs: 30_000,
       heartbeatMs: 15_000,
       streamBufferBytes: 1_048_576,
@@ -155,6 +156,7 @@ describe("loadConfig", () => {
       [{ SEND_BURST: "8" }, (c) => c.sendBurst, 8],
       [{ SEND_MAX_IN_FLIGHT: "64" }, (c) => c.sendMaxInFlight, 64],
       [{ RECENT_MESSAGES_PER_GROUP: "20" }, (c) => c.recentMessagesPerGroup, 20],
+      [{ HEAP_GROWING_PERCENT: "0" }, (c) => c.heapGrowingPercent, 0],
       [{ PRESENCE_TTL: "5s" }, (c) => c.presenceTtlMs, 5_000],
       [{ HEARTBEAT_INTERVAL: "250ms" }, (c) => c.heartbeatMs, 250],
       [{ STREAM_BUFFER_BYTES: "2048" }, (c) => c.streamBufferBytes, 2048],
@@ -286,6 +288,13 @@ describe("loadConfig", () => {
     assert.match(configError({ STORE_URL: "cassandra://db/chat?consistency=all", BUS_URL: "nats://n:4222" }).problems[0] ?? "", /unknown cassandra URL parameter/);
     assert.equal(loadConfig({ STORE_URL: "cassandra://db/chat", BUS_URL: "nats://n:4222" }).migrate, true);
     assert.equal(loadConfig({ STORE_URL: "sqlite::memory:" }).migrate, false);
+  });
+
+  it("fixes V8's heap growing percent at 300 for the embedded store only, unless set", () => {
+    assert.equal(loadConfig({ STORE_URL: "sqlite::memory:" }).heapGrowingPercent, 300);
+    assert.equal(loadConfig({ STORE_URL: "cassandra://db/chat", BUS_URL: "nats://n:4222" }).heapGrowingPercent, 0);
+    assert.equal(loadConfig({ STORE_URL: "cassandra://db/chat", BUS_URL: "nats://n:4222", HEAP_GROWING_PERCENT: "50" }).heapGrowingPercent, 50);
+    assert.match(configError({ HEAP_GROWING_PERCENT: "1001" }).problems[0] ?? "", /^HEAP_GROWING_PERCENT/);
   });
 
   it("checks integer bounds inclusively", () => {

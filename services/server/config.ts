@@ -57,6 +57,8 @@ export interface Config {
   readonly sendMaxInFlight: number;
   /** Newest messages per group kept for history reads by the recent-messages cache. */
   readonly recentMessagesPerGroup: number;
+  /** V8's heap growing percent (HEAP_GROWING_PERCENT): how far the old generation may grow past its live size after a full collection; 0 = V8's own choice. */
+  readonly heapGrowingPercent: number;
   /** How long a process's presence entries live unrefreshed (after a crash, its users look online this long). */
   readonly presenceTtlMs: number;
   readonly heartbeatMs: number;
@@ -197,6 +199,8 @@ export const SETTINGS = {
   MAX_GROUPS_PER_USER: `most groups one user may be in; joining one more (CreateGroup, AddMember) gets FAILED_PRECONDITION; at most ${MAX_CURSORS}, the cursors one Subscribe carries (default 5000)`,
   SENDS_PER_SECOND: "sustained messages per user per second, across groups and processes (default 10)",
   SEND_BURST: "messages a user may send at once above the sustained rate (default 30)",
+  HEAP_GROWING_PERCENT:
+    "how far, in percent of what survived, V8 lets the old generation grow after a full collection before the next one: 300 (the default with a sqlite: STORE_URL) keeps the embedded server from running full collections back to back under steady load; 0 = V8's own choice, 10-300 % by how fast the process allocates (the default otherwise, where memory per connection counts; docs/performance.md, Heap growth of the embedded server)",
   SEND_MAX_IN_FLIGHT: "sends one process works on at once; past it SendMessage answers RESOURCE_EXHAUSTED with retry-after (default 1000)",
   RECENT_MESSAGES_PER_GROUP: "newest messages per group the recent-messages cache keeps for history reads (default 100)",
   PRESENCE_TTL: "how long a process's presence entries live unless refreshed (every third of it); after a crash its users look online this long (default 30s)",
@@ -322,6 +326,7 @@ export function loadConfig(env: Env): Config {
     sendBurst: read.integer("SEND_BURST", 30, 1, 1_000_000),
     sendMaxInFlight: read.integer("SEND_MAX_IN_FLIGHT", 1000, 1, 1_000_000),
     recentMessagesPerGroup: read.integer("RECENT_MESSAGES_PER_GROUP", 100, 1, 10_000),
+    heapGrowingPercent: read.integer("HEAP_GROWING_PERCENT", cassandraStore ? 0 : 300, 0, 1000),
     presenceTtlMs: read.duration("PRESENCE_TTL", "30s", 1_000, MAX_TIMER_MS),
     heartbeatMs: read.duration("HEARTBEAT_INTERVAL", "15s", 100, MAX_TIMER_MS),
     streamBufferBytes: read.integer("STREAM_BUFFER_BYTES", 1 << 20, 1024, 1 << 30),
