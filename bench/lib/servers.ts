@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { buildSync } from "esbuild";
 import { type Managed, spawnGuarded, stopChild } from "./children.js";
 import { pidListeningOn } from "./procstat.js";
 import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
@@ -18,6 +19,8 @@ const MAIN = join(REPO, "services/main.ts");
 /** BUILT_MAIN is MAIN compiled by scripts/build-server.mjs, as production runs it (buildServer makes it). */
 const BUILT_MAIN = join(REPO, "dist/services/main.js");
 const REFERENCE = join(REPO, "bench/reference/broadcast-server.ts");
+/** BUILT_REFERENCE is REFERENCE compiled like the server (buildReference makes it), so neither pays tsx's keepNames. */
+const BUILT_REFERENCE = join(REPO, "dist-bench/reference/broadcast-server.js");
 
 /** TargetKind names a server under test. */
 export type TargetKind = "embedded" | "production" | "url" | "reference";
@@ -112,8 +115,8 @@ async function startServerProc(
 ): Promise<ServerProc> {
   let port = 0;
   let failed = "";
-  // The chat server runs compiled, as in production (buildServer); other programs (the reference) through tsx.
-  const run = program.script === MAIN ? [BUILT_MAIN] : ["--import", "tsx", program.script];
+  // Both programs run compiled (buildServer, buildReference): the chat server as in production, the reference alike.
+  const run = [program.script === MAIN ? BUILT_MAIN : program.script];
   const managed = await spawnGuarded(name, [...opts.serverNodeArgs, ...run, ...(services ? [`--services=${services}`] : [])], {
     cwd: REPO,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
@@ -144,8 +147,9 @@ async function startServerProc(
  * setup invents the ids (setup.ts inventPopulation) and --server-env does not apply.
  */
 async function referenceTarget(opts: TargetOptions): Promise<Target> {
+  buildReference();
   const started = await startServerProc("reference", undefined, { HOST: "127.0.0.1" }, opts, {
-    script: REFERENCE,
+    script: BUILT_REFERENCE,
     listening: "reference server listening",
   });
   const proc: ServerProc = { ...started, services: "broadcast" };
@@ -179,6 +183,23 @@ export async function startTarget(opts: TargetOptions): Promise<Target> {
 /** buildServer compiles the server to dist/ (scripts/build-server.mjs, a fraction of a second) before it is started. */
 function buildServer(): void {
   execFileSync(process.execPath, [join(REPO, "scripts/build-server.mjs")], { cwd: REPO, stdio: "inherit" });
+}
+
+/**
+ * buildReference compiles the reference server to dist-bench/ the way scripts/build-server.mjs compiles the chat
+ * server (esbuild, types stripped, no keepNames; `ws` still comes from node_modules), so that a comparison runs both
+ * compiled. Under tsx the reference paid keepNames' wrappers and ours did not.
+ */
+function buildReference(): void {
+  buildSync({
+    entryPoints: [REFERENCE],
+    outfile: BUILT_REFERENCE,
+    format: "esm",
+    platform: "node",
+    target: "node20",
+    sourcemap: "linked",
+    logLevel: "warning",
+  });
 }
 
 function urlTarget(opts: TargetOptions): Target {
