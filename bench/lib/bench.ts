@@ -51,6 +51,8 @@ export interface ProcWindow {
   cores: number;
   rssMiB: number;
   peakRssMiB: number;
+  /** Share of the window its main thread was ready to run but waited for a CPU (0.05 = 5 %; procstat runQueueSeconds). */
+  runQueueShare: number;
 }
 
 /** Window is CPU use between two samples. */
@@ -275,6 +277,7 @@ export class Bench {
       ys.map((y) => {
         const x = xs.find((p) => p.name === y.name && p.sample.pid === y.sample.pid);
         const cpu = Math.max(0, y.sample.cpuSeconds - (x?.sample.cpuSeconds ?? y.sample.cpuSeconds));
+        const waited = Math.max(0, y.sample.runQueueSeconds - (x?.sample.runQueueSeconds ?? y.sample.runQueueSeconds));
         return {
           name: y.name,
           pid: y.sample.pid,
@@ -282,6 +285,7 @@ export class Bench {
           cores: round(cpu / seconds, 3),
           rssMiB: round(y.sample.rssBytes / 2 ** 20, 1),
           peakRssMiB: round(y.sample.peakRssBytes / 2 ** 20, 1),
+          runQueueShare: round(waited / seconds, 4),
         };
       });
     const server = diff(a.server, b.server);

@@ -83,7 +83,29 @@ export interface ProcSample {
   readonly rssBytes: number;
   /** Peak resident memory of the main process (VmHWM) in bytes. */
   readonly peakRssBytes: number;
+  /**
+   * Seconds the process's main thread (the event loop) has spent ready to run but waiting for a CPU (the run
+   * queue: /proc/<pid>/schedstat, its second field), since it started.
+   */
+  readonly runQueueSeconds: number;
   readonly alive: boolean;
+}
+
+/**
+ * parseSchedstat reads /proc/<pid>/schedstat's text ("<ns on a CPU> <ns waiting on a run queue> <timeslices>") and
+ * returns the run-queue wait in seconds (0 for text it cannot read: a kernel without schedstats).
+ */
+export function parseSchedstat(text: string): number {
+  const waitNs = Number(text.trim().split(/\s+/)[1]);
+  return Number.isFinite(waitNs) ? waitNs / 1e9 : 0;
+}
+
+function runQueueSeconds(pid: number): number {
+  try {
+    return parseSchedstat(readFileSync(`/proc/${pid}/schedstat`, "latin1"));
+  } catch {
+    return 0;
+  }
 }
 
 function statusKb(pid: number, field: string): number {
@@ -99,7 +121,7 @@ function statusKb(pid: number, field: string): number {
 /** sampleTree reads CPU and memory of `pid` and its descendants. */
 export function sampleTree(pid: number, withDescendants = true): ProcSample {
   const main = readStat(pid);
-  if (!main) return { pid, cpuSeconds: 0, rssBytes: 0, peakRssBytes: 0, alive: false };
+  if (!main) return { pid, cpuSeconds: 0, rssBytes: 0, peakRssBytes: 0, runQueueSeconds: 0, alive: false };
   let cpu = main.cpu + main.childCpu;
   let rssKb = statusKb(pid, "VmRSS");
   if (withDescendants) {
@@ -110,7 +132,14 @@ export function sampleTree(pid: number, withDescendants = true): ProcSample {
       rssKb += statusKb(d, "VmRSS");
     }
   }
-  return { pid, cpuSeconds: cpu, rssBytes: rssKb * 1024, peakRssBytes: statusKb(pid, "VmHWM") * 1024, alive: true };
+  return {
+    pid,
+    cpuSeconds: cpu,
+    rssBytes: rssKb * 1024,
+    peakRssBytes: statusKb(pid, "VmHWM") * 1024,
+    runQueueSeconds: runQueueSeconds(pid),
+    alive: true,
+  };
 }
 
 /** systemCpuSeconds is the busy CPU time of the whole machine (all cores, from /proc/stat), in seconds. */

@@ -2,7 +2,7 @@
  * What every mode's result carries (command line, machine, load shape,
  * server settings) and the shared table rows.
  */
-import type { Bench, PhaseResult, Window } from "../lib/bench.js";
+import type { Bench, PhaseResult, ProcWindow, Window } from "../lib/bench.js";
 import type { SenderGroup, WorkerTotals } from "../lib/protocol.js";
 import type { Target } from "../lib/servers.js";
 import type { Population } from "../lib/setup.js";
@@ -125,7 +125,19 @@ export function cpuRows(w: Window, deliveries?: number): [string, string][] {
     `${fmt(w.machineBusyCores, 2)} cores (other processes: ${fmt(w.otherCores, 2)}${w.disturbed ? " — DISTURBED: other work ran during the measurement" : ""})`,
   ]);
   rows.push(["load generator bound", w.generatorBound.length === 0 ? "no" : `YES: ${w.generatorBound.join("; ")}`]);
+  rows.push(["waiting for a CPU", runQueueText(w)]);
   return rows;
+}
+
+/**
+ * runQueueText says how long each process's event loop was ready to run but had no CPU (the run queue), as a share
+ * of the window: time that every latency measured in it may include and that neither the server's code nor its CPU
+ * figures show. On a machine with cores to spare it stays near 0.
+ */
+export function runQueueText(w: Window): string {
+  const pct = (p: ProcWindow) => `${p.name} ${fmt(p.runQueueShare * 100, 1)}%`;
+  const parts = [...w.server, ...w.generators].map(pct);
+  return `${parts.join(", ")} of the time (main threads on the run queue, /proc/<pid>/schedstat)`;
 }
 
 /** lossOf computes loss from the sender's expectation and the subscribers' seq checks. */

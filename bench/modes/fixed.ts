@@ -67,6 +67,13 @@ export async function runFixed(bench: Bench): Promise<number> {
     { label: "server RSS", unit: "MiB", value: w.serverRssMiB, decimals: 1, better: "lower" },
     { label: "load generator cores", unit: "", value: w.generatorCores, decimals: 2, better: "-" },
     { label: "machine busy cores", unit: "", value: w.machineBusyCores, decimals: 2, better: "-" },
+    {
+      label: "server waiting for a CPU (most of its processes)",
+      unit: "%",
+      value: w.server.length > 0 ? Math.max(...w.server.map((p) => p.runQueueShare)) * 100 : undefined,
+      decimals: 1,
+      better: "-",
+    },
     { label: "load generator bound / disturbed", unit: "", value: `${w.generatorBound.length > 0 ? "YES" : "no"} / ${w.disturbed ? "YES" : "no"}`, decimals: 0, better: "-" },
   ];
   process.stdout.write(`\n${title}\n${table(rows)}\n`);
