@@ -1,3 +1,4 @@
+import { hkdfSync } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import {
@@ -42,7 +43,7 @@ export class AccessTokens {
 
   private constructor(
     /** The signing key and its public JWK; absent in processes that only verify. */
-    private readonly signer: { readonly privateKey: CryptoKey; readonly publicJwk: JWK } | undefined,
+    private readonly signer: { readonly privateKey: CryptoKey; readonly publicJwk: JWK; readonly seed: Buffer } | undefined,
     private readonly verifyKey: CryptoKey | JWTVerifyGetKey,
     private readonly settings: AccessTokenSettings,
   ) {}
@@ -83,12 +84,21 @@ export class AccessTokens {
     const publicJwk: JWK = { ...pub, kid, alg: ALG, use: "sig" };
     const privateKey = (await importJWK({ ...jwk, alg: ALG }, ALG)) as CryptoKey;
     const publicKey = (await importJWK({ ...pub, alg: ALG }, ALG)) as CryptoKey;
-    return new AccessTokens({ privateKey, publicJwk }, publicKey, settings);
+    return new AccessTokens({ privateKey, publicJwk, seed: Buffer.from(jwk.d, "base64url") }, publicKey, settings);
   }
 
   /** canIssue tells whether this process holds the signing key. */
   get canIssue(): boolean {
     return this.signer !== undefined;
+  }
+
+  /**
+   * derivedKey returns a 32-byte secret for `purpose`, derived (HKDF-SHA256) from the signing key, so every process
+   * that holds the key derives the same one and nobody without it can. Throws where this process has no signing key.
+   */
+  derivedKey(purpose: string): Buffer {
+    if (!this.signer) throw new Error("this process does not hold the signing key; tokens are issued by the auth service");
+    return Buffer.from(hkdfSync("sha256", this.signer.seed, Buffer.alloc(0), purpose, 32));
   }
 
   /** jwks is the JSON Web Key Set served at /.well-known/jwks.json (empty where this process has no signing key). */

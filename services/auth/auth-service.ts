@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { ChatError } from "../core/errors.js";
 import type { Fanout } from "../core/fanout.js";
 import { newId } from "../core/ids.js";
-import type { User } from "../core/model.js";
+import type { RefreshTokenRecord, User } from "../core/model.js";
 import type { Clock, RateLimit, RateLimiter, RefreshTokenStore, UserStore } from "../core/ports.js";
 import type { Principal } from "../core/principal.js";
 import { takeToken } from "../core/rate-limit.js";
@@ -21,6 +21,12 @@ export interface Session {
 /** AuthSettings are the auth use-cases' limits. */
 export interface AuthSettings {
   readonly refreshTtlMs: number;
+  /**
+   * How long after a refresh token was used presenting it again gets the same answer (its successor, unused, with a
+   * new access token) instead of revoking the session: a client whose refresh answer was lost retries safely.
+   * 0 = never (every second use revokes).
+   */
+  readonly refreshReuseGraceMs: number;
   /** Login attempts per username. */
   readonly loginPerUsername: RateLimit;
   /** Login attempts per client address. */
@@ -35,6 +41,9 @@ export interface AuthSettings {
  * is ever logged or returned after issue.
  */
 export class AuthService {
+  /** The HMAC key of successorOf, derived on first use. */
+  private successorKey: Buffer | undefined;
+
   constructor(
     private readonly deps: {
       store: UserStore & RefreshTokenStore;
@@ -86,9 +95,14 @@ export class AuthService {
   }
 
   /**
-   * refresh rotates a refresh token. Each token works once; presenting a
-   * used one is treated as theft: the whole family (session) is revoked and
-   * its live streams end.
+   * refresh rotates a refresh token. Each token works once: its successor
+   * is derived from it (an HMAC under a key derived from the signing key),
+   * so the rotation has one answer. Presenting a used token again within
+   * `refreshReuseGraceMs` of its use, while its successor is still unused,
+   * gets that same answer again (the successor and a new access token): the
+   * client whose answer was lost on the network retries safely. Any other
+   * second use (after the grace, or once the successor was used) is treated
+   * as theft: the whole family (session) is revoked and its live streams end.
    *
    * The new token is inserted before the session's revocation mark is read;
    * a marked session is revoked again (now covering the new token) and
@@ -105,18 +119,48 @@ export class AuthService {
     if (!record) throw new ChatError("Unauthenticated", "refresh token is invalid; log in again");
     if (record.revokedAt !== null) throw new ChatError("Unauthenticated", "session was revoked; log in again");
     if (record.expiresAt <= now) throw new ChatError("Unauthenticated", "refresh token expired; log in again");
+    const successor = this.successorOf(refreshToken);
     if (record.usedAt !== null || !(await this.deps.store.markRefreshTokenUsed(record.tokenHash, now))) {
-      await this.revokeSession(record.userId, record.familyId);
-      throw new ChatError("Unauthenticated", "refresh token was already used, so the session has been revoked; log in again");
+      // A concurrent refresh of the same token marked it between our read and our mark: read when.
+      const usedAt = record.usedAt ?? (await this.deps.store.findRefreshToken(record.tokenHash))?.usedAt ?? now;
+      return this.answerAgain(record, successor, usedAt, now);
     }
     const user = await this.deps.store.getUser(record.userId);
     if (!user) throw new ChatError("Unauthenticated", "account no longer exists");
-    const session = await this.issue(user, record.familyId);
+    const session = await this.issue(user, record.familyId, successor);
     if (await this.deps.store.isSessionRevoked(record.familyId)) {
       await this.revokeSession(record.userId, record.familyId);
       throw new ChatError("Unauthenticated", "session was revoked; log in again");
     }
     return session;
+  }
+
+  /**
+   * answerAgain handles a second use of a refresh token (see refresh): the
+   * same successor within the grace while it is unused, else revocation. A
+   * successor not stored yet means the first refresh is still running:
+   * Unavailable, and the client's retry gets the answer.
+   */
+  private async answerAgain(record: RefreshTokenRecord, successor: string, usedAt: number, now: number): Promise<Session> {
+    if (now - usedAt <= this.deps.settings.refreshReuseGraceMs) {
+      const next = await this.deps.store.findRefreshToken(hashToken(successor));
+      if (!next) throw new ChatError("Unavailable", "a refresh with this token is still in progress; retry in a moment");
+      if (next.usedAt === null && next.revokedAt === null && next.familyId === record.familyId) {
+        const user = await this.deps.store.getUser(record.userId);
+        if (!user) throw new ChatError("Unauthenticated", "account no longer exists");
+        if (await this.deps.store.isSessionRevoked(record.familyId)) throw new ChatError("Unauthenticated", "session was revoked; log in again");
+        const access = await this.deps.tokens.issue(user, record.familyId, now);
+        return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken: successor, refreshTokenExpiresAt: next.expiresAt };
+      }
+    }
+    await this.revokeSession(record.userId, record.familyId);
+    throw new ChatError("Unauthenticated", "refresh token was already used, so the session has been revoked; log in again");
+  }
+
+  /** successorOf is the refresh token that rotating `refreshToken` issues: 256 bits only the signing key's holders can compute. */
+  private successorOf(refreshToken: string): string {
+    this.successorKey ??= this.deps.tokens.derivedKey("chat refresh-token successor v1");
+    return createHmac("sha256", this.successorKey).update(refreshToken).digest("base64url");
   }
 
   /** logout revokes the session that `refreshToken` belongs to (idempotent) and ends its live streams. */
@@ -134,12 +178,11 @@ export class AuthService {
   }
 
   private openSession(user: User): Promise<Session> {
-    return this.issue(user, newId());
+    return this.issue(user, newId(), randomBytes(32).toString("base64url"));
   }
 
-  private async issue(user: User, familyId: string): Promise<Session> {
+  private async issue(user: User, familyId: string, refreshToken: string): Promise<Session> {
     const now = this.deps.clock.now();
-    const refreshToken = randomBytes(32).toString("base64url");
     const refreshTokenExpiresAt = now + this.deps.settings.refreshTtlMs;
     await this.deps.store.insertRefreshToken({
       tokenHash: hashToken(refreshToken),

@@ -118,6 +118,7 @@ export async function startApp(config: Config, options: AppOptions = {}): Promis
     clock,
     settings: {
       refreshTtlMs: config.refreshTokenTtlMs,
+      refreshReuseGraceMs: config.refreshReuseGraceMs,
       loginPerUsername: { burst: config.loginAttemptsPerMinute, perSecond: config.loginAttemptsPerMinute / 60 },
       loginPerAddress: { burst: config.loginAttemptsPerMinutePerAddress, perSecond: config.loginAttemptsPerMinutePerAddress / 60 },
       registerPerAddress: { burst: config.registrationsPerMinutePerAddress, perSecond: config.registrationsPerMinutePerAddress / 60 },

@@ -26,6 +26,8 @@ export interface Config {
   readonly jwt: { readonly issuer: string; readonly audience: string; readonly keyFile: string };
   readonly accessTokenTtlMs: number;
   readonly refreshTokenTtlMs: number;
+  /** How long a used refresh token gets its same answer again instead of revoking the session (REFRESH_REUSE_GRACE; 0 = never). */
+  readonly refreshReuseGraceMs: number;
   readonly retentionMs: number;
   readonly maxTextBytes: number;
   readonly maxRequestBytes: number;
@@ -176,6 +178,8 @@ export const SETTINGS = {
   JWT_KEY_FILE: "Ed25519 private key as a JWK file; created on first start (default <DATA_DIR>/jwt-ed25519.jwk)",
   ACCESS_TOKEN_TTL: "lifetime of access tokens (default 15m)",
   REFRESH_TOKEN_TTL: "lifetime of refresh tokens (default 30d)",
+  REFRESH_REUSE_GRACE:
+    "how long after a refresh token was used presenting it again gets the same answer (its successor, if still unused, with a new access token) instead of revoking the session, so a client whose refresh answer was lost can retry; 0s = every second use revokes the session (default 60s)",
   RETENTION: "how long events are kept (default 30d)",
   MAX_TEXT_BYTES: "largest message text in UTF-8 bytes (default 4096)",
   MAX_REQUEST_BYTES: "largest request message in bytes (default 65536); a stream's opening message (a SubscribeRequest, Connect's first) may take at least 1351024 bytes, so 10000 cursors fit",
@@ -308,6 +312,7 @@ export function loadConfig(env: Env): Config {
     }),
     accessTokenTtlMs: read.duration("ACCESS_TOKEN_TTL", "15m", 1_000),
     refreshTokenTtlMs: read.duration("REFRESH_TOKEN_TTL", "30d", 60_000),
+    refreshReuseGraceMs: read.duration("REFRESH_REUSE_GRACE", "60s", 0, 600_000),
     retentionMs: read.duration("RETENTION", "30d", 1_000),
     maxTextBytes: read.integer("MAX_TEXT_BYTES", 4096, 1, 1 << 20),
     maxRequestBytes: read.integer("MAX_REQUEST_BYTES", 65_536, 1024, 16 << 20),

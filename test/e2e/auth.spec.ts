@@ -293,6 +293,26 @@ describe("auth (e2e)", () => {
     otherStream.close();
   });
 
+  it("answers a repeated RefreshToken (its answer lost) with the same refresh token, and the session and its streams live on", async () => {
+    const alice = await registerUser(server.baseUrl, "connect", "lostanswer");
+    const r1 = alice.refreshToken ?? "";
+    const stream = subscribe(alice);
+    await stream.waitReady();
+    const lost = (await alice.auth.refreshToken({ refreshToken: r1 })).tokens; // never reaches the client
+    const retried = (await alice.auth.refreshToken({ refreshToken: r1 })).tokens;
+    assert.ok(lost?.refreshToken && retried?.accessToken);
+    assert.equal(retried.refreshToken, lost.refreshToken);
+    assert.notEqual(retried.accessToken, lost.accessToken);
+    alice.token = retried.accessToken;
+    await alice.groups.listGroups({});
+    // The successor rotates as usual; the old token, its successor now used, is a theft signal again.
+    const next = (await alice.auth.refreshToken({ refreshToken: retried.refreshToken })).tokens;
+    assert.ok(next?.refreshToken && next.refreshToken !== retried.refreshToken);
+    assert.equal(stream.done, false, "the live stream was not ended");
+    await rejectsWith(alice.auth.refreshToken({ refreshToken: r1 }), Code.Unauthenticated, /already used/);
+    await stream.waitDone();
+  });
+
   it("logout revokes the session and ends only that session's live streams with UNAUTHENTICATED", async () => {
     const alice = await registerUser(server.baseUrl, "grpc", "logout");
     const otherSession = await loginAs(server.baseUrl, "connect", alice.username);

@@ -182,8 +182,11 @@ describe("@chat/client: a WebSocket handshake refused without a visible status (
 
   it("signs out when the refresh token is refused too", async () => {
     const { w, store, refreshToken } = await refusedClient();
-    // Someone else used the refresh token: the client's refresh presents a used token and the server revokes the session.
-    await createClient(AuthService, createConnectTransport({ baseUrl: server.baseUrl })).refreshToken({ refreshToken });
+    // Someone else used the refresh token and then its successor: the client's refresh presents a used token with no
+    // lost answer to repeat, and the server revokes the session.
+    const other = createClient(AuthService, createConnectTransport({ baseUrl: server.baseUrl }));
+    const thief = (await other.refreshToken({ refreshToken })).tokens;
+    await other.refreshToken({ refreshToken: thief?.refreshToken ?? "" });
     await w.client.start();
     try {
       await until(() => w.client.state === "closed" && w.signedOut.length === 1, "the client to sign out and close");

@@ -316,9 +316,11 @@ describe("@chat/client sessions with a short access-token lifetime", () => {
     const alice = await registered(server, "ro", { tokenStore: tokens });
     const stolen = tokens.load();
     assert.ok(stolen);
-    // Someone else rotates alice's refresh token first: her own refresh then presents a used token.
+    // Someone else rotates alice's refresh token first and goes on using the session: her own refresh then presents
+    // a used token whose successor was used (no lost answer to repeat), and the server revokes the session.
     const other = createClient(AuthService, createConnectTransport({ baseUrl: server.baseUrl }));
-    await other.refreshToken({ refreshToken: stolen.refreshToken });
+    const thief = (await other.refreshToken({ refreshToken: stolen.refreshToken })).tokens;
+    await other.refreshToken({ refreshToken: thief?.refreshToken ?? "" });
     await until(() => Date.now() > stolen.accessTokenExpiresAt, "the access token to expire");
     await assert.rejects(alice.client.listGroups(), (e: unknown) => e instanceof ConnectError && e.code === Code.Unauthenticated);
     assert.equal(alice.signedOut.length, 1);

@@ -284,8 +284,12 @@ export const AuthService: GenService<{
   },
   /**
    * RefreshToken rotates a refresh token: the old one stops working and a new
-   * pair is returned. Presenting an already rotated token revokes its whole
-   * family (every token descended from the same login).
+   * pair is returned. Presenting an already rotated token again within the
+   * server's grace (REFRESH_REUSE_GRACE, 60 s by default) while the new one
+   * is still unused returns the same refresh token with a new access token,
+   * so a client whose answer was lost may retry; any other reuse revokes the
+   * whole family (every token descended from the same login). UNAVAILABLE
+   * while the first rotation of the token is still being stored: retry.
    *
    * @generated from rpc chat.v1.AuthService.RefreshToken
    */
