@@ -142,7 +142,8 @@ export class AuthService {
    * Unavailable, and the client's retry gets the answer.
    */
   private async answerAgain(record: RefreshTokenRecord, successor: string, usedAt: number, now: number): Promise<Session> {
-    if (now - usedAt <= this.deps.settings.refreshReuseGraceMs) {
+    const grace = this.deps.settings.refreshReuseGraceMs;
+    if (grace > 0 && now - usedAt <= grace) {
       const next = await this.deps.store.findRefreshToken(hashToken(successor));
       if (!next) throw new ChatError("Unavailable", "a refresh with this token is still in progress; retry in a moment");
       if (next.usedAt === null && next.revokedAt === null && next.familyId === record.familyId) {
