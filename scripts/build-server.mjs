@@ -24,6 +24,7 @@ import { cp, mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import { NODE_BUILD } from "./node-build-options.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const out = join(root, "dist");
@@ -44,11 +45,7 @@ await esbuild.build({
   entryPoints,
   outdir: staging,
   outbase: root,
-  format: "esm",
-  platform: "node",
-  target: "node20",
-  sourcemap: "linked",
-  logLevel: "warning",
+  ...NODE_BUILD,
 });
 const sqlite = join("services", "adapters", "sqlite");
 for (const f of await readdir(join(root, sqlite))) {

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSync } from "esbuild";
+import { NODE_BUILD } from "../../scripts/node-build-options.mjs";
 import { type Managed, spawnGuarded, stopChild } from "./children.js";
 import { pidListeningOn } from "./procstat.js";
 import { PrivateNatsCluster } from "../../test/support/private-nats-cluster.js";
@@ -186,20 +187,12 @@ function buildServer(): void {
 }
 
 /**
- * buildReference compiles the reference server to dist-bench/ the way scripts/build-server.mjs compiles the chat
- * server (esbuild, types stripped, no keepNames; `ws` still comes from node_modules), so that a comparison runs both
- * compiled. Under tsx the reference paid keepNames' wrappers and ours did not.
+ * buildReference compiles the reference server to dist-bench/ with the chat server's options (NODE_BUILD; `ws` still
+ * comes from node_modules), so that a comparison runs both compiled. Under tsx the reference paid keepNames' wrappers
+ * and ours did not.
  */
 function buildReference(): void {
-  buildSync({
-    entryPoints: [REFERENCE],
-    outfile: BUILT_REFERENCE,
-    format: "esm",
-    platform: "node",
-    target: "node20",
-    sourcemap: "linked",
-    logLevel: "warning",
-  });
+  buildSync({ entryPoints: [REFERENCE], outfile: BUILT_REFERENCE, ...NODE_BUILD });
 }
 
 function urlTarget(opts: TargetOptions): Target {
